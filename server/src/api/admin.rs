@@ -1,0 +1,20 @@
+//! Synapse-compatible admin endpoints, so existing admin tooling works: shared-secret
+//! registration and registration tokens.
+
+pub mod endpoints;
+mod handlers;
+
+use axum::Router;
+
+use crate::{http::RumaRouterExt, state::AppState};
+
+pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
+    use endpoints::*;
+    r.ruma_route::<get_register_nonce::Request, _, _>(handlers::register_nonce)
+        .ruma_route::<shared_secret_register::Request, _, _>(handlers::shared_secret_register)
+        .ruma_route::<list_registration_tokens::Request, _, _>(handlers::list_tokens)
+        .ruma_route::<get_registration_token::Request, _, _>(handlers::get_token)
+        .ruma_route::<create_registration_token::Request, _, _>(handlers::create_token)
+        .ruma_route::<update_registration_token::Request, _, _>(handlers::update_token)
+        .ruma_route::<delete_registration_token::Request, _, _>(handlers::delete_token)
+}

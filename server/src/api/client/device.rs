@@ -1,0 +1,85 @@
+//! The device list.
+
+use axum::extract::State;
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
+    api::client::device::{
+        Device, delete_device::v3 as delete_device, delete_devices::v3 as delete_devices,
+        get_device::v3 as get_device, get_devices::v3 as get_devices, update_device::v3 as update_device,
+    },
+};
+
+use crate::{
+    http::ruma::{ApiResult, Ruma},
+    service::uiaa::{Purpose, UiaaService},
+    state::AppState,
+    storage::devices::DeviceRecord,
+};
+
+fn to_device(record: DeviceRecord) -> Device {
+    let mut device = Device::new(OwnedDeviceId::from(record.device_id));
+    device.display_name = record.display_name;
+    device.last_seen_ip = record.last_seen_ip;
+    device.last_seen_ts = record
+        .last_seen_ts
+        .and_then(|ts| UInt::new(ts as u64))
+        .map(MilliSecondsSinceUnixEpoch);
+    device
+}
+
+/// # `GET /_matrix/client/v3/devices`
+pub(super) async fn list(State(state): State<AppState>, req: Ruma<get_devices::Request>) -> ApiResult<get_devices::Response> {
+    let devices = state.sessions.devices(&req.identity.user_id).await?;
+    Ok(get_devices::Response::new(devices.into_iter().map(to_device).collect()).into())
+}
+
+/// # `GET /_matrix/client/v3/devices/{deviceId}`
+pub(super) async fn get(State(state): State<AppState>, req: Ruma<get_device::Request>) -> ApiResult<get_device::Response> {
+    let device = state.sessions.device(&req.identity.user_id, req.body.device_id.as_str()).await?;
+    Ok(get_device::Response::new(to_device(device)).into())
+}
+
+/// # `PUT /_matrix/client/v3/devices/{deviceId}`
+pub(super) async fn update(
+    State(state): State<AppState>,
+    req: Ruma<update_device::Request>,
+) -> ApiResult<update_device::Response> {
+    state
+        .sessions
+        .rename_device(&req.identity.user_id, req.body.device_id.as_str(), req.body.display_name.as_deref())
+        .await?;
+    Ok(update_device::Response::new().into())
+}
+
+/// # `DELETE /_matrix/client/v3/devices/{deviceId}` (UIA: password)
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    req: Ruma<delete_device::Request>,
+) -> ApiResult<delete_device::Response> {
+    let user_id = &req.identity.user_id;
+    // An unknown device is reported before asking for a password.
+    state.sessions.device(user_id, req.body.device_id.as_str()).await?;
+    let passed = state
+        .uiaa
+        .authenticate(Purpose::DeleteDevices, Some(user_id), req.body.auth.as_ref(), &UiaaService::password_flows())
+        .await?;
+    state.sessions.delete_devices(user_id, &[req.body.device_id.to_string()]).await?;
+    state.uiaa.finish(passed).await?;
+    Ok(delete_device::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/delete_devices` (UIA: password)
+pub(super) async fn delete_many(
+    State(state): State<AppState>,
+    req: Ruma<delete_devices::Request>,
+) -> ApiResult<delete_devices::Response> {
+    let user_id = &req.identity.user_id;
+    let passed = state
+        .uiaa
+        .authenticate(Purpose::DeleteDevices, Some(user_id), req.body.auth.as_ref(), &UiaaService::password_flows())
+        .await?;
+    let ids: Vec<String> = req.body.devices.iter().map(ToString::to_string).collect();
+    state.sessions.delete_devices(user_id, &ids).await?;
+    state.uiaa.finish(passed).await?;
+    Ok(delete_devices::Response::new().into())
+}

@@ -1,0 +1,428 @@
+//! Typed configuration: a TOML file (optional) overlaid by `POSTSTELLE_*` environment variables.
+//!
+//! Nested keys are joined by `__` in the environment, e.g. `POSTSTELLE_LISTENERS__CLIENT__ADDR`.
+//! The key names are a contract that operators' tooling relies on (DESIGN §4).
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The whole configuration of one `poststelle` process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The Matrix server name: the part after the colon in user ids.
+    pub server_name: String,
+    /// Where the managed PostgreSQL cluster, signing keys and media live.
+    pub data_dir: PathBuf,
+    pub listeners: Listeners,
+    pub database: Database,
+    pub registration: Registration,
+    pub login: Login,
+    pub federation: Federation,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub privacy: Privacy,
+    /// The base URL clients should use, published in `/.well-known/matrix/client`.
+    /// Empty: `http://<client listener>`.
+    pub public_baseurl: String,
+    /// `tracing` filter directive, e.g. `info` or `poststelle_server=debug,info`.
+    pub log: String,
+    /// Log as JSON lines instead of human-readable text.
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".to_owned(),
+            data_dir: PathBuf::from("./data"),
+            listeners: Listeners::default(),
+            database: Database::default(),
+            registration: Registration::default(),
+            login: Login::default(),
+            federation: Federation::default(),
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            privacy: Privacy::default(),
+            public_baseurl: String::new(),
+            log: "info".to_owned(),
+            log_json: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    pub client: ClientListener,
+    pub federation: FederationListener,
+}
+
+/// The client-server listener: plain HTTP, for local use or behind a reverse proxy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientListener {
+    pub addr: SocketAddr,
+}
+
+impl Default for ClientListener {
+    fn default() -> Self {
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+    }
+}
+
+/// The server-server listener: always TLS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationListener {
+    pub addr: SocketAddr,
+    /// PEM certificate chain; empty: a self-signed pair is generated in `data_dir`.
+    pub tls_cert: String,
+    /// PEM private key; empty: a self-signed pair is generated in `data_dir`.
+    pub tls_key: String,
+}
+
+impl Default for FederationListener {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8448)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// `postgres://…`; empty: the managed PostgreSQL cluster under `data_dir`.
+    pub url: String,
+    /// Upper bound of the connection pool.
+    pub max_connections: u32,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 16 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registration {
+    /// Open registration through `/register` (with `m.login.dummy` or a token).
+    pub enabled: bool,
+    /// When registration is enabled, require an `m.login.registration_token` stage.
+    pub requires_token: bool,
+    /// Shared secret for the Synapse-compatible `/_synapse/admin/v1/register`; empty: off.
+    pub shared_secret: String,
+    /// Localpart prefixes nobody may register (claimed by application services, bridges).
+    pub reserved_prefixes: Vec<String>,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            requires_token: false,
+            shared_secret: String::new(),
+            reserved_prefixes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Login {
+    /// Lifetime of an access token issued with a refresh token, in seconds.
+    pub access_token_lifetime_secs: u64,
+    /// Lifetime of a `m.login.token` from `/login/get_token`, in seconds.
+    pub login_token_lifetime_secs: u64,
+    /// Argon2id memory cost in KiB (the password hash cost; recorded in BENCHMARKS.md).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
+    pub jwt: Jwt,
+}
+
+impl Default for Login {
+    fn default() -> Self {
+        Self {
+            access_token_lifetime_secs: 300,
+            login_token_lifetime_secs: 120,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            jwt: Jwt::default(),
+        }
+    }
+}
+
+/// JWT login (`org.matrix.login.jwt`) from an external identity provider such as BundID or an
+/// agency Keycloak.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jwt {
+    pub enabled: bool,
+    /// `HS256`, `RS256`, `ES256`, `EdDSA`, …
+    pub algorithm: String,
+    /// HMAC secret (for `HS*`).
+    pub secret: String,
+    /// PEM public key file (for `RS*`, `PS*`, `ES*`, `EdDSA`).
+    pub public_key_file: String,
+    /// A JWKS document URL; keys are chosen by the token's `kid`.
+    pub jwks_url: String,
+    /// Required `iss`; empty: not checked.
+    pub issuer: String,
+    /// Accepted `aud` values; empty: tokens carrying an `aud` are refused.
+    pub audiences: Vec<String>,
+    /// The claim whose value becomes the localpart.
+    pub subject_claim: String,
+    /// Create the account on the first login.
+    pub create_users: bool,
+}
+
+impl Default for Jwt {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            algorithm: "HS256".to_owned(),
+            secret: String::new(),
+            public_key_file: String::new(),
+            jwks_url: String::new(),
+            issuer: String::new(),
+            audiences: Vec::new(),
+            subject_claim: "sub".to_owned(),
+            create_users: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Federation {
+    pub verify_tls: bool,
+    /// Extra CA certificates (PEM) trusted for outbound federation.
+    pub ca_file: String,
+    /// Allow outbound requests to loopback and private ranges (tests only).
+    pub allow_private_networks: bool,
+    /// Servers allowed to federate; empty: open federation.
+    #[serde(deserialize_with = "comma_separated")]
+    pub allow_list: Vec<String>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            verify_tls: true,
+            ca_file: String::new(),
+            allow_private_networks: false,
+            allow_list: Vec::new(),
+        }
+    }
+}
+
+/// What users may learn about each other.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Privacy {
+    /// Let any user read any local profile (off: only one's own, and admins read all).
+    pub public_profiles: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (`413 M_TOO_LARGE` above).
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_request_bytes: 1024 * 1024 }
+    }
+}
+
+/// A token bucket: `per_second` refill, `burst` capacity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Whether rate limiting is on at all.
+    pub enabled: bool,
+    /// Login attempts per client IP.
+    pub login_per_ip: Bucket,
+    /// Failed login attempts per account.
+    pub login_failures_per_account: Bucket,
+    /// Registration attempts per client IP.
+    pub registration_per_ip: Bucket,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            login_per_ip: Bucket { per_second: 1.0, burst: 10 },
+            login_failures_per_account: Bucket { per_second: 0.2, burst: 5 },
+            registration_per_ip: Bucket { per_second: 0.2, burst: 5 },
+        }
+    }
+}
+
+/// Accepts both a TOML list and a comma-separated string (as environment variables give).
+fn comma_separated<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(de)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(s) => {
+            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        }
+    })
+}
+
+/// Configuration errors, reported by `poststelle config check` and at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given), then `POSTSTELLE_*` variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("POSTSTELLE_").split("__"));
+        Self::from_figment(figment)
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: cross-field rules and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            return invalid(format!("server_name {:?} is not a valid Matrix server name", self.server_name));
+        }
+        if self.login.jwt.enabled {
+            let jwt = &self.login.jwt;
+            if jwt.algorithm.parse::<jsonwebtoken::Algorithm>().is_err() {
+                return invalid(format!("login.jwt.algorithm {:?} is unknown", jwt.algorithm));
+            }
+            let sources = [&jwt.secret, &jwt.public_key_file, &jwt.jwks_url]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .count();
+            if sources != 1 {
+                return invalid(
+                    "login.jwt needs exactly one of secret, public_key_file, jwks_url".to_owned(),
+                );
+            }
+        }
+        if self.login.argon2_memory_kib < 8 || self.login.argon2_iterations == 0 {
+            return invalid("login.argon2_memory_kib must be ≥ 8 and argon2_iterations ≥ 1".to_owned());
+        }
+        if self.limits.max_request_bytes < 1024 {
+            return invalid("limits.max_request_bytes must be at least 1024".to_owned());
+        }
+        for bucket in [
+            self.rate_limits.login_per_ip,
+            self.rate_limits.login_failures_per_account,
+            self.rate_limits.registration_per_ip,
+        ] {
+            if !(bucket.per_second > 0.0) || bucket.burst == 0 {
+                return invalid("rate limit buckets need per_second > 0 and burst ≥ 1".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL clients are told to use.
+    pub fn client_base_url(&self) -> String {
+        if self.public_baseurl.is_empty() {
+            format!("http://{}", self.listeners.client.addr)
+        } else {
+            self.public_baseurl.trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(toml));
+        // Env provider reads the process environment; emulate it with a scoped map.
+        let map: std::collections::BTreeMap<String, String> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        for (k, v) in &map {
+            let key = k.trim_start_matches("POSTSTELLE_").to_lowercase().replace("__", ".");
+            figment = figment.merge(figment::providers::Serialized::default(&key, v));
+        }
+        Config::from_figment(figment)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::default();
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.listeners.client.addr.to_string(), "127.0.0.1:8008");
+        assert_eq!(c.listeners.federation.addr.to_string(), "127.0.0.1:8448");
+        assert!(c.database.url.is_empty());
+        assert!(!c.registration.enabled);
+        assert!(c.federation.verify_tls);
+        assert!(!c.federation.allow_private_networks);
+        assert!(c.federation.allow_list.is_empty());
+    }
+
+    #[test]
+    fn toml_and_nested_overrides() {
+        let c = load(
+            "server_name = \"example.org\"\n[listeners.client]\naddr = \"127.0.0.1:9000\"\n",
+            &[("POSTSTELLE_FEDERATION__ALLOW_LIST", "a.example, b.example")],
+        )
+        .unwrap();
+        assert_eq!(c.server_name, "example.org");
+        assert_eq!(c.listeners.client.addr.port(), 9000);
+        assert_eq!(c.federation.allow_list, ["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(load("sever_name = \"typo\"", &[]).is_err());
+        assert!(load("server_name = \"bad name!\"", &[]).is_err());
+        assert!(load("[login.jwt]\nenabled = true\n", &[]).is_err());
+    }
+}

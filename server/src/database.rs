@@ -1,0 +1,110 @@
+//! Connecting to PostgreSQL: the configured URL, or the managed cluster under `data_dir`.
+
+use std::time::Duration;
+
+use sqlx::{
+    ConnectOptions, Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::{
+    config::Config,
+    managed_pg::{Durability, ManagedPgError, ManagedPostgres},
+};
+
+/// The database name used inside the managed cluster.
+pub const MANAGED_DB_NAME: &str = "poststelle";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error(transparent)]
+    Managed(#[from] ManagedPgError),
+    #[error("invalid database.url: {0}")]
+    Url(String),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(sqlx::Error),
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An open database: the pool, plus the managed cluster if we use one (kept alive with it).
+#[derive(Debug)]
+pub struct Database {
+    pub pool: PgPool,
+    pub managed: Option<ManagedPostgres>,
+    /// Where it is, for log lines (never contains a password).
+    pub description: String,
+}
+
+impl Database {
+    /// Opens the configured database, starting the managed cluster when no URL is set, and
+    /// applies pending migrations.
+    pub async fn open(config: &Config) -> Result<Self, DatabaseError> {
+        let (options, managed, description) = if config.database.url.is_empty() {
+            let root = config.data_dir.join("postgres");
+            let managed = tokio::task::spawn_blocking(move || ManagedPostgres::start(&root, Durability::default()))
+                .await
+                .map_err(|e| ManagedPgError::Start(e.to_string()))??;
+            ensure_database(&managed.connect_options("postgres"), MANAGED_DB_NAME).await?;
+            let description = format!(
+                "managed PostgreSQL under {} ({})",
+                config.data_dir.join("postgres").display(),
+                if managed.is_owned() { "started by this process" } else { "shared with a running server" }
+            );
+            (managed.connect_options(MANAGED_DB_NAME), Some(managed), description)
+        } else {
+            let options: PgConnectOptions =
+                config.database.url.parse().map_err(|e: sqlx::Error| DatabaseError::Url(e.to_string()))?;
+            let description = format!(
+                "PostgreSQL at {}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("(default)")
+            );
+            (options, None, description)
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
+            .await
+            .map_err(DatabaseError::Connect)?;
+        migrate(&pool).await?;
+        Ok(Self { pool, managed, description })
+    }
+
+    /// Closes the pool, then stops the managed cluster if this process started it.
+    pub async fn close(mut self) {
+        self.pool.close().await;
+        if let Some(mut managed) = self.managed.take() {
+            let _ = tokio::task::spawn_blocking(move || managed.stop()).await;
+        }
+    }
+}
+
+/// Applies the migrations in `migrations/` (embedded at build time) that are not applied yet.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../migrations").run(pool).await
+}
+
+/// Creates database `name` if it does not exist (connected through `admin`).
+pub async fn ensure_database(admin: &PgConnectOptions, name: &str) -> Result<(), DatabaseError> {
+    let mut conn = PgConnection::connect_with(admin).await.map_err(DatabaseError::Connect)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(DatabaseError::Connect)?;
+    if !exists {
+        // Identifiers cannot be bound; `name` is ours and quoted.
+        let sql = format!("CREATE DATABASE \"{}\" ENCODING 'UTF8' TEMPLATE template0", name.replace('"', "\"\""));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
+            Ok(_) => {}
+            // Another process created it first.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(DatabaseError::Connect(e)),
+        }
+    }
+    conn.close().await.map_err(DatabaseError::Connect)?;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! `Ruma<R>`: the extractor that turns an HTTP request into ruma's request type `R`, after
+//! authenticating it by `R`'s auth scheme into a typed identity.
+
+use std::net::SocketAddr;
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequest, Path},
+    response::{IntoResponse, Response},
+};
+use bytes::BytesMut;
+use http::{Request, StatusCode};
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
+    auth_scheme::{
+        AccessToken, AccessTokenOptional, AppserviceTokenOptional, AuthScheme, NoAccessToken,
+        NoAuthentication,
+    },
+    error::FromHttpRequestError,
+};
+
+use super::error::ApiError;
+use crate::{service::sessions::Session, state::AppState};
+
+/// A parsed, authenticated Matrix request.
+#[derive(Debug)]
+pub struct Ruma<R: IncomingRequest>
+where
+    R::Authentication: Authenticate,
+{
+    pub body: R,
+    pub identity: <R::Authentication as Authenticate>::Identity,
+    pub client_ip: Option<String>,
+}
+
+/// How each ruma auth scheme authenticates, and what it yields.
+pub trait Authenticate: AuthScheme {
+    type Identity: Send + std::fmt::Debug;
+
+    fn authenticate(
+        state: &AppState,
+        request: &Request<&[u8]>,
+        ip: Option<&str>,
+    ) -> impl Future<Output = Result<Self::Identity, ApiError>> + Send;
+}
+
+/// The bearer token (header, or the deprecated `access_token` query parameter).
+fn bearer(request: &Request<&[u8]>) -> Result<Option<String>, ApiError> {
+    <AccessTokenOptional as AuthScheme>::extract_authentication(request)
+        .map_err(|_| ApiError::from(crate::service::ServiceError::MissingToken))
+}
+
+impl Authenticate for AccessToken {
+    type Identity = Session;
+
+    async fn authenticate(state: &AppState, request: &Request<&[u8]>, ip: Option<&str>) -> Result<Session, ApiError> {
+        let token = bearer(request)?.ok_or(crate::service::ServiceError::MissingToken)?;
+        Ok(state.sessions.authenticate(&token, ip).await?)
+    }
+}
+
+impl Authenticate for AccessTokenOptional {
+    type Identity = Option<Session>;
+
+    async fn authenticate(state: &AppState, request: &Request<&[u8]>, ip: Option<&str>) -> Result<Option<Session>, ApiError> {
+        match bearer(request)? {
+            Some(token) => Ok(Some(state.sessions.authenticate(&token, ip).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Endpoints that need no token, but may use one to know who asks (e.g. profile lookups).
+impl Authenticate for NoAccessToken {
+    type Identity = Option<Session>;
+
+    async fn authenticate(state: &AppState, request: &Request<&[u8]>, ip: Option<&str>) -> Result<Option<Session>, ApiError> {
+        match bearer(request).ok().flatten() {
+            Some(token) => Ok(state.sessions.authenticate(&token, ip).await.ok()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Endpoints where an application service may act (register, login). No application service
+/// is registered with this server, so a presented appservice token is unknown.
+impl Authenticate for AppserviceTokenOptional {
+    type Identity = ();
+
+    async fn authenticate(_: &AppState, request: &Request<&[u8]>, _: Option<&str>) -> Result<(), ApiError> {
+        match bearer(request)? {
+            Some(_) => Err(crate::service::ServiceError::UnknownToken { soft_logout: false }.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Authenticate for NoAuthentication {
+    type Identity = ();
+
+    async fn authenticate(_: &AppState, _: &Request<&[u8]>, _: Option<&str>) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+impl<R> FromRequest<AppState> for Ruma<R>
+where
+    R: IncomingRequest + Send,
+    R::Authentication: Authenticate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let path_args: Vec<String> = match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
+            Ok(Path(args)) => args,
+            Err(e) => return Err(ApiError::invalid_param(format!("invalid path: {e}"))),
+        };
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let limit = state.config.limits.max_request_bytes;
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::too_large());
+        }
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large())?;
+        let request = Request::from_parts(parts, bytes.as_ref());
+
+        let identity = R::Authentication::authenticate(state, &request, client_ip.as_deref()).await?;
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = R::try_from_http_request(request, &args).map_err(|e| match e {
+            FromHttpRequestError::Deserialization(d) => ApiError::from_deserialization(&d),
+            FromHttpRequestError::MethodMismatch { .. } => ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
+            other => ApiError::invalid_param(other.to_string()),
+        })?;
+        Ok(Self { body, identity, client_ip })
+    }
+}
+
+use axum::extract::FromRequestParts;
+
+/// A ruma response on its way out.
+#[derive(Debug)]
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(response) => response.map(|b| Body::from(b.freeze())),
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialise a response");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ruma::api::error::ErrorKind::Unknown, "Internal server error")
+                    .into_response()
+            }
+        }
+    }
+}
+
+impl<T> From<T> for RumaResponse<T> {
+    fn from(t: T) -> Self {
+        Self(t)
+    }
+}
+
+/// What handlers return.
+pub type ApiResult<T> = Result<RumaResponse<T>, ApiError>;

@@ -1,0 +1,161 @@
+//! `poststelle`: the homeserver binary.
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use poststelle_server::{
+    cli::{Cli, Command, ConfigCommand, UserCommand},
+    config::Config,
+    database::Database,
+    http,
+    service::tokens,
+    state::AppState,
+    storage::Storage,
+};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("poststelle: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poststelle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("poststelle: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = Database::open(&config).await?;
+            tracing::info!(database = %db.description, "migrations applied");
+            db.close().await;
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Check } => {
+            let mut shown = config.clone();
+            if !shown.registration.shared_secret.is_empty() {
+                shown.registration.shared_secret = "<set>".into();
+            }
+            if !shown.login.jwt.secret.is_empty() {
+                shown.login.jwt.secret = "<set>".into();
+            }
+            if !shown.database.url.is_empty() {
+                shown.database.url = redact_url(&shown.database.url);
+            }
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            println!("# configuration OK");
+            Ok(())
+        }
+        Command::User { command: UserCommand::Create { name, password, admin } } => {
+            let db = Database::open(&config).await?;
+            let result = create_user(&config, &db, &name, password, admin).await;
+            db.close().await;
+            result
+        }
+    }
+}
+
+async fn create_user(config: &Config, db: &Database, name: &str, password: Option<String>, admin: bool) -> anyhow::Result<()> {
+    let state = AppState::new(config.clone(), Storage::new(db.pool.clone()))?;
+    let (password, generated) = match password {
+        Some(p) => (p, false),
+        None => (tokens::random_alphanumeric(20), true),
+    };
+    let user_id = state.accounts.create(&name.to_lowercase(), Some(password.clone()), admin, None).await?;
+    println!("created {user_id}{}", if admin { " (admin)" } else { "" });
+    if generated {
+        println!("password: {password}");
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(server_name = %config.server_name, data_dir = %config.data_dir.display(), "starting Poststelle {}", env!("CARGO_PKG_VERSION"));
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    let db = Database::open(&config).await?;
+    tracing::info!(database = %db.description, "database ready");
+
+    let state = AppState::new(config.clone(), Storage::new(db.pool.clone()))?;
+    let listener = TcpListener::bind(config.listeners.client.addr)
+        .await
+        .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "client API listening (http)");
+    tracing::info!(
+        addr = %config.listeners.federation.addr,
+        "federation listener not started: this build does not federate yet"
+    );
+
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    housekeeping.abort();
+    tracing::info!("shutting down");
+    db.close().await;
+    served.context("serving HTTP")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Periodic clean-up of expired short-lived rows.
+async fn housekeeping(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        interval.tick().await;
+        match state.storage.uiaa.purge_expired().await {
+            Ok(n) if n > 0 => tracing::info!(sessions = n, "purged expired UIA sessions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(_, host)| (scheme, host))) {
+        Some((scheme, host)) => format!("{scheme}://<credentials>@{host}"),
+        None => url.to_owned(),
+    }
+}

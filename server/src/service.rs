@@ -1,0 +1,61 @@
+//! Domain services: the business logic between the HTTP handlers and the storage layer.
+//! Each service is a struct with explicit dependencies, built once in `main`.
+
+pub mod accounts;
+pub mod account_data;
+pub mod jwt;
+pub mod passwords;
+pub mod rate_limit;
+pub mod sessions;
+pub mod tokens;
+pub mod uiaa;
+
+use crate::storage::StorageError;
+
+/// Errors of the service layer, in domain terms; `http::error` maps them to Matrix errors once.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("user id already taken")]
+    UserInUse,
+    #[error("invalid username: {0}")]
+    InvalidUsername(String),
+    #[error("the user id is in an exclusive namespace")]
+    Exclusive,
+    #[error("invalid parameter: {0}")]
+    InvalidParam(String),
+    #[error("missing parameter: {0}")]
+    MissingParam(String),
+    #[error("bad json: {0}")]
+    BadJson(String),
+    #[error("unknown or expired access token")]
+    UnknownToken {
+        /// The token expired rather than being revoked: the client may refresh it.
+        soft_logout: bool,
+    },
+    #[error("missing access token")]
+    MissingToken,
+    #[error("wrong credentials")]
+    WrongCredentials,
+    #[error("this account has been deactivated")]
+    UserDeactivated,
+    #[error("unknown login type {0}")]
+    UnknownLoginType(String),
+    #[error("rate limited")]
+    RateLimited { retry_after_ms: u64 },
+    #[error("account data type {0} is managed by the server")]
+    ServerManagedType(String),
+    #[error("registration is disabled")]
+    RegistrationDisabled,
+    #[error("user-interactive authentication required")]
+    AuthRequired(Box<ruma::api::client::uiaa::UiaaInfo>),
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -1,0 +1,197 @@
+//! Accounts: the username rules, registration, passwords, deactivation and profiles.
+
+use ruma::{OwnedUserId, UserId};
+
+use super::{ServiceError, ServiceResult, passwords::PasswordHasherService, tokens};
+use crate::{
+    config::Config,
+    storage::{Storage, StorageError, users::NewUser},
+};
+
+/// The longest user id the spec allows.
+const MAX_USER_ID_LEN: usize = 255;
+
+/// Turns what a client typed (`alice`, `@alice:server`, `@Alice:server`) into our full user id,
+/// or `None` when it names another server or is not a user id at all.
+pub fn qualify(user: &str, server_name: &str) -> Option<String> {
+    let user = user.trim();
+    if let Some(rest) = user.strip_prefix('@') {
+        let (localpart, server) = rest.split_once(':')?;
+        (server == server_name).then(|| format!("@{}:{server_name}", localpart.to_lowercase()))
+    } else {
+        Some(format!("@{}:{server_name}", user.to_lowercase()))
+    }
+}
+
+/// An account's profile.
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AccountService {
+    storage: Storage,
+    passwords: PasswordHasherService,
+    server_name: String,
+    reserved_prefixes: Vec<String>,
+}
+
+impl AccountService {
+    pub fn new(storage: Storage, passwords: PasswordHasherService, config: &Config) -> Self {
+        Self {
+            storage,
+            passwords,
+            server_name: config.server_name.clone(),
+            reserved_prefixes: config.registration.reserved_prefixes.clone(),
+        }
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// Checks a requested localpart against the spec's grammar and our reservations; returns
+    /// the full user id.
+    pub fn validate_localpart(&self, localpart: &str) -> ServiceResult<OwnedUserId> {
+        let invalid = |msg: &str| Err(ServiceError::InvalidUsername(msg.to_owned()));
+        if localpart.is_empty() {
+            return invalid("the username must not be empty");
+        }
+        if localpart != localpart.to_lowercase() {
+            return invalid("the username must be lower case");
+        }
+        if !localpart.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+')) {
+            return invalid("the username may contain only a-z, 0-9, and . _ = - / +");
+        }
+        if localpart.starts_with('_') {
+            return invalid("usernames starting with '_' are reserved");
+        }
+        let user_id = format!("@{localpart}:{}", self.server_name);
+        if user_id.len() > MAX_USER_ID_LEN {
+            return invalid("the user id would be longer than 255 bytes");
+        }
+        if self.reserved_prefixes.iter().any(|p| localpart.starts_with(p.as_str())) {
+            return Err(ServiceError::Exclusive);
+        }
+        UserId::parse(&user_id).map_err(|e| ServiceError::InvalidUsername(e.to_string()))
+    }
+
+    /// `/register/available`: valid and not taken.
+    pub async fn check_available(&self, localpart: &str) -> ServiceResult<OwnedUserId> {
+        let user_id = self.validate_localpart(localpart)?;
+        if self.storage.users.localpart_exists(localpart).await? {
+            return Err(ServiceError::UserInUse);
+        }
+        Ok(user_id)
+    }
+
+    /// A fresh random localpart for registrations that did not ask for one.
+    pub async fn generate_localpart(&self) -> ServiceResult<String> {
+        for _ in 0..10 {
+            let candidate = tokens::random_alphanumeric(12).to_lowercase();
+            if !self.storage.users.localpart_exists(&candidate).await? {
+                return Ok(candidate);
+            }
+        }
+        Err(ServiceError::Internal("could not find a free localpart".into()))
+    }
+
+    /// Creates an account (registration, admin API, CLI).
+    pub async fn create(
+        &self,
+        localpart: &str,
+        password: Option<String>,
+        is_admin: bool,
+        displayname: Option<&str>,
+    ) -> ServiceResult<OwnedUserId> {
+        let user_id = self.validate_localpart(localpart)?;
+        let password_hash = match password {
+            Some(p) => Some(self.passwords.hash(p).await?),
+            None => None,
+        };
+        let result = self
+            .storage
+            .users
+            .create(NewUser {
+                user_id: user_id.as_str(),
+                localpart,
+                password_hash: password_hash.as_deref(),
+                is_admin,
+                displayname: Some(displayname.unwrap_or(localpart)),
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(user_id = %user_id, is_admin, "account created");
+                Ok(user_id)
+            }
+            Err(StorageError::Conflict(_)) => Err(ServiceError::UserInUse),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets a new password (UIA done by the caller).
+    pub async fn set_password(&self, user_id: &str, password: String) -> ServiceResult<()> {
+        let hash = self.passwords.hash(password).await?;
+        self.storage.users.set_password_hash(user_id, &hash).await?;
+        Ok(())
+    }
+
+    /// Deactivates the account for good: no login, no devices, profile erased.
+    pub async fn deactivate(&self, user_id: &str) -> ServiceResult<()> {
+        self.storage.users.deactivate(user_id).await?;
+        tracing::info!(user_id, "account deactivated");
+        Ok(())
+    }
+
+    /// The profile of a local user; `NotFound` if there is no such (active) account.
+    pub async fn profile(&self, user_id: &str) -> ServiceResult<Profile> {
+        match self.storage.users.get(user_id).await? {
+            Some(u) if !u.deactivated => {
+                Ok(Profile { displayname: u.displayname, avatar_url: u.avatar_url })
+            }
+            Some(_) => Ok(Profile::default()),
+            None => Err(ServiceError::NotFound("profile not found".into())),
+        }
+    }
+
+    pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> ServiceResult<()> {
+        if name.is_some_and(|n| n.len() > 256) {
+            return Err(ServiceError::InvalidParam("display name longer than 256 bytes".into()));
+        }
+        Ok(self.storage.users.set_displayname(user_id, name.filter(|n| !n.is_empty())).await?)
+    }
+
+    pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> ServiceResult<()> {
+        let url = url.filter(|u| !u.is_empty());
+        if let Some(url) = url
+            && (!url.starts_with("mxc://") || url.len() > 1000)
+        {
+            return Err(ServiceError::InvalidParam("avatar_url must be an mxc:// URI".into()));
+        }
+        Ok(self.storage.users.set_avatar_url(user_id, url).await?)
+    }
+
+    pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> ServiceResult<()> {
+        Ok(self.storage.users.set_admin(user_id, is_admin).await?)
+    }
+
+    pub async fn is_admin(&self, user_id: &str) -> ServiceResult<bool> {
+        Ok(self.storage.users.get(user_id).await?.is_some_and(|u| u.is_admin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qualify;
+
+    #[test]
+    fn qualify_user_input() {
+        assert_eq!(qualify("alice", "hs").as_deref(), Some("@alice:hs"));
+        assert_eq!(qualify("@Alice:hs", "hs").as_deref(), Some("@alice:hs"));
+        assert_eq!(qualify("@alice:other", "hs"), None);
+        assert_eq!(qualify("@nocolon", "hs"), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! The storage layer: the only place with SQL. One repository struct per domain, each holding
+//! a pool handle; queries are compile-time checked (`sqlx::query!`) against the offline cache.
+
+pub mod account_data;
+pub mod devices;
+pub mod uiaa;
+pub mod users;
+
+use sqlx::PgPool;
+
+pub use self::{
+    account_data::AccountDataStore, devices::DeviceStore, uiaa::UiaaStore, users::UserStore,
+};
+
+/// Errors of the storage layer. Constraint violations that carry domain meaning are named;
+/// everything else is an internal error for the layers above.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A unique or primary-key constraint was violated (the constraint's name).
+    #[error("unique constraint {0} violated")]
+    Conflict(String),
+    /// A check or foreign-key constraint was violated (the constraint's name).
+    #[error("constraint {0} violated")]
+    Constraint(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            let name = db.constraint().unwrap_or_default().to_owned();
+            match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => return Self::Conflict(name),
+                sqlx::error::ErrorKind::CheckViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+                | sqlx::error::ErrorKind::NotNullViolation => return Self::Constraint(name),
+                _ => {}
+            }
+        }
+        Self::Database(e)
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// All repositories, built once from one pool.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub pool: PgPool,
+    pub users: UserStore,
+    pub devices: DeviceStore,
+    pub uiaa: UiaaStore,
+    pub account_data: AccountDataStore,
+}
+
+impl Storage {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            users: UserStore::new(pool.clone()),
+            devices: DeviceStore::new(pool.clone()),
+            uiaa: UiaaStore::new(pool.clone()),
+            account_data: AccountDataStore::new(pool.clone()),
+            pool,
+        }
+    }
+
+    /// `SELECT 1`: whether the database answers (for `/health`).
+    pub async fn ping(&self) -> StorageResult<()> {
+        sqlx::query!("SELECT 1 AS one").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

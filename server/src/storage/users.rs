@@ -1,0 +1,130 @@
+//! Accounts and their profiles.
+
+use sqlx::PgPool;
+
+use super::{StorageResult, now_ms};
+
+#[derive(Clone, Debug)]
+pub struct UserStore {
+    pool: PgPool,
+}
+
+/// One account row.
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub deactivated: bool,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+    pub created_ts: i64,
+}
+
+/// What a new account starts with.
+#[derive(Debug)]
+pub struct NewUser<'a> {
+    pub user_id: &'a str,
+    pub localpart: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub is_admin: bool,
+    pub displayname: Option<&'a str>,
+}
+
+impl UserStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates the account; `StorageError::Conflict("users_pkey"|"users_localpart_key")` if taken.
+    pub async fn create(&self, user: NewUser<'_>) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO users (user_id, localpart, password_hash, is_admin, displayname, created_ts)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            user.user_id,
+            user.localpart,
+            user.password_hash,
+            user.is_admin,
+            user.displayname,
+            now_ms(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, user_id: &str) -> StorageResult<Option<UserRecord>> {
+        Ok(sqlx::query_as!(
+            UserRecord,
+            "SELECT user_id, password_hash, is_admin, deactivated, displayname, avatar_url, created_ts
+             FROM users WHERE user_id = $1",
+            user_id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Whether a localpart is taken, by any account ever created (deactivated ones included).
+    pub async fn localpart_exists(&self, localpart: &str) -> StorageResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM users WHERE localpart = $1) AS "exists!""#,
+            localpart
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> StorageResult<()> {
+        sqlx::query!("UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> StorageResult<()> {
+        sqlx::query!("UPDATE users SET is_admin = $2 WHERE user_id = $1", user_id, is_admin)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StorageResult<()> {
+        sqlx::query!("UPDATE users SET displayname = $2 WHERE user_id = $1", user_id, name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StorageResult<()> {
+        sqlx::query!("UPDATE users SET avatar_url = $2 WHERE user_id = $1", user_id, url)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deactivates the account in one transaction: flag set, password and profile cleared,
+    /// every device (and with it every token) removed.
+    pub async fn deactivate(&self, user_id: &str) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "UPDATE users SET deactivated = TRUE, password_hash = NULL, displayname = NULL,
+                 avatar_url = NULL
+             WHERE user_id = $1",
+            user_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!("DELETE FROM devices WHERE user_id = $1", user_id).execute(&mut *tx).await?;
+        sqlx::query!("DELETE FROM login_tokens WHERE user_id = $1", user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn count(&self) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users"#)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
