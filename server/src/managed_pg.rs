@@ -153,6 +153,16 @@ impl ManagedPostgres {
             .application_name("poststelle")
     }
 
+    /// The directory holding the cluster's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// A `postgres://` URL for database `db` over the socket (for child processes).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@localhost:{PORT}/{db}?host={}", self.socket_dir.display())
+    }
+
     /// Whether this process started the cluster (and so stops it).
     pub fn is_owned(&self) -> bool {
         self.child.is_some()

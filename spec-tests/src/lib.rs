@@ -1,0 +1,303 @@
+//! Black-box test harness: real `poststelle` processes, each on its own throwaway database in
+//! one throwaway PostgreSQL cluster per test process, driven over real HTTP.
+//!
+//! The binary is the workspace's `target/<profile>/poststelle`, which `cargo test --workspace`
+//! builds (the server crate's own integration tests need it), or `POSTSTELLE_BIN`.
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use poststelle_server::managed_pg::{Durability, ManagedPostgres};
+pub use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The cluster shared by all tests of this process; it dies with the process.
+fn cluster() -> &'static ManagedPostgres {
+    static CLUSTER: OnceLock<(tempfile::TempDir, ManagedPostgres)> = OnceLock::new();
+    &CLUSTER
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new().prefix("poststelle-test-pg").tempdir().expect("temp dir");
+            let pg = ManagedPostgres::start(&dir.path().join("pg"), Durability { throwaway: true })
+                .expect("starting the test PostgreSQL cluster (are the PostgreSQL binaries installed?)");
+            (dir, pg)
+        })
+        .1
+}
+
+/// A fresh, empty database in the test cluster; its URL.
+pub async fn fresh_database() -> String {
+    let pg = cluster();
+    let name = format!("t_{}", poststelle_server::service::tokens::random_alphanumeric(12).to_lowercase());
+    poststelle_server::database::ensure_database(&pg.connect_options("postgres"), &name)
+        .await
+        .expect("creating a test database");
+    pg.url(&name)
+}
+
+/// The `poststelle` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("POSTSTELLE_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/<test binary> → target/<profile>/poststelle
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("poststelle");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p poststelle-server` (or `cargo test --workspace`) first",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A running homeserver process.
+pub struct TestServer {
+    child: Child,
+    pub base: String,
+    pub server_name: String,
+    pub shared_secret: String,
+    pub data_dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    log: PathBuf,
+}
+
+/// Options for a test server; `env` entries are `POSTSTELLE_*` overrides.
+#[derive(Default)]
+pub struct ServerOptions {
+    pub env: BTreeMap<String, String>,
+    /// Use this database URL instead of a fresh one (restart tests).
+    pub database_url: Option<String>,
+}
+
+impl ServerOptions {
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.insert(key.to_owned(), value.to_string());
+        self
+    }
+}
+
+impl TestServer {
+    /// A server with registration on, a shared secret, and no rate limits.
+    pub async fn start() -> Self {
+        Self::start_with(ServerOptions::default()).await
+    }
+
+    pub async fn start_with(options: ServerOptions) -> Self {
+        let database_url = match options.database_url {
+            Some(url) => url,
+            None => fresh_database().await,
+        };
+        let data_dir = tempfile::Builder::new().prefix("poststelle-test").tempdir().expect("temp dir");
+        let port = free_port();
+        let shared_secret = "test-shared-secret".to_owned();
+        let log = data_dir.path().join("server.log");
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("POSTSTELLE_SERVER_NAME", "localhost")
+            .env("POSTSTELLE_DATA_DIR", data_dir.path())
+            .env("POSTSTELLE_DATABASE__URL", &database_url)
+            .env("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "4")
+            .env("POSTSTELLE_LISTENERS__CLIENT__ADDR", format!("127.0.0.1:{port}"))
+            .env("POSTSTELLE_REGISTRATION__ENABLED", "true")
+            .env("POSTSTELLE_REGISTRATION__SHARED_SECRET", &shared_secret)
+            .env("POSTSTELLE_RATE_LIMITS__ENABLED", "false")
+            // Cheap hashes keep tests fast; the cost is configuration, not code.
+            .env("POSTSTELLE_LOGIN__ARGON2_MEMORY_KIB", "256")
+            .env("POSTSTELLE_LOGIN__ARGON2_ITERATIONS", "1")
+            .env("POSTSTELLE_LOG", "info,poststelle_server=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));
+        for (k, v) in &options.env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawning poststelle");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            server_name: "localhost".to_owned(),
+            shared_secret,
+            data_dir,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            log,
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(format!("{}/health", self.base)).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server did not become healthy; log:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a request; returns status and JSON body (`Value::Null` if the body is not JSON).
+    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let response = req.send().await.expect("request failed");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Sends raw bytes as the body.
+    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let response = req.send().await.expect("request failed");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request("GET", path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request("POST", path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request("PUT", path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        self.request("DELETE", path, token, body).await
+    }
+
+    /// Registers `localpart` with open registration (dummy stage); returns the session.
+    pub async fn register(&self, localpart: &str, password: &str) -> Account {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/register",
+                None,
+                json!({"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {localpart}: {body}");
+        Account::from_response(&body, password)
+    }
+
+    /// Logs in with a password; returns the session.
+    pub async fn login(&self, localpart: &str, password: &str) -> Account {
+        let (status, body) = self
+            .post(
+                "/_matrix/client/v3/login",
+                None,
+                json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {localpart}: {body}");
+        Account::from_response(&body, password)
+    }
+
+    /// Stops the process with SIGTERM and waits (bounded), then SIGKILL.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name to a process (via `kill`, so tests need no unsafe code).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+}
+
+/// A logged-in user.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub user_id: String,
+    pub device_id: String,
+    pub access_token: String,
+    pub password: String,
+}
+
+impl Account {
+    pub fn from_response(body: &Value, password: &str) -> Self {
+        Self {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            access_token: body["access_token"].as_str().expect("access_token").to_owned(),
+            password: password.to_owned(),
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        Some(&self.access_token)
+    }
+
+    /// A UIA password stage for this account.
+    pub fn password_auth(&self, session: &str) -> Value {
+        json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.user_id},
+            "password": self.password,
+            "session": session,
+        })
+    }
+}
+
+/// Asserts a Matrix error response.
+#[track_caller]
+pub fn assert_error(result: &(StatusCode, Value), status: StatusCode, errcode: &str) {
+    assert_eq!(result.0, status, "unexpected status, body: {}", result.1);
+    assert_eq!(result.1["errcode"], errcode, "unexpected errcode, body: {}", result.1);
+}

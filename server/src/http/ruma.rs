@@ -130,6 +130,7 @@ where
             return Err(ApiError::too_large());
         }
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large())?;
+        check_json_object(&parts.headers, &bytes)?;
         let request = Request::from_parts(parts, bytes.as_ref());
 
         let identity = R::Authentication::authenticate(state, &request, client_ip.as_deref()).await?;
@@ -144,6 +145,29 @@ where
 }
 
 use axum::extract::FromRequestParts;
+
+/// JSON request bodies must be objects: an array or a bare value is `M_BAD_JSON` and anything
+/// unparseable `M_NOT_JSON`, before ruma reports a confusing "missing field". Bodies declared
+/// as another content type (media uploads) are left alone.
+fn check_json_object(headers: &http::HeaderMap, bytes: &[u8]) -> Result<(), ApiError> {
+    let declared_json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.contains("json"));
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{') | None => Ok(()),
+        Some(_) if declared_json => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(ApiError::bad_json("the request body must be a JSON object")),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ruma::api::error::ErrorKind::NotJson,
+                format!("body is not valid JSON: {e}"),
+            )),
+        },
+        Some(_) => Ok(()),
+    }
+}
 
 /// A ruma response on its way out.
 #[derive(Debug)]
