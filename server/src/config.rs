@@ -89,11 +89,7 @@ pub struct FederationListener {
 
 impl Default for FederationListener {
     fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 8448)),
-            tls_cert: String::new(),
-            tls_key: String::new(),
-        }
+        Self { addr: SocketAddr::from(([127, 0, 0, 1], 8448)), tls_cert: String::new(), tls_key: String::new() }
     }
 }
 
@@ -112,7 +108,7 @@ impl Default for Database {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Registration {
     /// Open registration through `/register` (with `m.login.dummy` or a token).
@@ -123,17 +119,6 @@ pub struct Registration {
     pub shared_secret: String,
     /// Localpart prefixes nobody may register (claimed by application services, bridges).
     pub reserved_prefixes: Vec<String>,
-}
-
-impl Default for Registration {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            requires_token: false,
-            shared_secret: String::new(),
-            reserved_prefixes: Vec::new(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -217,12 +202,7 @@ pub struct Federation {
 
 impl Default for Federation {
     fn default() -> Self {
-        Self {
-            verify_tls: true,
-            ca_file: String::new(),
-            allow_private_networks: false,
-            allow_list: Vec::new(),
-        }
+        Self { verify_tls: true, ca_file: String::new(), allow_private_networks: false, allow_list: Vec::new() }
     }
 }
 
@@ -289,9 +269,7 @@ fn comma_separated<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::E
     }
     Ok(match ListOrString::deserialize(de)? {
         ListOrString::List(list) => list,
-        ListOrString::String(s) => {
-            s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-        }
+        ListOrString::String(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
     })
 }
 
@@ -310,10 +288,7 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    file.display()
-                )));
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", file.display())));
             }
             figment = figment.merge(Toml::file(file));
         }
@@ -338,14 +313,9 @@ impl Config {
             if jwt.algorithm.parse::<jsonwebtoken::Algorithm>().is_err() {
                 return invalid(format!("login.jwt.algorithm {:?} is unknown", jwt.algorithm));
             }
-            let sources = [&jwt.secret, &jwt.public_key_file, &jwt.jwks_url]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .count();
+            let sources = [&jwt.secret, &jwt.public_key_file, &jwt.jwks_url].iter().filter(|s| !s.is_empty()).count();
             if sources != 1 {
-                return invalid(
-                    "login.jwt needs exactly one of secret, public_key_file, jwks_url".to_owned(),
-                );
+                return invalid("login.jwt needs exactly one of secret, public_key_file, jwks_url".to_owned());
             }
         }
         if self.login.argon2_memory_kib < 8 || self.login.argon2_iterations == 0 {
@@ -359,7 +329,7 @@ impl Config {
             self.rate_limits.login_failures_per_account,
             self.rate_limits.registration_per_ip,
         ] {
-            if !(bucket.per_second > 0.0) || bucket.burst == 0 {
+            if bucket.per_second.is_nan() || bucket.per_second <= 0.0 || bucket.burst == 0 {
                 return invalid("rate limit buckets need per_second > 0 and burst ≥ 1".to_owned());
             }
         }
@@ -381,8 +351,7 @@ mod tests {
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(toml));
+        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
         // Env provider reads the process environment; emulate it with a scoped map.
         let map: std::collections::BTreeMap<String, String> =
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();

@@ -7,6 +7,7 @@ pub mod ruma;
 
 use std::time::Duration;
 
+use ::ruma::api::IncomingRequest;
 use axum::{
     Router,
     extract::State,
@@ -16,7 +17,6 @@ use axum::{
     routing::{MethodFilter, get, on},
 };
 use http::{Method, StatusCode, header};
-use ::ruma::api::IncomingRequest;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use self::error::ApiError;

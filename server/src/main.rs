@@ -88,7 +88,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn create_user(config: &Config, db: &Database, name: &str, password: Option<String>, admin: bool) -> anyhow::Result<()> {
+async fn create_user(
+    config: &Config,
+    db: &Database,
+    name: &str,
+    password: Option<String>,
+    admin: bool,
+) -> anyhow::Result<()> {
     let state = AppState::new(config.clone(), Storage::new(db.pool.clone()))?;
     let (password, generated) = match password {
         Some(p) => (p, false),

@@ -69,9 +69,8 @@ impl Binaries {
     /// `initdb`/`postgres` on `PATH`, else the newest `/usr/lib/postgresql/*/bin`.
     pub fn find() -> Result<Self, ManagedPgError> {
         let on_path = |name: &str| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file())
-            })
+            std::env::var_os("PATH")
+                .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
         };
         if let (Some(initdb), Some(postgres)) = (on_path("initdb"), on_path("postgres")) {
             return Ok(Self { initdb, postgres });
@@ -113,8 +112,7 @@ impl ManagedPostgres {
         // One process at a time initialises or starts the cluster.
         let lock_path = root.join("start.lock");
         let lock_file = File::create(&lock_path).map_err(io_err(&lock_path))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io_err(&lock_path)(e.into()))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| io_err(&lock_path)(e.into()))?;
 
         let pgdata = root.join("cluster");
         if let Some(socket_dir) = running_cluster_socket(&pgdata) {
@@ -128,8 +126,7 @@ impl ManagedPostgres {
         }
         let socket_dir = socket_dir_for(&root);
         fs::create_dir_all(&socket_dir).map_err(io_err(&socket_dir))?;
-        fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_err(&socket_dir))?;
+        fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&socket_dir))?;
         owner.chown(&socket_dir)?;
 
         let log_path = root.join("postgres.log");
@@ -238,24 +235,20 @@ impl PgOwner {
         if !geteuid().is_root() {
             return Ok(Self { user: None });
         }
-        let user = User::from_name("postgres")
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                ManagedPgError::Setup(
-                    "running as root, but there is no `postgres` user to run PostgreSQL as \
+        let user = User::from_name("postgres").ok().flatten().ok_or_else(|| {
+            ManagedPgError::Setup(
+                "running as root, but there is no `postgres` user to run PostgreSQL as \
                      (PostgreSQL refuses to run as root); create one or run poststelle as an \
                      unprivileged user"
-                        .to_owned(),
-                )
-            })?;
+                    .to_owned(),
+            )
+        })?;
         Ok(Self { user: Some(user) })
     }
 
     fn chown(&self, path: &Path) -> Result<(), ManagedPgError> {
         if let Some(user) = &self.user {
-            nix::unistd::chown(path, Some(user.uid), Some(user.gid))
-                .map_err(|e| io_err(path)(e.into()))?;
+            nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| io_err(path)(e.into()))?;
         }
         Ok(())
     }
@@ -314,9 +307,8 @@ fn init_cluster(
     }
     owner.apply(&mut command);
     tracing::info!(pgdata = %pgdata.display(), "creating the managed PostgreSQL cluster (initdb)");
-    let output = command
-        .output()
-        .map_err(|e| ManagedPgError::Setup(format!("running {}: {e}", binaries.initdb.display())))?;
+    let output =
+        command.output().map_err(|e| ManagedPgError::Setup(format!("running {}: {e}", binaries.initdb.display())))?;
     if !output.status.success() {
         return Err(ManagedPgError::Setup(format!(
             "initdb failed: {}",
@@ -365,9 +357,7 @@ fn spawn_with_parent_death_signal(mut command: Command) -> std::io::Result<Child
     #[allow(unsafe_code)]
     // SAFETY: the closure only calls prctl(2), which is async-signal-safe, between fork and exec.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)
-        });
+        command.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from));
     }
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("postgres-parent".to_owned()).spawn(move || {
@@ -397,9 +387,8 @@ fn running_cluster_socket(pgdata: &Path) -> Option<PathBuf> {
     let pid: i32 = lines.first()?.trim().parse().ok()?;
     kill(Pid::from_raw(pid), None).ok()?;
     let socket_dir = PathBuf::from(lines.get(4)?.trim());
-    (lines.get(7).map(|s| s.trim()) == Some("ready")
-        && socket_dir.join(format!(".s.PGSQL.{PORT}")).exists())
-    .then_some(socket_dir)
+    (lines.get(7).map(|s| s.trim()) == Some("ready") && socket_dir.join(format!(".s.PGSQL.{PORT}")).exists())
+        .then_some(socket_dir)
 }
 
 fn pid_file_lines(pgdata: &Path) -> Option<Vec<String>> {

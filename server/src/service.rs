@@ -1,8 +1,8 @@
 //! Domain services: the business logic between the HTTP handlers and the storage layer.
 //! Each service is a struct with explicit dependencies, built once in `main`.
 
-pub mod accounts;
 pub mod account_data;
+pub mod accounts;
 pub mod jwt;
 pub mod passwords;
 pub mod rate_limit;

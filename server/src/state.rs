@@ -6,9 +6,8 @@ use crate::{
     config::Config,
     http::metrics::Metrics,
     service::{
-        ServiceResult, account_data::AccountDataService, accounts::AccountService,
-        passwords::PasswordHasherService, rate_limit::RateLimiter, sessions::SessionService,
-        uiaa::UiaaService,
+        ServiceResult, account_data::AccountDataService, accounts::AccountService, passwords::PasswordHasherService,
+        rate_limit::RateLimiter, sessions::SessionService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -27,8 +26,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, storage: Storage) -> ServiceResult<Self> {
-        let passwords =
-            PasswordHasherService::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
+        let passwords = PasswordHasherService::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
         let rl = &config.rate_limits;
         let failed_logins = Arc::new(RateLimiter::new(rl.enabled, rl.login_failures_per_account));
         Ok(Self {
@@ -39,12 +37,7 @@ impl AppState {
                 &config,
                 failed_logins.clone(),
             )?),
-            uiaa: Arc::new(UiaaService::new(
-                storage.clone(),
-                passwords,
-                config.server_name.clone(),
-                failed_logins,
-            )),
+            uiaa: Arc::new(UiaaService::new(storage.clone(), passwords, config.server_name.clone(), failed_logins)),
             account_data: Arc::new(AccountDataService::new(storage.clone())),
             registration_limiter: Arc::new(RateLimiter::new(rl.enabled, rl.registration_per_ip)),
             metrics: Arc::new(Metrics::new()),

@@ -8,9 +8,7 @@ pub mod users;
 
 use sqlx::PgPool;
 
-pub use self::{
-    account_data::AccountDataStore, devices::DeviceStore, uiaa::UiaaStore, users::UserStore,
-};
+pub use self::{account_data::AccountDataStore, devices::DeviceStore, uiaa::UiaaStore, users::UserStore};
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
 /// everything else is an internal error for the layers above.
@@ -74,8 +72,5 @@ impl Storage {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

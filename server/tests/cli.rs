@@ -145,10 +145,7 @@ fn config_check() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sever_name"));
 
-    let out = command(tmp.path(), 1)
-        .env("POSTSTELLE_SERVER_NAME", "bad name!")
-        .args(["config", "check"])
-        .output()
-        .unwrap();
+    let out =
+        command(tmp.path(), 1).env("POSTSTELLE_SERVER_NAME", "bad name!").args(["config", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -9,7 +9,10 @@ use axum::Router;
 use crate::{http::RumaRouterExt, state::AppState};
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    use endpoints::*;
+    use endpoints::{
+        create_registration_token, delete_registration_token, get_register_nonce, get_registration_token,
+        list_registration_tokens, shared_secret_register, update_registration_token,
+    };
     r.ruma_route::<get_register_nonce::Request, _, _>(handlers::register_nonce)
         .ruma_route::<shared_secret_register::Request, _, _>(handlers::shared_secret_register)
         .ruma_route::<list_registration_tokens::Request, _, _>(handlers::list_tokens)

@@ -17,7 +17,9 @@ use crate::{http::RumaRouterExt, state::AppState};
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma_route::<c::discovery::get_supported_versions::Request, _, _>(discovery::versions)
         .ruma_route::<c::discovery::discover_homeserver::Request, _, _>(discovery::well_known_client)
-        .ruma_route::<ruma::api::federation::discovery::discover_homeserver::Request, _, _>(discovery::well_known_server)
+        .ruma_route::<ruma::api::federation::discovery::discover_homeserver::Request, _, _>(
+            discovery::well_known_server,
+        )
         .ruma_route::<c::discovery::get_capabilities::v3::Request, _, _>(discovery::capabilities)
         .ruma_route::<c::session::get_login_types::v3::Request, _, _>(session::login_types)
         .ruma_route::<c::session::login::v3::Request, _, _>(session::login)

@@ -9,8 +9,8 @@ use ruma::api::{
     OutgoingResponseExt,
     client::uiaa::UiaaResponse,
     error::{
-        DeserializationError, Error as RumaError, ErrorBody, ErrorKind, LimitExceededErrorData,
-        RetryAfter, StandardErrorBody, UnknownTokenErrorData,
+        DeserializationError, Error as RumaError, ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter,
+        StandardErrorBody, UnknownTokenErrorData,
     },
 };
 

@@ -13,8 +13,7 @@ use http::{Request, StatusCode};
 use ruma::api::{
     IncomingRequest, IncomingRequestExt, OutgoingResponse, OutgoingResponseExt,
     auth_scheme::{
-        AccessToken, AccessTokenOptional, AppserviceTokenOptional, AuthScheme, NoAccessToken,
-        NoAuthentication,
+        AccessToken, AccessTokenOptional, AppserviceTokenOptional, AuthScheme, NoAccessToken, NoAuthentication,
     },
     error::FromHttpRequestError,
 };
@@ -62,7 +61,11 @@ impl Authenticate for AccessToken {
 impl Authenticate for AccessTokenOptional {
     type Identity = Option<Session>;
 
-    async fn authenticate(state: &AppState, request: &Request<&[u8]>, ip: Option<&str>) -> Result<Option<Session>, ApiError> {
+    async fn authenticate(
+        state: &AppState,
+        request: &Request<&[u8]>,
+        ip: Option<&str>,
+    ) -> Result<Option<Session>, ApiError> {
         match bearer(request)? {
             Some(token) => Ok(Some(state.sessions.authenticate(&token, ip).await?)),
             None => Ok(None),
@@ -74,7 +77,11 @@ impl Authenticate for AccessTokenOptional {
 impl Authenticate for NoAccessToken {
     type Identity = Option<Session>;
 
-    async fn authenticate(state: &AppState, request: &Request<&[u8]>, ip: Option<&str>) -> Result<Option<Session>, ApiError> {
+    async fn authenticate(
+        state: &AppState,
+        request: &Request<&[u8]>,
+        ip: Option<&str>,
+    ) -> Result<Option<Session>, ApiError> {
         match bearer(request).ok().flatten() {
             Some(token) => Ok(state.sessions.authenticate(&token, ip).await.ok()),
             None => Ok(None),
@@ -116,10 +123,8 @@ where
             Ok(Path(args)) => args,
             Err(e) => return Err(ApiError::invalid_param(format!("invalid path: {e}"))),
         };
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let client_ip =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
         let limit = state.config.limits.max_request_bytes;
         let declared = parts
             .headers
@@ -150,10 +155,8 @@ use axum::extract::FromRequestParts;
 /// unparseable `M_NOT_JSON`, before ruma reports a confusing "missing field". Bodies declared
 /// as another content type (media uploads) are left alone.
 fn check_json_object(headers: &http::HeaderMap, bytes: &[u8]) -> Result<(), ApiError> {
-    let declared_json = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|ct| ct.contains("json"));
+    let declared_json =
+        headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_none_or(|ct| ct.contains("json"));
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'{') | None => Ok(()),
@@ -179,8 +182,12 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
             Ok(response) => response.map(|b| Body::from(b.freeze())),
             Err(e) => {
                 tracing::error!(error = %e, "could not serialise a response");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ruma::api::error::ErrorKind::Unknown, "Internal server error")
-                    .into_response()
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ruma::api::error::ErrorKind::Unknown,
+                    "Internal server error",
+                )
+                .into_response()
             }
         }
     }

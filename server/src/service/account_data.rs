@@ -68,8 +68,9 @@ impl AccountDataService {
     pub async fn push_rules(&self, user_id: &UserId) -> ServiceResult<Ruleset> {
         let stored = self.storage.account_data.get(user_id.as_str(), "", PUSH_RULES_TYPE).await?;
         Ok(match stored.and_then(|v| v.get("global").cloned()) {
-            Some(global) => serde_json::from_value(global)
-                .map_err(|e| ServiceError::Internal(format!("stored push rules: {e}")))?,
+            Some(global) => {
+                serde_json::from_value(global).map_err(|e| ServiceError::Internal(format!("stored push rules: {e}")))?
+            }
             None => Ruleset::server_default(user_id),
         })
     }

@@ -149,9 +149,7 @@ impl AccountService {
     /// The profile of a local user; `NotFound` if there is no such (active) account.
     pub async fn profile(&self, user_id: &str) -> ServiceResult<Profile> {
         match self.storage.users.get(user_id).await? {
-            Some(u) if !u.deactivated => {
-                Ok(Profile { displayname: u.displayname, avatar_url: u.avatar_url })
-            }
+            Some(u) if !u.deactivated => Ok(Profile { displayname: u.displayname, avatar_url: u.avatar_url }),
             Some(_) => Ok(Profile::default()),
             None => Err(ServiceError::NotFound("profile not found".into())),
         }

@@ -42,8 +42,12 @@ impl JwtVerifier {
             let pem = std::fs::read(&config.public_key_file)
                 .map_err(|e| bad(format!("reading {}: {e}", config.public_key_file)))?;
             let key = match algorithm {
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256
-                | Algorithm::PS384 | Algorithm::PS512 => DecodingKey::from_rsa_pem(&pem),
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512 => DecodingKey::from_rsa_pem(&pem),
                 Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
                 _ => return Err(bad("public_key_file needs an asymmetric algorithm".into())),
@@ -84,10 +88,7 @@ impl JwtVerifier {
         let data = decode::<Map<String, JsonValue>>(token, &key, &validation).map_err(|e| forbidden(&e))?;
         match data.claims.get(&self.config.subject_claim) {
             Some(JsonValue::String(s)) if !s.is_empty() => Ok(s.to_lowercase()),
-            _ => Err(ServiceError::Forbidden(format!(
-                "invalid JWT: no {} claim",
-                self.config.subject_claim
-            ))),
+            _ => Err(ServiceError::Forbidden(format!("invalid JWT: no {} claim", self.config.subject_claim))),
         }
     }
 

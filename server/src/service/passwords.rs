@@ -1,8 +1,7 @@
 //! Password hashing with argon2id, off the async executor.
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version, password_hash::SaltString,
 };
 
 use super::{ServiceError, ServiceResult};

@@ -1,10 +1,9 @@
 //! Token-bucket rate limiting, per key (client IP or account), in process memory.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::Instant,
-};
+// In-memory only, never serialised: iteration order cannot reach the wire.
+#![allow(clippy::disallowed_types)]
+
+use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use crate::config::Bucket;
 
@@ -37,9 +36,7 @@ impl RateLimiter {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > PRUNE_AT {
             let rate = self.shape.per_second;
-            buckets.retain(|_, (level, at)| {
-                *level + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, (level, at)| *level + now.duration_since(*at).as_secs_f64() * rate < burst);
         }
         let (level, at) = buckets.entry(key.to_owned()).or_insert((burst, now));
         *level = (*level + now.duration_since(*at).as_secs_f64() * self.shape.per_second).min(burst);
@@ -62,9 +59,7 @@ impl RateLimiter {
         let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         match buckets.get(key) {
             None => true,
-            Some((level, at)) => {
-                level + now.duration_since(*at).as_secs_f64() * self.shape.per_second >= 1.0
-            }
+            Some((level, at)) => level + now.duration_since(*at).as_secs_f64() * self.shape.per_second >= 1.0,
         }
     }
 }

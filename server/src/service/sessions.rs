@@ -1,6 +1,9 @@
 //! Sessions: logging in (password, login token, JWT), access-token authentication, refresh
 //! tokens, logout and the device list.
 
+// In-memory only, never serialised: iteration order cannot reach the wire.
+#![allow(clippy::disallowed_types)]
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -8,14 +11,15 @@ use std::{
 };
 
 use super::{
-    ServiceError, ServiceResult, accounts::AccountService, jwt::JwtVerifier,
-    passwords::PasswordHasherService, rate_limit::RateLimiter, tokens,
+    ServiceError, ServiceResult, accounts::AccountService, jwt::JwtVerifier, passwords::PasswordHasherService,
+    rate_limit::RateLimiter, tokens,
 };
 use crate::{
     config::Config,
     storage::{
-        Storage, now_ms,
+        Storage,
         devices::{DeviceRecord, NewTokens},
+        now_ms,
     },
 };
 
@@ -101,12 +105,8 @@ impl SessionService {
     /// Resolves an access token to its session.
     pub async fn authenticate(&self, access_token: &str, ip: Option<&str>) -> ServiceResult<Session> {
         let hash = tokens::token_hash(access_token);
-        let owner = self
-            .storage
-            .devices
-            .token_owner(&hash)
-            .await?
-            .ok_or(ServiceError::UnknownToken { soft_logout: false })?;
+        let owner =
+            self.storage.devices.token_owner(&hash).await?.ok_or(ServiceError::UnknownToken { soft_logout: false })?;
         if owner.deactivated {
             return Err(ServiceError::UnknownToken { soft_logout: false });
         }
@@ -159,10 +159,8 @@ impl SessionService {
                 .await?
                 .ok_or_else(|| ServiceError::Forbidden("invalid or expired login token".into()))?,
             Credentials::Jwt(token) => {
-                let jwt = self
-                    .jwt
-                    .as_ref()
-                    .ok_or_else(|| ServiceError::UnknownLoginType("org.matrix.login.jwt".into()))?;
+                let jwt =
+                    self.jwt.as_ref().ok_or_else(|| ServiceError::UnknownLoginType("org.matrix.login.jwt".into()))?;
                 let localpart = jwt.verify(&token).await?;
                 let user_id = accounts.validate_localpart(&localpart)?;
                 if self.storage.users.get(user_id.as_str()).await?.is_none() {
@@ -177,12 +175,7 @@ impl SessionService {
                 user_id.to_string()
             }
         };
-        let user = self
-            .storage
-            .users
-            .get(&user_id)
-            .await?
-            .ok_or(ServiceError::WrongCredentials)?;
+        let user = self.storage.users.get(&user_id).await?.ok_or(ServiceError::WrongCredentials)?;
         if user.deactivated {
             return Err(ServiceError::UserDeactivated);
         }

@@ -104,9 +104,8 @@ impl UiaaService {
             Err(err) => Some(err),
         };
 
-        let done = flows.iter().any(|flow| {
-            flow.stages.iter().all(|stage| completed.iter().any(|c| c == stage.as_str()))
-        });
+        let done =
+            flows.iter().any(|flow| flow.stages.iter().all(|stage| completed.iter().any(|c| c == stage.as_str())));
         if done && stage_error.is_none() {
             return Ok(UiaaPassed { session_id });
         }
@@ -122,10 +121,7 @@ impl UiaaService {
 
     async fn new_session(&self, purpose: Purpose, user_id: Option<&str>) -> ServiceResult<String> {
         let session_id = tokens::random_alphanumeric(24);
-        self.storage
-            .uiaa
-            .create_session(&session_id, purpose.as_str(), user_id, SESSION_LIFETIME_MS)
-            .await?;
+        self.storage.uiaa.create_session(&session_id, purpose.as_str(), user_id, SESSION_LIFETIME_MS).await?;
         Ok(session_id)
     }
 
@@ -160,9 +156,7 @@ impl UiaaService {
                     return Ok(Err(forbidden("password authentication needs a logged-in user")));
                 };
                 let claimed = match &p.identifier {
-                    UserIdentifier::Matrix(id) => {
-                        crate::service::accounts::qualify(&id.user, &self.server_name)
-                    }
+                    UserIdentifier::Matrix(id) => crate::service::accounts::qualify(&id.user, &self.server_name),
                     _ => None,
                 };
                 if claimed.as_deref() != Some(user_id) {
@@ -198,7 +192,10 @@ impl UiaaService {
             }
             other => Err(StandardErrorBody::new(
                 ErrorKind::Unrecognized,
-                format!("unsupported authentication stage {}", other.auth_type().map(|t| t.to_string()).unwrap_or_default()),
+                format!(
+                    "unsupported authentication stage {}",
+                    other.auth_type().map(|t| t.to_string()).unwrap_or_default()
+                ),
             )),
         })
     }

@@ -25,13 +25,7 @@ impl AccountDataStore {
     }
 
     /// Sets `data_type` for the user (`room_id` empty: global); returns the new stream position.
-    pub async fn set(
-        &self,
-        user_id: &str,
-        room_id: &str,
-        data_type: &str,
-        content: &JsonValue,
-    ) -> StorageResult<i64> {
+    pub async fn set(&self, user_id: &str, room_id: &str, data_type: &str, content: &JsonValue) -> StorageResult<i64> {
         Ok(sqlx::query_scalar!(
             "INSERT INTO account_data (user_id, room_id, data_type, content)
              VALUES ($1, $2, $3, $4)
@@ -75,9 +69,7 @@ impl AccountDataStore {
     pub async fn create_filter(&self, user_id: &str, filter: &JsonValue) -> StorageResult<i64> {
         let mut tx = self.pool.begin().await?;
         // Serialise id allocation per user; the primary key catches anything that slips by.
-        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('filters:' || $1))", user_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('filters:' || $1))", user_id).execute(&mut *tx).await?;
         let id = sqlx::query_scalar!(
             r#"INSERT INTO filters (user_id, filter_id, filter)
                SELECT $1, COALESCE(MAX(filter_id) + 1, 0), $2 FROM filters WHERE user_id = $1
@@ -92,12 +84,8 @@ impl AccountDataStore {
     }
 
     pub async fn filter(&self, user_id: &str, filter_id: i64) -> StorageResult<Option<JsonValue>> {
-        Ok(sqlx::query_scalar!(
-            "SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2",
-            user_id,
-            filter_id
-        )
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar!("SELECT filter FROM filters WHERE user_id = $1 AND filter_id = $2", user_id, filter_id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }

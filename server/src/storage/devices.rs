@@ -77,20 +77,12 @@ impl DeviceStore {
         )
         .execute(&mut *tx)
         .await?;
-        sqlx::query!(
-            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-            user_id,
-            device_id
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
-            user_id,
-            device_id
-        )
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query!("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query!("DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+            .execute(&mut *tx)
+            .await?;
         let refresh_id = match tokens.refresh_hash {
             Some(hash) => Some(
                 sqlx::query_scalar!(
@@ -188,9 +180,7 @@ impl DeviceStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query!("UPDATE refresh_tokens SET next_id = $2 WHERE id = $1", old_id, new_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!("UPDATE refresh_tokens SET next_id = $2 WHERE id = $1", old_id, new_id).execute(&mut *tx).await?;
         sqlx::query!(
             "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_token_id)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -222,36 +212,24 @@ impl DeviceStore {
 
     /// Logs out one access token: the device and everything belonging to it go away.
     pub async fn delete_device(&self, user_id: &str, device_id: &str) -> StorageResult<bool> {
-        let done = sqlx::query!(
-            "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
-            user_id,
-            device_id
-        )
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query!("DELETE FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> StorageResult<()> {
-        sqlx::query!(
-            "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)",
-            user_id,
-            device_ids
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::query!("DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2)", user_id, device_ids)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Deletes every device of the user but `keep` (if given).
     pub async fn delete_all_devices(&self, user_id: &str, keep: Option<&str>) -> StorageResult<()> {
-        sqlx::query!(
-            "DELETE FROM devices WHERE user_id = $1 AND device_id IS DISTINCT FROM $2",
-            user_id,
-            keep
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::query!("DELETE FROM devices WHERE user_id = $1 AND device_id IS DISTINCT FROM $2", user_id, keep)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

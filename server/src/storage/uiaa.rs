@@ -80,9 +80,7 @@ impl UiaaStore {
     }
 
     pub async fn delete_session(&self, session_id: &str) -> StorageResult<()> {
-        sqlx::query!("DELETE FROM uiaa_sessions WHERE session_id = $1", session_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!("DELETE FROM uiaa_sessions WHERE session_id = $1", session_id).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -99,9 +97,7 @@ impl UiaaStore {
         )
         .execute(&mut *tx)
         .await?;
-        let done = sqlx::query!("DELETE FROM uiaa_sessions WHERE expires_ts <= $1", now_ms())
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query!("DELETE FROM uiaa_sessions WHERE expires_ts <= $1", now_ms()).execute(&mut *tx).await?;
         sqlx::query!("DELETE FROM admin_register_nonces WHERE created_ts <= $1", now_ms() - 60_000)
             .execute(&mut *tx)
             .await?;
@@ -126,13 +122,9 @@ impl UiaaStore {
         .rows_affected()
             > 0;
         if reserved {
-            sqlx::query!(
-                "UPDATE uiaa_sessions SET registration_token = $2 WHERE session_id = $1",
-                session_id,
-                token
-            )
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query!("UPDATE uiaa_sessions SET registration_token = $2 WHERE session_id = $1", session_id, token)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(reserved)
@@ -229,13 +221,9 @@ impl UiaaStore {
     }
 
     pub async fn add_admin_nonce(&self, nonce: &str) -> StorageResult<()> {
-        sqlx::query!(
-            "INSERT INTO admin_register_nonces (nonce, created_ts) VALUES ($1, $2)",
-            nonce,
-            now_ms()
-        )
-        .execute(&self.pool)
-        .await?;
+        sqlx::query!("INSERT INTO admin_register_nonces (nonce, created_ts) VALUES ($1, $2)", nonce, now_ms())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

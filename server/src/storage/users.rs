@@ -66,12 +66,9 @@ impl UserStore {
 
     /// Whether a localpart is taken, by any account ever created (deactivated ones included).
     pub async fn localpart_exists(&self, localpart: &str) -> StorageResult<bool> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM users WHERE localpart = $1) AS "exists!""#,
-            localpart
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users WHERE localpart = $1) AS "exists!""#, localpart)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> StorageResult<()> {
@@ -89,16 +86,12 @@ impl UserStore {
     }
 
     pub async fn set_displayname(&self, user_id: &str, name: Option<&str>) -> StorageResult<()> {
-        sqlx::query!("UPDATE users SET displayname = $2 WHERE user_id = $1", user_id, name)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!("UPDATE users SET displayname = $2 WHERE user_id = $1", user_id, name).execute(&self.pool).await?;
         Ok(())
     }
 
     pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> StorageResult<()> {
-        sqlx::query!("UPDATE users SET avatar_url = $2 WHERE user_id = $1", user_id, url)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query!("UPDATE users SET avatar_url = $2 WHERE user_id = $1", user_id, url).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -115,16 +108,12 @@ impl UserStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query!("DELETE FROM devices WHERE user_id = $1", user_id).execute(&mut *tx).await?;
-        sqlx::query!("DELETE FROM login_tokens WHERE user_id = $1", user_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!("DELETE FROM login_tokens WHERE user_id = $1", user_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn count(&self) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users"#)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users"#).fetch_one(&self.pool).await?)
     }
 }

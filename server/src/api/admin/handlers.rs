@@ -14,7 +14,11 @@ use crate::{
         error::ApiError,
         ruma::{ApiResult, Ruma},
     },
-    service::{ServiceError, sessions::{LoginRequest, Session}, tokens},
+    service::{
+        ServiceError,
+        sessions::{LoginRequest, Session},
+        tokens,
+    },
     state::AppState,
     storage::{StorageError, now_ms, uiaa::RegistrationTokenRecord},
 };
@@ -35,15 +39,14 @@ fn to_api(t: RegistrationTokenRecord) -> RegistrationToken {
 
 fn shared_secret(state: &AppState) -> Result<&str, ApiError> {
     let secret = state.config.registration.shared_secret.as_str();
-    if secret.is_empty() {
-        Err(ApiError::bad_json("Shared secret registration is not enabled"))
-    } else {
-        Ok(secret)
-    }
+    if secret.is_empty() { Err(ApiError::bad_json("Shared secret registration is not enabled")) } else { Ok(secret) }
 }
 
 /// # `GET /_synapse/admin/v1/register`
-pub(super) async fn register_nonce(State(state): State<AppState>, _: Ruma<nonce::Request>) -> ApiResult<nonce::Response> {
+pub(super) async fn register_nonce(
+    State(state): State<AppState>,
+    _: Ruma<nonce::Request>,
+) -> ApiResult<nonce::Response> {
     shared_secret(&state)?;
     let nonce = tokens::random_alphanumeric(32);
     state.storage.uiaa.add_admin_nonce(&nonce).await.map_err(ServiceError::from)?;
@@ -77,14 +80,10 @@ pub(super) async fn shared_secret_register(
     if !state.storage.uiaa.take_admin_nonce(&b.nonce).await.map_err(ServiceError::from)? {
         return Err(ApiError::bad_json("unrecognised nonce"));
     }
-    let user_id = state
-        .accounts
-        .create(&b.username.to_lowercase(), Some(b.password), b.admin, b.displayname.as_deref())
-        .await?;
-    let issued = state
-        .sessions
-        .issue(user_id.as_str(), LoginRequest { ip: req.client_ip, ..LoginRequest::default() })
-        .await?;
+    let user_id =
+        state.accounts.create(&b.username.to_lowercase(), Some(b.password), b.admin, b.displayname.as_deref()).await?;
+    let issued =
+        state.sessions.issue(user_id.as_str(), LoginRequest { ip: req.client_ip, ..LoginRequest::default() }).await?;
     Ok(register::Response {
         access_token: issued.access_token,
         user_id: user_id.to_string(),
@@ -102,8 +101,8 @@ pub(super) async fn list_tokens(State(state): State<AppState>, req: Ruma<list::R
     let registration_tokens = tokens
         .into_iter()
         .filter(|t| {
-            let valid = t.expiry_time.is_none_or(|e| e > now)
-                && t.uses_allowed.is_none_or(|u| t.pending + t.completed < u);
+            let valid =
+                t.expiry_time.is_none_or(|e| e > now) && t.uses_allowed.is_none_or(|u| t.pending + t.completed < u);
             req.body.valid.is_none_or(|want| want == valid)
         })
         .map(to_api)
@@ -120,7 +119,10 @@ pub(super) async fn get_token(State(state): State<AppState>, req: Ruma<get::Requ
 }
 
 /// # `POST /_synapse/admin/v1/registration_tokens/new`
-pub(super) async fn create_token(State(state): State<AppState>, req: Ruma<create::Request>) -> ApiResult<create::Response> {
+pub(super) async fn create_token(
+    State(state): State<AppState>,
+    req: Ruma<create::Request>,
+) -> ApiResult<create::Response> {
     require_admin(&req.identity)?;
     let b = req.body;
     let length = b.length.unwrap_or(16);
@@ -151,7 +153,10 @@ pub(super) async fn create_token(State(state): State<AppState>, req: Ruma<create
 }
 
 /// # `PUT /_synapse/admin/v1/registration_tokens/{token}`
-pub(super) async fn update_token(State(state): State<AppState>, req: Ruma<update::Request>) -> ApiResult<update::Response> {
+pub(super) async fn update_token(
+    State(state): State<AppState>,
+    req: Ruma<update::Request>,
+) -> ApiResult<update::Response> {
     require_admin(&req.identity)?;
     let b = req.body;
     if b.uses_allowed.flatten().is_some_and(|u| u < 0) {
@@ -168,7 +173,10 @@ pub(super) async fn update_token(State(state): State<AppState>, req: Ruma<update
 }
 
 /// # `DELETE /_synapse/admin/v1/registration_tokens/{token}`
-pub(super) async fn delete_token(State(state): State<AppState>, req: Ruma<delete::Request>) -> ApiResult<delete::Response> {
+pub(super) async fn delete_token(
+    State(state): State<AppState>,
+    req: Ruma<delete::Request>,
+) -> ApiResult<delete::Response> {
     require_admin(&req.identity)?;
     if state.storage.uiaa.delete_registration_token(&req.body.token).await.map_err(ServiceError::from)? {
         Ok(delete::Response {}.into())

@@ -4,8 +4,8 @@ use axum::extract::State;
 use ruma::{
     OwnedDeviceId, OwnedUserId,
     api::client::account::{
-        ThirdPartyIdRemovalStatus, change_password::v3 as change_password,
-        deactivate::v3 as deactivate, whoami::v3 as whoami,
+        ThirdPartyIdRemovalStatus, change_password::v3 as change_password, deactivate::v3 as deactivate,
+        whoami::v3 as whoami,
     },
 };
 
@@ -36,7 +36,12 @@ pub(super) async fn change_password(
     let body = req.body;
     let passed = state
         .uiaa
-        .authenticate(Purpose::ChangePassword, Some(&session.user_id), body.auth.as_ref(), &UiaaService::password_flows())
+        .authenticate(
+            Purpose::ChangePassword,
+            Some(&session.user_id),
+            body.auth.as_ref(),
+            &UiaaService::password_flows(),
+        )
         .await?;
     if body.new_password.is_empty() {
         return Err(ServiceError::MissingParam("new_password".into()).into());
@@ -57,7 +62,12 @@ pub(super) async fn deactivate(
     let session = req.identity.ok_or(ServiceError::MissingToken)?;
     let passed = state
         .uiaa
-        .authenticate(Purpose::Deactivate, Some(&session.user_id), req.body.auth.as_ref(), &UiaaService::password_flows())
+        .authenticate(
+            Purpose::Deactivate,
+            Some(&session.user_id),
+            req.body.auth.as_ref(),
+            &UiaaService::password_flows(),
+        )
         .await?;
     state.accounts.deactivate(&session.user_id).await?;
     state.uiaa.finish(passed).await?;

@@ -33,14 +33,20 @@ fn from_json<T>(value: &JsonValue) -> Result<Raw<T>, ApiError> {
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
-pub(super) async fn get_global(State(state): State<AppState>, req: Ruma<get_global::Request>) -> ApiResult<get_global::Response> {
+pub(super) async fn get_global(
+    State(state): State<AppState>,
+    req: Ruma<get_global::Request>,
+) -> ApiResult<get_global::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
     let content = state.account_data.get(&req.identity.user_id, "", &req.body.event_type.to_string()).await?;
     Ok(get_global::Response::new(from_json(&content)?).into())
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
-pub(super) async fn set_global(State(state): State<AppState>, req: Ruma<set_global::Request>) -> ApiResult<set_global::Response> {
+pub(super) async fn set_global(
+    State(state): State<AppState>,
+    req: Ruma<set_global::Request>,
+) -> ApiResult<set_global::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
     let content = to_json(&req.body.data)?;
     state.account_data.set(&req.identity.user_id, "", &req.body.event_type.to_string(), &content).await?;
@@ -48,7 +54,10 @@ pub(super) async fn set_global(State(state): State<AppState>, req: Ruma<set_glob
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
-pub(super) async fn get_room(State(state): State<AppState>, req: Ruma<get_room::Request>) -> ApiResult<get_room::Response> {
+pub(super) async fn get_room(
+    State(state): State<AppState>,
+    req: Ruma<get_room::Request>,
+) -> ApiResult<get_room::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
     let content = state
         .account_data
@@ -58,7 +67,10 @@ pub(super) async fn get_room(State(state): State<AppState>, req: Ruma<get_room::
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
-pub(super) async fn set_room(State(state): State<AppState>, req: Ruma<set_room::Request>) -> ApiResult<set_room::Response> {
+pub(super) async fn set_room(
+    State(state): State<AppState>,
+    req: Ruma<set_room::Request>,
+) -> ApiResult<set_room::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
     let content = to_json(&req.body.data)?;
     state
@@ -80,7 +92,10 @@ pub(super) async fn create_filter(
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
-pub(super) async fn get_filter(State(state): State<AppState>, req: Ruma<get_filter::Request>) -> ApiResult<get_filter::Response> {
+pub(super) async fn get_filter(
+    State(state): State<AppState>,
+    req: Ruma<get_filter::Request>,
+) -> ApiResult<get_filter::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
     let filter = state.account_data.filter(&req.identity.user_id, &req.body.filter_id).await?;
     let filter = serde_json::from_value(filter).map_err(|e| ServiceError::Internal(e.to_string()))?;

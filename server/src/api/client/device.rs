@@ -4,8 +4,8 @@ use axum::extract::State;
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
     api::client::device::{
-        Device, delete_device::v3 as delete_device, delete_devices::v3 as delete_devices,
-        get_device::v3 as get_device, get_devices::v3 as get_devices, update_device::v3 as update_device,
+        Device, delete_device::v3 as delete_device, delete_devices::v3 as delete_devices, get_device::v3 as get_device,
+        get_devices::v3 as get_devices, update_device::v3 as update_device,
     },
 };
 
@@ -20,21 +20,24 @@ fn to_device(record: DeviceRecord) -> Device {
     let mut device = Device::new(OwnedDeviceId::from(record.device_id));
     device.display_name = record.display_name;
     device.last_seen_ip = record.last_seen_ip;
-    device.last_seen_ts = record
-        .last_seen_ts
-        .and_then(|ts| UInt::new(ts as u64))
-        .map(MilliSecondsSinceUnixEpoch);
+    device.last_seen_ts = record.last_seen_ts.and_then(|ts| UInt::new(ts as u64)).map(MilliSecondsSinceUnixEpoch);
     device
 }
 
 /// # `GET /_matrix/client/v3/devices`
-pub(super) async fn list(State(state): State<AppState>, req: Ruma<get_devices::Request>) -> ApiResult<get_devices::Response> {
+pub(super) async fn list(
+    State(state): State<AppState>,
+    req: Ruma<get_devices::Request>,
+) -> ApiResult<get_devices::Response> {
     let devices = state.sessions.devices(&req.identity.user_id).await?;
     Ok(get_devices::Response::new(devices.into_iter().map(to_device).collect()).into())
 }
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`
-pub(super) async fn get(State(state): State<AppState>, req: Ruma<get_device::Request>) -> ApiResult<get_device::Response> {
+pub(super) async fn get(
+    State(state): State<AppState>,
+    req: Ruma<get_device::Request>,
+) -> ApiResult<get_device::Response> {
     let device = state.sessions.device(&req.identity.user_id, req.body.device_id.as_str()).await?;
     Ok(get_device::Response::new(to_device(device)).into())
 }

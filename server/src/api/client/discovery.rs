@@ -21,16 +21,13 @@ use crate::{
 /// The spec versions whose account, session, device, profile, account-data, filter and
 /// push-rule endpoints behave as those versions require.
 const SPEC_VERSIONS: &[&str] = &[
-    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
-    "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15",
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+    "v1.11", "v1.12", "v1.13", "v1.14", "v1.15",
 ];
 
 /// # `GET /_matrix/client/versions`
-pub(super) async fn versions(
-    _: Ruma<get_supported_versions::Request>,
-) -> ApiResult<get_supported_versions::Response> {
-    let mut response =
-        get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+pub(super) async fn versions(_: Ruma<get_supported_versions::Request>) -> ApiResult<get_supported_versions::Response> {
+    let mut response = get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| (*v).to_owned()).collect());
     response.unstable_features = BTreeMap::from([
         ("org.matrix.msc2666.query_mutual_rooms".to_owned(), false),
         ("org.matrix.msc3882".to_owned(), true),
@@ -77,10 +74,7 @@ pub(super) async fn capabilities(
     caps.thirdparty_id_changes.enabled = false;
     caps.room_versions = capabilities::RoomVersionsCapability::new(
         RoomVersionId::V10,
-        SUPPORTED_ROOM_VERSIONS
-            .iter()
-            .map(|v| (v.clone(), capabilities::RoomVersionStability::Stable))
-            .collect(),
+        SUPPORTED_ROOM_VERSIONS.iter().map(|v| (v.clone(), capabilities::RoomVersionStability::Stable)).collect(),
     );
     Ok(RumaResponse(capabilities::Response::new(caps)))
 }

@@ -7,9 +7,8 @@ use axum::extract::State;
 use ruma::{
     OwnedMxcUri, UserId,
     api::client::profile::{
-        get_avatar_url::v3 as get_avatar_url, get_display_name::v3 as get_display_name,
-        get_profile::v3 as get_profile, set_avatar_url::v3 as set_avatar_url,
-        set_display_name::v3 as set_display_name,
+        get_avatar_url::v3 as get_avatar_url, get_display_name::v3 as get_display_name, get_profile::v3 as get_profile,
+        set_avatar_url::v3 as set_avatar_url, set_display_name::v3 as set_display_name,
     },
 };
 
@@ -27,8 +26,8 @@ async fn visible_profile(state: &AppState, requester: Option<&Session>, target: 
     if target.server_name().as_str() != state.config.server_name {
         return Err(ApiError::not_found("profile not found"));
     }
-    let allowed = state.config.privacy.public_profiles
-        || requester.is_some_and(|s| s.user_id == target.as_str() || s.is_admin);
+    let allowed =
+        state.config.privacy.public_profiles || requester.is_some_and(|s| s.user_id == target.as_str() || s.is_admin);
     if !allowed {
         return Err(ApiError::forbidden("you may only look up profiles of users you share a room with"));
     }
@@ -36,7 +35,10 @@ async fn visible_profile(state: &AppState, requester: Option<&Session>, target: 
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
-pub(super) async fn get_profile(State(state): State<AppState>, req: Ruma<get_profile::Request>) -> ApiResult<get_profile::Response> {
+pub(super) async fn get_profile(
+    State(state): State<AppState>,
+    req: Ruma<get_profile::Request>,
+) -> ApiResult<get_profile::Response> {
     let profile = visible_profile(&state, req.identity.as_ref(), &req.body.user_id).await?;
     let mut fields = Vec::new();
     if let Some(name) = profile.displayname {

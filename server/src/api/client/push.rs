@@ -4,11 +4,10 @@ use axum::extract::State;
 use ruma::{
     OwnedUserId,
     api::client::push::{
-        delete_pushrule::v3 as delete_rule, get_pushrule::v3 as get_rule,
-        get_pushrule_actions::v3 as get_actions, get_pushrule_enabled::v3 as get_enabled,
-        get_pushrules_all::v3 as get_all, get_pushrules_global_scope::v3 as get_global,
-        set_pushrule::v3 as set_rule, set_pushrule_actions::v3 as set_actions,
-        set_pushrule_enabled::v3 as set_enabled,
+        delete_pushrule::v3 as delete_rule, get_pushrule::v3 as get_rule, get_pushrule_actions::v3 as get_actions,
+        get_pushrule_enabled::v3 as get_enabled, get_pushrules_all::v3 as get_all,
+        get_pushrules_global_scope::v3 as get_global, set_pushrule::v3 as set_rule,
+        set_pushrule_actions::v3 as set_actions, set_pushrule_enabled::v3 as set_enabled,
     },
 };
 
@@ -23,71 +22,87 @@ fn user(session: &Session) -> Result<OwnedUserId, ServiceError> {
 }
 
 /// # `GET /_matrix/client/v3/pushrules/`
-pub(super) async fn get_all(State(state): State<AppState>, req: Ruma<get_all::Request>) -> ApiResult<get_all::Response> {
+pub(super) async fn get_all(
+    State(state): State<AppState>,
+    req: Ruma<get_all::Request>,
+) -> ApiResult<get_all::Response> {
     Ok(get_all::Response::new(state.account_data.push_rules(&user(&req.identity)?).await?).into())
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/`
-pub(super) async fn get_global(State(state): State<AppState>, req: Ruma<get_global::Request>) -> ApiResult<get_global::Response> {
+pub(super) async fn get_global(
+    State(state): State<AppState>,
+    req: Ruma<get_global::Request>,
+) -> ApiResult<get_global::Response> {
     Ok(get_global::Response::new(state.account_data.push_rules(&user(&req.identity)?).await?).into())
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
-pub(super) async fn get_rule(State(state): State<AppState>, req: Ruma<get_rule::Request>) -> ApiResult<get_rule::Response> {
+pub(super) async fn get_rule(
+    State(state): State<AppState>,
+    req: Ruma<get_rule::Request>,
+) -> ApiResult<get_rule::Response> {
     let b = req.body;
-    let rule = state
-        .account_data
-        .push_rule(&user(&req.identity)?, b.kind, &b.rule_id, |r| r.to_owned())
-        .await?;
+    let rule = state.account_data.push_rule(&user(&req.identity)?, b.kind, &b.rule_id, |r| r.to_owned()).await?;
     Ok(get_rule::Response::new(rule.into()).into())
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
-pub(super) async fn set_rule(State(state): State<AppState>, req: Ruma<set_rule::Request>) -> ApiResult<set_rule::Response> {
+pub(super) async fn set_rule(
+    State(state): State<AppState>,
+    req: Ruma<set_rule::Request>,
+) -> ApiResult<set_rule::Response> {
     let b = req.body;
-    state
-        .account_data
-        .set_push_rule(&user(&req.identity)?, b.rule, b.after.as_deref(), b.before.as_deref())
-        .await?;
+    state.account_data.set_push_rule(&user(&req.identity)?, b.rule, b.after.as_deref(), b.before.as_deref()).await?;
     Ok(set_rule::Response::new().into())
 }
 
 /// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
-pub(super) async fn delete_rule(State(state): State<AppState>, req: Ruma<delete_rule::Request>) -> ApiResult<delete_rule::Response> {
+pub(super) async fn delete_rule(
+    State(state): State<AppState>,
+    req: Ruma<delete_rule::Request>,
+) -> ApiResult<delete_rule::Response> {
     let b = req.body;
     state.account_data.delete_push_rule(&user(&req.identity)?, b.kind, &b.rule_id).await?;
     Ok(delete_rule::Response::new().into())
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
-pub(super) async fn get_enabled(State(state): State<AppState>, req: Ruma<get_enabled::Request>) -> ApiResult<get_enabled::Response> {
+pub(super) async fn get_enabled(
+    State(state): State<AppState>,
+    req: Ruma<get_enabled::Request>,
+) -> ApiResult<get_enabled::Response> {
     let b = req.body;
-    let enabled = state
-        .account_data
-        .push_rule(&user(&req.identity)?, b.kind, &b.rule_id, |r| r.enabled())
-        .await?;
+    let enabled = state.account_data.push_rule(&user(&req.identity)?, b.kind, &b.rule_id, |r| r.enabled()).await?;
     Ok(get_enabled::Response::new(enabled).into())
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
-pub(super) async fn set_enabled(State(state): State<AppState>, req: Ruma<set_enabled::Request>) -> ApiResult<set_enabled::Response> {
+pub(super) async fn set_enabled(
+    State(state): State<AppState>,
+    req: Ruma<set_enabled::Request>,
+) -> ApiResult<set_enabled::Response> {
     let b = req.body;
     state.account_data.set_push_rule_enabled(&user(&req.identity)?, b.kind, &b.rule_id, b.enabled).await?;
     Ok(set_enabled::Response::new().into())
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
-pub(super) async fn get_actions(State(state): State<AppState>, req: Ruma<get_actions::Request>) -> ApiResult<get_actions::Response> {
+pub(super) async fn get_actions(
+    State(state): State<AppState>,
+    req: Ruma<get_actions::Request>,
+) -> ApiResult<get_actions::Response> {
     let b = req.body;
-    let actions = state
-        .account_data
-        .push_rule(&user(&req.identity)?, b.kind, &b.rule_id, |r| r.actions().to_vec())
-        .await?;
+    let actions =
+        state.account_data.push_rule(&user(&req.identity)?, b.kind, &b.rule_id, |r| r.actions().to_vec()).await?;
     Ok(get_actions::Response::new(actions).into())
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
-pub(super) async fn set_actions(State(state): State<AppState>, req: Ruma<set_actions::Request>) -> ApiResult<set_actions::Response> {
+pub(super) async fn set_actions(
+    State(state): State<AppState>,
+    req: Ruma<set_actions::Request>,
+) -> ApiResult<set_actions::Response> {
     let b = req.body;
     state.account_data.set_push_rule_actions(&user(&req.identity)?, b.kind, &b.rule_id, b.actions).await?;
     Ok(set_actions::Response::new().into())

@@ -52,10 +52,7 @@ pub(super) async fn login_types(
 }
 
 /// # `POST /_matrix/client/v3/login`
-pub(super) async fn login(
-    State(state): State<AppState>,
-    req: Ruma<login::Request>,
-) -> ApiResult<login::Response> {
+pub(super) async fn login(State(state): State<AppState>, req: Ruma<login::Request>) -> ApiResult<login::Response> {
     let body = req.body;
     let credentials = match body.login_info {
         LoginInfo::Password(p) => {
@@ -87,13 +84,10 @@ pub(super) async fn login(
     };
     let issued = state.sessions.login(credentials, request, &state.accounts).await?;
     let user_id = OwnedUserId::try_from(issued.user_id).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let mut response =
-        login::Response::new(user_id, issued.access_token, OwnedDeviceId::from(issued.device_id));
+    let mut response = login::Response::new(user_id, issued.access_token, OwnedDeviceId::from(issued.device_id));
     response.refresh_token = issued.refresh_token;
     response.expires_in = issued.expires_in_ms.map(Duration::from_millis);
-    response.well_known = Some(login::DiscoveryInfo::new(login::HomeserverInfo::new(
-        state.config.client_base_url(),
-    )));
+    response.well_known = Some(login::DiscoveryInfo::new(login::HomeserverInfo::new(state.config.client_base_url())));
     Ok(response.into())
 }
 
