@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod jwt;
 pub mod passwords;
 pub mod rate_limit;
+pub mod registration;
 pub mod sessions;
 pub mod tokens;
 pub mod uiaa;

@@ -7,7 +7,7 @@ use crate::{
     http::metrics::Metrics,
     service::{
         ServiceResult, account_data::AccountDataService, accounts::AccountService, passwords::PasswordHasherService,
-        rate_limit::RateLimiter, sessions::SessionService, uiaa::UiaaService,
+        rate_limit::RateLimiter, registration::RegistrationService, sessions::SessionService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -19,8 +19,8 @@ pub struct AppState {
     pub accounts: Arc<AccountService>,
     pub sessions: Arc<SessionService>,
     pub uiaa: Arc<UiaaService>,
+    pub registration: Arc<RegistrationService>,
     pub account_data: Arc<AccountDataService>,
-    pub registration_limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -28,18 +28,25 @@ impl AppState {
     pub fn new(config: Config, storage: Storage) -> ServiceResult<Self> {
         let passwords = PasswordHasherService::new(config.login.argon2_memory_kib, config.login.argon2_iterations)?;
         let rl = &config.rate_limits;
+        // Failed password attempts count against the account wherever they happen (login, UIA).
         let failed_logins = Arc::new(RateLimiter::new(rl.enabled, rl.login_failures_per_account));
+        let accounts = Arc::new(AccountService::new(storage.clone(), passwords.clone(), &config));
+        let sessions =
+            Arc::new(SessionService::new(storage.clone(), passwords.clone(), &config, failed_logins.clone())?);
+        let uiaa = Arc::new(UiaaService::new(storage.clone(), passwords, config.server_name.clone(), failed_logins));
+        let registration = Arc::new(RegistrationService::new(
+            &config,
+            storage.clone(),
+            accounts.clone(),
+            sessions.clone(),
+            uiaa.clone(),
+        ));
         Ok(Self {
-            accounts: Arc::new(AccountService::new(storage.clone(), passwords.clone(), &config)),
-            sessions: Arc::new(SessionService::new(
-                storage.clone(),
-                passwords.clone(),
-                &config,
-                failed_logins.clone(),
-            )?),
-            uiaa: Arc::new(UiaaService::new(storage.clone(), passwords, config.server_name.clone(), failed_logins)),
+            accounts,
+            sessions,
+            uiaa,
+            registration,
             account_data: Arc::new(AccountDataService::new(storage.clone())),
-            registration_limiter: Arc::new(RateLimiter::new(rl.enabled, rl.registration_per_ip)),
             metrics: Arc::new(Metrics::new()),
             storage,
             config: Arc::new(config),
