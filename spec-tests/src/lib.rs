@@ -22,12 +22,32 @@ fn cluster() -> &'static ManagedPostgres {
     static CLUSTER: OnceLock<(tempfile::TempDir, ManagedPostgres)> = OnceLock::new();
     &CLUSTER
         .get_or_init(|| {
+            sweep_stale_clusters();
             let dir = tempfile::Builder::new().prefix("poststelle-test-pg").tempdir().expect("temp dir");
             let pg = ManagedPostgres::start(&dir.path().join("pg"), Durability { throwaway: true })
                 .expect("starting the test PostgreSQL cluster (are the PostgreSQL binaries installed?)");
             (dir, pg)
         })
         .1
+}
+
+/// Removes clusters that earlier test processes left in the temp dir: a test process never drops
+/// its static cluster directory, while its `postgres` stops with it (parent-death signal) and
+/// removes its pid file. A directory without a pid file that is older than a few minutes is
+/// not being initialised by a concurrent test process, so it is stale.
+fn sweep_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry.file_name().to_string_lossy().starts_with("poststelle-test-pg");
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(300)));
+        if is_ours && old && !path.join("pg/cluster/postmaster.pid").exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// A fresh, empty database in the test cluster; its URL.
@@ -162,7 +182,13 @@ impl TestServer {
     }
 
     /// Sends a request; returns status and JSON body (`Value::Null` if the body is not JSON).
-    pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {

@@ -2,4 +2,5 @@
 //! Complement behaviours each module covers are listed in `spec-tests/COVERAGE.md`.
 
 mod basics;
+mod real_clients;
 mod registration;
