@@ -4,3 +4,4 @@
 mod basics;
 mod real_clients;
 mod registration;
+mod sessions;
