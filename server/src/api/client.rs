@@ -52,7 +52,7 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::push::get_pushrules_all::v3::Request, _, _>(push::get_all)
         .ruma_route::<c::push::get_pushrules_global_scope::v3::Request, _, _>(push::get_global)
         .ruma_route::<c::push::get_pushrule::v3::Request, _, _>(push::get_rule)
-        .ruma_route::<c::push::set_pushrule::v3::Request, _, _>(push::set_rule)
+        .ruma_route::<push::SetRuleRequest, _, _>(push::set_rule)
         .ruma_route::<c::push::delete_pushrule::v3::Request, _, _>(push::delete_rule)
         .ruma_route::<c::push::get_pushrule_enabled::v3::Request, _, _>(push::get_enabled)
         .ruma_route::<c::push::set_pushrule_enabled::v3::Request, _, _>(push::set_enabled)

@@ -55,6 +55,12 @@ impl AccountDataService {
 
     /// Stores a validated filter; returns its id.
     pub async fn create_filter(&self, user_id: &str, filter: &JsonValue) -> ServiceResult<String> {
+        // Ruma keeps unknown `event_format` values; the spec allows only these two.
+        if let Some(format) = filter.get("event_format")
+            && !matches!(format.as_str(), Some("client" | "federation"))
+        {
+            return Err(ServiceError::BadJson("event_format must be \"client\" or \"federation\"".into()));
+        }
         Ok(self.storage.account_data.create_filter(user_id, filter).await?.to_string())
     }
 
@@ -100,6 +106,14 @@ impl AccountDataService {
         after: Option<&str>,
         before: Option<&str>,
     ) -> ServiceResult<()> {
+        let actions = match &rule {
+            NewPushRule::Override(r) | NewPushRule::Underride(r) => &r.actions,
+            NewPushRule::Content(r) => &r.actions,
+            NewPushRule::Room(r) => &r.actions,
+            NewPushRule::Sender(r) => &r.actions,
+            _ => return Err(ServiceError::InvalidParam("unsupported push rule kind".into())),
+        };
+        check_actions(actions)?;
         let mut rules = self.push_rules(user_id).await?;
         rules.insert(rule, after, before).map_err(|e| match e {
             InsertPushRuleError::UnknownRuleId => ServiceError::NotFound(e.to_string()),
@@ -136,10 +150,28 @@ impl AccountDataService {
         rule_id: &str,
         actions: Vec<Action>,
     ) -> ServiceResult<()> {
+        check_actions(&actions)?;
         let mut rules = self.push_rules(user_id).await?;
         rules.set_actions(kind, rule_id, actions).map_err(|_| rule_not_found())?;
         self.save_push_rules(user_id, &rules).await
     }
+}
+
+/// Ruma keeps unknown actions; like Synapse, refuse them. `dont_notify` and `coalesce` are the
+/// spec's historical actions, which clients may still send and servers treat as no-ops.
+fn check_actions(actions: &[Action]) -> ServiceResult<()> {
+    for action in actions {
+        let json = serde_json::to_value(action).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let known = match &json {
+            JsonValue::String(s) => matches!(s.as_str(), "notify" | "dont_notify" | "coalesce"),
+            JsonValue::Object(o) => o.get("set_tweak").is_some_and(JsonValue::is_string),
+            _ => false,
+        };
+        if !known {
+            return Err(ServiceError::InvalidParam(format!("unknown push rule action {json}")));
+        }
+    }
+    Ok(())
 }
 
 fn rule_not_found() -> ServiceError {

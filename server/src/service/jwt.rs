@@ -79,12 +79,18 @@ impl JwtVerifier {
             KeySource::Jwks { .. } => self.jwks_key(header.kid.as_deref()).await?,
         };
         let mut validation = Validation::new(self.algorithm);
+        // jsonwebtoken checks `iss` and `aud` only when the token has them; a configured issuer
+        // or audience makes the claim required (as Synapse's "essential" claims).
+        let mut required = vec!["exp"];
         if !self.config.issuer.is_empty() {
             validation.set_issuer(&[&self.config.issuer]);
+            required.push("iss");
         }
         if !self.config.audiences.is_empty() {
             validation.set_audience(&self.config.audiences);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         let data = decode::<Map<String, JsonValue>>(token, &key, &validation).map_err(|e| forbidden(&e))?;
         match data.claims.get(&self.config.subject_claim) {
             Some(JsonValue::String(s)) if !s.is_empty() => Ok(s.to_lowercase()),
@@ -172,6 +178,10 @@ mod tests {
         assert!(v.verify(&token(wrong_aud, "s3cret")).await.is_err(), "audience");
         let no_sub = json!({"iss": "https://idp.example", "aud": "poststelle", "exp": exp(60)});
         assert!(v.verify(&token(no_sub, "s3cret")).await.is_err(), "subject");
+        let no_iss = json!({"sub": "a", "aud": "poststelle", "exp": exp(60)});
+        assert!(v.verify(&token(no_iss, "s3cret")).await.is_err(), "missing issuer");
+        let no_aud = json!({"sub": "a", "iss": "https://idp.example", "exp": exp(60)});
+        assert!(v.verify(&token(no_aud, "s3cret")).await.is_err(), "missing audience");
         assert!(v.verify("not.a.jwt").await.is_err());
     }
 }

@@ -315,7 +315,11 @@ impl SessionService {
         if name.is_some_and(|n| n.len() > 256) {
             return Err(ServiceError::InvalidParam("display name longer than 256 bytes".into()));
         }
-        if self.storage.devices.rename(user_id, device_id, name).await? {
+        let Some(name) = name else {
+            // The spec: "If not given, the display name is unchanged."
+            return self.device(user_id, device_id).await.map(|_| ());
+        };
+        if self.storage.devices.rename(user_id, device_id, Some(name)).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound("no such device".into()))

@@ -8,6 +8,7 @@ use ruma::api::{
     client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier},
     error::{ErrorKind, StandardErrorBody},
 };
+use sha2::{Digest, Sha256};
 
 use super::{ServiceError, ServiceResult, passwords::PasswordHasherService, rate_limit::RateLimiter, tokens};
 use crate::storage::Storage;
@@ -21,18 +22,36 @@ pub enum Purpose {
     Register,
     ChangePassword,
     Deactivate,
-    DeleteDevices,
+    /// Deleting one particular set of devices (a digest of their ids): a session started to
+    /// delete some devices cannot be used to delete others.
+    DeleteDevices([u8; 8]),
     GetLoginToken,
 }
 
 impl Purpose {
-    fn as_str(self) -> &'static str {
+    /// The purpose of deleting exactly `device_ids` (in any order).
+    pub fn delete_devices<S: AsRef<str>>(device_ids: &[S]) -> Self {
+        let mut ids: Vec<&str> = device_ids.iter().map(AsRef::as_ref).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut hasher = Sha256::new();
+        for id in ids {
+            hasher.update((id.len() as u64).to_le_bytes());
+            hasher.update(id.as_bytes());
+        }
+        let mut digest = [0u8; 8];
+        digest.copy_from_slice(&hasher.finalize()[..8]);
+        Self::DeleteDevices(digest)
+    }
+
+    /// How the purpose is stored with the session.
+    fn key(self) -> String {
         match self {
-            Self::Register => "register",
-            Self::ChangePassword => "change_password",
-            Self::Deactivate => "deactivate",
-            Self::DeleteDevices => "delete_devices",
-            Self::GetLoginToken => "get_login_token",
+            Self::Register => "register".to_owned(),
+            Self::ChangePassword => "change_password".to_owned(),
+            Self::Deactivate => "deactivate".to_owned(),
+            Self::DeleteDevices(digest) => format!("delete_devices:{}", hex::encode(digest)),
+            Self::GetLoginToken => "get_login_token".to_owned(),
         }
     }
 }
@@ -89,8 +108,11 @@ impl UiaaService {
             .uiaa
             .session(&session_id)
             .await?
-            .filter(|s| s.purpose == purpose.as_str() && s.user_id.as_deref() == user_id)
             .ok_or_else(|| ServiceError::InvalidParam("unknown or expired UIA session".into()))?;
+        // As Synapse: a session continued for another operation (or by another user) is refused.
+        if session.purpose != purpose.key() || session.user_id.as_deref() != user_id {
+            return Err(ServiceError::Forbidden("the UIA session was started for another operation or user".into()));
+        }
 
         let mut completed = session.completed.clone();
         let stage_error = match self.run_stage(&session_id, purpose, user_id, auth).await? {
@@ -121,7 +143,7 @@ impl UiaaService {
 
     async fn new_session(&self, purpose: Purpose, user_id: Option<&str>) -> ServiceResult<String> {
         let session_id = tokens::random_alphanumeric(24);
-        self.storage.uiaa.create_session(&session_id, purpose.as_str(), user_id, SESSION_LIFETIME_MS).await?;
+        self.storage.uiaa.create_session(&session_id, &purpose.key(), user_id, SESSION_LIFETIME_MS).await?;
         Ok(session_id)
     }
 
@@ -160,7 +182,9 @@ impl UiaaService {
                     _ => None,
                 };
                 if claimed.as_deref() != Some(user_id) {
-                    return Ok(Err(forbidden("the identifier does not name the logged-in user")));
+                    // Someone else's credentials never authorise this user's request: a hard
+                    // 403, as Synapse (and Sytest) have it, not a stage to retry.
+                    return Err(ServiceError::Forbidden("the identifier does not name the logged-in user".into()));
                 }
                 if !self.failed_logins.would_allow(user_id) {
                     return Err(ServiceError::RateLimited { retry_after_ms: 1000 });

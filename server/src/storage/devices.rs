@@ -163,6 +163,9 @@ impl DeviceStore {
     ) -> StorageResult<()> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        // Using `old_id` is a use of the pair that replaced its predecessor: that one retires
+        // now (with its access token), as on the first use of the new access token.
+        sqlx::query!("DELETE FROM refresh_tokens WHERE next_id = $1", old_id).execute(&mut *tx).await?;
         // A retried refresh replaces the previously issued (never used) successor.
         sqlx::query!(
             "DELETE FROM refresh_tokens WHERE id = (SELECT next_id FROM refresh_tokens WHERE id = $1)",

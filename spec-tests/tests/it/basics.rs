@@ -42,7 +42,9 @@ async fn health_and_metrics() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
     assert!(
-        text.contains(r#"poststelle_http_requests_total{method="GET",endpoint="/_matrix/client/versions",status="200"}"#),
+        text.contains(
+            r#"poststelle_http_requests_total{method="GET",endpoint="/_matrix/client/versions",status="200"}"#
+        ),
         "{text}"
     );
     assert!(text.contains("poststelle_http_request_duration_seconds_bucket"), "{text}");
@@ -54,8 +56,16 @@ async fn unknown_endpoints_and_methods() {
     let s = TestServer::start().await;
     assert_error(&s.get("/_matrix/client/v3/no/such/endpoint", None).await, StatusCode::NOT_FOUND, "M_UNRECOGNIZED");
     assert_error(&s.get("/totally/unknown", None).await, StatusCode::NOT_FOUND, "M_UNRECOGNIZED");
-    assert_error(&s.delete("/_matrix/client/v3/login", None, None).await, StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED");
-    assert_error(&s.put("/_matrix/client/versions", None, json!({})).await, StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED");
+    assert_error(
+        &s.delete("/_matrix/client/v3/login", None, None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(
+        &s.put("/_matrix/client/versions", None, json!({})).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+    );
 }
 
 #[tokio::test]
@@ -94,25 +104,55 @@ async fn cors_preflight_and_headers() {
 #[tokio::test]
 async fn malformed_bodies_get_matrix_errors() {
     let s = TestServer::start().await;
-    assert_error(&s.raw("POST", "/_matrix/client/v3/login", None, b"{not json".to_vec()).await, StatusCode::BAD_REQUEST, "M_NOT_JSON");
-    assert_error(&s.raw("POST", "/_matrix/client/v3/login", None, vec![0xff, 0xfe]).await, StatusCode::BAD_REQUEST, "M_NOT_JSON");
-    assert_error(&s.post("/_matrix/client/v3/login", None, json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "a"}, "password": 5})).await,
+    assert_error(
+        &s.raw("POST", "/_matrix/client/v3/login", None, b"{not json".to_vec()).await,
+        StatusCode::BAD_REQUEST,
+        "M_NOT_JSON",
+    );
+    assert_error(
+        &s.raw("POST", "/_matrix/client/v3/login", None, vec![0xff, 0xfe]).await,
+        StatusCode::BAD_REQUEST,
+        "M_NOT_JSON",
+    );
+    assert_error(
+        &s.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "a"}, "password": 5}),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "M_BAD_JSON",
     );
-    assert_error(&s.post("/_matrix/client/v3/login", None, json!({"type": 5})).await, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
+    assert_error(
+        &s.post("/_matrix/client/v3/login", None, json!({"type": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "M_MISSING_PARAM",
+    );
     assert_error(&s.post("/_matrix/client/v3/login", None, json!([1, 2])).await, StatusCode::BAD_REQUEST, "M_BAD_JSON");
     assert_error(
-        &s.post("/_matrix/client/v3/login", None, json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "a"}})).await,
+        &s.post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "a"}}),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "M_MISSING_PARAM",
     );
     // Schemathesis found this shape crashing Synapse's /login; here it is a clean 4xx.
-    let r = s.post("/_matrix/client/v3/login", None, json!({"type": "m.login.password", "user": [null, null], "password": "x"})).await;
+    let r = s
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "user": [null, null], "password": "x"}),
+        )
+        .await;
     assert!(r.0.is_client_error(), "{r:?}");
     let alice = s.register("alice", "pw").await;
     assert_error(
-        &s.put("/_matrix/client/v3/profile/not-a-user-id/displayname", alice.token(), json!({"displayname": "x"})).await,
+        &s.put("/_matrix/client/v3/profile/not-a-user-id/displayname", alice.token(), json!({"displayname": "x"}))
+            .await,
         StatusCode::BAD_REQUEST,
         "M_INVALID_PARAM",
     );
@@ -120,7 +160,9 @@ async fn malformed_bodies_get_matrix_errors() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
-    let s = TestServer::start_with(spec_tests::ServerOptions::default().set("POSTSTELLE_LIMITS__MAX_REQUEST_BYTES", 4096)).await;
+    let s =
+        TestServer::start_with(spec_tests::ServerOptions::default().set("POSTSTELLE_LIMITS__MAX_REQUEST_BYTES", 4096))
+            .await;
     let big = json!({"type": "m.login.password", "password": "x".repeat(10_000)});
     assert_error(&s.post("/_matrix/client/v3/login", None, big).await, StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
     // Without a content length (chunked), the limit still holds.

@@ -1,7 +1,12 @@
 //! Black-box tests against real `poststelle` processes. One module per area; the Sytest and
 //! Complement behaviours each module covers are listed in `spec-tests/COVERAGE.md`.
 
+mod account;
+mod account_data;
 mod basics;
+mod devices;
+mod profile;
+mod push_rules;
 mod real_clients;
 mod registration;
 mod sessions;

@@ -22,7 +22,11 @@ async fn dummy_flow_with_uia_session() {
     let flows: Vec<Value> = body["flows"].as_array().unwrap().clone();
     assert!(flows.iter().any(|f| f["stages"] == json!(["m.login.dummy"])), "{body}");
     let (status, body) = s
-        .post(REGISTER, None, json!({"username": "bob", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}}))
+        .post(
+            REGISTER,
+            None,
+            json!({"username": "bob", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user_id"], "@bob:localhost");
@@ -34,7 +38,11 @@ async fn dummy_flow_with_uia_session() {
     assert_eq!(who["device_id"], body["device_id"]);
     // A finished session cannot be replayed.
     let r = s
-        .post(REGISTER, None, json!({"username": "bob2", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}}))
+        .post(
+            REGISTER,
+            None,
+            json!({"username": "bob2", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}}),
+        )
         .await;
     assert_eq!(r.0, StatusCode::BAD_REQUEST, "{:?}", r.1);
 }
@@ -44,17 +52,37 @@ async fn username_rules_and_availability() {
     let s = TestServer::start().await;
     s.register("carol", "pw").await;
     let dummy = json!({"type": "m.login.dummy"});
-    assert_error(&s.post(REGISTER, None, json!({"username": "carol", "password": "p", "auth": dummy})).await, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
-    assert_error(&s.post(REGISTER, None, json!({"username": "CAROL", "password": "p", "auth": dummy})).await, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
+    assert_error(
+        &s.post(REGISTER, None, json!({"username": "carol", "password": "p", "auth": dummy})).await,
+        StatusCode::BAD_REQUEST,
+        "M_USER_IN_USE",
+    );
+    assert_error(
+        &s.post(REGISTER, None, json!({"username": "CAROL", "password": "p", "auth": dummy})).await,
+        StatusCode::BAD_REQUEST,
+        "M_USER_IN_USE",
+    );
     for bad in ["has space", "ümlaut", "_reserved", "a:b", "", &"x".repeat(300)] {
         let r = s.post(REGISTER, None, json!({"username": bad, "password": "p", "auth": dummy})).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "M_INVALID_USERNAME");
     }
     let (status, body) = s.get("/_matrix/client/v3/register/available?username=dave", None).await;
     assert_eq!((status, body["available"].clone()), (StatusCode::OK, json!(true)));
-    assert_error(&s.get("/_matrix/client/v3/register/available?username=carol", None).await, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
-    assert_error(&s.get("/_matrix/client/v3/register/available?username=Bad%20Name", None).await, StatusCode::BAD_REQUEST, "M_INVALID_USERNAME");
-    assert_error(&s.get("/_matrix/client/v3/register/available", None).await, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
+    assert_error(
+        &s.get("/_matrix/client/v3/register/available?username=carol", None).await,
+        StatusCode::BAD_REQUEST,
+        "M_USER_IN_USE",
+    );
+    assert_error(
+        &s.get("/_matrix/client/v3/register/available?username=Bad%20Name", None).await,
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_USERNAME",
+    );
+    assert_error(
+        &s.get("/_matrix/client/v3/register/available", None).await,
+        StatusCode::BAD_REQUEST,
+        "M_MISSING_PARAM",
+    );
     // No username: the server picks one.
     let (status, body) = s.post(REGISTER, None, json!({"password": "p", "auth": dummy})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -66,8 +94,12 @@ async fn username_rules_and_availability() {
 
 #[tokio::test]
 async fn reserved_prefixes_are_exclusive() {
-    let s = TestServer::start_with(ServerOptions::default().set("POSTSTELLE_REGISTRATION__RESERVED_PREFIXES", "[\"egvp_\"]")).await;
-    let r = s.post(REGISTER, None, json!({"username": "egvp_x", "password": "p", "auth": {"type": "m.login.dummy"}})).await;
+    let s = TestServer::start_with(
+        ServerOptions::default().set("POSTSTELLE_REGISTRATION__RESERVED_PREFIXES", "[\"egvp_\"]"),
+    )
+    .await;
+    let r =
+        s.post(REGISTER, None, json!({"username": "egvp_x", "password": "p", "auth": {"type": "m.login.dummy"}})).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "M_EXCLUSIVE");
 }
 
@@ -75,7 +107,11 @@ async fn reserved_prefixes_are_exclusive() {
 async fn inhibit_login_returns_no_token() {
     let s = TestServer::start().await;
     let (status, body) = s
-        .post(REGISTER, None, json!({"username": "quiet", "password": "p", "inhibit_login": true, "auth": {"type": "m.login.dummy"}}))
+        .post(
+            REGISTER,
+            None,
+            json!({"username": "quiet", "password": "p", "inhibit_login": true, "auth": {"type": "m.login.dummy"}}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.get("access_token").is_none(), "{body}");
@@ -87,8 +123,12 @@ pub(crate) async fn admin_register(s: &TestServer, user: &str, password: &str, a
     let (_, nonce) = s.get("/_synapse/admin/v1/register", None).await;
     let nonce = nonce["nonce"].as_str().unwrap().to_owned();
     let mac = mac(&s.shared_secret, &nonce, user, password, admin);
-    s.post("/_synapse/admin/v1/register", None, json!({"nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac}))
-        .await
+    s.post(
+        "/_synapse/admin/v1/register",
+        None,
+        json!({"nonce": nonce, "username": user, "password": password, "admin": admin, "mac": mac}),
+    )
+    .await
 }
 
 fn mac(secret: &str, nonce: &str, user: &str, password: &str, admin: bool) -> String {
@@ -109,7 +149,13 @@ async fn shared_secret_registration() {
     let (_, nonce) = s.get("/_synapse/admin/v1/register", None).await;
     let nonce = nonce["nonce"].as_str().unwrap().to_owned();
     let bad = mac("wrong secret", &nonce, "eve", "pw", false);
-    let r = s.post("/_synapse/admin/v1/register", None, json!({"nonce": nonce, "username": "eve", "password": "pw", "mac": bad})).await;
+    let r = s
+        .post(
+            "/_synapse/admin/v1/register",
+            None,
+            json!({"nonce": nonce, "username": "eve", "password": "pw", "mac": bad}),
+        )
+        .await;
     assert_error(&r, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     let good = mac(&s.shared_secret, &nonce, "eve", "pw", false);
     let body = json!({"nonce": nonce, "username": "eve", "password": "pw", "admin": false, "mac": good});
@@ -124,7 +170,8 @@ async fn shared_secret_registration() {
 
 #[tokio::test]
 async fn registration_tokens() {
-    let s = TestServer::start_with(ServerOptions::default().set("POSTSTELLE_REGISTRATION__REQUIRES_TOKEN", "true")).await;
+    let s =
+        TestServer::start_with(ServerOptions::default().set("POSTSTELLE_REGISTRATION__REQUIRES_TOKEN", "true")).await;
     let (_, admin) = admin_register(&s, "admin", "pw", true).await;
     let admin_token = admin["access_token"].as_str().unwrap();
     let (_, user) = admin_register(&s, "plain", "pw", false).await;
@@ -132,11 +179,18 @@ async fn registration_tokens() {
 
     // Only admins manage tokens.
     assert_error(&s.get(tokens, user["access_token"].as_str()).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    let (status, created) = s.post(&format!("{tokens}/new"), Some(admin_token), json!({"token": "once", "uses_allowed": 1})).await;
+    let (status, created) =
+        s.post(&format!("{tokens}/new"), Some(admin_token), json!({"token": "once", "uses_allowed": 1})).await;
     assert_eq!(status, StatusCode::OK, "{created}");
     assert_eq!(created, json!({"token": "once", "uses_allowed": 1, "pending": 0, "completed": 0, "expiry_time": null}));
-    assert_eq!(s.post(&format!("{tokens}/new"), Some(admin_token), json!({"token": "once"})).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(s.post(&format!("{tokens}/new"), Some(admin_token), json!({"token": "bad token!"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.post(&format!("{tokens}/new"), Some(admin_token), json!({"token": "once"})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        s.post(&format!("{tokens}/new"), Some(admin_token), json!({"token": "bad token!"})).await.0,
+        StatusCode::BAD_REQUEST
+    );
     let (_, generated) = s.post(&format!("{tokens}/new"), Some(admin_token), json!({"length": 20})).await;
     assert_eq!(generated["token"].as_str().unwrap().len(), 20);
 
@@ -151,7 +205,11 @@ async fn registration_tokens() {
     assert_eq!(body["flows"], json!([{"stages": ["m.login.registration_token"]}]));
     let session = body["session"].as_str().unwrap();
     let (status, body) = s
-        .post(REGISTER, None, json!({"username": "new1", "password": "p", "auth": {"type": "m.login.dummy", "session": session}}))
+        .post(
+            REGISTER,
+            None,
+            json!({"username": "new1", "password": "p", "auth": {"type": "m.login.dummy", "session": session}}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // A wrong token is reported in the 401.
@@ -183,5 +241,9 @@ async fn registration_tokens() {
     assert_eq!(list["registration_tokens"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(s.delete(&format!("{tokens}/once"), Some(admin_token), None).await.0, StatusCode::OK);
     assert_error(&s.get(&format!("{tokens}/once"), Some(admin_token)).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
-    assert_error(&s.delete(&format!("{tokens}/once"), Some(admin_token), None).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    assert_error(
+        &s.delete(&format!("{tokens}/once"), Some(admin_token), None).await,
+        StatusCode::NOT_FOUND,
+        "M_NOT_FOUND",
+    );
 }

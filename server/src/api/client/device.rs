@@ -60,13 +60,19 @@ pub(super) async fn delete(
     req: Ruma<delete_device::Request>,
 ) -> ApiResult<delete_device::Response> {
     let user_id = &req.identity.user_id;
-    // An unknown device is reported before asking for a password.
-    state.sessions.device(user_id, req.body.device_id.as_str()).await?;
+    // No 404 for an unknown device: the spec answers 200 for a device that "had been removed
+    // previously" (as Synapse does), after the same UIA as for any other device.
+    let ids = [req.body.device_id.to_string()];
     let passed = state
         .uiaa
-        .authenticate(Purpose::DeleteDevices, Some(user_id), req.body.auth.as_ref(), &UiaaService::password_flows())
+        .authenticate(
+            Purpose::delete_devices(&ids),
+            Some(user_id),
+            req.body.auth.as_ref(),
+            &UiaaService::password_flows(),
+        )
         .await?;
-    state.sessions.delete_devices(user_id, &[req.body.device_id.to_string()]).await?;
+    state.sessions.delete_devices(user_id, &ids).await?;
     state.uiaa.finish(passed).await?;
     Ok(delete_device::Response::new().into())
 }
@@ -77,11 +83,16 @@ pub(super) async fn delete_many(
     req: Ruma<delete_devices::Request>,
 ) -> ApiResult<delete_devices::Response> {
     let user_id = &req.identity.user_id;
+    let ids: Vec<String> = req.body.devices.iter().map(ToString::to_string).collect();
     let passed = state
         .uiaa
-        .authenticate(Purpose::DeleteDevices, Some(user_id), req.body.auth.as_ref(), &UiaaService::password_flows())
+        .authenticate(
+            Purpose::delete_devices(&ids),
+            Some(user_id),
+            req.body.auth.as_ref(),
+            &UiaaService::password_flows(),
+        )
         .await?;
-    let ids: Vec<String> = req.body.devices.iter().map(ToString::to_string).collect();
     state.sessions.delete_devices(user_id, &ids).await?;
     state.uiaa.finish(passed).await?;
     Ok(delete_devices::Response::new().into())

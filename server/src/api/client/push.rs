@@ -17,6 +17,43 @@ use crate::{
     state::AppState,
 };
 
+/// `PUT /pushrules/global/{kind}/{ruleId}` as ruma parses it, except that `conditions` may be
+/// left out of override and underride rules: the spec requires only `actions` ("a rule with no
+/// conditions always matches"), while ruma's request type insists on `conditions`.
+#[derive(Debug)]
+pub(super) struct SetRuleRequest(set_rule::Request);
+
+impl ruma::api::Metadata for SetRuleRequest {
+    const METHOD: http::Method = <set_rule::Request as ruma::api::Metadata>::METHOD;
+    const RATE_LIMITED: bool = <set_rule::Request as ruma::api::Metadata>::RATE_LIMITED;
+    type Authentication = <set_rule::Request as ruma::api::Metadata>::Authentication;
+    type PathBuilder = <set_rule::Request as ruma::api::Metadata>::PathBuilder;
+    const PATH_BUILDER: Self::PathBuilder = <set_rule::Request as ruma::api::Metadata>::PATH_BUILDER;
+}
+
+impl ruma::api::IncomingRequest for SetRuleRequest {
+    type EndpointError = <set_rule::Request as ruma::api::IncomingRequest>::EndpointError;
+    type OutgoingResponse = set_rule::Response;
+
+    fn try_from_http_request_inner(
+        request: http::Request<&[u8]>,
+        path_args: &[&str],
+    ) -> Result<Self, ruma::api::error::DeserializationError> {
+        let conditional = matches!(path_args.first(), Some(&("override" | "underride")));
+        let patched;
+        let request = match serde_json::from_slice::<serde_json::Value>(request.body()) {
+            Ok(serde_json::Value::Object(mut body)) if conditional && !body.contains_key("conditions") => {
+                body.insert("conditions".to_owned(), serde_json::Value::Array(Vec::new()));
+                patched = serde_json::to_vec(&body)?;
+                let (parts, _) = request.into_parts();
+                http::Request::from_parts(parts, patched.as_slice())
+            }
+            _ => request,
+        };
+        <set_rule::Request as ruma::api::IncomingRequest>::try_from_http_request_inner(request, path_args).map(Self)
+    }
+}
+
 fn user(session: &Session) -> Result<OwnedUserId, ServiceError> {
     OwnedUserId::try_from(session.user_id.as_str()).map_err(|e| ServiceError::Internal(e.to_string()))
 }
@@ -50,9 +87,9 @@ pub(super) async fn get_rule(
 /// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
 pub(super) async fn set_rule(
     State(state): State<AppState>,
-    req: Ruma<set_rule::Request>,
+    req: Ruma<SetRuleRequest>,
 ) -> ApiResult<set_rule::Response> {
-    let b = req.body;
+    let SetRuleRequest(b) = req.body;
     state.account_data.set_push_rule(&user(&req.identity)?, b.rule, b.after.as_deref(), b.before.as_deref()).await?;
     Ok(set_rule::Response::new().into())
 }

@@ -60,10 +60,19 @@ pub(super) async fn login(State(state): State<AppState>, req: Ruma<login::Reques
             let user = match (p.identifier, p.user) {
                 (Some(UserIdentifier::Matrix(id)), _) => id.user,
                 (None, Some(user)) => user,
-                (Some(_), _) => {
+                // Third-party ids are known types that name no account here (Synapse: 403);
+                // any other identifier type is not recognised at all (Synapse: 400 M_UNKNOWN).
+                (Some(other), _) if matches!(other.identifier_type(), "m.id.thirdparty" | "m.id.phone") => {
                     return Err(ApiError::from(ServiceError::Forbidden(
                         "only m.id.user identifiers are supported".into(),
                     )));
+                }
+                (Some(other), _) => {
+                    return Err(ApiError::new(
+                        ::http::StatusCode::BAD_REQUEST,
+                        ::ruma::api::error::ErrorKind::Unknown,
+                        format!("unknown identifier type {}", other.identifier_type()),
+                    ));
                 }
                 (None, None) => return Err(ApiError::from(ServiceError::MissingParam("identifier".into()))),
             };
