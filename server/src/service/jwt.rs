@@ -184,4 +184,65 @@ mod tests {
         assert!(v.verify(&token(no_aud, "s3cret")).await.is_err(), "missing audience");
         assert!(v.verify("not.a.jwt").await.is_err());
     }
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    fn rs256_token(kid: Option<&str>) -> String {
+        let key = EncodingKey::from_rsa_pem(&std::fs::read(fixture("jwt-test-rsa.key")).unwrap()).unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = kid.map(str::to_owned);
+        encode(&header, &json!({"sub": "grete", "exp": exp(60)}), &key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rs256_with_a_public_key_file() {
+        let config = JwtConfig {
+            enabled: true,
+            algorithm: "RS256".into(),
+            public_key_file: fixture("jwt-test-rsa.pub").display().to_string(),
+            ..JwtConfig::default()
+        };
+        let v = JwtVerifier::from_config(&config).unwrap().unwrap();
+        assert_eq!(v.verify(&rs256_token(None)).await.unwrap(), "grete");
+        // An HS256 token made with the public key as secret (algorithm confusion) is refused.
+        let pem = std::fs::read(fixture("jwt-test-rsa.pub")).unwrap();
+        let forged =
+            encode(&Header::default(), &json!({"sub": "grete", "exp": exp(60)}), &EncodingKey::from_secret(&pem))
+                .unwrap();
+        assert!(v.verify(&forged).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn rs256_with_keys_from_a_jwks_url() {
+        let jwks = std::fs::read_to_string(fixture("jwt-test-jwks.json")).unwrap();
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = jwks.clone();
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = JwtConfig {
+            enabled: true,
+            algorithm: "RS256".into(),
+            jwks_url: format!("http://{addr}/jwks"),
+            ..JwtConfig::default()
+        };
+        let v = JwtVerifier::from_config(&config).unwrap().unwrap();
+        assert_eq!(v.verify(&rs256_token(Some("test-key-1"))).await.unwrap(), "grete");
+        assert_eq!(v.verify(&rs256_token(Some("test-key-1"))).await.unwrap(), "grete");
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1, "the key set is cached");
+        // Within a minute of the last fetch, an unknown key id is refused without refetching.
+        assert!(v.verify(&rs256_token(Some("other-key"))).await.is_err());
+        assert!(v.verify(&rs256_token(Some("other-key"))).await.is_err());
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1, "refetches are rate limited");
+        server.abort();
+    }
 }
