@@ -1,8 +1,19 @@
 //! The Matrix server-server protocol for Poststelle, without I/O policy.
 //!
-//! This crate will hold, per DESIGN §1: the server's signing keys; X-Matrix request signing and
-//! verification; event hashing, signing and redaction; server discovery (`.well-known`, SRV);
-//! the outbound rustls HTTP client with SSRF protection; and the PDU acceptance pipeline
-//! (format, signatures, auth rules, state resolution v2 via ruma-state-res). It declares the
-//! storage traits it needs; `poststelle-server` implements them. It has no code yet: the
-//! federation work arrives with its own issue.
+//! Per DESIGN §1 this crate holds the pure protocol parts: the server's signing keys ([`keys`]),
+//! PDUs as typed values ([`pdu`]), building new events with content hashes, signatures and
+//! reference-hash ids ([`builder`]), and the authorisation rules of the spec applied through
+//! ruma-state-res ([`auth`]). Later: X-Matrix request signing, server discovery, the outbound
+//! client and the acceptance pipeline for remote PDUs. Nothing here touches the network or a
+//! database; `poststelle-server` supplies events and state through closures.
+
+pub mod auth;
+pub mod builder;
+pub mod keys;
+pub mod pdu;
+
+pub use self::{
+    builder::{BuildError, BuiltEvent, ProtoEvent},
+    keys::SigningKey,
+    pdu::{Pdu, PduError},
+};

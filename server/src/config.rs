@@ -27,6 +27,7 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub privacy: Privacy,
+    pub rooms: Rooms,
     /// The base URL clients should use, published in `/.well-known/matrix/client`.
     /// Empty: `http://<client listener>`.
     pub public_baseurl: String,
@@ -49,6 +50,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             privacy: Privacy::default(),
+            rooms: Rooms::default(),
             public_baseurl: String::new(),
             log: "info".to_owned(),
             log_json: false,
@@ -206,6 +208,21 @@ impl Default for Federation {
     }
 }
 
+/// Room defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rooms {
+    /// Room version of new rooms when the client names none: "10", "11" or "12".
+    pub default_version: String,
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        // 11 rather than 12: several clients still refuse v12 room ids without a server part.
+        Self { default_version: "11".to_owned() }
+    }
+}
+
 /// What users may learn about each other.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -305,6 +322,13 @@ impl Config {
     /// Checks what serde cannot: cross-field rules and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if !crate::service::rooms::SUPPORTED_ROOM_VERSIONS.contains(&self.rooms.default_version.as_str()) {
+            return invalid(format!(
+                "rooms.default_version {:?} is not one of {:?}",
+                self.rooms.default_version,
+                crate::service::rooms::SUPPORTED_ROOM_VERSIONS
+            ));
+        }
         if ruma::ServerName::parse(&self.server_name).is_err() {
             return invalid(format!("server_name {:?} is not a valid Matrix server name", self.server_name));
         }

@@ -9,7 +9,7 @@ use poststelle_server::{
     config::Config,
     database::Database,
     http,
-    service::tokens,
+    service::{signing, tokens},
     state::AppState,
     storage::Storage,
 };
@@ -95,7 +95,9 @@ async fn create_user(
     password: Option<String>,
     admin: bool,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(config.clone(), Storage::new(db.pool.clone()))?;
+    let storage = Storage::new(db.pool.clone());
+    let key = signing::load_or_generate(&storage).await?;
+    let state = AppState::new(config.clone(), storage, key)?;
     let (password, generated) = match password {
         Some(p) => (p, false),
         None => (tokens::random_alphanumeric(20), true),
@@ -115,7 +117,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let db = Database::open(&config).await?;
     tracing::info!(database = %db.description, "database ready");
 
-    let state = AppState::new(config.clone(), Storage::new(db.pool.clone()))?;
+    let storage = Storage::new(db.pool.clone());
+    let key = signing::load_or_generate(&storage).await?;
+    tracing::info!(key_id = %key.key_id(), "signing key loaded");
+    let state = AppState::new(config.clone(), storage, key)?;
+    state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
     let listener = TcpListener::bind(config.listeners.client.addr)
         .await
         .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;

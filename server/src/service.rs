@@ -3,12 +3,18 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod filter;
 pub mod jwt;
+pub mod notifier;
 pub mod passwords;
 pub mod rate_limit;
 pub mod registration;
+pub mod rooms;
 pub mod sessions;
+pub mod signing;
+pub mod sync;
 pub mod tokens;
+pub mod typing;
 pub mod uiaa;
 
 use crate::storage::StorageError;
@@ -49,6 +55,16 @@ pub enum ServiceError {
     RateLimited { retry_after_ms: u64 },
     #[error("account data type {0} is managed by the server")]
     ServerManagedType(String),
+    #[error("event or request too large: {0}")]
+    TooLarge(String),
+    #[error("unsupported room version {0}")]
+    UnsupportedRoomVersion(String),
+    #[error("room alias already taken")]
+    RoomInUse,
+    #[error("invalid room state: {0}")]
+    InvalidRoomState(String),
+    #[error("bad alias: {0}")]
+    BadAlias(String),
     #[error("registration is disabled")]
     RegistrationDisabled,
     #[error("user-interactive authentication required")]

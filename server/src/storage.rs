@@ -3,12 +3,19 @@
 
 pub mod account_data;
 pub mod devices;
+pub mod ephemeral;
+pub mod keys;
+pub mod room_writer;
+pub mod rooms;
 pub mod uiaa;
 pub mod users;
 
 use sqlx::PgPool;
 
-pub use self::{account_data::AccountDataStore, devices::DeviceStore, uiaa::UiaaStore, users::UserStore};
+pub use self::{
+    account_data::AccountDataStore, devices::DeviceStore, ephemeral::EphemeralStore, keys::KeyStore, rooms::RoomStore,
+    uiaa::UiaaStore, users::UserStore,
+};
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
 /// everything else is an internal error for the layers above.
@@ -50,6 +57,9 @@ pub struct Storage {
     pub devices: DeviceStore,
     pub uiaa: UiaaStore,
     pub account_data: AccountDataStore,
+    pub keys: KeyStore,
+    pub rooms: RoomStore,
+    pub ephemeral: EphemeralStore,
 }
 
 impl Storage {
@@ -59,6 +69,9 @@ impl Storage {
             devices: DeviceStore::new(pool.clone()),
             uiaa: UiaaStore::new(pool.clone()),
             account_data: AccountDataStore::new(pool.clone()),
+            keys: KeyStore::new(pool.clone()),
+            rooms: RoomStore::new(pool.clone()),
+            ephemeral: EphemeralStore::new(pool.clone()),
             pool,
         }
     }

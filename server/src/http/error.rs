@@ -105,6 +105,11 @@ impl From<ServiceError> for ApiError {
                 (S::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data))
             }
             ServiceError::RegistrationDisabled => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
+            ServiceError::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion),
+            ServiceError::RoomInUse => (S::BAD_REQUEST, ErrorKind::RoomInUse),
+            ServiceError::InvalidRoomState(_) => (S::BAD_REQUEST, ErrorKind::InvalidRoomState),
+            ServiceError::BadAlias(_) => (S::BAD_REQUEST, ErrorKind::BadAlias),
             ServiceError::AuthRequired(_) => {
                 let ServiceError::AuthRequired(info) = e else { unreachable!() };
                 return Self::Uiaa(info);

@@ -26,7 +26,8 @@ impl AccountDataStore {
 
     /// Sets `data_type` for the user (`room_id` empty: global); returns the new stream position.
     pub async fn set(&self, user_id: &str, room_id: &str, data_type: &str, content: &JsonValue) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar!(
+        let mut tx = self.pool.begin().await?;
+        let pos = sqlx::query_scalar!(
             "INSERT INTO account_data (user_id, room_id, data_type, content)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id, room_id, data_type) DO UPDATE
@@ -36,6 +37,19 @@ impl AccountDataStore {
             room_id,
             data_type,
             content
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query!("SELECT pg_notify('poststelle_streams', 'account_data')").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(pos)
+    }
+
+    /// The user's latest account-data position.
+    pub async fn max_stream(&self, user_id: &str) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT COALESCE(MAX(stream_id), 0) AS "max!" FROM account_data WHERE user_id = $1"#,
+            user_id
         )
         .fetch_one(&self.pool)
         .await?)

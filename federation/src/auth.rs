@@ -1,0 +1,34 @@
+//! The spec's authorisation rules for an event, through ruma-state-res: which state an event is
+//! authorised against, and the check itself. Pure: events and state come in through closures.
+
+use ruma::{
+    EventId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::AuthorizationRules,
+};
+use serde_json::value::RawValue as RawJsonValue;
+
+use crate::Pdu;
+
+/// The `(type, state_key)` pairs of the current state that authorise a new event.
+pub fn auth_types(
+    rules: &AuthorizationRules,
+    kind: &TimelineEventType,
+    sender: &UserId,
+    state_key: Option<&str>,
+    content: &RawJsonValue,
+) -> Result<Vec<(StateEventType, String)>, String> {
+    ruma::state_res::auth_types_for_event(kind, sender, state_key, content, rules)
+}
+
+/// Checks an event against its auth events (state-independent rules) and against the given
+/// state (state-dependent rules). `Err` carries the rule that failed, for the client.
+pub fn check(
+    rules: &AuthorizationRules,
+    event: &Pdu,
+    fetch_event: impl Fn(&EventId) -> Option<Pdu>,
+    fetch_state: impl Fn(&StateEventType, &str) -> Option<Pdu>,
+) -> Result<(), String> {
+    ruma::state_res::check_state_independent_auth_rules(rules, event, fetch_event)?;
+    ruma::state_res::check_state_dependent_auth_rules(rules, event, fetch_state)
+}

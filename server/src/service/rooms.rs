@@ -1,0 +1,203 @@
+//! The room engine for local users: sending messages and state, redactions, room creation,
+//! membership changes, and reading rooms with history visibility applied.
+
+pub mod client_format;
+mod create;
+mod membership;
+pub mod persist;
+pub mod power;
+pub mod read;
+pub mod visibility;
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+};
+
+use poststelle_federation::{ProtoEvent, SigningKey};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId};
+use serde_json::{Map, Value as JsonValue};
+
+pub use self::{
+    create::CreateRoom,
+    membership::MembershipChange,
+    persist::{RoomCtx, Txn},
+};
+use super::{ServiceError, ServiceResult, notifier::Notifier};
+use crate::storage::Storage;
+
+/// The room versions this server creates and joins.
+pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["10", "11", "12"];
+
+/// In-process lock stripes: sends to one room queue here before they queue on the database's
+/// advisory lock, so a busy room does not tie up database connections.
+const LOCK_STRIPES: usize = 256;
+
+pub struct RoomService {
+    storage: Storage,
+    key: Arc<SigningKey>,
+    server_name: OwnedServerName,
+    notifier: Arc<Notifier>,
+    default_version: RoomVersionId,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for RoomService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomService").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+/// An event a client asks to send.
+#[derive(Debug)]
+pub struct SendEvent {
+    pub room_id: OwnedRoomId,
+    pub sender: OwnedUserId,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: Map<String, JsonValue>,
+    pub redacts: Option<OwnedEventId>,
+    pub txn: Option<Txn>,
+}
+
+impl RoomService {
+    pub fn new(
+        storage: Storage,
+        key: Arc<SigningKey>,
+        server_name: OwnedServerName,
+        notifier: Arc<Notifier>,
+        default_version: &str,
+    ) -> ServiceResult<Self> {
+        let default_version = RoomVersionId::try_from(default_version)
+            .map_err(|_| ServiceError::UnsupportedRoomVersion(default_version.to_owned()))?;
+        Ok(Self {
+            storage,
+            key,
+            server_name,
+            notifier,
+            default_version,
+            locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        })
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
+    fn stripe(&self, room_id: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = DefaultHasher::new();
+        room_id.hash(&mut h);
+        &self.locks[usize::try_from(h.finish()).unwrap_or_default() % LOCK_STRIPES]
+    }
+
+    /// Runs `f` on the room under its locks and commits what it appended.
+    async fn write<T>(&self, room_id: &str, f: impl AsyncFnOnce(&mut RoomCtx) -> ServiceResult<T>) -> ServiceResult<T> {
+        let _guard = self.stripe(room_id).lock().await;
+        let mut ctx = RoomCtx::open(self, room_id).await?;
+        let out = f(&mut ctx).await?;
+        ctx.commit(self).await?;
+        Ok(out)
+    }
+
+    /// Sends a message or state event for a local user; idempotent per device transaction.
+    pub async fn send(&self, ev: SendEvent) -> ServiceResult<OwnedEventId> {
+        if let Some(t) = &ev.txn
+            && let Some(id) = self.storage.rooms.txn_event(ev.sender.as_str(), &t.device_id, &t.txn_id).await?
+        {
+            return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
+        }
+        validate_client_event(&ev)?;
+        let room_id = ev.room_id.clone();
+        self.write(room_id.as_str(), async |ctx| {
+            if let Some(t) = &ev.txn
+                && let Some(id) = ctx.writer.txn_event(ev.sender.as_str(), &t.device_id, &t.txn_id).await?
+            {
+                return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
+            }
+            require_joined(ctx, ev.sender.as_str()).await?;
+            if let Some(target) = &ev.redacts {
+                self.check_redaction(ctx, ev.sender.as_ref(), target).await?;
+            }
+            if ev.kind == "m.room.canonical_alias" {
+                self.check_canonical_alias(ctx.room_id(), &ev.content).await?;
+            }
+            let proto = ProtoEvent {
+                room_id: Some(ev.room_id.clone()),
+                sender: ev.sender.clone(),
+                kind: ev.kind.clone(),
+                state_key: ev.state_key.clone(),
+                content: ev.content.clone(),
+                redacts: ev.redacts.clone(),
+            };
+            Ok(ctx.append(self, proto, ev.txn.clone()).await?.event_id)
+        })
+        .await
+    }
+
+    /// Redacting someone else's event needs the redact power level (the auth rules of room
+    /// versions ≥ 3 leave this check to the server).
+    async fn check_redaction(
+        &self,
+        ctx: &mut RoomCtx,
+        sender: &ruma::UserId,
+        target: &ruma::EventId,
+    ) -> ServiceResult<()> {
+        let Some(original) = self.storage.rooms.event(target.as_str()).await? else {
+            // Redactions of unknown events are allowed and apply if the event arrives later.
+            return Ok(());
+        };
+        if original.room_id != ctx.room_id() {
+            return Err(ServiceError::NotFound("event not found in this room".into()));
+        }
+        if original.sender != sender.as_str() && !ctx.power_levels().await?.can_redact_others(sender) {
+            return Err(ServiceError::Forbidden("you may not redact other users' events".into()));
+        }
+        Ok(())
+    }
+
+    /// `m.room.canonical_alias` may only name aliases that point at this room (local ones are
+    /// checked; remote ones wait for federation).
+    async fn check_canonical_alias(&self, room_id: &str, content: &Map<String, JsonValue>) -> ServiceResult<()> {
+        let mut aliases: Vec<&JsonValue> = content.get("alias").into_iter().collect();
+        match content.get("alt_aliases") {
+            Some(JsonValue::Array(alt)) => aliases.extend(alt),
+            Some(_) => return Err(ServiceError::InvalidParam("alt_aliases must be a list".into())),
+            None => {}
+        }
+        for alias in aliases {
+            let Some(alias) = alias.as_str() else {
+                return Err(ServiceError::InvalidParam("aliases must be strings".into()));
+            };
+            let parsed = ruma::RoomAliasId::parse(alias).map_err(|e| ServiceError::InvalidParam(e.to_string()))?;
+            if parsed.server_name() == self.server_name {
+                match self.storage.rooms.alias(alias).await? {
+                    Some((r, _)) if r == room_id => {}
+                    _ => return Err(ServiceError::BadAlias(format!("{alias} does not point to this room"))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sender must be joined to send anything but their own membership.
+async fn require_joined(ctx: &mut RoomCtx, user_id: &str) -> ServiceResult<()> {
+    match ctx.membership(user_id).await?.as_deref() {
+        Some("join") => Ok(()),
+        _ => Err(ServiceError::Forbidden(format!("{user_id} is not joined to this room"))),
+    }
+}
+
+/// Checks a client's event before it reaches the auth rules.
+fn validate_client_event(ev: &SendEvent) -> ServiceResult<()> {
+    if ev.kind.len() > 255 {
+        return Err(ServiceError::BadJson("event type is too long".into()));
+    }
+    if ev.state_key.as_ref().is_some_and(|k| k.len() > 255) {
+        return Err(ServiceError::BadJson("state key is too long".into()));
+    }
+    if ev.kind == "m.room.create" {
+        return Err(ServiceError::Forbidden("the create event cannot be sent again".into()));
+    }
+    Ok(())
+}
