@@ -1,0 +1,1 @@
+//! Aliases, the room directory, the user directory, relations and threads, room upgrades.
