@@ -91,6 +91,7 @@ CREATE TABLE events (
     CONSTRAINT events_event_id_sigil CHECK (event_id LIKE '$%')
 );
 CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
+CREATE INDEX events_room_ts ON events (room_id, origin_server_ts);
 CREATE INDEX events_relations ON events (relates_to, rel_type, stream_ordering) WHERE relates_to IS NOT NULL;
 CREATE INDEX events_room_state ON events (room_id, stream_ordering) WHERE state_key IS NOT NULL;
 

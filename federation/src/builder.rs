@@ -105,10 +105,9 @@ pub fn build_event(
     }
     let hash = ruma::signatures::reference_hash(&obj, rules).map_err(json_error)?;
     let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| BuildError::Internal(e.to_string()))?;
-    let mut pdu = Pdu::from_canonical(event_id, &obj).map_err(|e| BuildError::Internal(e.to_string()))?;
-    if pdu.room_id.is_none() {
-        pdu.room_id = Some(room_id_of_create_event(&pdu.event_id, origin)?);
-    }
+    // A v12 create event keeps `room_id: None`, as in its JSON: the auth rules reject one that
+    // has a room id. Its room's id is `room_id_of_create_event`.
+    let pdu = Pdu::from_canonical(event_id, &obj).map_err(|e| BuildError::Internal(e.to_string()))?;
     Ok(BuiltEvent { pdu, json: obj, text })
 }
 
@@ -153,7 +152,8 @@ mod tests {
             &key,
         )
         .unwrap();
-        let room_id = built.pdu.room_id.clone().unwrap();
+        assert!(built.pdu.room_id.is_none());
+        let room_id = room_id_of_create_event(&built.pdu.event_id, origin).unwrap();
         assert_eq!(room_id.as_str().trim_start_matches('!'), built.pdu.event_id.as_str().trim_start_matches('$'));
         assert!(!built.json.contains_key("room_id"));
         // The signature verifies with the public key, and the content hash matches.

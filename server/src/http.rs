@@ -31,6 +31,12 @@ impl RumaRouterExt for Router<AppState> {
     fn ruma_route<R: IncomingRequest, H: Handler<T, AppState>, T: 'static>(mut self, handler: H) -> Self {
         let filter = MethodFilter::try_from(R::METHOD).expect("ruma endpoints use standard methods");
         for path in ::ruma::api::path_builder::PathBuilder::all_paths(&R::PATH_BUILDER) {
+            // An empty state key is an empty last segment (`/state/m.room.name/`) or none at
+            // all (`/state/m.room.name`); `Ruma<R>` fills in the empty argument.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                self = self.route(prefix, on(filter, handler.clone()));
+                self = self.route(&format!("{prefix}/"), on(filter, handler.clone()));
+            }
             self = self.route(path, on(filter, handler.clone()));
         }
         self

@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod ephemeral;
 pub mod filter;
 pub mod jwt;
 pub mod notifier;
@@ -61,6 +62,10 @@ pub enum ServiceError {
     UnsupportedRoomVersion(String),
     #[error("room alias already taken")]
     RoomInUse,
+    #[error("the alias {0} already exists")]
+    AliasExists(String),
+    #[error("{0}")]
+    StillInRoom(String),
     #[error("invalid room state: {0}")]
     InvalidRoomState(String),
     #[error("bad alias: {0}")]

@@ -6,9 +6,10 @@ use crate::{
     config::Config,
     http::metrics::Metrics,
     service::{
-        ServiceResult, account_data::AccountDataService, accounts::AccountService, notifier::Notifier,
-        passwords::PasswordHasherService, rate_limit::RateLimiter, registration::RegistrationService,
-        rooms::RoomService, sessions::SessionService, sync::SyncService, typing::TypingService, uiaa::UiaaService,
+        ServiceResult, account_data::AccountDataService, accounts::AccountService, ephemeral::EphemeralService,
+        notifier::Notifier, passwords::PasswordHasherService, rate_limit::RateLimiter,
+        registration::RegistrationService, rooms::RoomService, sessions::SessionService, sync::SyncService,
+        typing::TypingService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -25,6 +26,7 @@ pub struct AppState {
     pub rooms: Arc<RoomService>,
     pub sync: Arc<SyncService>,
     pub typing: Arc<TypingService>,
+    pub ephemeral: Arc<EphemeralService>,
     pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -66,8 +68,10 @@ impl AppState {
             typing.clone(),
             notifier.clone(),
         ));
+        let ephemeral = Arc::new(EphemeralService::new(storage.clone(), account_data.clone(), typing.clone()));
         Ok(Self {
             rooms,
+            ephemeral,
             sync,
             typing,
             notifier,

@@ -3,11 +3,18 @@
 mod account;
 mod account_data;
 mod device;
+mod directory;
 mod discovery;
+mod ephemeral;
+mod json;
+mod membership;
 mod profile;
 mod push;
 mod register;
+mod relations;
+mod rooms;
 mod session;
+mod sync;
 
 use axum::Router;
 use ruma::api::client as c;
@@ -58,6 +65,52 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::push::set_pushrule_enabled::v3::Request, _, _>(push::set_enabled)
         .ruma_route::<c::push::get_pushrule_actions::v3::Request, _, _>(push::get_actions)
         .ruma_route::<c::push::set_pushrule_actions::v3::Request, _, _>(push::set_actions)
+        .ruma_route::<c::room::create_room::v3::Request, _, _>(rooms::create_room)
+        .ruma_route::<c::room::upgrade_room::v3::Request, _, _>(rooms::upgrade_room)
+        .ruma_route::<c::room::get_room_event::v3::Request, _, _>(rooms::get_room_event)
+        .ruma_route::<c::message::send_message_event::v3::Request, _, _>(rooms::send_message)
+        .ruma_route::<c::message::get_message_events::v3::Request, _, _>(rooms::get_message_events)
+        .ruma_route::<c::state::send_state_event::v3::Request, _, _>(rooms::send_state)
+        .ruma_route::<c::state::get_state_events::v3::Request, _, _>(rooms::get_state_events)
+        .ruma_route::<c::state::get_state_event_for_key::v3::Request, _, _>(rooms::get_state_event_for_key)
+        .ruma_route::<c::redact::redact_event::v3::Request, _, _>(rooms::redact_event)
+        .ruma_route::<c::context::get_context::v3::Request, _, _>(rooms::get_context)
+        .ruma_route::<c::membership::join_room_by_id::v3::Request, _, _>(membership::join_room_by_id)
+        .ruma_route::<c::membership::join_room_by_id_or_alias::v3::Request, _, _>(membership::join_room_by_id_or_alias)
+        .ruma_route::<c::knock::knock_room::v3::Request, _, _>(membership::knock_room)
+        .ruma_route::<c::membership::invite_user::v3::Request, _, _>(membership::invite_user)
+        .ruma_route::<c::membership::leave_room::v3::Request, _, _>(membership::leave_room)
+        .ruma_route::<c::membership::kick_user::v3::Request, _, _>(membership::kick_user)
+        .ruma_route::<c::membership::ban_user::v3::Request, _, _>(membership::ban_user)
+        .ruma_route::<c::membership::unban_user::v3::Request, _, _>(membership::unban_user)
+        .ruma_route::<c::membership::forget_room::v3::Request, _, _>(membership::forget_room)
+        .ruma_route::<c::membership::joined_rooms::v3::Request, _, _>(membership::joined_rooms)
+        .ruma_route::<c::membership::get_member_events::v3::Request, _, _>(membership::get_member_events)
+        .ruma_route::<c::membership::joined_members::v3::Request, _, _>(membership::get_joined_members)
+        .ruma_route::<c::sync::sync_events::v3::Request, _, _>(sync::sync_events)
+        .ruma_route::<c::typing::create_typing_event::v3::Request, _, _>(ephemeral::set_typing)
+        .ruma_route::<c::receipt::create_receipt::v3::Request, _, _>(ephemeral::create_receipt)
+        .ruma_route::<c::read_marker::set_read_marker::v3::Request, _, _>(ephemeral::set_read_markers)
+        .ruma_route::<c::to_device::send_event_to_device::v3::Request, _, _>(ephemeral::send_to_device)
+        .ruma_route::<c::alias::create_alias::v3::Request, _, _>(directory::create_room_alias)
+        .ruma_route::<c::alias::get_alias::v3::Request, _, _>(directory::get_room_alias)
+        .ruma_route::<c::alias::delete_alias::v3::Request, _, _>(directory::delete_room_alias)
+        .ruma_route::<c::room::aliases::v3::Request, _, _>(directory::get_room_aliases)
+        .ruma_route::<c::directory::get_room_visibility::v3::Request, _, _>(directory::get_room_visibility)
+        .ruma_route::<c::directory::set_room_visibility::v3::Request, _, _>(directory::set_room_visibility)
+        .ruma_route::<c::directory::get_public_rooms::v3::Request, _, _>(directory::get_public_rooms)
+        .ruma_route::<c::directory::get_public_rooms_filtered::v3::Request, _, _>(directory::get_public_rooms_filtered)
+        .ruma_route::<c::room::get_summary::v1::Request, _, _>(directory::get_room_summary)
+        .ruma_route::<c::user_directory::search_users::v3::Request, _, _>(directory::search_user_directory)
+        .ruma_route::<c::relations::get_relating_events::v1::Request, _, _>(relations::get_relating_events)
+        .ruma_route::<c::relations::get_relating_events_with_rel_type::v1::Request, _, _>(
+            relations::get_relating_events_with_rel_type,
+        )
+        .ruma_route::<c::relations::get_relating_events_with_rel_type_and_event_type::v1::Request, _, _>(
+            relations::get_relating_events_with_rel_type_and_event_type,
+        )
+        .ruma_route::<c::threads::get_threads::v1::Request, _, _>(relations::get_threads)
+        .ruma_route::<c::room::get_event_by_timestamp::v1::Request, _, _>(relations::get_event_by_timestamp)
 }
 
 /// Refuses to act on another user's data (account data, filters, profile writes).

@@ -108,6 +108,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
             ServiceError::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion),
             ServiceError::RoomInUse => (S::BAD_REQUEST, ErrorKind::RoomInUse),
+            ServiceError::AliasExists(_) => (S::CONFLICT, ErrorKind::Unknown),
+            ServiceError::StillInRoom(_) => (S::BAD_REQUEST, ErrorKind::Unknown),
             ServiceError::InvalidRoomState(_) => (S::BAD_REQUEST, ErrorKind::InvalidRoomState),
             ServiceError::BadAlias(_) => (S::BAD_REQUEST, ErrorKind::BadAlias),
             ServiceError::AuthRequired(_) => {

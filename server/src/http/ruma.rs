@@ -139,7 +139,14 @@ where
         let request = Request::from_parts(parts, bytes.as_ref());
 
         let identity = R::Authentication::authenticate(state, &request, client_ip.as_deref()).await?;
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        // Routes registered without their trailing `{state_key}` (see `ruma_route`).
+        let expected = ::ruma::api::path_builder::PathBuilder::all_paths(&R::PATH_BUILDER)
+            .next()
+            .map_or(0, |p| p.matches('{').count());
+        if args.len() + 1 == expected {
+            args.push("");
+        }
         let body = R::try_from_http_request(request, &args).map_err(|e| match e {
             FromHttpRequestError::Deserialization(d) => ApiError::from_deserialization(&d),
             FromHttpRequestError::MethodMismatch { .. } => ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED),

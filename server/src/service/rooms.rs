@@ -3,10 +3,13 @@
 
 pub mod client_format;
 mod create;
+mod directory;
 mod membership;
 pub mod persist;
 pub mod power;
 pub mod read;
+pub mod relations;
+mod upgrade;
 pub mod visibility;
 
 use std::{
@@ -107,6 +110,9 @@ impl RoomService {
             return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
         }
         validate_client_event(&ev)?;
+        if ev.kind == "m.room.member" {
+            return self.send_member_event(ev).await;
+        }
         let room_id = ev.room_id.clone();
         self.write(room_id.as_str(), async |ctx| {
             if let Some(t) = &ev.txn
@@ -132,6 +138,49 @@ impl RoomService {
             Ok(ctx.append(self, proto, ev.txn.clone()).await?.event_id)
         })
         .await
+    }
+
+    /// A member event sent as state goes through the membership rules (profiles, restricted
+    /// joins) like the dedicated endpoints.
+    async fn send_member_event(&self, ev: SendEvent) -> ServiceResult<OwnedEventId> {
+        let target = ev
+            .state_key
+            .as_deref()
+            .and_then(|k| ruma::UserId::parse(k).ok())
+            .ok_or_else(|| ServiceError::BadJson("the state key of a member event must be a user id".into()))?;
+        let mut extra = ev.content;
+        let membership = match extra.remove("membership") {
+            Some(JsonValue::String(m)) => m,
+            _ => return Err(ServiceError::BadJson("membership is missing or not a string".into())),
+        };
+        let reason = match extra.remove("reason") {
+            Some(JsonValue::String(r)) => Some(r),
+            None => None,
+            Some(_) => return Err(ServiceError::BadJson("reason must be a string".into())),
+        };
+        self.change_membership(MembershipChange {
+            room_id: ev.room_id,
+            sender: ev.sender,
+            target,
+            membership,
+            reason,
+            extra,
+        })
+        .await
+    }
+
+    /// Copies a local user's display name and avatar into member event content, unless the
+    /// content already sets them.
+    async fn add_profile(&self, user_id: &str, content: &mut Map<String, JsonValue>) -> ServiceResult<()> {
+        if let Some(user) = self.storage.users.get(user_id).await? {
+            if let Some(d) = user.displayname {
+                content.entry("displayname").or_insert(d.into());
+            }
+            if let Some(a) = user.avatar_url {
+                content.entry("avatar_url").or_insert(a.into());
+            }
+        }
+        Ok(())
     }
 
     /// Redacting someone else's event needs the redact power level (the auth rules of room

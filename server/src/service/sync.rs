@@ -68,7 +68,7 @@ impl SyncToken {
 }
 
 /// The sync filter in domain terms.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SyncFilter {
     pub rooms: EventFilter,
     pub timeline: EventFilter,
@@ -78,6 +78,21 @@ pub struct SyncFilter {
     pub room_account_data: EventFilter,
     pub to_device_limit: usize,
     pub include_leave: bool,
+}
+
+impl Default for SyncFilter {
+    fn default() -> Self {
+        Self {
+            rooms: EventFilter::default(),
+            timeline: EventFilter::default(),
+            state: EventFilter::default(),
+            ephemeral: EventFilter::default(),
+            account_data: EventFilter::default(),
+            room_account_data: EventFilter::default(),
+            to_device_limit: 100,
+            include_leave: false,
+        }
+    }
 }
 
 impl SyncFilter {

@@ -40,6 +40,18 @@ pub struct MembershipRow {
     pub forgotten: bool,
 }
 
+/// The relations of one kind to one event.
+#[derive(Clone, Debug)]
+pub struct AggregationRow {
+    pub relates_to: String,
+    pub rel_type: String,
+    pub count: i64,
+    /// Whether the asking user sent one of them.
+    pub participated: bool,
+    pub latest: String,
+    pub event_ids: Vec<String>,
+}
+
 /// A row of the public room directory.
 #[derive(Clone, Debug)]
 pub struct PublicRoomRow {
@@ -314,6 +326,80 @@ impl RoomStore {
         .await?)
     }
 
+    /// Events of a room nearest to `ts` at or after it (`forwards`) or at or before it:
+    /// `(event id, position, origin_server_ts)`, nearest first.
+    pub async fn events_near_time(
+        &self,
+        room_id: &str,
+        ts: i64,
+        forwards: bool,
+        limit: i64,
+    ) -> StorageResult<Vec<(String, i64, i64)>> {
+        let rows = if forwards {
+            sqlx::query!(
+                "SELECT event_id, stream_ordering, origin_server_ts FROM events
+                 WHERE room_id = $1 AND origin_server_ts >= $2
+                 ORDER BY origin_server_ts, stream_ordering LIMIT $3",
+                room_id,
+                ts,
+                limit
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.event_id, r.stream_ordering, r.origin_server_ts))
+            .collect()
+        } else {
+            sqlx::query!(
+                "SELECT event_id, stream_ordering, origin_server_ts FROM events
+                 WHERE room_id = $1 AND origin_server_ts <= $2
+                 ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT $3",
+                room_id,
+                ts,
+                limit
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.event_id, r.stream_ordering, r.origin_server_ts))
+            .collect()
+        };
+        Ok(rows)
+    }
+
+    /// Aggregated relations of the given events (threads, edits by the original sender,
+    /// references), ignoring redacted relations.
+    pub async fn aggregations(&self, event_ids: &[String], user_id: &str) -> StorageResult<Vec<AggregationRow>> {
+        Ok(sqlx::query_as!(
+            AggregationRow,
+            r#"SELECT e.relates_to AS "relates_to!", e.rel_type AS "rel_type!", COUNT(*) AS "count!",
+                      bool_or(e.sender = $2) AS "participated!",
+                      (array_agg(e.event_id ORDER BY e.stream_ordering DESC))[1] AS "latest!",
+                      array_agg(e.event_id ORDER BY e.stream_ordering) AS "event_ids!"
+               FROM events e JOIN events o ON o.event_id = e.relates_to
+               WHERE e.relates_to = ANY($1) AND e.redacted_by IS NULL
+                 AND e.rel_type IN ('m.thread', 'm.replace', 'm.reference')
+                 AND (e.rel_type <> 'm.replace' OR (e.sender = o.sender AND e.event_type = o.event_type))
+               GROUP BY e.relates_to, e.rel_type"#,
+            event_ids,
+            user_id
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The relation an event declares: `(rel_type, parent event id)`.
+    pub async fn relation_of(&self, event_id: &str) -> StorageResult<Option<(String, String)>> {
+        Ok(sqlx::query!(
+            r#"SELECT rel_type AS "rel_type!", relates_to AS "relates_to!" FROM events
+               WHERE event_id = $1 AND rel_type IS NOT NULL AND relates_to IS NOT NULL"#,
+            event_id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| (r.rel_type, r.relates_to)))
+    }
+
     /// Thread roots of a room (events with at least one `m.thread` relation), latest activity first.
     pub async fn thread_roots(
         &self,
@@ -380,6 +466,13 @@ impl RoomStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Points every alias of `from` at `to` (room upgrades); returns the aliases moved.
+    pub async fn move_aliases(&self, from: &str, to: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!("UPDATE room_aliases SET room_id = $2 WHERE room_id = $1 RETURNING alias", from, to)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn delete_alias(&self, alias: &str) -> StorageResult<bool> {

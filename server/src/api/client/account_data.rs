@@ -1,36 +1,23 @@
 //! Account data and sync filters.
 
 use axum::extract::State;
-use ruma::{
-    api::client::{
-        config::{
-            get_global_account_data::v3 as get_global, get_room_account_data::v3 as get_room,
-            set_global_account_data::v3 as set_global, set_room_account_data::v3 as set_room,
-        },
-        filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter},
+use ruma::api::client::{
+    config::{
+        get_global_account_data::v3 as get_global, get_room_account_data::v3 as get_room,
+        set_global_account_data::v3 as set_global, set_room_account_data::v3 as set_room,
     },
-    serde::Raw,
+    filter::{create_filter::v3 as create_filter, get_filter::v3 as get_filter},
 };
-use serde_json::Value as JsonValue;
 
-use super::require_self;
+use super::{
+    json::{from_value, to_value},
+    require_self,
+};
 use crate::{
-    http::{
-        error::ApiError,
-        ruma::{ApiResult, Ruma},
-    },
+    http::ruma::{ApiResult, Ruma},
     service::ServiceError,
     state::AppState,
 };
-
-fn to_json<T>(raw: &Raw<T>) -> Result<JsonValue, ApiError> {
-    serde_json::from_str(raw.json().get()).map_err(|e| ApiError::bad_json(e.to_string()))
-}
-
-fn from_json<T>(value: &JsonValue) -> Result<Raw<T>, ApiError> {
-    let raw = serde_json::value::to_raw_value(value).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    Ok(Raw::from_json(raw))
-}
 
 /// # `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
 pub(super) async fn get_global(
@@ -39,7 +26,7 @@ pub(super) async fn get_global(
 ) -> ApiResult<get_global::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
     let content = state.account_data.get(&req.identity.user_id, "", &req.body.event_type.to_string()).await?;
-    Ok(get_global::Response::new(from_json(&content)?).into())
+    Ok(get_global::Response::new(from_value(&content)?).into())
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
@@ -48,7 +35,7 @@ pub(super) async fn set_global(
     req: Ruma<set_global::Request>,
 ) -> ApiResult<set_global::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
-    let content = to_json(&req.body.data)?;
+    let content = to_value(&req.body.data)?;
     state.account_data.set(&req.identity.user_id, "", &req.body.event_type.to_string(), &content).await?;
     Ok(set_global::Response::new().into())
 }
@@ -63,7 +50,7 @@ pub(super) async fn get_room(
         .account_data
         .get(&req.identity.user_id, req.body.room_id.as_str(), &req.body.event_type.to_string())
         .await?;
-    Ok(get_room::Response::new(from_json(&content)?).into())
+    Ok(get_room::Response::new(from_value(&content)?).into())
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -72,7 +59,7 @@ pub(super) async fn set_room(
     req: Ruma<set_room::Request>,
 ) -> ApiResult<set_room::Response> {
     require_self(&req.identity.user_id, &req.body.user_id)?;
-    let content = to_json(&req.body.data)?;
+    let content = to_value(&req.body.data)?;
     state
         .account_data
         .set(&req.identity.user_id, req.body.room_id.as_str(), &req.body.event_type.to_string(), &content)

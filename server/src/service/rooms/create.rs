@@ -16,8 +16,6 @@ use crate::{
 #[derive(Debug)]
 pub struct CreateRoom {
     pub creator: OwnedUserId,
-    pub creator_displayname: Option<String>,
-    pub creator_avatar_url: Option<String>,
     pub room_version: Option<String>,
     /// `private_chat`, `trusted_private_chat` or `public_chat`.
     pub preset: Option<String>,
@@ -136,7 +134,12 @@ impl RoomService {
         let _guard = self.stripe(room_id.as_str()).lock().await;
         let mut ctx = RoomCtx::create(self, room_id.as_str(), version.clone(), req.creator.as_str()).await?;
         let create = ctx.append_at(self, create_proto, None, Some(ts)).await?;
-        if create.room_id.as_ref() != Some(&room_id) {
+        let defined = match &create.room_id {
+            Some(r) => r.clone(),
+            None => room_id_of_create_event(&create.event_id, &self.server_name)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        };
+        if defined != room_id {
             return Err(ServiceError::Internal("the create event does not define the expected room id".into()));
         }
         let proto = |kind: &str, key: &str, content: Map<String, JsonValue>| ProtoEvent {
@@ -150,12 +153,7 @@ impl RoomService {
 
         let mut member = Map::new();
         member.insert("membership".into(), "join".into());
-        if let Some(d) = &req.creator_displayname {
-            member.insert("displayname".into(), d.clone().into());
-        }
-        if let Some(a) = &req.creator_avatar_url {
-            member.insert("avatar_url".into(), a.clone().into());
-        }
+        self.add_profile(req.creator.as_str(), &mut member).await?;
         ctx.append(self, proto("m.room.member", req.creator.as_str(), member), None).await?;
 
         // Power levels: the spec's defaults, the preset's, then the client's override.

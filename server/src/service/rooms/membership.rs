@@ -18,9 +18,6 @@ pub struct MembershipChange {
     /// `join`, `invite`, `leave`, `ban`, `knock`.
     pub membership: String,
     pub reason: Option<String>,
-    /// The target's profile (for joins, copied into the member event).
-    pub displayname: Option<String>,
-    pub avatar_url: Option<String>,
     /// Further content fields (e.g. `is_direct` on invites, or a client's member event content).
     pub extra: Map<String, JsonValue>,
 }
@@ -42,12 +39,7 @@ impl RoomService {
                 content.insert("reason".into(), reason.clone().into());
             }
             if change.membership == "join" && change.target == change.sender {
-                if let Some(d) = &change.displayname {
-                    content.entry("displayname").or_insert_with(|| d.clone().into());
-                }
-                if let Some(a) = &change.avatar_url {
-                    content.entry("avatar_url").or_insert_with(|| a.clone().into());
-                }
+                self.add_profile(change.sender.as_str(), &mut content).await?;
                 self.authorise_restricted_join(ctx, change.sender.as_str(), &mut content).await?;
             }
             if change.membership == "invite"
@@ -145,4 +137,54 @@ async fn power_can_invite(
         ruma::events::room::power_levels::UserPowerLevel::Int(level) => i64::from(level) >= invite_level,
         _ => false,
     })
+}
+
+impl RoomService {
+    /// A room id, or the room a local alias points to.
+    pub async fn resolve_room(&self, target: &ruma::RoomOrAliasId) -> ServiceResult<OwnedRoomId> {
+        let target: &str = target.as_str();
+        if target.starts_with('!') {
+            return OwnedRoomId::try_from(target).map_err(|e| ServiceError::InvalidParam(e.to_string()));
+        }
+        match self.storage.rooms.alias(target).await? {
+            Some((room_id, _)) => OwnedRoomId::try_from(room_id).map_err(|e| ServiceError::Internal(e.to_string())),
+            None => Err(ServiceError::NotFound(format!("room alias {target} not found"))),
+        }
+    }
+
+    /// Lifts a ban (the target's membership becomes `leave`); refused when they are not banned.
+    pub async fn unban(&self, change: MembershipChange) -> ServiceResult<OwnedEventId> {
+        let current = self.storage.rooms.membership(change.room_id.as_str(), change.target.as_str()).await?;
+        if current.is_none_or(|m| m.membership != "ban") {
+            return Err(ServiceError::Forbidden(format!("{} is not banned from this room", change.target)));
+        }
+        self.change_membership(change).await
+    }
+
+    /// Forgets a room the user has left: it no longer appears in their sync.
+    pub async fn forget(&self, user_id: &str, room_id: &str) -> ServiceResult<()> {
+        match self.storage.rooms.membership(room_id, user_id).await? {
+            Some(m) if m.membership == "join" || m.membership == "invite" || m.membership == "knock" => {
+                Err(ServiceError::StillInRoom(format!("{user_id} is still {} in {room_id}", m.membership)))
+            }
+            Some(_) => {
+                self.storage.rooms.forget(room_id, user_id).await?;
+                Ok(())
+            }
+            None => Err(ServiceError::NotFound(format!("{user_id} has never been in {room_id}"))),
+        }
+    }
+
+    /// The rooms a user is joined to.
+    pub async fn joined_rooms(&self, user_id: &str) -> ServiceResult<Vec<OwnedRoomId>> {
+        Ok(self
+            .storage
+            .rooms
+            .memberships_of(user_id)
+            .await?
+            .into_iter()
+            .filter(|m| m.membership == "join")
+            .filter_map(|m| OwnedRoomId::try_from(m.room_id).ok())
+            .collect())
+    }
 }

@@ -59,7 +59,7 @@ fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
-fn parse_pdu(id: &str, text: &str) -> ServiceResult<Pdu> {
+pub(super) fn parse_pdu(id: &str, text: &str) -> ServiceResult<Pdu> {
     let obj: ruma::CanonicalJsonObject = serde_json::from_str(text).map_err(internal)?;
     Pdu::from_canonical(OwnedEventId::try_from(id).map_err(internal)?, &obj).map_err(internal)
 }

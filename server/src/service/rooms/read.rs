@@ -1,7 +1,10 @@
 //! Reading rooms: single events, state, members, pagination, context and relations, each
 //! limited to what the reader may see.
 
-use ruma::{RoomVersionId, room_version_rules::RedactionRules};
+use ruma::{
+    RoomVersionId,
+    room_version_rules::{RedactionRules, RoomVersionRules},
+};
 use serde_json::Value as JsonValue;
 
 use super::{
@@ -52,24 +55,24 @@ pub struct Context {
     pub state: Vec<JsonValue>,
 }
 
-fn redaction_rules(version: &str) -> ServiceResult<RedactionRules> {
-    RoomVersionId::try_from(version)
-        .ok()
-        .and_then(|v| v.rules())
-        .map(|r| r.redaction)
-        .ok_or_else(|| ServiceError::Internal(format!("unknown room version {version}")))
-}
-
 impl RoomService {
-    /// The redaction rules of a room (and so that the room exists).
-    pub async fn rules_of(&self, room_id: &str) -> ServiceResult<RedactionRules> {
+    /// The rules of a room's version; `NotFound` for an unknown room.
+    pub(super) async fn version_rules(&self, room_id: &str) -> ServiceResult<RoomVersionRules> {
         let version = self
             .storage
             .rooms
             .room_version(room_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-        redaction_rules(&version)
+        RoomVersionId::try_from(version.as_str())
+            .ok()
+            .and_then(|v| v.rules())
+            .ok_or_else(|| ServiceError::Internal(format!("unknown room version {version}")))
+    }
+
+    /// The redaction rules of a room (and so that the room exists).
+    pub async fn rules_of(&self, room_id: &str) -> ServiceResult<RedactionRules> {
+        Ok(self.version_rules(room_id).await?.redaction)
     }
 
     /// Events in the client format, for `viewer`.
@@ -110,7 +113,10 @@ impl RoomService {
         if !self.visibility(room_id, viewer.user_id).await?.allows(row.stream_ordering) {
             return Err(not_found());
         }
-        Ok(client_event(&row, &rules, viewer, now_ms()))
+        let mut event = [client_event(&row, &rules, viewer, now_ms())];
+        self.bundle_aggregations(viewer, &mut event).await?;
+        let [event] = event;
+        Ok(event)
     }
 
     /// The position up to which the viewer may read the room's state: now when joined, the
@@ -323,8 +329,10 @@ impl RoomService {
         } else {
             Vec::new()
         };
+        let mut chunk = self.render(&out, &rules, viewer);
+        self.bundle_aggregations(viewer, &mut chunk).await?;
         Ok(Page {
-            chunk: self.render(&out, &rules, viewer),
+            chunk,
             start: position_token(start),
             // Omitted when nothing further can be read in this direction.
             end: (!exhausted).then(|| position_token(cursor)),

@@ -1,0 +1,40 @@
+//! `/sync`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use ruma::api::client::sync::sync_events::v3 as sync;
+
+use super::json::to_value;
+use crate::{
+    http::ruma::{ApiResult, Ruma},
+    service::sync::{SyncFilter, SyncRequest},
+    state::AppState,
+};
+
+/// # `GET /_matrix/client/v3/sync`
+pub(super) async fn sync_events(State(state): State<AppState>, req: Ruma<sync::Request>) -> ApiResult<sync::Response> {
+    let b = req.body;
+    let filter = match &b.filter {
+        None => SyncFilter::default(),
+        Some(sync::Filter::FilterDefinition(def)) => SyncFilter::from_json(&to_value(def)?)?,
+        Some(sync::Filter::FilterId(id)) => {
+            SyncFilter::from_json(&state.account_data.filter(&req.identity.user_id, id).await?)?
+        }
+        Some(_) => SyncFilter::default(),
+    };
+    let user_id = ruma::OwnedUserId::try_from(req.identity.user_id.as_str())
+        .map_err(|e| crate::http::error::ApiError::bad_json(e.to_string()))?;
+    let response = state
+        .sync
+        .sync(SyncRequest {
+            user_id,
+            device_id: req.identity.device_id,
+            since: b.since,
+            full_state: b.full_state,
+            timeout: b.timeout.unwrap_or(Duration::ZERO),
+            filter,
+        })
+        .await?;
+    Ok(response.into())
+}

@@ -1,0 +1,144 @@
+//! Typing notifications, read receipts, read markers and to-device messages: what clients tell
+//! each other outside the room timeline.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value as JsonValue, json};
+
+use super::{ServiceError, ServiceResult, account_data::AccountDataService, typing::TypingService};
+use crate::storage::{Storage, now_ms};
+
+/// The receipt types a client may send.
+pub const RECEIPT_TYPES: &[&str] = &["m.read", "m.read.private", "m.fully_read"];
+
+/// Where a to-device message goes: one device, or all of a user's devices (`*`).
+#[derive(Debug)]
+pub enum DeviceTarget {
+    Device(String),
+    All,
+}
+
+#[derive(Debug)]
+pub struct EphemeralService {
+    storage: Storage,
+    account_data: Arc<AccountDataService>,
+    typing: Arc<TypingService>,
+}
+
+impl EphemeralService {
+    pub fn new(storage: Storage, account_data: Arc<AccountDataService>, typing: Arc<TypingService>) -> Self {
+        Self { storage, account_data, typing }
+    }
+
+    async fn require_joined(&self, room_id: &str, user_id: &str) -> ServiceResult<()> {
+        match self.storage.rooms.membership(room_id, user_id).await? {
+            Some(m) if m.membership == "join" => Ok(()),
+            _ => Err(ServiceError::Forbidden(format!("{user_id} is not joined to {room_id}"))),
+        }
+    }
+
+    /// Starts (with a timeout) or stops the user's typing notification in a room.
+    pub async fn set_typing(
+        &self,
+        user_id: &str,
+        target: &str,
+        room_id: &str,
+        timeout: Option<Duration>,
+    ) -> ServiceResult<()> {
+        if user_id != target {
+            return Err(ServiceError::Forbidden("cannot set another user's typing state".into()));
+        }
+        self.require_joined(room_id, user_id).await?;
+        self.typing.set(room_id, user_id, timeout).await
+    }
+
+    /// Records a receipt (`m.read`, `m.read.private`) or moves the read marker (`m.fully_read`).
+    /// `thread` is `""` (unthreaded), `main`, or a thread root's event id.
+    pub async fn receipt(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        receipt_type: &str,
+        thread: &str,
+        event_id: &str,
+    ) -> ServiceResult<()> {
+        if !RECEIPT_TYPES.contains(&receipt_type) {
+            return Err(ServiceError::InvalidParam(format!("unknown receipt type {receipt_type}")));
+        }
+        self.require_joined(room_id, user_id).await?;
+        let event = self.storage.rooms.event(event_id).await?.filter(|e| e.room_id == room_id);
+        let event = event.ok_or_else(|| ServiceError::NotFound(format!("{event_id} is not in {room_id}")))?;
+        if !thread.is_empty() && thread != "main" {
+            if receipt_type == "m.fully_read" {
+                return Err(ServiceError::InvalidParam("m.fully_read cannot be threaded".into()));
+            }
+            // A threaded receipt must be for an event of that thread (or the root itself).
+            let in_thread = event.event_id == thread
+                || self
+                    .storage
+                    .rooms
+                    .relation_of(event_id)
+                    .await?
+                    .is_some_and(|(rel, root)| rel == "m.thread" && root == thread);
+            if !in_thread {
+                return Err(ServiceError::InvalidParam(format!("{event_id} is not part of thread {thread}")));
+            }
+        }
+        if receipt_type == "m.fully_read" {
+            return self.account_data.set(user_id, room_id, "m.fully_read", &json!({ "event_id": event_id })).await;
+        }
+        self.storage.ephemeral.put_receipt(room_id, user_id, receipt_type, thread, event_id, now_ms()).await?;
+        Ok(())
+    }
+
+    /// `/read_markers`: the read marker and, optionally, public and private receipts at once.
+    pub async fn read_markers(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        fully_read: Option<&str>,
+        read: Option<&str>,
+        read_private: Option<&str>,
+    ) -> ServiceResult<()> {
+        self.require_joined(room_id, user_id).await?;
+        for (kind, event) in [("m.fully_read", fully_read), ("m.read", read), ("m.read.private", read_private)] {
+            if let Some(event) = event {
+                self.receipt(user_id, room_id, kind, "", event).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues to-device messages for local devices, once per sender device and transaction.
+    /// Messages for unknown users or devices are dropped, as the spec allows.
+    pub async fn send_to_device(
+        &self,
+        sender: &str,
+        sender_device: &str,
+        txn_id: &str,
+        event_type: &str,
+        messages: Vec<(String, DeviceTarget, JsonValue)>,
+    ) -> ServiceResult<()> {
+        let mut expanded = Vec::new();
+        for (user_id, target, content) in messages {
+            if !content.is_object() {
+                return Err(ServiceError::BadJson("to-device content must be an object".into()));
+            }
+            let devices = self.storage.devices.list(&user_id).await?;
+            match target {
+                DeviceTarget::All => {
+                    for d in devices {
+                        expanded.push((user_id.clone(), d.device_id, content.clone()));
+                    }
+                }
+                DeviceTarget::Device(device) => {
+                    if devices.iter().any(|d| d.device_id == device) {
+                        expanded.push((user_id.clone(), device, content));
+                    }
+                }
+            }
+        }
+        self.storage.ephemeral.send_to_device(sender, sender_device, txn_id, event_type, &expanded, now_ms()).await?;
+        Ok(())
+    }
+}
