@@ -38,17 +38,10 @@ impl AppState {
         let rl = &config.rate_limits;
         // Failed password attempts count against the account wherever they happen (login, UIA).
         let failed_logins = Arc::new(RateLimiter::new(rl.enabled, rl.login_failures_per_account));
-        let accounts = Arc::new(AccountService::new(storage.clone(), passwords.clone(), &config));
         let sessions =
             Arc::new(SessionService::new(storage.clone(), passwords.clone(), &config, failed_logins.clone())?);
-        let uiaa = Arc::new(UiaaService::new(storage.clone(), passwords, config.server_name.clone(), failed_logins));
-        let registration = Arc::new(RegistrationService::new(
-            &config,
-            storage.clone(),
-            accounts.clone(),
-            sessions.clone(),
-            uiaa.clone(),
-        ));
+        let uiaa =
+            Arc::new(UiaaService::new(storage.clone(), passwords.clone(), config.server_name.clone(), failed_logins));
         let account_data = Arc::new(AccountDataService::new(storage.clone()));
         let notifier = Notifier::new();
         let typing = Arc::new(TypingService::new(storage.pool.clone()));
@@ -61,6 +54,14 @@ impl AppState {
             notifier.clone(),
             &config.rooms.default_version,
         )?);
+        let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
+        let registration = Arc::new(RegistrationService::new(
+            &config,
+            storage.clone(),
+            accounts.clone(),
+            sessions.clone(),
+            uiaa.clone(),
+        ));
         let sync = Arc::new(SyncService::new(
             storage.clone(),
             rooms.clone(),

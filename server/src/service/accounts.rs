@@ -2,7 +2,9 @@
 
 use ruma::{OwnedUserId, UserId};
 
-use super::{ServiceError, ServiceResult, passwords::PasswordHasherService, tokens};
+use std::sync::Arc;
+
+use super::{ServiceError, ServiceResult, passwords::PasswordHasherService, rooms::RoomService, tokens};
 use crate::{
     config::Config,
     storage::{Storage, StorageError, users::NewUser},
@@ -36,15 +38,19 @@ pub struct AccountService {
     passwords: PasswordHasherService,
     server_name: String,
     reserved_prefixes: Vec<String>,
+    public_profiles: bool,
+    rooms: Arc<RoomService>,
 }
 
 impl AccountService {
-    pub fn new(storage: Storage, passwords: PasswordHasherService, config: &Config) -> Self {
+    pub fn new(storage: Storage, passwords: PasswordHasherService, config: &Config, rooms: Arc<RoomService>) -> Self {
         Self {
             storage,
             passwords,
             server_name: config.server_name.clone(),
             reserved_prefixes: config.registration.reserved_prefixes.clone(),
+            public_profiles: config.privacy.public_profiles,
+            rooms,
         }
     }
 
@@ -146,6 +152,27 @@ impl AccountService {
         Ok(())
     }
 
+    /// Another user's profile as `requester` may see it: their own, any for admins, and
+    /// otherwise only of users they share a room with (unless `privacy.public_profiles`).
+    pub async fn visible_profile(&self, requester: Option<(&str, bool)>, target: &UserId) -> ServiceResult<Profile> {
+        if target.server_name().as_str() != self.server_name {
+            return Err(ServiceError::NotFound("profile not found".into()));
+        }
+        let allowed = self.public_profiles
+            || match requester {
+                Some((user, is_admin)) => {
+                    is_admin
+                        || user == target.as_str()
+                        || self.storage.rooms.share_a_room(user, target.as_str()).await?
+                }
+                None => false,
+            };
+        if !allowed {
+            return Err(ServiceError::Forbidden("you may only look up profiles of users you share a room with".into()));
+        }
+        self.profile(target.as_str()).await
+    }
+
     /// The profile of a local user; `NotFound` if there is no such (active) account.
     pub async fn profile(&self, user_id: &str) -> ServiceResult<Profile> {
         match self.storage.users.get(user_id).await? {
@@ -159,7 +186,14 @@ impl AccountService {
         if name.is_some_and(|n| n.len() > 256) {
             return Err(ServiceError::InvalidParam("display name longer than 256 bytes".into()));
         }
-        Ok(self.storage.users.set_displayname(user_id, name.filter(|n| !n.is_empty())).await?)
+        self.storage.users.set_displayname(user_id, name.filter(|n| !n.is_empty())).await?;
+        self.propagate(user_id).await
+    }
+
+    /// Member events in the user's rooms follow their profile.
+    async fn propagate(&self, user_id: &str) -> ServiceResult<()> {
+        let user = UserId::parse(user_id).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.rooms.propagate_profile(&user).await
     }
 
     pub async fn set_avatar_url(&self, user_id: &str, url: Option<&str>) -> ServiceResult<()> {
@@ -169,7 +203,8 @@ impl AccountService {
         {
             return Err(ServiceError::InvalidParam("avatar_url must be an mxc:// URI".into()));
         }
-        Ok(self.storage.users.set_avatar_url(user_id, url).await?)
+        self.storage.users.set_avatar_url(user_id, url).await?;
+        self.propagate(user_id).await
     }
 
     pub async fn set_admin(&self, user_id: &str, is_admin: bool) -> ServiceResult<()> {

@@ -154,3 +154,43 @@ async fn public_profiles_when_configured() {
     // Not a user id at all.
     assert_error(&s.get(&profile("alice"), None).await, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 }
+
+/// Users who share a room see each other's profiles; a profile change reaches the rooms as a new
+/// member event.
+#[tokio::test]
+async fn room_members_see_profiles_and_profile_changes() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw").await;
+    let bob = s.register("bob", "pw").await;
+    let carol = s.register("carol", "pw").await;
+    let (status, created) =
+        s.post("/_matrix/client/v3/createRoom", alice.token(), json!({"preset": "public_chat"})).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let room_path = room.replace('!', "%21").replace(':', "%3A");
+    let r = s.post(&format!("/_matrix/client/v3/rooms/{room_path}/join"), bob.token(), json!({})).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+
+    // Bob shares a room with Alice now; Carol does not.
+    assert_eq!(s.get(&profile(&alice.user_id), bob.token()).await.1, json!({"displayname": "alice"}));
+    assert_error(&s.get(&profile(&alice.user_id), carol.token()).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    // A new display name and avatar show in Alice's member event.
+    let me = profile(&alice.user_id);
+    let r = s.put(&format!("{me}/displayname"), alice.token(), json!({"displayname": "Alice L."})).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let r = s.put(&format!("{me}/avatar_url"), alice.token(), json!({"avatar_url": "mxc://localhost/pic"})).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    let member_path = format!(
+        "/_matrix/client/v3/rooms/{room_path}/state/m.room.member/{}",
+        alice.user_id.replace('@', "%40").replace(':', "%3A")
+    );
+    let (status, member) = s.get(&member_path, bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member, json!({"membership": "join", "displayname": "Alice L.", "avatar_url": "mxc://localhost/pic"}));
+
+    // Bob leaves: no shared room any more, so no profile.
+    let r = s.post(&format!("/_matrix/client/v3/rooms/{room_path}/leave"), bob.token(), json!({})).await;
+    assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+    assert_error(&s.get(&profile(&alice.user_id), bob.token()).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+}

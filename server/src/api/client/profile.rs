@@ -23,15 +23,7 @@ use crate::{
 };
 
 async fn visible_profile(state: &AppState, requester: Option<&Session>, target: &UserId) -> Result<Profile, ApiError> {
-    if target.server_name().as_str() != state.config.server_name {
-        return Err(ApiError::not_found("profile not found"));
-    }
-    let allowed =
-        state.config.privacy.public_profiles || requester.is_some_and(|s| s.user_id == target.as_str() || s.is_admin);
-    if !allowed {
-        return Err(ApiError::forbidden("you may only look up profiles of users you share a room with"));
-    }
-    Ok(state.accounts.profile(target.as_str()).await?)
+    Ok(state.accounts.visible_profile(requester.map(|s| (s.user_id.as_str(), s.is_admin)), target).await?)
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}`

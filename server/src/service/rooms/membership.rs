@@ -175,6 +175,48 @@ impl RoomService {
         }
     }
 
+    /// After a profile change: a new member event with the new display name and avatar in every
+    /// room the user is joined to. Failures are logged per room; the profile change stands.
+    pub async fn propagate_profile(&self, user_id: &ruma::UserId) -> ServiceResult<()> {
+        let profile = self.storage.users.get(user_id.as_str()).await?;
+        let (name, avatar) = profile.map(|u| (u.displayname, u.avatar_url)).unwrap_or_default();
+        for room_id in self.joined_rooms(user_id.as_str()).await? {
+            let result = self
+                .write(room_id.as_str(), async |ctx| {
+                    let Some(JsonValue::Object(mut content)) =
+                        ctx.state_content("m.room.member", user_id.as_str()).await?
+                    else {
+                        return Ok(());
+                    };
+                    if content.get("membership").and_then(JsonValue::as_str) != Some("join") {
+                        return Ok(());
+                    }
+                    for (field, value) in [("displayname", &name), ("avatar_url", &avatar)] {
+                        match value {
+                            Some(v) => content.insert(field.into(), v.clone().into()),
+                            None => content.remove(field),
+                        };
+                    }
+                    content.remove("join_authorised_via_users_server");
+                    let proto = ProtoEvent {
+                        room_id: Some(room_id.clone()),
+                        sender: user_id.to_owned(),
+                        kind: "m.room.member".into(),
+                        state_key: Some(user_id.to_string()),
+                        content,
+                        redacts: None,
+                    };
+                    ctx.append(self, proto, None).await?;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(room_id = %room_id, user_id = %user_id, error = %e, "profile change not sent to room");
+            }
+        }
+        Ok(())
+    }
+
     /// The rooms a user is joined to.
     pub async fn joined_rooms(&self, user_id: &str) -> ServiceResult<Vec<OwnedRoomId>> {
         Ok(self
