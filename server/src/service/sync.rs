@@ -465,7 +465,8 @@ impl SyncService {
             .iter()
             .map(|r| self.rooms.render(std::slice::from_ref(*r), &room_rules, viewer).remove(0))
             .collect();
-        let timeline = self.rooms.render(&rows, &room_rules, viewer);
+        let mut timeline = self.rooms.render(&rows, &room_rules, viewer);
+        self.rooms.bundle_aggregations(viewer, &mut timeline).await?;
 
         let mut room = JoinedRoom::new();
         room.timeline = Timeline::new();

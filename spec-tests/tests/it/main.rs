@@ -8,6 +8,7 @@ mod devices;
 mod directory;
 mod durability;
 mod membership;
+mod multi_process;
 mod profile;
 mod push_rules;
 mod real_clients;
