@@ -187,18 +187,27 @@ impl SyncService {
         loop {
             wake.borrow_and_update();
             let now = self.positions(req.user_id.as_str()).await?;
+            let waiting = since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
+            // Nothing moved (a wake-up for a stream position that did not change): skip the
+            // per-room work.
+            if waiting && since == Some(now) && self.wait(&mut wake, deadline).await {
+                continue;
+            }
             let response = self.build(&req, since, now).await?;
-            let empty = is_empty(&response);
-            if since.is_none() || req.full_state || !empty || tokio::time::Instant::now() >= deadline {
+            if !waiting || !is_empty(&response) || !self.wait(&mut wake, deadline).await {
                 return Ok(response);
             }
-            // Wake for a new position, a typing entry expiring, or the deadline.
-            let typing_expiry = self.typing.next_expiry().map(tokio::time::Instant::from_std);
-            let until = typing_expiry.map_or(deadline, |t| t.min(deadline));
-            tokio::select! {
-                changed = wake.changed() => { if changed.is_err() { return Ok(response) } }
-                () = tokio::time::sleep_until(until) => { self.typing.expire(); }
-            }
+        }
+    }
+
+    /// Waits for a new stream position, a typing entry expiring, or the deadline; `false` when
+    /// the notifier is gone (shutdown).
+    async fn wait(&self, wake: &mut tokio::sync::watch::Receiver<u64>, deadline: tokio::time::Instant) -> bool {
+        let typing_expiry = self.typing.next_expiry().map(tokio::time::Instant::from_std);
+        let until = typing_expiry.map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            changed = wake.changed() => changed.is_ok(),
+            () = tokio::time::sleep_until(until) => { self.typing.expire(); true }
         }
     }
 
@@ -221,8 +230,22 @@ impl SyncService {
             .and_then(|u| u.displayname)
             .unwrap_or_else(|| req.user_id.localpart().to_owned());
 
+        // Incremental: only rooms with new events (or a membership change) need their timeline.
+        let active: Option<BTreeSet<String>> = match since {
+            Some(s) if !req.full_state => {
+                Some(self.storage.rooms.rooms_with_events(&joined, s.events, now.events).await?.into_iter().collect())
+            }
+            _ => None,
+        };
         for m in &memberships {
             if !req.filter.rooms.allows_room(&m.room_id) {
+                continue;
+            }
+            let changed_membership_since = since_events.is_none_or(|s| m.stream_ordering > s);
+            if m.membership == "join"
+                && !changed_membership_since
+                && active.as_ref().is_some_and(|a| !a.contains(&m.room_id))
+            {
                 continue;
             }
             let changed_membership = since_events.is_none_or(|s| m.stream_ordering > s);
