@@ -105,7 +105,11 @@ impl RoomService {
     /// Sends a message or state event for a local user; idempotent per device transaction.
     pub async fn send(&self, ev: SendEvent) -> ServiceResult<OwnedEventId> {
         if let Some(t) = &ev.txn
-            && let Some(id) = self.storage.rooms.txn_event(ev.sender.as_str(), &t.device_id, &t.txn_id).await?
+            && let Some(id) = self
+                .storage
+                .rooms
+                .txn_event(ev.sender.as_str(), &t.device_id, &t.key(ev.room_id.as_str(), &ev.kind))
+                .await?
         {
             return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
         }
@@ -116,11 +120,19 @@ impl RoomService {
         let room_id = ev.room_id.clone();
         self.write(room_id.as_str(), async |ctx| {
             if let Some(t) = &ev.txn
-                && let Some(id) = ctx.writer.txn_event(ev.sender.as_str(), &t.device_id, &t.txn_id).await?
+                && let Some(id) = ctx
+                    .writer
+                    .txn_event(ev.sender.as_str(), &t.device_id, &t.key(ev.room_id.as_str(), &ev.kind))
+                    .await?
             {
                 return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
             }
             require_joined(ctx, ev.sender.as_str()).await?;
+            if let Some(key) = &ev.state_key
+                && let Some(existing) = ctx.same_state(&ev.sender, &ev.kind, key, &ev.content).await?
+            {
+                return Ok(existing);
+            }
             if let Some(target) = &ev.redacts {
                 self.check_redaction(ctx, ev.sender.as_ref(), target).await?;
             }
@@ -196,7 +208,7 @@ impl RoomService {
             return Ok(());
         };
         if original.room_id != ctx.room_id() {
-            return Err(ServiceError::NotFound("event not found in this room".into()));
+            return Err(ServiceError::InvalidParam("the event belongs to another room".into()));
         }
         if original.sender != sender.as_str() && !ctx.power_levels().await?.can_redact_others(sender) {
             return Err(ServiceError::Forbidden("you may not redact other users' events".into()));

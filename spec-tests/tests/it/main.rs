@@ -13,6 +13,8 @@ mod profile;
 mod push_rules;
 mod real_clients;
 mod registration;
+mod room_events;
+mod room_history;
 mod rooms;
 mod sessions;
 mod sync;

@@ -83,11 +83,28 @@ impl RoomService {
         }
         if !rules.authorization.additional_room_creators {
             create_content.remove("additional_creators");
-        } else if preset == "trusted_private_chat" && !create_content.contains_key("additional_creators") {
-            // v12: the trusted preset makes invitees creators rather than power-100 users.
-            let invitees: Vec<JsonValue> = req.invite.iter().map(|u| u.to_string().into()).collect();
-            if !invitees.is_empty() {
-                create_content.insert("additional_creators".into(), invitees.into());
+        } else {
+            let mut creators = match create_content.remove("additional_creators") {
+                None => Vec::new(),
+                Some(JsonValue::Array(list))
+                    if list.iter().all(|u| u.as_str().is_some_and(|u| ruma::UserId::parse(u).is_ok())) =>
+                {
+                    list
+                }
+                Some(_) => return Err(ServiceError::BadJson("additional_creators must be a list of user ids".into())),
+            };
+            // v12: the trusted preset makes invitees creators rather than power-100 users, besides
+            // any creators the client named.
+            if preset == "trusted_private_chat" {
+                for invitee in &req.invite {
+                    let invitee = JsonValue::from(invitee.to_string());
+                    if !creators.contains(&invitee) {
+                        creators.push(invitee);
+                    }
+                }
+            }
+            if !creators.is_empty() {
+                create_content.insert("additional_creators".into(), creators.into());
             }
         }
         let room_id = if rules.authorization.room_create_event_id_as_room_id {
@@ -174,7 +191,8 @@ impl RoomService {
                 "m.room.history_visibility": 100,
                 "m.room.canonical_alias": 50,
                 "m.room.avatar": 50,
-                "m.room.tombstone": 100,
+                // From v12 on, above what an admin at 100 has: only creators upgrade by default.
+                "m.room.tombstone": if rules.authorization.explicitly_privilege_room_creators { 150 } else { 100 },
                 "m.room.server_acl": 100,
                 "m.room.encryption": 100,
             },
@@ -192,59 +210,70 @@ impl RoomService {
                 power.insert(k, v);
             }
         }
-        ctx.append(self, proto("m.room.power_levels", "", power), None).await?;
+        // The spec's M_INVALID_ROOM_STATE: the request implies state its own creator cannot set.
+        let initial: ServiceResult<()> = async {
+            ctx.append(self, proto("m.room.power_levels", "", power), None).await?;
 
-        if let Some(alias) = &alias {
-            ctx.writer.insert_alias(alias, req.creator.as_str(), now_ms()).await.map_err(|e| match e {
-                crate::storage::StorageError::Conflict(_) => ServiceError::RoomInUse,
-                other => other.into(),
-            })?;
-            ctx.append(self, proto("m.room.canonical_alias", "", obj(json!({"alias": alias}))), None).await?;
-        }
-
-        let join_rule = if preset == "public_chat" { "public" } else { "invite" };
-        let guest_access = if preset == "public_chat" { "forbidden" } else { "can_join" };
-        let initial_has = |t: &str| req.initial_state.iter().any(|(k, s, _)| k == t && s.is_empty());
-        if !initial_has("m.room.join_rules") {
-            ctx.append(self, proto("m.room.join_rules", "", obj(json!({"join_rule": join_rule}))), None).await?;
-        }
-        if !initial_has("m.room.history_visibility") {
-            ctx.append(
-                self,
-                proto("m.room.history_visibility", "", obj(json!({"history_visibility": "shared"}))),
-                None,
-            )
-            .await?;
-        }
-        if !initial_has("m.room.guest_access") {
-            ctx.append(self, proto("m.room.guest_access", "", obj(json!({"guest_access": guest_access}))), None)
-                .await?;
-        }
-        for (t, key, content) in &req.initial_state {
-            ctx.append(self, proto(t, key, content.clone()), None).await?;
-        }
-        if let Some(name) = &req.name {
-            ctx.append(self, proto("m.room.name", "", obj(json!({"name": name}))), None).await?;
-        }
-        if let Some(topic) = &req.topic {
-            ctx.append(
-                self,
-                proto(
-                    "m.room.topic",
-                    "",
-                    obj(json!({"topic": topic, "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]}})),
-                ),
-                None,
-            )
-            .await?;
-        }
-        for invitee in &req.invite {
-            let mut content = obj(json!({"membership": "invite"}));
-            if req.is_direct {
-                content.insert("is_direct".into(), true.into());
+            if let Some(alias) = &alias {
+                ctx.writer.insert_alias(alias, req.creator.as_str(), now_ms()).await.map_err(|e| match e {
+                    crate::storage::StorageError::Conflict(_) => ServiceError::RoomInUse,
+                    other => other.into(),
+                })?;
+                ctx.append(self, proto("m.room.canonical_alias", "", obj(json!({"alias": alias}))), None).await?;
             }
-            ctx.append(self, proto("m.room.member", invitee.as_str(), content), None).await?;
+
+            let join_rule = if preset == "public_chat" { "public" } else { "invite" };
+            let guest_access = if preset == "public_chat" { "forbidden" } else { "can_join" };
+            let initial_has = |t: &str| req.initial_state.iter().any(|(k, s, _)| k == t && s.is_empty());
+            if !initial_has("m.room.join_rules") {
+                ctx.append(self, proto("m.room.join_rules", "", obj(json!({"join_rule": join_rule}))), None).await?;
+            }
+            if !initial_has("m.room.history_visibility") {
+                ctx.append(
+                    self,
+                    proto("m.room.history_visibility", "", obj(json!({"history_visibility": "shared"}))),
+                    None,
+                )
+                .await?;
+            }
+            if !initial_has("m.room.guest_access") {
+                ctx.append(self, proto("m.room.guest_access", "", obj(json!({"guest_access": guest_access}))), None)
+                    .await?;
+            }
+            for (t, key, content) in &req.initial_state {
+                ctx.append(self, proto(t, key, content.clone()), None).await?;
+            }
+            if let Some(name) = &req.name {
+                ctx.append(self, proto("m.room.name", "", obj(json!({"name": name}))), None).await?;
+            }
+            if let Some(topic) = &req.topic {
+                ctx.append(
+                    self,
+                    proto(
+                        "m.room.topic",
+                        "",
+                        obj(
+                            json!({"topic": topic, "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]}}),
+                        ),
+                    ),
+                    None,
+                )
+                .await?;
+            }
+            for invitee in &req.invite {
+                let mut content = obj(json!({"membership": "invite"}));
+                if req.is_direct {
+                    content.insert("is_direct".into(), true.into());
+                }
+                ctx.append(self, proto("m.room.member", invitee.as_str(), content), None).await?;
+            }
+            Ok(())
         }
+        .await;
+        initial.map_err(|e| match e {
+            ServiceError::Forbidden(why) => ServiceError::InvalidRoomState(why),
+            other => other,
+        })?;
         if req.visibility_public {
             ctx.writer.set_public(true).await?;
         }

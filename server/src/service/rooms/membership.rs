@@ -54,6 +54,21 @@ impl RoomService {
             {
                 return Err(ServiceError::Forbidden("you are not a member of this room".into()));
             }
+            // A kick needs someone to kick: a member, an invitee, a knock (or a ban, for unbans).
+            if change.membership == "leave"
+                && change.target != change.sender
+                && !matches!(
+                    ctx.membership(change.target.as_str()).await?.as_deref(),
+                    Some("join" | "invite" | "knock" | "ban")
+                )
+            {
+                return Err(ServiceError::Forbidden(format!("{} is not in this room", change.target)));
+            }
+            if let Some(existing) =
+                ctx.same_state(&change.sender, "m.room.member", change.target.as_str(), &content).await?
+            {
+                return Ok(existing);
+            }
             let proto = ProtoEvent {
                 room_id: Some(change.room_id.clone()),
                 sender: change.sender.clone(),

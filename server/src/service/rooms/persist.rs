@@ -28,6 +28,16 @@ pub struct Txn {
     pub txn_id: String,
 }
 
+impl Txn {
+    /// What idempotency is tracked under. A transaction id is scoped to the device and the
+    /// endpoint, and the room is part of the endpoint: sending into two rooms, or sending and
+    /// redacting, are different requests even with the same transaction id.
+    pub fn key(&self, room_id: &str, event_type: &str) -> String {
+        let endpoint = if event_type == "m.room.redaction" { "redact" } else { "send" };
+        format!("{endpoint} {room_id} {}", self.txn_id)
+    }
+}
+
 /// What an event persisted in this transaction will write at commit.
 #[derive(Debug)]
 struct Pending {
@@ -134,6 +144,37 @@ impl RoomCtx {
         Ok(self.state_pdu(event_type, state_key).await?.and_then(|p| serde_json::from_str(p.content.get()).ok()))
     }
 
+    /// The current state event that `sender` would repeat by sending `content` again, if any:
+    /// setting what is already set is no new event (a retried request, a second join).
+    pub async fn same_state(
+        &mut self,
+        sender: &ruma::UserId,
+        event_type: &str,
+        state_key: &str,
+        content: &serde_json::Map<String, JsonValue>,
+    ) -> ServiceResult<Option<OwnedEventId>> {
+        let Some(pdu) = self.state_pdu(event_type, state_key).await? else { return Ok(None) };
+        let current = serde_json::from_str::<serde_json::Map<String, JsonValue>>(pdu.content.get()).ok();
+        Ok((pdu.sender == sender && current.as_ref() == Some(content)).then_some(pdu.event_id))
+    }
+
+    /// From room version 12 on, creators have infinite power and may not be listed in the power
+    /// levels. The auth rules reject such an event; a client sending one gets told its request
+    /// is malformed (400) rather than forbidden.
+    async fn check_creators_unlisted(&mut self, content: &serde_json::Map<String, JsonValue>) -> ServiceResult<()> {
+        if !self.rules.authorization.explicitly_privilege_room_creators {
+            return Ok(());
+        }
+        let Some(users) = content.get("users").and_then(JsonValue::as_object) else { return Ok(()) };
+        let create = self.state_pdu("m.room.create", "").await?;
+        match super::power::creators(&self.rules, create.as_ref()).iter().find(|c| users.contains_key(c.as_str())) {
+            Some(creator) => {
+                Err(ServiceError::BadJson(format!("{creator} is a creator of this room and cannot be in `users`")))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The membership of `user_id` in the current state.
     pub async fn membership(&mut self, user_id: &str) -> ServiceResult<Option<String>> {
         Ok(self
@@ -175,6 +216,9 @@ impl RoomCtx {
         txn: Option<Txn>,
         origin_server_ts: Option<u64>,
     ) -> ServiceResult<Pdu> {
+        if proto.kind == "m.room.power_levels" {
+            self.check_creators_unlisted(&proto.content).await?;
+        }
         let content_raw = serde_json::value::to_raw_value(&proto.content).map_err(internal)?;
         let kind = ruma::events::TimelineEventType::from(proto.kind.as_str());
         let auth_types =
@@ -303,7 +347,8 @@ impl RoomCtx {
                 self.writer.set_membership(target, m, &event_id, pos, &sender).await?;
             }
             if let Some(t) = &p.txn {
-                self.writer.record_txn(&sender, &t.device_id, &t.txn_id, &event_id, now).await?;
+                let key = t.key(self.writer.room_id(), &kind);
+                self.writer.record_txn(&sender, &t.device_id, &key, &event_id, now).await?;
             }
             if let Some(target) = &p.pdu.redacts {
                 self.writer.mark_redacted(target.as_str(), &event_id).await?;

@@ -94,15 +94,30 @@ impl RoomService {
             .into_iter()
             .map(|(p, pdu)| (p, value(&pdu, "history_visibility")))
             .collect();
-        let memberships = self
-            .storage
-            .rooms
-            .state_history(room_id, "m.room.member", user)
-            .await?
-            .into_iter()
-            .map(|(p, pdu)| (p, value(&pdu, "membership")))
-            .collect();
+        // A forgotten room's history is no longer the user's to read (until they come back).
+        let forgotten = self.storage.rooms.membership(room_id, user).await?.is_some_and(|m| m.forgotten);
+        let memberships = if forgotten {
+            Vec::new()
+        } else {
+            self.storage
+                .rooms
+                .state_history(room_id, "m.room.member", user)
+                .await?
+                .into_iter()
+                .map(|(p, pdu)| (p, value(&pdu, "membership")))
+                .collect()
+        };
         Ok(Visibility { settings, memberships })
+    }
+
+    /// The read access of `user`: refused to users who were never in the room (or forgot it),
+    /// unless it is world-readable.
+    async fn reader(&self, room_id: &str, user: &str) -> ServiceResult<Visibility> {
+        let vis = self.visibility(room_id, user).await?;
+        if vis.memberships.is_empty() && vis.settings.last().is_none_or(|(_, s)| s != "world_readable") {
+            return Err(ServiceError::Forbidden(format!("{user} is not in this room")));
+        }
+        Ok(vis)
     }
 
     /// One event, if the viewer may see it.
@@ -129,7 +144,7 @@ impl RoomService {
         match self.storage.rooms.membership(room_id, user).await? {
             Some(m) if m.membership == "join" => Ok(None),
             _ if world_readable => Ok(None),
-            Some(m) if m.membership == "leave" || m.membership == "ban" => Ok(Some(m.event_id)),
+            Some(m) if (m.membership == "leave" || m.membership == "ban") && !m.forgotten => Ok(Some(m.event_id)),
             _ => Err(ServiceError::Forbidden(format!("{user} is not in this room"))),
         }
     }
@@ -277,11 +292,9 @@ impl RoomService {
         limit: usize,
         filter: &EventFilter,
     ) -> ServiceResult<Page> {
+        // Unknown rooms are refused like rooms the viewer is not in.
+        let vis = self.reader(room_id, viewer.user_id).await?;
         let rules = self.rules_of(room_id).await?;
-        let vis = self.visibility(room_id, viewer.user_id).await?;
-        if vis.memberships.is_empty() && !vis.settings.last().is_some_and(|(_, s)| s == "world_readable") {
-            return Err(ServiceError::Forbidden(format!("{} is not in this room", viewer.user_id)));
-        }
         let head = self.storage.rooms.stream_head("events").await?;
         let start = match from {
             Some(t) => parse_position(t)?,
@@ -349,6 +362,7 @@ impl RoomService {
         limit: usize,
         filter: &EventFilter,
     ) -> ServiceResult<Context> {
+        self.reader(room_id, viewer.user_id).await?;
         let rules = self.rules_of(room_id).await?;
         let event = self.event_for(viewer, room_id, event_id).await?;
         let row = self

@@ -27,7 +27,8 @@ impl Visibility {
             "world_readable" => true,
             _ if membership == Some("join") => true,
             "shared" => self.memberships.iter().any(|(p, m)| *p > pos && m == "join"),
-            "invited" => membership == Some("invite") || self.memberships.iter().any(|(p, m)| *p > pos && m == "join"),
+            // Unlike `shared`, a later join does not open what was sent before the invite.
+            "invited" => membership == Some("invite"),
             _ => false,
         }
     }

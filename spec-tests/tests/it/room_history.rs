@@ -1,0 +1,225 @@
+//! What of a room's history a user may read: redactions (content stripped by each room version's
+//! rules), history visibility for late joiners and strangers, and rooms a user has left.
+
+use serde_json::{Value, json};
+use spec_tests::{Account, StatusCode, TestServer, assert_error};
+
+use crate::rooms::{
+    VERSIONS, bodies, create_room, enc, get_event, get_state, invite, join, leave, page, room_path, send, send_text,
+    server_with, set_state, state_content, state_event,
+};
+
+async fn redact(s: &TestServer, who: &Account, room: &str, event: &str, txn: &str, body: Value) -> (StatusCode, Value) {
+    s.put(&room_path(room, &format!("redact/{}/{txn}", enc(event))), who.token(), body).await
+}
+
+/// The content of an event as `who` reads it.
+async fn content(s: &TestServer, who: &Account, room: &str, event: &str) -> Value {
+    let (status, body) = get_event(s, who, room, event).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["content"].clone()
+}
+
+#[tokio::test]
+async fn redactions_per_room_version() {
+    let (s, [alice, bob, charlie]) = server_with(["alice", "bob", "charlie"]).await;
+    for v in VERSIONS {
+        let room = create_room(
+            &s,
+            &alice,
+            json!({"room_version": v, "preset": "public_chat", "power_level_content_override": {"invite": 25}}),
+        )
+        .await;
+        join(&s, &bob, &room).await;
+        join(&s, &charlie, &room).await;
+
+        // Sytest "PUT /rooms/:room_id/redact/:event_id/:txn_id as original message sender redacts
+        // message"; Complement TestRedact "Event content is redacted".
+        let own =
+            send(&s, &bob, &room, "m.room.message", json!({"msgtype": "m.text", "body": "oops", "x": {"a": 1}})).await;
+        let (status, body) = redact(&s, &bob, &room, &own, "r1", json!({"reason": "typo"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let redaction = body["event_id"].as_str().unwrap().to_owned();
+        // "… is idempotent".
+        assert_eq!(
+            redact(&s, &bob, &room, &own, "r1", json!({"reason": "typo"})).await.1["event_id"],
+            redaction.as_str()
+        );
+        let (_, event) = get_event(&s, &alice, &room, &own).await;
+        assert_eq!(
+            (&event["type"], &event["sender"], &event["content"]),
+            (&json!("m.room.message"), &json!(bob.user_id), &json!({}))
+        );
+        let because = &event["unsigned"]["redacted_because"];
+        assert_eq!(
+            (&because["event_id"], &because["type"], &because["sender"]),
+            (&json!(redaction), &json!("m.room.redaction"), &json!(bob.user_id)),
+            "{event}"
+        );
+        assert_eq!(because["content"]["reason"], "typo", "{event}");
+        let (_, red) = get_event(&s, &alice, &room, &redaction).await;
+        assert_eq!(
+            (&red["type"], &red["redacts"], &red["content"]["reason"]),
+            (&json!("m.room.redaction"), &json!(own), &json!("typo")),
+            "{red}"
+        );
+        if v != "10" {
+            // Room version 11 moved `redacts` into the content.
+            assert_eq!(red["content"]["redacts"], own.as_str(), "{red}");
+        }
+        // History shows it redacted too.
+        let history = page(&s, &alice, &room, "dir=b&limit=10").await;
+        let listed =
+            history["chunk"].as_array().unwrap().iter().find(|e| e["event_id"] == own.as_str()).expect("listed");
+        assert_eq!(listed["content"], json!({}));
+        assert_eq!(listed["unsigned"]["redacted_because"]["event_id"], redaction.as_str());
+
+        // "… as random user does not redact message"; "… as power user redacts message".
+        let alices = send_text(&s, &alice, &room, "keep me").await;
+        assert_error(
+            &redact(&s, &charlie, &room, &alices, "r2", json!({})).await,
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+        );
+        assert_eq!(content(&s, &charlie, &room, &alices).await["body"], "keep me");
+        let charlies = send_text(&s, &charlie, &room, "rude").await;
+        assert_eq!(redact(&s, &alice, &room, &charlies, "r3", json!({})).await.0, StatusCode::OK);
+        assert_eq!(content(&s, &charlie, &room, &charlies).await, json!({}));
+
+        // Sytest "PUT /redact disallows redaction of event in different room".
+        let other = create_room(&s, &alice, json!({"room_version": v})).await;
+        let foreign = send_text(&s, &alice, &other, "elsewhere").await;
+        let r = redact(&s, &alice, &room, &foreign, "r4", json!({})).await;
+        assert_eq!(r.0, StatusCode::BAD_REQUEST, "{}", r.1);
+        assert_eq!(content(&s, &alice, &other, &foreign).await["body"], "elsewhere");
+
+        // Sytest "Redaction of a redaction redacts the redaction reason".
+        assert_eq!(redact(&s, &alice, &room, &redaction, "r5", json!({"reason": "meta"})).await.0, StatusCode::OK);
+        let expected = if v == "10" { json!({}) } else { json!({"redacts": own}) };
+        assert_eq!(content(&s, &alice, &room, &redaction).await, expected);
+
+        // State keeps what the auth rules need: a member event its membership ...
+        let member = state_event(&s, &alice, &room, "m.room.member", &bob.user_id).await;
+        assert_eq!(member["content"]["displayname"], "bob");
+        let id = member["event_id"].as_str().unwrap();
+        assert_eq!(redact(&s, &alice, &room, id, "r6", json!({})).await.0, StatusCode::OK);
+        assert_eq!(
+            state_content(&s, &alice, &room, "m.room.member", &bob.user_id).await,
+            json!({"membership": "join"})
+        );
+        send_text(&s, &bob, &room, "still here").await;
+        // ... and power levels their levels: `invite` only from room version 11 on.
+        let power = state_event(&s, &alice, &room, "m.room.power_levels", "").await;
+        assert_eq!((&power["content"]["invite"], &power["content"]["notifications"]["room"]), (&json!(25), &json!(50)));
+        let id = power["event_id"].as_str().unwrap();
+        assert_eq!(redact(&s, &alice, &room, id, "r7", json!({})).await.0, StatusCode::OK);
+        let power = state_content(&s, &alice, &room, "m.room.power_levels", "").await;
+        assert_eq!(power.get("invite").cloned(), if v == "10" { None } else { Some(json!(25)) }, "{power}");
+        assert!(power.get("notifications").is_none(), "{power}");
+        assert_eq!((&power["ban"], &power["events"]["m.room.name"]), (&json!(50), &json!(50)), "{power}");
+        let users = if v == "12" { json!({}) } else { json!({alice.user_id.clone(): 100}) };
+        assert_eq!(power["users"], users, "{power}");
+    }
+}
+
+#[tokio::test]
+async fn history_visibility_for_late_joiners_and_strangers() {
+    let (s, [alice, bob, charlie]) = server_with(["alice", "bob", "charlie"]).await;
+    // What Bob sees once joined of the events sent before his invite, while invited, after joining
+    // (Complement TestFetchHistorical…, Sytest "/event/ does not allow access to events before the
+    // user joined").
+    for (setting, seen) in [
+        ("joined", [false, false, true]),
+        ("invited", [false, true, true]),
+        ("shared", [true, true, true]),
+        ("world_readable", [true, true, true]),
+    ] {
+        let room = create_room(
+            &s,
+            &alice,
+            json!({"preset": "public_chat", "initial_state": [
+                {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": setting}}]}),
+        )
+        .await;
+        let texts = ["before", "while invited", "after join"].map(|t| format!("{setting}: {t}"));
+        let mut events = vec![send_text(&s, &alice, &room, &texts[0]).await];
+        invite(&s, &alice, &room, &bob.user_id).await;
+        events.push(send_text(&s, &alice, &room, &texts[1]).await);
+        if setting == "invited" {
+            // An invitee already reads from the invite on.
+            assert_eq!(get_event(&s, &bob, &room, &events[1]).await.0, StatusCode::OK);
+            assert_error(&get_event(&s, &bob, &room, &events[0]).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+        }
+        join(&s, &bob, &room).await;
+        events.push(send_text(&s, &alice, &room, &texts[2]).await);
+
+        for ((event, text), visible) in events.iter().zip(&texts).zip(seen) {
+            let r = get_event(&s, &bob, &room, event).await;
+            if visible {
+                assert_eq!((r.0, &r.1["content"]["body"]), (StatusCode::OK, &json!(text)), "{text}: {}", r.1);
+            } else {
+                assert_error(&r, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+            }
+        }
+        let mut expected: Vec<String> = texts.iter().zip(seen).filter(|(_, v)| *v).map(|(t, _)| t.clone()).collect();
+        expected.reverse();
+        assert_eq!(bodies(&page(&s, &bob, &room, "dir=b&limit=50").await["chunk"]), expected, "{setting}");
+
+        // Someone who was never in the room reads only world-readable rooms.
+        if setting == "world_readable" {
+            assert_eq!(content(&s, &charlie, &room, &events[0]).await["body"], texts[0].as_str());
+            let history = page(&s, &charlie, &room, "dir=b&limit=50").await;
+            assert_eq!(bodies(&history["chunk"]), texts.iter().rev().cloned().collect::<Vec<_>>());
+            assert_eq!(state_content(&s, &charlie, &room, "m.room.join_rules", "").await["join_rule"], "public");
+        } else {
+            assert_error(&get_event(&s, &charlie, &room, &events[0]).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+            assert_error(
+                &s.get(&room_path(&room, "messages?dir=b"), charlie.token()).await,
+                StatusCode::FORBIDDEN,
+                "M_FORBIDDEN",
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn departed_members_read_up_to_their_leave() {
+    let (s, [alice, bob]) = server_with(["alice", "bob"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Before"})).await;
+    join(&s, &bob, &room).await;
+    let here = send_text(&s, &alice, &room, "while bob was here").await;
+    leave(&s, &bob, &room).await;
+    let gone = send_text(&s, &alice, &room, "after bob left").await;
+    set_state(&s, &alice, &room, "m.room.name", "", json!({"name": "After"})).await;
+
+    // Sytest/Complement "Can get 'm.room.name' state for a departed room (SPEC-216)": as it was.
+    assert_eq!(state_content(&s, &bob, &room, "m.room.name", "").await, json!({"name": "Before"}));
+    // "Can get rooms/{roomId}/state for a departed room".
+    let (status, state) = s.get(&room_path(&room, "state"), bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    let name = state.as_array().unwrap().iter().find(|e| e["type"] == "m.room.name").expect("name");
+    assert_eq!(name["content"]["name"], "Before");
+    // "Can get rooms/{roomId}/members for a departed room".
+    let (status, members) = s.get(&room_path(&room, "members"), bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{members}");
+    let mine =
+        members["chunk"].as_array().unwrap().iter().find(|e| e["state_key"] == bob.user_id.as_str()).expect("bob");
+    assert_eq!(mine["content"]["membership"], "leave");
+    // "Can get rooms/{roomId}/messages for a departed room", "Getting messages going forward is
+    // limited for a departed room".
+    let backwards = bodies(&page(&s, &bob, &room, "dir=b&limit=50").await["chunk"]);
+    assert_eq!(backwards, ["while bob was here"]);
+    let forwards = bodies(&page(&s, &bob, &room, "dir=f&limit=50").await["chunk"]);
+    assert_eq!(forwards, ["while bob was here"]);
+    assert_eq!(content(&s, &bob, &room, &here).await["body"], "while bob was here");
+    assert_error(&get_event(&s, &bob, &room, &gone).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    // Complement "GET /rooms/:room_id/joined_members is forbidden after leaving room".
+    assert_error(&s.get(&room_path(&room, "joined_members"), bob.token()).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    // A departed member cannot change anything.
+    assert_error(&get_state(&s, &bob, &room, "m.room.topic", "").await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    assert_error(
+        &s.put(&room_path(&room, "state/m.room.topic/"), bob.token(), json!({"topic": "x"})).await,
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
+    );
+}
