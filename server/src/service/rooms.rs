@@ -43,6 +43,8 @@ pub struct RoomService {
     notifier: Arc<Notifier>,
     default_version: RoomVersionId,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Room versions never change: known ones are kept here.
+    versions: std::sync::RwLock<std::collections::HashMap<String, RoomVersionId>>,
 }
 
 impl std::fmt::Debug for RoomService {
@@ -80,6 +82,7 @@ impl RoomService {
             notifier,
             default_version,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            versions: std::sync::RwLock::default(),
         })
     }
 

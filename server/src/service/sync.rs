@@ -552,8 +552,7 @@ impl SyncService {
         let read = self.storage.ephemeral.read_up_to(room_id, user).await?.unwrap_or(0);
         let own_join = self.storage.rooms.membership(room_id, user).await?.map_or(0, |m| m.stream_ordering);
         let from = read.max(own_join);
-        let head = self.storage.rooms.stream_head("events").await?;
-        let rows = self.storage.rooms.events_backwards(room_id, from, head, 500).await?;
+        let rows = self.storage.rooms.events_backwards(room_id, from, i64::MAX, 500).await?;
         if rows.is_empty() {
             return Ok((0, 0, BTreeMap::new()));
         }

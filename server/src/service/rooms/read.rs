@@ -58,16 +58,23 @@ pub struct Context {
 impl RoomService {
     /// The rules of a room's version; `NotFound` for an unknown room.
     pub(super) async fn version_rules(&self, room_id: &str) -> ServiceResult<RoomVersionRules> {
-        let version = self
-            .storage
-            .rooms
-            .room_version(room_id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-        RoomVersionId::try_from(version.as_str())
-            .ok()
-            .and_then(|v| v.rules())
-            .ok_or_else(|| ServiceError::Internal(format!("unknown room version {version}")))
+        let known = self.versions.read().unwrap_or_else(|e| e.into_inner()).get(room_id).cloned();
+        let version = match known {
+            Some(v) => v,
+            None => {
+                let stored = self
+                    .storage
+                    .rooms
+                    .room_version(room_id)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+                let v = RoomVersionId::try_from(stored.as_str())
+                    .map_err(|_| ServiceError::Internal(format!("unknown room version {stored}")))?;
+                self.versions.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.to_owned(), v.clone());
+                v
+            }
+        };
+        version.rules().ok_or_else(|| ServiceError::Internal(format!("unknown room version {version}")))
     }
 
     /// The redaction rules of a room (and so that the room exists).
