@@ -151,6 +151,25 @@ async fn transaction_ids_are_per_device_room_and_endpoint() {
     assert_eq!(bodies(&history["chunk"]).iter().filter(|b| *b == "first").count(), 1, "{history}");
     assert!(!bodies(&history["chunk"]).contains(&"second".to_owned()));
 
+    // Complement TestTxnIdWithRefreshToken: a refreshed access token is the same device.
+    let (status, login) = s
+        .post(
+            "/_matrix/client/v3/login",
+            None,
+            json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                   "password": "pw", "refresh_token": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login}");
+    let phone = Account::from_response(&login, "pw");
+    let sent = put(&phone, &room, "from the phone").await;
+    let (status, fresh) =
+        s.post("/_matrix/client/v3/refresh", None, json!({"refresh_token": login["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::OK, "{fresh}");
+    let phone = Account { access_token: fresh["access_token"].as_str().unwrap().to_owned(), ..phone };
+    assert_eq!(put(&phone, &room, "from the phone").await, sent);
+    assert_eq!(get_event(&s, &phone, &room, &sent).await.1["unsigned"]["transaction_id"], "abc");
+
     // Logging out ends the device: logging in again with its id starts new transactions.
     assert_eq!(s.post("/_matrix/client/v3/logout", alice.token(), json!({})).await.0, StatusCode::OK);
     let (status, body) = s

@@ -182,6 +182,57 @@ async fn history_visibility_for_late_joiners_and_strangers() {
     }
 }
 
+/// Messages by body, setting changes as `hv:<setting>`, member events as `<membership>:<user>`.
+fn timeline(events: &Value) -> Vec<String> {
+    crate::rooms::events(events)
+        .iter()
+        .map(|e| match e["type"].as_str() {
+            Some("m.room.history_visibility") => format!("hv:{}", e["content"]["history_visibility"].as_str().unwrap()),
+            Some("m.room.member") => {
+                format!("{}:{}", e["content"]["membership"].as_str().unwrap(), e["state_key"].as_str().unwrap())
+            }
+            _ => e["content"]["body"].as_str().or(e["type"].as_str()).unwrap().to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn setting_changes_and_own_membership_are_seen_on_boundaries() {
+    let (s, [alice, bob]) = server_with(["alice", "bob"]).await;
+    // Sytest "Only see history_visibility changes on boundaries": a setting event is visible when
+    // the setting before or after it lets the user see it.
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    for (setting, text) in [("joined", "1"), ("invited", "2"), ("shared", "3")] {
+        set_state(&s, &alice, &room, "m.room.history_visibility", "", json!({"history_visibility": setting})).await;
+        send_text(&s, &alice, &room, text).await;
+    }
+    join(&s, &bob, &room).await;
+    let mut seen = timeline(&page(&s, &bob, &room, "dir=b&limit=50").await["chunk"]);
+    seen.reverse();
+    assert_eq!(seen[seen.len() - 4..], ["hv:joined", "hv:shared", "3", &format!("join:{}", bob.user_id)], "{seen:?}");
+    assert_eq!(seen.first().map(String::as_str), Some("m.room.create"), "shared before the change: {seen:?}");
+
+    // The same for one's own membership: a member sees their own leave (and their join).
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}]}),
+    )
+    .await;
+    send_text(&s, &alice, &room, "before").await;
+    join(&s, &bob, &room).await;
+    send_text(&s, &alice, &room, "while joined").await;
+    leave(&s, &bob, &room).await;
+    send_text(&s, &alice, &room, "after").await;
+    let mut seen = timeline(&page(&s, &bob, &room, "dir=b&limit=50").await["chunk"]);
+    seen.reverse();
+    let (join, leave) = (format!("join:{}", bob.user_id), format!("leave:{}", bob.user_id));
+    // (What came before the setting was under the default, `shared`.)
+    assert_eq!(seen[seen.len() - 4..], ["hv:joined", join.as_str(), "while joined", leave.as_str()], "{seen:?}");
+    assert!(!seen.contains(&"before".to_owned()) && !seen.contains(&"after".to_owned()), "{seen:?}");
+}
+
 #[tokio::test]
 async fn departed_members_read_up_to_their_leave() {
     let (s, [alice, bob]) = server_with(["alice", "bob"]).await;

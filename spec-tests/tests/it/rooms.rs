@@ -508,6 +508,23 @@ async fn power_level_edge_cases() {
             assert_error(&r, StatusCode::BAD_REQUEST, "M_INVALID_ROOM_STATE");
         }
     }
+    // Complement TestDemotingUsersViaUsersDefault: at users_default 100, an admin may lower it.
+    for v in VERSIONS {
+        let mut users = json!({alice.user_id.clone(): 100, bob.user_id.clone(): 100});
+        if v == "12" {
+            users.as_object_mut().unwrap().remove(&alice.user_id);
+        }
+        let levels = json!({"users_default": 100, "users": users, "events": {}, "notifications": {}});
+        let room = create_room(
+            &s,
+            &alice,
+            json!({"room_version": v, "preset": "public_chat", "power_level_content_override": levels}),
+        )
+        .await;
+        join(&s, &bob, &room).await;
+        let lowered = json!({"users_default": 40, "users": users, "events": {}, "notifications": {}});
+        set_state(&s, &bob, &room, "m.room.power_levels", "", lowered).await;
+    }
     // Complement "power_level_content_override can be set" / "… cannot set the room creator".
     let room = create_room(
         &s,

@@ -39,6 +39,8 @@ impl RoomService {
                 content.insert("reason".into(), reason.clone().into());
             }
             if change.membership == "join" && change.target == change.sender {
+                // The server names who authorised a restricted join, never the client.
+                content.remove("join_authorised_via_users_server");
                 self.add_profile(change.sender.as_str(), &mut content).await?;
                 self.authorise_restricted_join(ctx, change.sender.as_str(), &mut content).await?;
             }

@@ -11,18 +11,22 @@ pub struct Visibility {
     pub memberships: Vec<(i64, String)>,
 }
 
-fn at<'a>(list: &'a [(i64, String)], pos: i64) -> Option<&'a str> {
-    list.iter().take_while(|(p, _)| *p <= pos).last().map(|(_, v)| v.as_str())
+/// The value in force just after `pos` (`<=`) or just before it (`<`).
+fn at<'a>(list: &'a [(i64, String)], pos: i64, including: bool) -> Option<&'a str> {
+    list.iter().take_while(|(p, _)| *p < pos || (including && *p == pos)).last().map(|(_, v)| v.as_str())
 }
 
 impl Visibility {
-    /// Whether the event at `pos` is visible to the user.
+    /// Whether the event at `pos` is visible to the user. The setting and the membership in
+    /// force for an event are the ones before it; a setting event itself, and the user's own
+    /// membership events, are visible when the value before or after them allows it.
     pub fn allows(&self, pos: i64) -> bool {
-        // The setting in force for an event is the one before it (a change applies afterwards),
-        // except that the setting event itself is judged by what it replaced.
-        let setting =
-            self.settings.iter().take_while(|(p, _)| *p < pos).last().map(|(_, v)| v.as_str()).unwrap_or("shared");
-        let membership = at(&self.memberships, pos);
+        let settings = [false, true].map(|after| at(&self.settings, pos, after).unwrap_or("shared"));
+        let memberships = [false, true].map(|after| at(&self.memberships, pos, after));
+        settings.iter().any(|setting| memberships.iter().any(|membership| self.allows_with(pos, setting, *membership)))
+    }
+
+    fn allows_with(&self, pos: i64, setting: &str, membership: Option<&str>) -> bool {
         match setting {
             "world_readable" => true,
             _ if membership == Some("join") => true,
@@ -73,6 +77,18 @@ mod tests {
         let vis = v(&[(2, "invited")], &[(10, "invite")]);
         assert!(!vis.allows(5));
         assert!(vis.allows(11));
+    }
+
+    #[test]
+    fn setting_events_and_own_membership_count_on_both_sides() {
+        // The change to `shared` is visible to a later joiner although `invited` was before it.
+        let vis = v(&[(2, "joined"), (4, "invited"), (6, "shared")], &[(10, "join")]);
+        assert!(vis.allows(2) && vis.allows(6) && vis.allows(7));
+        assert!(!vis.allows(3) && !vis.allows(4) && !vis.allows(5));
+        // One's own leave is visible; what follows it is not.
+        let vis = v(&[(2, "joined")], &[(10, "join"), (20, "leave")]);
+        assert!(vis.allows(10) && vis.allows(20));
+        assert!(!vis.allows(21));
     }
 
     #[test]
