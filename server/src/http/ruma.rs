@@ -136,6 +136,7 @@ where
         }
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large())?;
         check_json_object(&parts.headers, &bytes)?;
+        reject_nul(&path_args, parts.uri.query(), &bytes)?;
         let request = Request::from_parts(parts, bytes.as_ref());
 
         let identity = R::Authentication::authenticate(state, &request, client_ip.as_deref()).await?;
@@ -147,7 +148,12 @@ where
         if args.len() + 1 == expected {
             args.push("");
         }
-        let body = R::try_from_http_request(request, &args).map_err(|e| match e {
+        // Some of ruma's deserialisers index into the body and panic on a missing field (e.g. a
+        // login body without `type`): that is a malformed request, not a dropped connection.
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| R::try_from_http_request(request, &args)))
+                .map_err(|_| ApiError::bad_json("malformed request"))?;
+        let body = parsed.map_err(|e| match e {
             FromHttpRequestError::Deserialization(d) => ApiError::from_deserialization(&d),
             FromHttpRequestError::MethodMismatch { .. } => ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
             other => ApiError::invalid_param(other.to_string()),
@@ -177,6 +183,29 @@ fn check_json_object(headers: &http::HeaderMap, bytes: &[u8]) -> Result<(), ApiE
         },
         Some(_) => Ok(()),
     }
+}
+
+/// PostgreSQL stores no U+0000 in text or `jsonb`, so a NUL in a path segment, a query value or
+/// a JSON body (escaped as `\u0000`) is refused up front rather than failing in storage.
+fn reject_nul(path_args: &[String], query: Option<&str>, bytes: &[u8]) -> Result<(), ApiError> {
+    if path_args.iter().any(|a| a.contains('\0')) || query.is_some_and(|q| q.contains("%00")) {
+        return Err(ApiError::invalid_param("U+0000 is not allowed in request parameters"));
+    }
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    // The escape is rare: only bodies that spell it out are parsed a second time.
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| has_nul(&v))
+    {
+        return Err(ApiError::bad_json("U+0000 is not allowed in JSON strings"));
+    }
+    Ok(())
 }
 
 /// A ruma response on its way out.

@@ -1,45 +1,60 @@
 //! The device list.
 
-use axum::extract::State;
-use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt,
-    api::client::device::{
-        Device, delete_device::v3 as delete_device, delete_devices::v3 as delete_devices, get_device::v3 as get_device,
-        get_devices::v3 as get_devices, update_device::v3 as update_device,
-    },
+use axum::{Json, extract::State};
+use ruma::api::client::device::{
+    delete_device::v3 as delete_device, delete_devices::v3 as delete_devices, get_device::v3 as get_device,
+    get_devices::v3 as get_devices, update_device::v3 as update_device,
 };
 
 use crate::{
-    http::ruma::{ApiResult, Ruma},
+    http::{
+        error::ApiError,
+        ruma::{ApiResult, Ruma},
+    },
     service::uiaa::{Purpose, UiaaService},
     state::AppState,
     storage::devices::DeviceRecord,
 };
 
-fn to_device(record: DeviceRecord) -> Device {
-    let mut device = Device::new(OwnedDeviceId::from(record.device_id));
-    device.display_name = record.display_name;
-    device.last_seen_ip = record.last_seen_ip;
-    device.last_seen_ts = record.last_seen_ts.and_then(|ts| UInt::new(ts as u64)).map(MilliSecondsSinceUnixEpoch);
-    device
+/// A device as the spec's schema has it: ruma's `Device` writes an unset display name or IP as
+/// `null`, where the schema has the field absent.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct DeviceJson {
+    device_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ts: Option<u64>,
+}
+
+fn to_device(record: DeviceRecord) -> DeviceJson {
+    DeviceJson {
+        device_id: record.device_id,
+        display_name: record.display_name,
+        last_seen_ip: record.last_seen_ip,
+        last_seen_ts: record.last_seen_ts.and_then(|ts| u64::try_from(ts).ok()),
+    }
 }
 
 /// # `GET /_matrix/client/v3/devices`
 pub(super) async fn list(
     State(state): State<AppState>,
     req: Ruma<get_devices::Request>,
-) -> ApiResult<get_devices::Response> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let devices = state.sessions.devices(&req.identity.user_id).await?;
-    Ok(get_devices::Response::new(devices.into_iter().map(to_device).collect()).into())
+    let devices: Vec<DeviceJson> = devices.into_iter().map(to_device).collect();
+    Ok(Json(serde_json::json!({ "devices": devices })))
 }
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`
 pub(super) async fn get(
     State(state): State<AppState>,
     req: Ruma<get_device::Request>,
-) -> ApiResult<get_device::Response> {
+) -> Result<Json<DeviceJson>, ApiError> {
     let device = state.sessions.device(&req.identity.user_id, req.body.device_id.as_str()).await?;
-    Ok(get_device::Response::new(to_device(device)).into())
+    Ok(Json(to_device(device)))
 }
 
 /// # `PUT /_matrix/client/v3/devices/{deviceId}`
