@@ -512,7 +512,8 @@ impl RoomStore {
         Ok((rows, total))
     }
 
-    /// Users matching `term` who share a room with `searcher` or are in a public room.
+    /// Users matching `term` who share a room with `searcher` or are in a public room: one
+    /// listed in the directory, with a public join rule, or with world-readable history.
     pub async fn search_users(
         &self,
         searcher: &str,
@@ -527,8 +528,15 @@ impl RoomStore {
                  AND (u.user_id = $1 OR EXISTS (
                        SELECT 1 FROM room_memberships m JOIN rooms r USING (room_id)
                        WHERE m.user_id = u.user_id AND m.membership = 'join'
-                         AND (r.is_public OR EXISTS (SELECT 1 FROM room_memberships s
-                              WHERE s.room_id = m.room_id AND s.user_id = $1 AND s.membership = 'join'))))
+                         AND (r.is_public
+                              OR EXISTS (SELECT 1 FROM room_current_state cs JOIN events e USING (event_id)
+                                  WHERE cs.room_id = m.room_id AND cs.state_key = ''
+                                    AND ((cs.event_type = 'm.room.join_rules'
+                                          AND e.pdu::jsonb #>> '{content,join_rule}' = 'public')
+                                      OR (cs.event_type = 'm.room.history_visibility'
+                                          AND e.pdu::jsonb #>> '{content,history_visibility}' = 'world_readable')))
+                              OR EXISTS (SELECT 1 FROM room_memberships s
+                                  WHERE s.room_id = m.room_id AND s.user_id = $1 AND s.membership = 'join'))))
                ORDER BY u.user_id LIMIT $3"#,
             searcher,
             pattern,
