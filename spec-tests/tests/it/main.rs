@@ -16,5 +16,6 @@ mod registration;
 mod room_events;
 mod room_history;
 mod rooms;
+mod schema;
 mod sessions;
 mod sync;

@@ -10,11 +10,11 @@ use std::{
 
 use spec_tests::TestServer;
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
 }
 
-fn require(path: &Path) -> &Path {
+pub(crate) fn require(path: &Path) -> &Path {
     assert!(path.exists(), "{} is missing: run scripts/install-test-clients first", path.display());
     path
 }
