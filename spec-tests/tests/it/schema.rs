@@ -74,9 +74,14 @@ const SEED: &str = "20260101";
 /// schemathesis processes at once (two cores: the server and PostgreSQL need the rest).
 const PARALLEL: usize = 2;
 
-/// Operations left out, with the reason: each is a spec or schemathesis quirk, not a server
-/// bug. `(file, operation id)`.
-const EXCLUDED: &[(&str, &str)] = &[];
+/// Checks switched off for single operations, each a spec quirk rather than a server bug:
+/// `(operation id, check)`.
+const EXCLUDED_CHECKS: &[(&str, &str)] = &[
+    // GET /rooms/{roomId}/state/{eventType}/{stateKey}: the 200 schema is `oneOf: [any object,
+    // ClientEvent]`, so the full event that `?format=event` asks for matches both branches
+    // and fails `oneOf` whatever the server sends (it wants `anyOf`).
+    ("getRoomStateWithKey", "response_schema_conformance"),
+];
 
 /// What one file's run works on: two users, a public room with an alias, a threaded reply and
 /// a state event, and a stored filter.
@@ -170,7 +175,15 @@ fn config(f: &Fixture) -> String {
         toml += &format!("\"path.{param}\" = {{ dictionary = \"{name}\", probability = 0.9 }}\n");
     }
     toml += "\"query.timeout\" = { dictionary = \"timeouts\", probability = 0.95 }\n\n";
-    toml += &format!("[auth.openapi]\naccessTokenBearer = {{ bearer = {:?} }}\n", f.alice.access_token);
+    toml += &format!("[auth.openapi]\naccessTokenBearer = {{ bearer = {:?} }}\n\n", f.alice.access_token);
+    // The strict default set also fails on what no Matrix server does (405 for TRACE, status
+    // codes the spec leaves undocumented); these two are the conformance contract. Set here
+    // rather than by `--checks`, which would override the per-operation exclusions.
+    toml +=
+        "[checks]\nenabled = false\nnot_a_server_error.enabled = true\nresponse_schema_conformance.enabled = true\n";
+    for (operation, check) in EXCLUDED_CHECKS {
+        toml += &format!("\n[[operations]]\ninclude-operation-id = {operation:?}\nchecks.{check}.enabled = false\n");
+    }
     toml
 }
 
@@ -203,18 +216,12 @@ fn run_schemathesis(exe: &Path, file: &'static str, base_url: &str, config: Stri
         .arg("run")
         .arg(&spec)
         .args(["--url", &url])
-        // The strict default set also fails on what no Matrix server does (405 for TRACE,
-        // status codes the spec leaves undocumented); these two are the conformance contract.
-        .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", &EXAMPLES.to_string(), "--seed", seed])
         .args(["--request-timeout", "15", "--generation-database", "none", "--no-color"])
         // Only the configured bearer token: a generated `access_token` query parameter next to
         // the header is refused as mixing both (401 M_MISSING_TOKEN, as in Synapse), which the
         // spec's UIA-shaped 401 schemas cannot describe.
         .args(["--generation-with-security-parameters", "false"]);
-    for (_, operation) in EXCLUDED.iter().filter(|(f, _)| *f == file) {
-        command.args(["--exclude-operation-id", operation]);
-    }
     let started = Instant::now();
     let output = command.output().expect("running schemathesis");
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
