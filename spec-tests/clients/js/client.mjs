@@ -3,29 +3,9 @@
 // Prints `ok <step>` per step; exits 0 only if every step passed. Bounded: 60 s overall.
 // Usage: node client.mjs --url URL --user LOCALPART --password PW [--with-sync]
 import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { args, check, deadline, run } from "./common.mjs";
 
-logger.disableAll?.();
-
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => {
-    if (a.startsWith("--")) acc.push([a.slice(2), all[i + 1]?.startsWith("--") || all[i + 1] === undefined ? true : all[i + 1]]);
-    return acc;
-  }, []),
-);
-
-function check(cond, step, detail = "") {
-  if (!cond) {
-    console.log(`FAIL ${step}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
-    process.exit(1);
-  }
-  console.log(`ok ${step}`);
-}
-
-setTimeout(() => {
-  console.log("FAIL timeout: not finished within 60 s");
-  process.exit(1);
-}, 60_000).unref();
+deadline(60);
 
 async function main() {
   const anon = sdk.createClient({ baseUrl: args.url });
@@ -88,10 +68,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.log(`FAIL unexpected error: ${e?.errcode ?? ""} ${e?.message ?? e}`);
-    process.exit(1);
-  },
-);
+run(main);

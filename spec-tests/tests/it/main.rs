@@ -12,6 +12,7 @@ mod multi_process;
 mod profile;
 mod push_rules;
 mod real_clients;
+mod real_conversations;
 mod registration;
 mod room_events;
 mod room_history;

@@ -1,0 +1,183 @@
+//! Real third-party clients holding a conversation against a real server: two users, each with
+//! its own client instance and its own sync loop, in one client process per scenario. User A
+//! creates a room and invites B; B sees the invite through its sync and joins; A's messages
+//! reach B and B's reply reaches A; A edits (m.replace) and reacts (m.annotation); typing and a
+//! read receipt reach the other side; A redacts a message and B sees it; B leaves and A sees it.
+//! The clients print `ok <step>` lines; afterwards the test reads the room back over HTTP.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use serde_json::Value;
+use spec_tests::{Account, StatusCode, TestServer};
+
+use crate::{
+    real_clients::{repo_root, require},
+    rooms::{enc, room_path, server_with},
+};
+
+/// Steps every conversation script reports, in the order it reports them.
+const CONVERSATION: &[&str] = &[
+    "login a",
+    "login b",
+    "create room",
+    "invite",
+    "invite seen by b",
+    "join",
+    "join seen by a",
+    "room state seen by b",
+    "room version seen by b",
+    "messages received",
+    "messages received in order",
+    "reply received",
+    "reply names its parent",
+    "edit received",
+    "edit replaces the first message",
+    "reaction received",
+    "reaction annotates the reply",
+    "typing seen by b",
+    "typing stop seen by b",
+    "read receipt seen by a",
+    "redact",
+    "redaction seen by b",
+    "history shows the message redacted",
+    "leave",
+    "leave seen by a",
+    "leave seen by b",
+    "room gone from b's joined rooms",
+];
+
+/// What a finished client run left behind: the server (still running), both users and the room.
+struct Conversation {
+    server: TestServer,
+    alice: Account,
+    bob: Account,
+    room: String,
+}
+
+/// Runs `program script --url .. --user-a alice .. --user-b bob .. --room-version V` against a
+/// fresh server with both users registered, asserts every step of [`CONVERSATION`] but those in
+/// `unsupported` (in order), then checks the room's end state through the server's own API.
+async fn converse(program: &Path, script: &Path, room_version: &str, unsupported: &[&str]) -> Conversation {
+    let (server, [alice, bob]) = server_with(["alice", "bob"]).await;
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg(script)
+        .args(["--url", &server.base, "--room-version", room_version])
+        .args(["--user-a", "alice", "--password-a", &alice.password])
+        .args(["--user-b", "bob", "--password-b", &bob.password])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} did not finish within 120 s", script.display()))
+        .expect("running the client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let failure = || {
+        format!(
+            "client {} (room version {room_version}), {}:\n{stdout}\n{}\nserver log:\n{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            server.log()
+        )
+    };
+    assert!(output.status.success(), "{}", failure());
+    let reported: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
+    let mut at = 0;
+    for step in CONVERSATION.iter().filter(|s| !unsupported.contains(s)) {
+        let Some(found) = reported[at..].iter().position(|r| r == step) else {
+            panic!("step {step:?} missing or out of order; {}", failure());
+        };
+        at += found + 1;
+    }
+    let room = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("room "))
+        .unwrap_or_else(|| panic!("no room id reported; {}", failure()))
+        .to_owned();
+    let conversation = Conversation { server, alice, bob, room };
+    conversation.check_end_state(room_version).await;
+    conversation
+}
+
+impl Conversation {
+    /// The room the client made, read back over HTTP: its version, its members, the edit and
+    /// the reaction as relations, the redacted message.
+    async fn check_end_state(&self, room_version: &str) {
+        let Self { server: s, alice, bob, room } = self;
+        let (status, create) = s.get(&room_path(room, "state/m.room.create/"), alice.token()).await;
+        assert_eq!(status, StatusCode::OK, "{create}");
+        assert_eq!(create["room_version"], room_version, "{create}");
+        // Room ids of version 12 are the create event's reference hash, without a server name.
+        assert_eq!(room.contains(':'), room_version != "12", "room id {room} for version {room_version}");
+
+        let (status, members) = s.get(&room_path(room, "joined_members"), alice.token()).await;
+        assert_eq!(status, StatusCode::OK, "{members}");
+        let joined: Vec<&String> = members["joined"].as_object().expect("joined").keys().collect();
+        assert_eq!(joined, [&alice.user_id], "{members}");
+        let (status, member) =
+            s.get(&room_path(room, &format!("state/m.room.member/{}", bob.user_id)), alice.token()).await;
+        assert_eq!((status, member["membership"].as_str()), (StatusCode::OK, Some("leave")), "{member}");
+
+        let (status, page) = s.get(&room_path(room, "messages?dir=b&limit=50"), alice.token()).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let events = page["chunk"].as_array().expect("chunk");
+        let texts: Vec<&Value> =
+            events.iter().filter(|e| e["type"] == "m.room.message" && e["sender"] == alice.user_id.as_str()).collect();
+        let body = |e: &Value| e["content"]["body"].as_str().map(str::to_owned);
+        // Newest first: the edit, then the three originals (the second one redacted).
+        let bodies: Vec<Option<String>> = texts.iter().map(|e| body(e)).collect();
+        assert_eq!(bodies.len(), 4, "{bodies:?}");
+        assert_eq!(bodies[1].as_deref(), Some("third message"), "{bodies:?}");
+        assert_eq!(bodies[2], None, "the redacted message keeps no body: {:?}", texts[2]);
+        assert!(texts[2]["unsigned"]["redacted_because"].is_object(), "{}", texts[2]);
+        let first = texts[3]["event_id"].as_str().expect("event_id");
+
+        let relations = format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(room), enc(first));
+        let (status, edits) = s.get(&format!("{relations}/m.replace"), alice.token()).await;
+        assert_eq!(status, StatusCode::OK, "{edits}");
+        assert_eq!(edits["chunk"].as_array().map(Vec::len), Some(1), "{edits}");
+        let reactions: Vec<&Value> = events.iter().filter(|e| e["type"] == "m.reaction").collect();
+        assert_eq!(reactions.len(), 1, "{reactions:?}");
+        assert_eq!(reactions[0]["content"]["m.relates_to"]["rel_type"], "m.annotation");
+    }
+}
+
+#[tokio::test]
+async fn matrix_nio_conversation_v11() {
+    let python = repo_root().join(".test-clients/venv/bin/python");
+    let script = repo_root().join("spec-tests/clients/nio_conversation.py");
+    converse(require(&python), &script, "11", &[]).await;
+}
+
+#[tokio::test]
+async fn matrix_nio_conversation_v12() {
+    let python = repo_root().join(".test-clients/venv/bin/python");
+    let script = repo_root().join("spec-tests/clients/nio_conversation.py");
+    // matrix-nio 0.26 cannot parse a left room of version 12 in its sync (see the script).
+    converse(require(&python), &script, "12", &["leave seen by b"]).await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_conversation_v11() {
+    require(&repo_root().join(".test-clients/node/node_modules/matrix-js-sdk"));
+    converse(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "11", &[]).await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_conversation_v12() {
+    require(&repo_root().join(".test-clients/node/node_modules/matrix-js-sdk"));
+    converse(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "12", &[]).await;
+}
+
+/// matrix-nio posts `join/{roomIdOrAlias}` without a body; an empty body reads as `{}`.
+#[tokio::test]
+async fn join_with_an_empty_body() {
+    let (s, [alice, bob]) = server_with(["alice", "bob"]).await;
+    let room = crate::rooms::create_room(&s, &alice, serde_json::json!({"preset": "public_chat"})).await;
+    let (status, body) =
+        s.raw("POST", &format!("/_matrix/client/v3/join/{}", enc(&room)), bob.token(), Vec::new()).await;
+    assert_eq!((status, body["room_id"].as_str()), (StatusCode::OK, Some(room.as_str())), "{body}");
+    let (status, body) = s.raw("POST", &room_path(&room, "leave"), bob.token(), Vec::new()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
