@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeMap,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
@@ -81,6 +81,37 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
+const SHARED_SECRET: &str = "test-shared-secret";
+
+/// Starts `poststelle serve` on a database and data directory, its output appended to `log`.
+fn spawn(data_dir: &Path, database_url: &str, port: u16, log: &Path, env: &BTreeMap<String, String>) -> Child {
+    let log = || std::fs::File::options().create(true).append(true).open(log).expect("log file");
+    let mut command = Command::new(binary());
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("POSTSTELLE_SERVER_NAME", "localhost")
+        .env("POSTSTELLE_DATA_DIR", data_dir)
+        .env("POSTSTELLE_DATABASE__URL", database_url)
+        .env("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "4")
+        .env("POSTSTELLE_LISTENERS__CLIENT__ADDR", format!("127.0.0.1:{port}"))
+        .env("POSTSTELLE_REGISTRATION__ENABLED", "true")
+        .env("POSTSTELLE_REGISTRATION__SHARED_SECRET", SHARED_SECRET)
+        .env("POSTSTELLE_RATE_LIMITS__ENABLED", "false")
+        // Cheap hashes keep tests fast; the cost is configuration, not code.
+        .env("POSTSTELLE_LOGIN__ARGON2_MEMORY_KIB", "256")
+        .env("POSTSTELLE_LOGIN__ARGON2_ITERATIONS", "1")
+        .env("POSTSTELLE_LOG", "info,poststelle_server=debug")
+        .stdin(Stdio::null())
+        .stdout(log())
+        .stderr(log());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().expect("spawning poststelle")
+}
+
 /// A running homeserver process.
 pub struct TestServer {
     child: Child,
@@ -90,6 +121,9 @@ pub struct TestServer {
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
     log: PathBuf,
+    /// The database this server runs on (a restart starts the next process on it).
+    pub database_url: String,
+    env: BTreeMap<String, String>,
 }
 
 /// Options for a test server; `env` entries are `POSTSTELLE_*` overrides.
@@ -120,43 +154,35 @@ impl TestServer {
         };
         let data_dir = tempfile::Builder::new().prefix("poststelle-test").tempdir().expect("temp dir");
         let port = free_port();
-        let shared_secret = "test-shared-secret".to_owned();
         let log = data_dir.path().join("server.log");
-        let mut command = Command::new(binary());
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("POSTSTELLE_SERVER_NAME", "localhost")
-            .env("POSTSTELLE_DATA_DIR", data_dir.path())
-            .env("POSTSTELLE_DATABASE__URL", &database_url)
-            .env("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "4")
-            .env("POSTSTELLE_LISTENERS__CLIENT__ADDR", format!("127.0.0.1:{port}"))
-            .env("POSTSTELLE_REGISTRATION__ENABLED", "true")
-            .env("POSTSTELLE_REGISTRATION__SHARED_SECRET", &shared_secret)
-            .env("POSTSTELLE_RATE_LIMITS__ENABLED", "false")
-            // Cheap hashes keep tests fast; the cost is configuration, not code.
-            .env("POSTSTELLE_LOGIN__ARGON2_MEMORY_KIB", "256")
-            .env("POSTSTELLE_LOGIN__ARGON2_ITERATIONS", "1")
-            .env("POSTSTELLE_LOG", "info,poststelle_server=debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::options().append(true).open(&log).expect("log file"));
-        for (k, v) in &options.env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("spawning poststelle");
+        let child = spawn(data_dir.path(), &database_url, port, &log, &options.env);
         let server = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             server_name: "localhost".to_owned(),
-            shared_secret,
+            shared_secret: SHARED_SECRET.to_owned(),
             data_dir,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
             log,
+            database_url,
+            env: options.env,
         };
         server.wait_healthy().await;
         server
+    }
+
+    /// Starts the server again, on the same database and data directory and a new port, once
+    /// the current process has exited (after `stop()` or a `signal`; waits up to 30 s for it).
+    pub async fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(Instant::now() < deadline, "the server process did not exit, so it cannot restart");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let port = free_port();
+        self.child = spawn(self.data_dir.path(), &self.database_url, port, &self.log, &self.env);
+        self.base = format!("http://127.0.0.1:{port}");
+        self.wait_healthy().await;
     }
 
     async fn wait_healthy(&self) {

@@ -41,6 +41,13 @@ impl AccountDataService {
         Ok(())
     }
 
+    /// Moves the user's read marker in a room: `m.fully_read`, which clients set through
+    /// `/read_markers` or a receipt, never as account data.
+    pub async fn set_fully_read(&self, user_id: &str, room_id: &str, event_id: &str) -> ServiceResult<()> {
+        self.storage.account_data.set(user_id, room_id, "m.fully_read", &json!({ "event_id": event_id })).await?;
+        Ok(())
+    }
+
     pub async fn get(&self, user_id: &str, room_id: &str, data_type: &str) -> ServiceResult<JsonValue> {
         if data_type == PUSH_RULES_TYPE && room_id.is_empty() {
             let user = UserId::parse(user_id).map_err(|e| ServiceError::Internal(e.to_string()))?;

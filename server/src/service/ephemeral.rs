@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use serde_json::{Value as JsonValue, json};
+use serde_json::Value as JsonValue;
 
 use super::{ServiceError, ServiceResult, account_data::AccountDataService, typing::TypingService};
 use crate::storage::{Storage, now_ms};
@@ -68,10 +68,10 @@ impl EphemeralService {
         self.require_joined(room_id, user_id).await?;
         let event = self.storage.rooms.event(event_id).await?.filter(|e| e.room_id == room_id);
         let event = event.ok_or_else(|| ServiceError::NotFound(format!("{event_id} is not in {room_id}")))?;
+        if receipt_type == "m.fully_read" && !thread.is_empty() {
+            return Err(ServiceError::InvalidParam("m.fully_read cannot be threaded".into()));
+        }
         if !thread.is_empty() && thread != "main" {
-            if receipt_type == "m.fully_read" {
-                return Err(ServiceError::InvalidParam("m.fully_read cannot be threaded".into()));
-            }
             // A threaded receipt must be for an event of that thread (or the root itself).
             let in_thread = event.event_id == thread
                 || self
@@ -85,7 +85,7 @@ impl EphemeralService {
             }
         }
         if receipt_type == "m.fully_read" {
-            return self.account_data.set(user_id, room_id, "m.fully_read", &json!({ "event_id": event_id })).await;
+            return self.account_data.set_fully_read(user_id, room_id, event_id).await;
         }
         self.storage.ephemeral.put_receipt(room_id, user_id, receipt_type, thread, event_id, now_ms()).await?;
         Ok(())

@@ -253,9 +253,9 @@ impl SyncService {
                 OwnedRoomId::try_from(m.room_id.as_str()).map_err(|e| ServiceError::Internal(e.to_string()))?;
             match m.membership.as_str() {
                 "join" => {
-                    let full = req.full_state || changed_membership;
-                    let room =
-                        self.joined_room(req, &m.room_id, since, now, full, viewer, &rules, &displayname).await?;
+                    let room = self
+                        .joined_room(req, &m.room_id, since, now, changed_membership, viewer, &rules, &displayname)
+                        .await?;
                     if let Some(room) = room {
                         response.rooms.join.insert(room_id, room);
                     }
@@ -295,9 +295,11 @@ impl SyncService {
 
         // Account data (global and per room).
         let since_ad = since.map_or(0, |s| s.account_data);
+        let mut push_rules_sent = false;
         for entry in self.storage.account_data.changed_since(user, since_ad).await? {
             let event = json!({"type": entry.data_type, "content": entry.content});
             if entry.room_id.is_empty() {
+                push_rules_sent |= entry.data_type == "m.push_rules";
                 if req.filter.account_data.allows_type(&entry.data_type) {
                     response.account_data.events.push(raw(&event));
                 }
@@ -314,6 +316,12 @@ impl SyncService {
                 room.account_data.events.push(raw(&event));
                 response.rooms.join.insert(room_id, room);
             }
+        }
+
+        // The push rules are stored once the user changes one; until then an initial sync
+        // carries the defaults.
+        if since.is_none() && !push_rules_sent && req.filter.account_data.allows_type("m.push_rules") {
+            response.account_data.events.push(raw(&json!({"type": "m.push_rules", "content": {"global": rules}})));
         }
 
         // Receipts and typing for joined rooms.
@@ -352,6 +360,30 @@ impl SyncService {
                     e.events = events;
                     e
                 };
+            }
+        }
+
+        // Rooms here only for receipts, typing or account data still get their unread counts (a
+        // receipt from another device clears them).
+        for (room_id, room) in &mut response.rooms.join {
+            if room.unread_notifications.notification_count.is_none() {
+                let members = self.storage.rooms.members(room_id.as_str()).await?;
+                let joined_n = members.iter().filter(|m| m.membership == "join").count();
+                let current = self.storage.rooms.current_state(room_id.as_str()).await?;
+                let (notifications, highlights, threads) = self
+                    .unread_counts(
+                        room_id.as_str(),
+                        user,
+                        joined_n,
+                        &rules,
+                        &displayname,
+                        &current,
+                        req.filter.timeline.unread_thread_notifications,
+                    )
+                    .await?;
+                room.unread_notifications.notification_count = Some(uint(notifications));
+                room.unread_notifications.highlight_count = Some(uint(highlights));
+                room.unread_thread_notifications = threads;
             }
         }
 
@@ -425,12 +457,16 @@ impl SyncService {
         room_id: &str,
         since: Option<SyncToken>,
         now: SyncToken,
-        full: bool,
+        changed_membership: bool,
         viewer: Viewer<'_>,
         push_rules: &ruma::push::Ruleset,
         displayname: &str,
     ) -> ServiceResult<Option<JoinedRoom>> {
-        let from = if full { 0 } else { since.map_or(0, |s| s.events) };
+        // All state for a (re)joined room or a `full_state` request; the timeline goes back before
+        // `since` only for a (re)joined room (spec: with `full_state` "the timeline will still be
+        // limited by the since parameter").
+        let full = req.full_state || changed_membership;
+        let from = if changed_membership { 0 } else { since.map_or(0, |s| s.events) };
         let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
         let room_rules = self.rooms.rules_of(room_id).await?;
         // Newest first, one more than the limit to learn whether the timeline is limited.
@@ -476,13 +512,18 @@ impl SyncService {
         let state_rows: Vec<&EventRow> = current
             .iter()
             .filter(|r| !timeline_ids.contains(r.event_id.as_str()))
-            .filter(|r| full || (r.stream_ordering > from && r.stream_ordering < first_pos))
-            .filter(|r| req.filter.state.allows(r))
             .filter(|r| {
-                !req.filter.state.lazy_load_members
-                    || r.event_type != "m.room.member"
-                    || r.state_key.as_deref().is_some_and(|k| senders.contains(k) || k == viewer.user_id)
+                let in_gap = r.stream_ordering > from && r.stream_ordering < first_pos;
+                if !req.filter.state.lazy_load_members || r.event_type != "m.room.member" {
+                    return full || in_gap;
+                }
+                // Lazy-loaded members: the timeline's senders (the client may not know them yet;
+                // redundant ones are allowed), the user's own membership with full state, and
+                // every membership change in the gap of an incremental sync (spec: MUST).
+                let key = r.state_key.as_deref().unwrap_or_default();
+                senders.contains(key) || (full && key == viewer.user_id) || (!full && in_gap)
             })
+            .filter(|r| req.filter.state.allows(r))
             .collect();
         let state: Vec<JsonValue> = state_rows
             .iter()

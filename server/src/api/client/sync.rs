@@ -18,6 +18,11 @@ pub(super) async fn sync_events(State(state): State<AppState>, req: Ruma<sync::R
     let filter = match &b.filter {
         None => SyncFilter::default(),
         Some(sync::Filter::FilterDefinition(def)) => SyncFilter::from_json(&to_value(def)?)?,
+        // A value starting with `{` is inline JSON (spec), so one ruma could not read is bad JSON,
+        // not an unknown filter id.
+        Some(sync::Filter::FilterId(id)) if id.starts_with('{') => {
+            return Err(crate::http::error::ApiError::bad_json(format!("invalid filter: {id}")));
+        }
         Some(sync::Filter::FilterId(id)) => {
             SyncFilter::from_json(&state.account_data.filter(&req.identity.user_id, id).await?)?
         }
