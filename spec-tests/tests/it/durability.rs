@@ -6,6 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -135,17 +136,20 @@ async fn acknowledged_events_survive_kill_9() {
     // A second crash, this time with sends in flight: what was acknowledged is there, and every
     // transaction, retried after the restart, ends up stored exactly once.
     let users = [&alice, &bob];
+    let progress = [AtomicUsize::new(0), AtomicUsize::new(0)];
     let acked: Vec<Vec<(String, String)>> = {
         let senders = users.iter().enumerate().map(|(u, who)| {
             let s = &s;
             let room = room.as_str();
+            let progress = &progress[u];
             async move {
                 let mut acked = Vec::new();
                 for i in 0..500 {
                     let txn = format!("f{u}-{i}");
                     match try_send_txn(s, who, room, &txn, &txn).await {
                         Some((StatusCode::OK, body)) => {
-                            acked.push((txn, body["event_id"].as_str().unwrap().to_owned()))
+                            acked.push((txn, body["event_id"].as_str().unwrap().to_owned()));
+                            progress.fetch_add(1, Ordering::Relaxed);
                         }
                         Some((status, body)) => panic!("{txn}: {status} {body}"),
                         None => break,
@@ -154,8 +158,12 @@ async fn acknowledged_events_survive_kill_9() {
                 acked
             }
         });
+        // The kill lands once both senders are under way.
         let killer = async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while progress.iter().any(|p| p.load(Ordering::Relaxed) < 5) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             signal(s.pid(), "KILL");
         };
         let (acked, ()) = tokio::join!(join_all(senders), killer);
