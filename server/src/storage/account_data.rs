@@ -27,6 +27,11 @@ impl AccountDataStore {
     /// Sets `data_type` for the user (`room_id` empty: global); returns the new stream position.
     pub async fn set(&self, user_id: &str, room_id: &str, data_type: &str, content: &JsonValue) -> StorageResult<i64> {
         let mut tx = self.pool.begin().await?;
+        // One writer per user at a time: positions are then committed in the order they were
+        // drawn, so a sync that has seen position n never misses an entry below n.
+        sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('account_data:' || $1, 0))", user_id)
+            .execute(&mut *tx)
+            .await?;
         let pos = sqlx::query_scalar!(
             "INSERT INTO account_data (user_id, room_id, data_type, content)
              VALUES ($1, $2, $3, $4)
