@@ -10,12 +10,7 @@ import sys
 from nio import (AsyncClient, LoginResponse, ProfileGetDisplayNameResponse, SyncResponse,
                  UploadFilterResponse, WhoamiResponse)
 
-
-def check(cond, step, detail=""):
-    if not cond:
-        print(f"FAIL {step}: {detail}")
-        sys.exit(1)
-    print(f"ok {step}")
+from interop import check
 
 
 async def run(args):

@@ -7,10 +7,9 @@ Every observation comes from the observer's own `sync_forever` loop and event ca
 
 Prints `ok <step>` per step (and `room <room id>` once) and exits 0 only if every step passed.
 Bounded: each wait 15 s, 90 s overall.
-Usage: nio_conversation.py --url URL --user-a LOCALPART --password-a PW
+Usage: nio_conversation.py --url URL --server-name NAME --user-a LOCALPART --password-a PW
                            --user-b LOCALPART --password-b PW --room-version V
 """
-import argparse
 import asyncio
 import sys
 
@@ -21,14 +20,9 @@ from nio import (AsyncClient, InviteMemberEvent, JoinedRoomsResponse, JoinRespon
                  SyncResponse, TypingNoticeEvent, UpdateReceiptMarkerResponse)
 from nio.api import ReceiptType
 
+from interop import check, conversation_args
+
 WAIT = 15
-
-
-def check(cond, step, detail=""):
-    if not cond:
-        print(f"FAIL {step}: {detail}", flush=True)
-        sys.exit(1)
-    print(f"ok {step}", flush=True)
 
 
 class Party:
@@ -60,9 +54,9 @@ class Party:
         self.client.add_ephemeral_callback(on_ephemeral, (TypingNoticeEvent, ReceiptEvent))
         self.client.add_response_callback(on_sync, SyncResponse)
 
-    async def login(self, password, step):
+    async def login(self, password, user_id, step):
         login = await self.client.login(password, device_name="nio conversation")
-        check(isinstance(login, LoginResponse), step, login)
+        check(isinstance(login, LoginResponse) and login.user_id == user_id, step, login)
         # The first sync returns at once; later ones long-poll, so every step below also checks
         # that the server wakes a waiting sync for the event in question.
         first = await self.client.sync(timeout=0, full_state=True)
@@ -121,8 +115,8 @@ async def run(args):
     a, b = Party(args.url, args.user_a), Party(args.url, args.user_b)
     PARTIES.extend([a, b])
     try:
-        await a.login(args.password_a, "login a")
-        await b.login(args.password_b, "login b")
+        await a.login(args.password_a, f"@{args.user_a}:{args.server_name}", "login a")
+        await b.login(args.password_b, f"@{args.user_b}:{args.server_name}", "login b")
         a_id, b_id = a.client.user_id, b.client.user_id
 
         created = await a.client.room_create(name="nio conversation", topic="interop",
@@ -243,11 +237,7 @@ async def run(args):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    for flag in ("--url", "--user-a", "--password-a", "--user-b", "--password-b",
-                 "--room-version"):
-        parser.add_argument(flag, required=True)
-    args = parser.parse_args()
+    args = conversation_args()
     try:
         asyncio.run(asyncio.wait_for(run(args), timeout=90))
     except asyncio.TimeoutError:

@@ -8,7 +8,7 @@
 //
 // Prints `ok <step>` per step (and `room <room id>` once); exits 0 only if every step passed.
 // Bounded: each wait 15 s, 90 s overall.
-// Usage: node conversation.mjs --url URL --user-a LOCALPART --password-a PW
+// Usage: node conversation.mjs --url URL --server-name NAME --user-a LOCALPART --password-a PW
 //                              --user-b LOCALPART --password-b PW --room-version V
 import * as sdk from "matrix-js-sdk";
 import { args, check, deadline, run } from "./common.mjs";
@@ -79,9 +79,9 @@ function timelineEvent(p, roomId, pred) {
 
 async function main() {
   const a = await party(args["user-a"], args["password-a"]);
-  check(a.userId.startsWith(`@${args["user-a"]}:`), "login a", a.userId);
+  check(a.userId === `@${args["user-a"]}:${args["server-name"]}`, "login a", a.userId);
   const b = await party(args["user-b"], args["password-b"]);
-  check(b.userId.startsWith(`@${args["user-b"]}:`), "login b", b.userId);
+  check(b.userId === `@${args["user-b"]}:${args["server-name"]}`, "login b", b.userId);
 
   const { room_id: roomId } = await a.client.createRoom({
     name: "js-sdk conversation",

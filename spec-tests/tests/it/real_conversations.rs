@@ -46,6 +46,24 @@ const CONVERSATION: &[&str] = &[
     "room gone from b's joined rooms",
 ];
 
+/// Steps of matrix-commander's shorter round trip (see `commander_conversation.py`).
+const ROUND_TRIP: &[&str] = &[
+    "login a",
+    "login b",
+    "create room",
+    "invite",
+    "invite seen by b",
+    "join",
+    "room state seen by b",
+    "room version seen by b",
+    "message received by b",
+    "reply received by a",
+    "nothing new for b",
+    "joined members",
+    "leave",
+    "leave seen by a",
+];
+
 /// What a finished client run left behind: the server (still running), both users and the room.
 struct Conversation {
     server: TestServer,
@@ -54,15 +72,15 @@ struct Conversation {
     room: String,
 }
 
-/// Runs `program script --url .. --user-a alice .. --user-b bob .. --room-version V` against a
-/// fresh server with both users registered, asserts every step of [`CONVERSATION`] but those in
-/// `unsupported` (in order), then checks the room's end state through the server's own API.
-async fn converse(program: &Path, script: &Path, room_version: &str, unsupported: &[&str]) -> Conversation {
+/// Runs `program script --url .. --server-name .. --user-a alice .. --user-b bob ..
+/// --room-version V` against a fresh server with both users registered, asserts that it
+/// reports every one of `steps` in order, and checks the members it left behind.
+async fn converse(program: &Path, script: &Path, room_version: &str, steps: &[&str]) -> Conversation {
     let (server, [alice, bob]) = server_with(["alice", "bob"]).await;
     let mut command = tokio::process::Command::new(program);
     command
         .arg(script)
-        .args(["--url", &server.base, "--room-version", room_version])
+        .args(["--url", &server.base, "--server-name", &server.server_name, "--room-version", room_version])
         .args(["--user-a", "alice", "--password-a", &alice.password])
         .args(["--user-b", "bob", "--password-b", &bob.password])
         .stdin(Stdio::null())
@@ -84,7 +102,7 @@ async fn converse(program: &Path, script: &Path, room_version: &str, unsupported
     assert!(output.status.success(), "{}", failure());
     let reported: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
     let mut at = 0;
-    for step in CONVERSATION.iter().filter(|s| !unsupported.contains(s)) {
+    for step in steps {
         let Some(found) = reported[at..].iter().position(|r| r == step) else {
             panic!("step {step:?} missing or out of order; {}", failure());
         };
@@ -96,14 +114,20 @@ async fn converse(program: &Path, script: &Path, room_version: &str, unsupported
         .unwrap_or_else(|| panic!("no room id reported; {}", failure()))
         .to_owned();
     let conversation = Conversation { server, alice, bob, room };
-    conversation.check_end_state(room_version).await;
+    conversation.check_members(room_version).await;
     conversation
 }
 
+/// The whole conversation: every step of [`CONVERSATION`] but those in `unsupported`, then the
+/// room's events read back over HTTP.
+async fn full_conversation(program: &Path, script: &Path, room_version: &str, unsupported: &[&str]) {
+    let steps: Vec<&str> = CONVERSATION.iter().copied().filter(|s| !unsupported.contains(s)).collect();
+    converse(program, script, room_version, &steps).await.check_events().await;
+}
+
 impl Conversation {
-    /// The room the client made, read back over HTTP: its version, its members, the edit and
-    /// the reaction as relations, the redacted message.
-    async fn check_end_state(&self, room_version: &str) {
+    /// The room's version and id form, and its members: only A is joined, B has left.
+    async fn check_members(&self, room_version: &str) {
         let Self { server: s, alice, bob, room } = self;
         let (status, create) = s.get(&room_path(room, "state/m.room.create/"), alice.token()).await;
         assert_eq!(status, StatusCode::OK, "{create}");
@@ -118,7 +142,11 @@ impl Conversation {
         let (status, member) =
             s.get(&room_path(room, &format!("state/m.room.member/{}", bob.user_id)), alice.token()).await;
         assert_eq!((status, member["membership"].as_str()), (StatusCode::OK, Some("leave")), "{member}");
+    }
 
+    /// The conversation's events: the edit and the reaction as relations, the redacted message.
+    async fn check_events(&self) {
+        let Self { server: s, alice, room, .. } = self;
         let (status, page) = s.get(&room_path(room, "messages?dir=b&limit=50"), alice.token()).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let events = page["chunk"].as_array().expect("chunk");
@@ -147,7 +175,7 @@ impl Conversation {
 async fn matrix_nio_conversation_v11() {
     let python = repo_root().join(".test-clients/venv/bin/python");
     let script = repo_root().join("spec-tests/clients/nio_conversation.py");
-    converse(require(&python), &script, "11", &[]).await;
+    full_conversation(require(&python), &script, "11", &[]).await;
 }
 
 #[tokio::test]
@@ -155,19 +183,39 @@ async fn matrix_nio_conversation_v12() {
     let python = repo_root().join(".test-clients/venv/bin/python");
     let script = repo_root().join("spec-tests/clients/nio_conversation.py");
     // matrix-nio 0.26 cannot parse a left room of version 12 in its sync (see the script).
-    converse(require(&python), &script, "12", &["leave seen by b"]).await;
+    full_conversation(require(&python), &script, "12", &["leave seen by b"]).await;
 }
 
 #[tokio::test]
 async fn matrix_js_sdk_conversation_v11() {
     require(&repo_root().join(".test-clients/node/node_modules/matrix-js-sdk"));
-    converse(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "11", &[]).await;
+    full_conversation(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "11", &[]).await;
 }
 
 #[tokio::test]
 async fn matrix_js_sdk_conversation_v12() {
     require(&repo_root().join(".test-clients/node/node_modules/matrix-js-sdk"));
-    converse(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "12", &[]).await;
+    full_conversation(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "12", &[]).await;
+}
+
+/// matrix-commander cannot create rooms of another version than the server's default, 11.
+#[tokio::test]
+async fn matrix_commander_round_trip() {
+    let python = repo_root().join(".test-clients/venv/bin/python");
+    require(&repo_root().join(".test-clients/venv/bin/matrix-commander"));
+    let script = repo_root().join("spec-tests/clients/commander_conversation.py");
+    let c = converse(require(&python), &script, "11", ROUND_TRIP).await;
+    let (status, page) = c.server.get(&room_path(&c.room, "messages?dir=f&limit=50"), c.alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let texts: Vec<(&str, &str)> = page["chunk"]
+        .as_array()
+        .expect("chunk")
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| (e["sender"].as_str().unwrap_or_default(), e["content"]["body"].as_str().unwrap_or_default()))
+        .collect();
+    let expected = [(c.alice.user_id.as_str(), "hello from matrix-commander"), (c.bob.user_id.as_str(), "a reply")];
+    assert_eq!(texts, expected, "{page}");
 }
 
 /// matrix-nio posts `join/{roomIdOrAlias}` without a body; an empty body reads as `{}`.
