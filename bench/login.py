@@ -15,26 +15,14 @@ The server's login rate limits must be raised or off, or most requests get 429 (
 import argparse
 import http.client
 import json
-import math
 import statistics
 import sys
 import threading
 import time
-import urllib.parse
 from collections import Counter
 
+from _common import connect, loadavg, percentile_ms, wait_for_server
 from register import call, register
-
-
-def connect(url):
-    u = urllib.parse.urlsplit(url)
-    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-    return cls(u.hostname, u.port, timeout=60)
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def level(a, concurrency):
@@ -78,7 +66,6 @@ def level(a, concurrency):
         t.join()
     elapsed = time.monotonic() - start
     latencies.sort()
-    pct = lambda q: round(latencies[math.ceil(q * len(latencies)) - 1] * 1000, 1) if latencies else None
     if last_token[0] and not a.keep_devices:
         status, _ = call(f"{a.url}/_matrix/client/v3/logout/all", "POST", {}, last_token[0])
         if status != 200:
@@ -87,7 +74,8 @@ def level(a, concurrency):
             "errors": {str(k): v for k, v in statuses.items() if k != 200},
             "logins_per_s": round(len(latencies) / elapsed, 2),
             "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-            "p95_ms": pct(0.95), "max_ms": pct(1.0), "loadavg_before": load, "loadavg_after": loadavg()}
+            "p95_ms": percentile_ms(latencies, 0.95), "max_ms": percentile_ms(latencies, 1.0),
+            "loadavg_before": load, "loadavg_after": loadavg()}
 
 
 def main():
@@ -106,15 +94,7 @@ def main():
     a = p.parse_args()
     a.url = a.url.rstrip("/")
 
-    for _ in range(int(a.wait * 10)):  # the server may still be starting
-        try:
-            if call(f"{a.url}/_matrix/client/versions")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.1)
-    else:
-        raise SystemExit(f"no 200 from {a.url}/_matrix/client/versions within {a.wait} s")
+    wait_for_server(a.url, a.wait)
     if a.register_secret:
         register(a.url, a.register_secret, a.user, a.password)
     # One untimed login: checks the credentials (and warms up the server's caches).

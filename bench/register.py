@@ -33,6 +33,12 @@ def call(url, method="GET", body=None, token=None):
 
 def register(base, secret, user, password, admin=False):
     """Returns the new user's ID, or None if the user already existed."""
+    body = register_account(base, secret, user, password, admin)
+    return body["user_id"] if body else None
+
+
+def register_account(base, secret, user, password, admin=False):
+    """Returns the server's answer (user_id, access_token, device_id), or None if the user already existed."""
     endpoint = f"{base}/_synapse/admin/v1/register"
     status, body = call(endpoint)
     if status != 200:
@@ -43,7 +49,7 @@ def register(base, secret, user, password, admin=False):
     status, body = call(endpoint, "POST", {"nonce": nonce, "username": user, "password": password,
                                            "admin": admin, "mac": mac})
     if status == 200:
-        return body["user_id"]
+        return body
     if isinstance(body, dict) and body.get("errcode") == "M_USER_IN_USE":
         return None
     raise SystemExit(f"POST {endpoint}: {status} {body}")

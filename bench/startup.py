@@ -28,63 +28,7 @@ import subprocess
 import time
 import urllib.request
 
-WRAPPERS = {"sh", "bash", "dash", "zsh", "env", "runuser", "su", "sudo", "setsid", "nice", "timeout", "taskset"}
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def proc_info(pid):
-    """(comm, ppid, rss_kib, pss_kib) or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        rss = pss = 0
-        with open(f"/proc/{pid}/status") as f:
-            rss = next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                pss = next((int(line.split()[1]) for line in f if line.startswith("Pss:")), 0)
-        except OSError:
-            pass
-    except OSError:
-        return None
-    comm = stat[stat.index("(") + 1:stat.rindex(")")]
-    return comm, int(stat[stat.rindex(")") + 2:].split()[1]), rss, pss
-
-
-def tree(root):
-    """PIDs of root and all its descendants, root first."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (info := proc_info(int(entry))):
-            children.setdefault(info[1], []).append(int(entry))
-    out, todo = [], [root]
-    while todo and len(out) < 10000:
-        pid = todo.pop(0)
-        out.append(pid)
-        todo.extend(sorted(children.get(pid, [])))
-    return out, children
-
-
-def server_pid(leader, children):
-    """Skip wrapper processes (the shell running --cmd, runuser, ...) that have a single child."""
-    pid = leader
-    for _ in range(20):
-        info, kids = proc_info(pid), children.get(pid, [])
-        if not info or info[0] not in WRAPPERS or len(kids) != 1:
-            break
-        pid = kids[0]
-    return pid
-
-
-def measure(pids):
-    rows = [(pid, *info) for pid in pids if (info := proc_info(pid))]
-    return {"rss_mib": round(sum(r[3] for r in rows) / 1024, 1), "pss_mib": round(sum(r[4] for r in rows) / 1024, 1),
-            "processes": [f"{pid} {comm} rss={rss // 1024}M" for pid, comm, _, rss, _ in rows]}
-
+from _common import loadavg, measure, server_pid, tree
 
 def group_alive(pgid):
     """Live (non-zombie) members of process group pgid. Orphaned zombies are reaped by init, late."""

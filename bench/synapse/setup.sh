@@ -58,6 +58,9 @@ c.update({
     "trusted_key_servers": [], "suppress_key_server_warning": True, "report_stats": False,
     "rc_login": {"address": high, "account": high, "failed_attempts": high},
     "rc_registration": high, "rc_message": high,
+    # For bench/messages.py: users join rooms and create many rooms in a short time.
+    "rc_joins": {"local": high, "remote": high}, "rc_joins_per_room": high, "rc_room_creation": high,
+    "rc_invites": {"per_room": high, "per_user": high, "per_issuer": high},
 })
 yaml.safe_dump(c, open(path, "w"))
 PY

@@ -19,14 +19,14 @@ stop() {  # stop PID SIGNAL NAME
 
 if [ -f "$dir/synapse.pid" ]; then
   pid="$(cat "$dir/synapse.pid")"
-  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q synapse.app.homeserver; then
+  if tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q synapse.app.homeserver; then
     stop "$pid" TERM synapse
   fi
   rm -f "$dir/synapse.pid"
 fi
 if [ -f "$dir/pg/data/postmaster.pid" ]; then
   pid="$(head -1 "$dir/pg/data/postmaster.pid")"
-  if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q postgres; then
+  if tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q postgres; then
     stop "$pid" INT postgres
   fi
 fi
