@@ -2,7 +2,8 @@
 //! Tokens are opaque vectors of positions, `s<events>_<receipts>_<to_device>_<account_data>_<typing>`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
     time::Duration,
 };
@@ -145,7 +146,34 @@ pub struct SyncService {
     account_data: Arc<AccountDataService>,
     typing: Arc<TypingService>,
     notifier: Arc<Notifier>,
+    /// Unread counts per (user, room, per-thread) as last computed, so the next sync only
+    /// evaluates push rules for the events after them.
+    unread: std::sync::Mutex<HashMap<(String, String, bool), UnreadCache>>,
 }
+
+/// Unread counts computed for the events in `(from, upto]`.
+#[derive(Clone, Debug)]
+struct UnreadCache {
+    from: i64,
+    upto: i64,
+    /// The push rules and display name they were computed with.
+    fingerprint: u64,
+    counts: (usize, usize),
+    threads: BTreeMap<OwnedEventId, UnreadNotificationsCount>,
+}
+
+/// What unread counts depend on besides the events: the push rules and the display name.
+fn push_fingerprint(rules: &ruma::push::Ruleset, displayname: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(rules).unwrap_or_default().hash(&mut h);
+    displayname.hash(&mut h);
+    h.finish()
+}
+
+/// Entries kept at most; the cache is dropped as a whole beyond that.
+const MAX_UNREAD_CACHE: usize = 100_000;
+/// Events evaluated per room and sync at most.
+const MAX_UNREAD_EVENTS: i64 = 500;
 
 fn raw<T>(v: &JsonValue) -> Raw<T> {
     Raw::from_json(
@@ -166,7 +194,7 @@ impl SyncService {
         typing: Arc<TypingService>,
         notifier: Arc<Notifier>,
     ) -> Self {
-        Self { storage, rooms, account_data, typing, notifier }
+        Self { storage, rooms, account_data, typing, notifier, unread: std::sync::Mutex::default() }
     }
 
     async fn positions(&self, user_id: &str) -> ServiceResult<SyncToken> {
@@ -593,9 +621,20 @@ impl SyncService {
         let read = self.storage.ephemeral.read_up_to(room_id, user).await?.unwrap_or(0);
         let own_join = self.storage.rooms.membership(room_id, user).await?.map_or(0, |m| m.stream_ordering);
         let from = read.max(own_join);
-        let rows = self.storage.rooms.events_backwards(room_id, from, i64::MAX, 500).await?;
+        let key = (user.to_owned(), room_id.to_owned(), per_thread);
+        let cached = self.unread.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let cached = match cached.filter(|c| c.from == from) {
+            Some(c) => Some(c).filter(|c| c.fingerprint == push_fingerprint(rules, displayname)),
+            None => None,
+        };
+        let start = cached.as_ref().map_or(from, |c| c.upto);
+        let rows = self.storage.rooms.events_backwards(room_id, start, i64::MAX, MAX_UNREAD_EVENTS).await?;
+        // More new events than are evaluated at once: count the newest afresh.
+        let cached = cached.filter(|_| i64::try_from(rows.len()).unwrap_or(i64::MAX) < MAX_UNREAD_EVENTS);
+        let upto = rows.first().map_or(start, |r| r.stream_ordering);
+        let (mut counts, mut threads) = cached.map_or(((0, 0), BTreeMap::new()), |c| (c.counts, c.threads));
         if rows.is_empty() {
-            return Ok((0, 0, BTreeMap::new()));
+            return Ok((counts.0, counts.1, threads));
         }
         let room_rules = self.rooms.rules_of(room_id).await?;
         let user_id = UserId::parse(user).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -620,8 +659,6 @@ impl SyncService {
             let levels = PowerLevels::new(&version_rules, create_obj.as_ref(), power_content);
             ctx.power_levels = Some(PushConditionPowerLevelsCtx::from(levels.into_inner()));
         }
-        let mut counts = (0, 0);
-        let mut threads: BTreeMap<OwnedEventId, UnreadNotificationsCount> = BTreeMap::new();
         for row in &rows {
             if row.sender == user || row.redacted_by.is_some() {
                 continue;
@@ -656,6 +693,13 @@ impl SyncService {
                 *slot.1 = Some(slot.1.unwrap_or_default() + UInt::from(1u32));
             }
         }
+        let fingerprint = push_fingerprint(rules, displayname);
+        let entry = UnreadCache { from, upto, fingerprint, counts, threads: threads.clone() };
+        let mut cache = self.unread.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_UNREAD_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, entry);
         Ok((counts.0, counts.1, threads))
     }
 
