@@ -34,10 +34,12 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import threading
 import time
 import urllib.parse
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from _common import connect, loadavg, measure, percentile_ms, server_pid, tree, wait_for_server
 from register import register_account
@@ -249,50 +251,83 @@ def pagination(a, client, room_id):
             "single_ms_median": round(statistics.median(r["single_ms"] for r in runs), 1)}
 
 
-def build_rooms(a, hub, peer, tag):
-    """hub creates a.rooms public rooms; peer joins each; both send a.room_history messages into each."""
+def build_rooms(a, hub, peer, tag, n_rooms):
+    """hub creates n_rooms public rooms; peer joins each; both send a.room_history messages into each.
+    The rooms are built by a pool of a.build_threads threads, each with its own connections."""
     lock = threading.Lock()
     rooms, create_lat, join_lat, send_lat, errors = [], [], [], [], Counter()
+    local = threading.local()
     load = loadavg()
     start = time.monotonic()
 
-    def worker(k):
-        h, p = hub.for_thread(), peer.for_thread()
-        for i in range(k, a.rooms, a.build_threads):
-            t = time.monotonic()
-            status, body = h.json("POST", f"{CS}/createRoom", {"preset": "public_chat", "name": f"{tag} room {i}"})
-            created = time.monotonic() - t
-            if status != 200:
-                with lock:
-                    errors[f"createRoom {status}"] += 1
-                continue
-            room_id = body["room_id"]
-            t = time.monotonic()
-            status, _ = p.request("POST", f"{CS}/join/{q(room_id)}", {})
-            joined = time.monotonic() - t
-            sends = []
-            for j in range(a.room_history):
-                t = time.monotonic()
-                s, _ = (h if j % 2 == 0 else p).request("PUT", send_path(room_id, f"{tag}-h{i}-{j}"),
-                                                        {"msgtype": "m.text", "body": f"history {i} {j}"})
-                sends.append(time.monotonic() - t)
-                if s != 200:
-                    with lock:
-                        errors[f"send {s}"] += 1
+    def build(i):
+        if not hasattr(local, "h"):
+            local.h, local.p = hub.for_thread(), peer.for_thread()
             with lock:
-                rooms.append(room_id)
-                create_lat.append(created)
+                opened.append((local.h, local.p))
+        h, p = local.h, local.p
+        t = time.monotonic()
+        status, body = h.json("POST", f"{CS}/createRoom", {"preset": "public_chat", "name": f"{tag} room {i}"})
+        created = time.monotonic() - t
+        if status != 200:
+            with lock:
+                errors[f"createRoom {status}"] += 1
+            return
+        room_id = body["room_id"]
+        t = time.monotonic()
+        status, _ = p.request("POST", f"{CS}/join/{q(room_id)}", {})
+        joined = time.monotonic() - t
+        sends = []
+        for j in range(a.room_history):
+            t = time.monotonic()
+            s, _ = (h if j % 2 == 0 else p).request("PUT", send_path(room_id, f"{tag}-h{i}-{j}"),
+                                                    {"msgtype": "m.text", "body": f"history {i} {j}"})
+            sends.append(time.monotonic() - t)
+            if s != 200:
+                with lock:
+                    errors[f"send {s}"] += 1
+        with lock:
+            rooms.append(room_id)
+            create_lat.append(created)
+            if status == 200:
                 join_lat.append(joined)
-                send_lat.extend(sends)
-                if status != 200:
-                    errors[f"join {status}"] += 1
+            else:
+                errors[f"join {status}"] += 1
+            send_lat.extend(sends)
+
+    opened = []
+    with ThreadPoolExecutor(max_workers=a.build_threads) as pool:
+        list(pool.map(build, range(n_rooms)))
+    for h, p in opened:
         h.close()
         p.close()
-
-    run_threads(worker, [(k,) for k in range(a.build_threads)])
     return {"rooms": len(rooms), "threads": a.build_threads, "seconds": round(time.monotonic() - start, 1),
             "createRoom": latency_stats(create_lat), "join": latency_stats(join_lat), "send": latency_stats(send_lat),
             "errors": dict(errors), "loadavg_before": load}
+
+
+def db_size(a):
+    """pg_database_size as printed by --db-size-cmd (a shell command), in bytes; None without it."""
+    if not a.db_size_cmd:
+        return None
+    out = subprocess.run(a.db_size_cmd, shell=True, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"--db-size-cmd failed ({out.returncode}): {out.stderr.strip()}")
+    return int(out.stdout.split()[-1])
+
+
+def storage(a, senders, room_id, tag):
+    """Database size before and after a.size_events sends into room_id (a.size_concurrency threads)."""
+    before = db_size(a)
+    sent = send_level(senders, room_id, min(a.size_concurrency, len(senders)), f"{tag}-size", a.size_events, 3600)
+    time.sleep(a.size_settle)  # let background writers (Synapse's stream caches, autovacuum) catch up
+    after = db_size(a)
+    per_100k = round((after - before) * 100000 / sent["ok"]) if sent["ok"] else None
+    return {"events": sent["ok"], "concurrency": sent["concurrency"], "messages_per_s": sent["messages_per_s"],
+            "errors": sent["errors"], "db_bytes_before": before, "db_bytes_after": after,
+            "bytes_per_event": round((after - before) / sent["ok"], 1) if sent["ok"] else None,
+            "bytes_per_100k_events": per_100k, "mib_per_100k_events": round(per_100k / 2**20, 1) if per_100k else None,
+            "loadavg_before": sent["loadavg_before"], "loadavg_after": loadavg()}
 
 
 def initial_sync(a, hub, tag):
@@ -348,7 +383,7 @@ def main():
     p.add_argument("--register-secret", required=True, help="shared secret of /_synapse/admin/v1/register")
     p.add_argument("--label", default="server")
     p.add_argument("--prefix", default="bench-msg", help="localpart prefix; a run id is appended")
-    p.add_argument("--concurrency", default="1,4,16", help="send levels (default 1,4,16)")
+    p.add_argument("--concurrency", default="1,10,50", help="send levels (default 1,10,50)")
     p.add_argument("--messages", type=int, default=500, help="max messages per send level (default 500)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="max seconds per send level (default 60)")
     p.add_argument("--receivers", type=int, default=4, help="users long-polling /sync (default 4)")
@@ -356,9 +391,14 @@ def main():
     p.add_argument("--delivery-interval", type=float, default=0.1, help="seconds between sends (default 0.1)")
     p.add_argument("--history", type=int, default=1000, help="events to paginate; at most 1000 (default 1000)")
     p.add_argument("--page", type=int, default=100, help="/messages page size (default 100)")
-    p.add_argument("--rooms", type=int, default=50, help="rooms of the initial-sync user (default 50)")
-    p.add_argument("--room-history", type=int, default=20, help="messages per such room (default 20)")
-    p.add_argument("--build-threads", type=int, default=4, help="threads that fill those rooms (default 4)")
+    p.add_argument("--rooms", default="1,100,1000",
+                   help="room counts of the initial-sync users, one new user (and peer) per count (default 1,100,1000)")
+    p.add_argument("--room-history", type=int, default=5, help="messages per such room (default 5)")
+    p.add_argument("--build-threads", type=int, default=8, help="pool of threads that fill those rooms (default 8)")
+    p.add_argument("--db-size-cmd", help="shell command printing the database size in bytes (pg_database_size)")
+    p.add_argument("--size-events", type=int, default=20000, help="events sent between the two size readings (default 20000)")
+    p.add_argument("--size-concurrency", type=int, default=10, help="senders for those events (default 10)")
+    p.add_argument("--size-settle", type=float, default=5.0, help="seconds to wait before the second reading (default 5)")
     p.add_argument("--repeat", type=int, default=5, help="runs of the pagination and initial sync (default 5)")
     p.add_argument("--server-pid", type=int, help="PID of the server process, for memory")
     p.add_argument("--server-pid-file", help="file whose first line is the server's PID")
@@ -368,12 +408,14 @@ def main():
     a = p.parse_args()
     a.url = a.url.rstrip("/")
     levels = [int(c) for c in a.concurrency.split(",")]
+    room_counts = [int(c) for c in a.rooms.split(",") if c.strip()]
     if not 1 <= a.history <= 1000:
         raise SystemExit("--history must be between 1 and 1000 (the most /messages returns at once)")
     wait_for_server(a.url, a.wait)
     result = {"label": a.label, "version": a.version, "url": a.url, "params": {
         k: getattr(a, k) for k in ("concurrency", "messages", "max_seconds", "receivers", "delivery_messages",
-                                   "delivery_interval", "history", "page", "rooms", "room_history", "repeat")},
+                                   "delivery_interval", "history", "page", "rooms", "room_history", "build_threads",
+                                   "size_events", "size_concurrency", "repeat")},
         "memory_before": memory(a), "loadavg_start": loadavg()}
 
     # Users: the senders, the receivers (distinct), and the initial-sync user with a peer.
@@ -381,11 +423,12 @@ def main():
     n_users = max(levels) + a.receivers
     start = time.monotonic()
     accounts = [register_account(a.url, a.register_secret, f"{a.prefix}-{tag}-{i}", PASSWORD)
-                for i in range(n_users + 2)]
+                for i in range(n_users + 2 * len(room_counts))]
     if None in accounts:
         raise SystemExit("a benchmark user already existed; use another --prefix")
     clients = [Client(a.url, s) for s in accounts[:n_users]]
-    hub, peer = Client(a.url, accounts[-2]), Client(a.url, accounts[-1])
+    pairs = [(Client(a.url, accounts[n_users + 2 * k]), Client(a.url, accounts[n_users + 2 * k + 1]))
+             for k in range(len(room_counts))]
     registered = time.monotonic() - start
     room = {"preset": "public_chat", "name": f"{tag} messages"}
     room_id = clients[0].must("POST", f"{CS}/createRoom", room)["room_id"]
@@ -393,7 +436,7 @@ def main():
         c.must("POST", f"{CS}/join/{q(room_id)}", {})
     for c in clients[:max(levels)]:  # warm-up, untimed: one message per sender
         c.must("PUT", send_path(room_id, f"{tag}-warm"), {"msgtype": "m.text", "body": "warm-up"})
-    result["setup"] = {"users": n_users + 2, "register_s": round(registered, 2), "room_members": n_users,
+    result["setup"] = {"users": len(accounts), "register_s": round(registered, 2), "room_members": n_users,
                        "seconds": round(time.monotonic() - start, 2)}
 
     senders = clients[:max(levels)]
@@ -404,9 +447,13 @@ def main():
     if sent < a.history:  # enough history for the pagination
         send_level(senders, room_id, min(4, len(senders)), f"{tag}-fill", a.history - sent, 600)
     result["pagination"] = pagination(a, clients[1], room_id)
-    result["initial_sync_setup"] = build_rooms(a, hub, peer, tag)
-    result["initial_sync"] = initial_sync(a, hub, tag)
-    for c in clients + [hub, peer]:
+    result["initial_sync"] = []
+    for n, (hub, peer) in zip(room_counts, pairs):
+        built = build_rooms(a, hub, peer, f"{tag}-r{n}", n)
+        result["initial_sync"].append({"rooms": n, "setup": built, "sync": initial_sync(a, hub, f"{tag}-r{n}")})
+    if a.db_size_cmd:
+        result["storage"] = storage(a, senders, room_id, tag)
+    for c in clients + [c for pair in pairs for c in pair]:
         c.close()
     result["memory_after"] = memory(a)
     result["loadavg_end"] = loadavg()
@@ -434,13 +481,21 @@ def print_tables(a, r):
     print("|---|---|---|---|---|")
     print(f"| {name} | {g['paged_ms_median']} | {g['page_p50_ms_median']} "
           f"| {g['single_ms_median']} | {g['runs'][0]['loadavg_before']} |")
-    b, i = r["initial_sync_setup"], r["initial_sync"]
-    print("\n| server | rooms × messages | createRoom p50 ms | initial /sync first ms | median (min–max) ms | bytes "
-          "| loadavg before |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {name} | {b['rooms']} × {a.room_history} | {b['createRoom']['p50_ms']} | {i['first_ms']} "
-          f"| {i['median_ms']} ({i['min_ms']}–{i['max_ms']}) | {i['runs'][0]['bytes']} "
-          f"| {i['runs'][0]['loadavg_before']} |")
+    print("\n| server | rooms × messages | initial /sync first ms | median (min–max) ms | bytes | building, s "
+          "| createRoom p50 / p95 ms | join p50 / p95 ms | loadavg before |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for e in r["initial_sync"]:
+        b, i = e["setup"], e["sync"]
+        print(f"| {name} | {b['rooms']} × {a.room_history} | {i['first_ms']} "
+              f"| {i['median_ms']} ({i['min_ms']}–{i['max_ms']}) | {i['runs'][0]['bytes']} | {b['seconds']} "
+              f"| {b['createRoom']['p50_ms']} / {b['createRoom']['p95_ms']} | {b['join']['p50_ms']} / {b['join']['p95_ms']} "
+              f"| {i['runs'][0]['loadavg_before']} |")
+    st = r.get("storage")
+    if st:
+        print("\n| server | events | db bytes before / after | bytes per event | MiB per 100k events | loadavg before / after |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {name} | {st['events']} | {st['db_bytes_before']} / {st['db_bytes_after']} | {st['bytes_per_event']} "
+              f"| {st['mib_per_100k_events']} | {st['loadavg_before']} / {st['loadavg_after']} |")
     m0, m1 = r["memory_before"], r["memory_after"]
     if m1:
         print("\n| server | RSS server before / after, MiB | peak RSS server, MiB | RSS server+children, MiB "
