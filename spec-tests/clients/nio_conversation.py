@@ -2,8 +2,10 @@
 
 A creates a room (given room version) and invites B; B sees the invite in its sync and joins;
 A sends messages that B receives; B replies; A edits (m.replace) and reacts (m.annotation);
-typing and a read receipt reach the other side; A redacts a message; B leaves and A sees it.
-Every observation comes from the observer's own `sync_forever` loop and event callbacks.
+typing and a read receipt reach the other side; A redacts a message; B stops syncing while A
+sends 100 messages, catches up with one limited incremental sync and pages back with /messages;
+B leaves and A sees it. Every other observation comes from the observer's own `sync_forever`
+loop and event callbacks.
 
 Prints `ok <step>` per step (and `room <room id>` once) and exits 0 only if every step passed.
 Bounded: each wait 15 s, 90 s overall.
@@ -61,6 +63,10 @@ class Party:
         # that the server wakes a waiting sync for the event in question.
         first = await self.client.sync(timeout=0, full_state=True)
         check(isinstance(first, SyncResponse), f"{step} initial sync", first)
+        self.start_sync()
+
+    def start_sync(self):
+        """Runs the sync loop from the client's last token."""
         self.task = asyncio.create_task(self.client.sync_forever(timeout=30000))
 
     def seen(self, room_id, kind, pred=lambda e: True):
@@ -109,6 +115,48 @@ async def send_text(party, room_id, body, extra=None):
     resp = await party.client.room_send(room_id, "m.room.message", content)
     check(isinstance(resp, RoomSendResponse), f"send {body!r}", resp)
     return resp.event_id
+
+
+GAP = 100
+
+
+async def gappy_sync(a, b, room_id):
+    """B stops syncing while A sends GAP numbered messages; B's next incremental sync, with a
+    timeline limit of 10, is limited; B pages back with /messages from its prev_batch to its old
+    token and so sees every message exactly once, in order. Then B syncs on as before."""
+    await b.stop_sync()
+    old_token = b.client.next_batch
+    for n in range(1, GAP + 1):
+        resp = await a.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": f"gap {n}"})
+        if not isinstance(resp, RoomSendResponse):
+            check(False, "send the gap messages", f"message {n}: {resp}")
+    check(True, "send the gap messages")
+
+    sync = await b.client.sync(timeout=0, since=old_token, sync_filter={"room": {"timeline": {"limit": 10}}})
+    check(isinstance(sync, SyncResponse) and room_id in sync.rooms.join, "gappy sync", sync)
+    timeline = sync.rooms.join[room_id].timeline
+    check(timeline.limited and timeline.prev_batch, "gappy sync is limited with a prev_batch",
+          (timeline.limited, timeline.prev_batch))
+    newest = [e.body for e in timeline.events if isinstance(e, RoomMessageText)]
+    check(newest == [f"gap {n}" for n in range(GAP - 9, GAP + 1)], "gappy sync holds the newest 10", newest)
+
+    older = []  # newest first, as /messages with dir=b returns them
+    token = timeline.prev_batch
+    for _ in range(20):
+        page = await b.client.room_messages(room_id, start=token, end=old_token, limit=25)
+        check(isinstance(page, RoomMessagesResponse), "page back", page)
+        older.extend(page.chunk)
+        if not page.end or not page.chunk:
+            break
+        token = page.end
+    else:
+        check(False, "paged back through the gap", f"still paging after 20 pages: {len(older)} events")
+    check(all(isinstance(e, RoomMessageText) and e.body.startswith("gap ") for e in older),
+          "paged back through the gap", [getattr(e, "body", type(e).__name__) for e in older[-5:]])
+    bodies = [e.body for e in reversed(older)] + newest
+    check(bodies == [f"gap {n}" for n in range(1, GAP + 1)], "gap messages all seen once in order",
+          bodies)
+    b.start_sync()
 
 
 async def run(args):
@@ -213,6 +261,8 @@ async def run(args):
         check(isinstance(by_id.get(sent[1]), RedactedEvent)
               and isinstance(by_id.get(sent[2]), RoomMessageText),
               "history shows the message redacted", {k: type(v).__name__ for k, v in by_id.items()})
+
+        await gappy_sync(a, b, room_id)
 
         # matrix-nio 0.26 fills in the optional parts of a synced room only for room ids of the
         # form `!x:server` (its schemas' RoomRegex), so a left room of version 12 whose sync entry

@@ -2,9 +2,11 @@
 //
 // A creates a room (given room version) and invites B; B sees the invite in its sync and joins;
 // A sends messages that B receives; B replies; A edits (m.replace) and reacts (m.annotation);
-// typing and a read receipt reach the other side; A redacts a message; B leaves and A sees it.
-// Every observation comes from the observer's own startClient() sync loop: its events and its
-// room model (edits applied, reactions aggregated, redactions applied, receipts, typing).
+// typing and a read receipt reach the other side; A redacts a message; A sends 100 messages
+// after B's last sync token and B catches up with one limited sync and pages back with
+// /messages; B leaves and A sees it. Every other observation comes from the observer's own
+// startClient() sync loop: its events and its room model (edits applied, reactions aggregated,
+// redactions applied, receipts, typing).
 //
 // Prints `ok <step>` per step (and `room <room id>` once); exits 0 only if every step passed.
 // Bounded: each wait 15 s, 90 s overall.
@@ -75,6 +77,45 @@ async function party(localpart, password) {
 
 function timelineEvent(p, roomId, pred) {
   return p.timeline.find(({ roomId: r, event }) => r === roomId && pred(event))?.event;
+}
+
+const GAP = 100;
+const gapBodies = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => `gap ${from + i}`);
+
+/**
+ * From B's last sync token, while A sends GAP numbered messages: one incremental sync with a
+ * timeline limit of 10 (the client's low-level request; its sync loop has no one-off sync) is
+ * limited; B pages back with createMessagesRequest from its prev_batch until it finds message 1
+ * and so sees every message exactly once, in order. B's sync loop stays as it was.
+ */
+async function gappySync(a, b, roomId) {
+  const oldToken = b.client.store.getSyncToken();
+  for (let n = 1; n <= GAP; n++) await a.client.sendMessage(roomId, { msgtype: "m.text", body: `gap ${n}` });
+  check(true, "send the gap messages");
+
+  const sync = await b.client.http.authedRequest(sdk.Method.Get, "/sync", {
+    since: oldToken,
+    timeout: "0",
+    filter: JSON.stringify({ room: { timeline: { limit: 10 } } }),
+  });
+  const timeline = sync.rooms?.join?.[roomId]?.timeline;
+  check(timeline, "gappy sync", sync.rooms);
+  check(timeline.limited === true && typeof timeline.prev_batch === "string", "gappy sync is limited with a prev_batch", [timeline.limited, timeline.prev_batch]);
+  const bodyOf = (e) => (e.type === "m.room.message" && e.sender === a.userId ? e.content?.body : undefined);
+  const newest = timeline.events.map(bodyOf).filter(Boolean);
+  check(JSON.stringify(newest) === JSON.stringify(gapBodies(GAP - 9, GAP)), "gappy sync holds the newest 10", newest);
+
+  const older = []; // newest first, as dir=b returns them
+  let from = timeline.prev_batch;
+  for (let pages = 0; !older.includes("gap 1"); pages++) {
+    check(pages < 20 && from, "page back", `stopped after ${pages} pages, ${older.length} messages, end ${from}`);
+    const page = await b.client.createMessagesRequest(roomId, from, 25, sdk.Direction.Backward);
+    older.push(...page.chunk.map(bodyOf).filter((body) => body?.startsWith("gap ")));
+    from = page.end;
+  }
+  check(true, "paged back through the gap");
+  const bodies = [...older.reverse(), ...newest];
+  check(JSON.stringify(bodies) === JSON.stringify(gapBodies(1, GAP)), "gap messages all seen once in order", bodies);
 }
 
 async function main() {
@@ -196,6 +237,8 @@ async function main() {
     "history shows the message redacted",
     redacted,
   );
+
+  await gappySync(a, b, roomId);
 
   await b.client.leave(roomId);
   check(true, "leave");

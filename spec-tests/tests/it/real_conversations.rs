@@ -2,7 +2,10 @@
 //! its own client instance and its own sync loop, in one client process per scenario. User A
 //! creates a room and invites B; B sees the invite through its sync and joins; A's messages
 //! reach B and B's reply reaches A; A edits (m.replace) and reacts (m.annotation); typing and a
-//! read receipt reach the other side; A redacts a message and B sees it; B leaves and A sees it.
+//! read receipt reach the other side; A redacts a message and B sees it; A sends 100 messages
+//! past B's last sync token, and B's next incremental sync (timeline limit 10) is limited, holds
+//! the newest 10 and pages back with /messages from its prev_batch to all 100, each once and in
+//! order; B leaves and A sees it.
 //! The clients print `ok <step>` lines; afterwards the test reads the room back over HTTP.
 
 use std::{path::Path, process::Stdio, time::Duration};
@@ -40,6 +43,11 @@ const CONVERSATION: &[&str] = &[
     "redact",
     "redaction seen by b",
     "history shows the message redacted",
+    "send the gap messages",
+    "gappy sync is limited with a prev_batch",
+    "gappy sync holds the newest 10",
+    "paged back through the gap",
+    "gap messages all seen once in order",
     "leave",
     "leave seen by a",
     "leave seen by b",
@@ -147,13 +155,18 @@ impl Conversation {
     /// The conversation's events: the edit and the reaction as relations, the redacted message.
     async fn check_events(&self) {
         let Self { server: s, alice, room, .. } = self;
-        let (status, page) = s.get(&room_path(room, "messages?dir=b&limit=50"), alice.token()).await;
+        let (status, page) = s.get(&room_path(room, "messages?dir=b&limit=150"), alice.token()).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let events = page["chunk"].as_array().expect("chunk");
         let texts: Vec<&Value> =
             events.iter().filter(|e| e["type"] == "m.room.message" && e["sender"] == alice.user_id.as_str()).collect();
         let body = |e: &Value| e["content"]["body"].as_str().map(str::to_owned);
-        // Newest first: the edit, then the three originals (the second one redacted).
+        // Newest first: the 100 gap messages, the edit, then the three originals (the second one
+        // redacted).
+        let (gap, texts) = texts.split_at(texts.len().min(100));
+        let gap: Vec<String> = gap.iter().filter_map(|e| body(e)).collect();
+        let expected: Vec<String> = (1..=100).rev().map(|n| format!("gap {n}")).collect();
+        assert_eq!(gap, expected);
         let bodies: Vec<Option<String>> = texts.iter().map(|e| body(e)).collect();
         assert_eq!(bodies.len(), 4, "{bodies:?}");
         assert_eq!(bodies[1].as_deref(), Some("third message"), "{bodies:?}");
@@ -172,6 +185,13 @@ impl Conversation {
 }
 
 #[tokio::test]
+async fn matrix_nio_conversation_v10() {
+    let python = repo_root().join(".test-clients/venv/bin/python");
+    let script = repo_root().join("spec-tests/clients/nio_conversation.py");
+    full_conversation(require(&python), &script, "10", &[]).await;
+}
+
+#[tokio::test]
 async fn matrix_nio_conversation_v11() {
     let python = repo_root().join(".test-clients/venv/bin/python");
     let script = repo_root().join("spec-tests/clients/nio_conversation.py");
@@ -184,6 +204,12 @@ async fn matrix_nio_conversation_v12() {
     let script = repo_root().join("spec-tests/clients/nio_conversation.py");
     // matrix-nio 0.26 cannot parse a left room of version 12 in its sync (see the script).
     full_conversation(require(&python), &script, "12", &["leave seen by b"]).await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_conversation_v10() {
+    require(&repo_root().join(".test-clients/node/node_modules/matrix-js-sdk"));
+    full_conversation(Path::new("node"), &repo_root().join("spec-tests/clients/js/conversation.mjs"), "10", &[]).await;
 }
 
 #[tokio::test]
