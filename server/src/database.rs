@@ -66,6 +66,17 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.database.max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // A connection in steady use is not pinged before each use (a round trip per query);
+            // one that sat idle for a while is, so a restarted database is noticed.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
             .await
             .map_err(DatabaseError::Connect)?;
@@ -81,6 +92,9 @@ impl Database {
         }
     }
 }
+
+/// How long a pooled connection may sit unused before it is pinged on its next use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
 
 /// Applies the migrations in `migrations/` (embedded at build time) that are not applied yet.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

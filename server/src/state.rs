@@ -47,13 +47,8 @@ impl AppState {
         let typing = Arc::new(TypingService::new(storage.pool.clone()));
         let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
-        let rooms = Arc::new(RoomService::new(
-            storage.clone(),
-            key,
-            server_name,
-            notifier.clone(),
-            &config.rooms.default_version,
-        )?);
+        let rooms =
+            RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
         let registration = Arc::new(RegistrationService::new(
             &config,

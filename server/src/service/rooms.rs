@@ -13,14 +13,16 @@ mod upgrade;
 pub mod visibility;
 
 use std::{
+    collections::BTreeMap,
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Arc,
+    sync::{Arc, Mutex, Weak},
 };
 
 use poststelle_federation::{ProtoEvent, SigningKey};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId};
 use serde_json::{Map, Value as JsonValue};
 
+use self::persist::CachedRoom;
 pub use self::{
     create::CreateRoom,
     membership::MembershipChange,
@@ -36,6 +38,24 @@ pub const SUPPORTED_ROOM_VERSIONS: &[&str] = &["10", "11", "12"];
 /// advisory lock, so a busy room does not tie up database connections.
 const LOCK_STRIPES: usize = 256;
 
+/// Bound of the room cache: state entries and parsed events over all cached rooms.
+const ROOM_CACHE_WEIGHT: usize = 200_000;
+/// Rooms with more state than this are not cached; their state is read per transaction.
+const ROOM_CACHE_MAX_ROOM: usize = 20_000;
+
+/// What each room's last write transaction in this process left behind.
+#[derive(Debug, Default)]
+struct RoomCache {
+    rooms: BTreeMap<String, CachedRoom>,
+    weight: usize,
+}
+
+/// A send waiting for its room's writer, and where its outcome goes.
+struct QueuedSend {
+    event: SendEvent,
+    reply: tokio::sync::oneshot::Sender<ServiceResult<OwnedEventId>>,
+}
+
 pub struct RoomService {
     storage: Storage,
     key: Arc<SigningKey>,
@@ -44,7 +64,13 @@ pub struct RoomService {
     default_version: RoomVersionId,
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Room versions never change: known ones are kept here.
-    versions: std::sync::RwLock<std::collections::HashMap<String, RoomVersionId>>,
+    versions: std::sync::RwLock<BTreeMap<String, RoomVersionId>>,
+    room_cache: Mutex<RoomCache>,
+    /// Sends waiting for their room's lock. Whoever takes a room's lock next persists all of the
+    /// room's waiting sends in one transaction: concurrent senders share one commit.
+    queued_sends: Mutex<BTreeMap<String, Vec<QueuedSend>>>,
+    /// This service, for the detached tasks that persist queued sends.
+    me: Weak<Self>,
 }
 
 impl std::fmt::Debug for RoomService {
@@ -72,10 +98,10 @@ impl RoomService {
         server_name: OwnedServerName,
         notifier: Arc<Notifier>,
         default_version: &str,
-    ) -> ServiceResult<Self> {
+    ) -> ServiceResult<Arc<Self>> {
         let default_version = RoomVersionId::try_from(default_version)
             .map_err(|_| ServiceError::UnsupportedRoomVersion(default_version.to_owned()))?;
-        Ok(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             storage,
             key,
             server_name,
@@ -83,7 +109,38 @@ impl RoomService {
             default_version,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             versions: std::sync::RwLock::default(),
-        })
+            room_cache: Mutex::default(),
+            queued_sends: Mutex::default(),
+            me: me.clone(),
+        }))
+    }
+
+    /// Takes a room's cached state out of the cache (the caller holds the room's lock).
+    fn take_cached_room(&self, room_id: &str) -> Option<CachedRoom> {
+        let mut cache = self.room_cache.lock().unwrap_or_else(|e| e.into_inner());
+        let room = cache.rooms.remove(room_id)?;
+        cache.weight -= room.weight();
+        Some(room)
+    }
+
+    /// Caches a room's state as a committed transaction left it, evicting others to stay bounded.
+    fn put_cached_room(&self, room_id: &str, room: CachedRoom) {
+        let weight = room.weight();
+        if weight > ROOM_CACHE_MAX_ROOM {
+            return;
+        }
+        let mut cache = self.room_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = cache.rooms.remove(room_id) {
+            cache.weight -= old.weight();
+        }
+        while cache.weight + weight > ROOM_CACHE_WEIGHT {
+            let Some(victim) = cache.rooms.keys().next().cloned() else { break };
+            if let Some(old) = cache.rooms.remove(&victim) {
+                cache.weight -= old.weight();
+            }
+        }
+        cache.weight += weight;
+        cache.rooms.insert(room_id.to_owned(), room);
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -107,52 +164,123 @@ impl RoomService {
 
     /// Sends a message or state event for a local user; idempotent per device transaction.
     pub async fn send(&self, ev: SendEvent) -> ServiceResult<OwnedEventId> {
-        if let Some(t) = &ev.txn
-            && let Some(id) = self
-                .storage
-                .rooms
-                .txn_event(ev.sender.as_str(), &t.device_id, &t.key(ev.room_id.as_str(), &ev.kind))
-                .await?
-        {
-            return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
-        }
         validate_client_event(&ev)?;
         if ev.kind == "m.room.member" {
-            return self.send_member_event(ev).await;
-        }
-        let room_id = ev.room_id.clone();
-        self.write(room_id.as_str(), async |ctx| {
             if let Some(t) = &ev.txn
-                && let Some(id) = ctx
-                    .writer
+                && let Some(id) = self
+                    .storage
+                    .rooms
                     .txn_event(ev.sender.as_str(), &t.device_id, &t.key(ev.room_id.as_str(), &ev.kind))
                     .await?
             {
                 return OwnedEventId::try_from(id).map_err(|e| ServiceError::Internal(e.to_string()));
             }
-            require_joined(ctx, ev.sender.as_str()).await?;
-            if let Some(key) = &ev.state_key
-                && let Some(existing) = ctx.same_state(&ev.sender, &ev.kind, key, &ev.content).await?
-            {
-                return Ok(existing);
+            return self.send_member_event(ev).await;
+        }
+        let me = self.me.upgrade().ok_or_else(|| ServiceError::Internal("the room service has stopped".into()))?;
+        let room_id = ev.room_id.to_string();
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        self.queued_sends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(room_id.clone())
+            .or_default()
+            .push(QueuedSend { event: ev, reply });
+        // Detached: a client hanging up must not abort a transaction that carries other
+        // clients' events.
+        tokio::spawn(async move { me.persist_queued_sends(&room_id).await });
+        outcome.await.unwrap_or_else(|_| Err(ServiceError::Internal("the send was dropped".into())))
+    }
+
+    /// Takes the room's lock and persists every send queued for the room by then, in one
+    /// transaction; nothing if an earlier holder of the lock took this task's send along.
+    async fn persist_queued_sends(&self, room_id: &str) {
+        let _guard = self.stripe(room_id).lock().await;
+        let queued = self.queued_sends.lock().unwrap_or_else(|e| e.into_inner()).remove(room_id).unwrap_or_default();
+        if queued.is_empty() {
+            return;
+        }
+        let (events, replies): (Vec<SendEvent>, Vec<_>) = queued.into_iter().map(|q| (q.event, q.reply)).unzip();
+        tracing::trace!(room_id, events = events.len(), "persisting queued sends");
+        match self.persist_sends(room_id, &events).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
             }
-            if let Some(target) = &ev.redacts {
-                self.check_redaction(ctx, ev.sender.as_ref(), target).await?;
+            Err(e) => {
+                let mut replies = replies.into_iter();
+                let first = replies.next();
+                for reply in replies {
+                    let _ = reply.send(Err(shared_failure(&e)));
+                }
+                if let Some(first) = first {
+                    let _ = first.send(Err(e));
+                }
             }
-            if ev.kind == "m.room.canonical_alias" {
-                self.check_canonical_alias(ctx.room_id(), &ev.content).await?;
+        }
+    }
+
+    /// Appends each event (those the rules refuse get their own error) and commits the rest
+    /// together. `Err` when the transaction as a whole failed.
+    async fn persist_sends(
+        &self,
+        room_id: &str,
+        events: &[SendEvent],
+    ) -> ServiceResult<Vec<ServiceResult<OwnedEventId>>> {
+        let mut ctx = RoomCtx::open(self, room_id).await?;
+        let keys: Vec<(String, String, String)> = events
+            .iter()
+            .filter_map(|ev| {
+                ev.txn.as_ref().map(|t| (ev.sender.to_string(), t.device_id.clone(), t.key(room_id, &ev.kind)))
+            })
+            .collect();
+        if !keys.is_empty() {
+            let keys: Vec<(&str, &str, &str)> =
+                keys.iter().map(|(u, d, t)| (u.as_str(), d.as_str(), t.as_str())).collect();
+            ctx.load_txns(&keys).await?;
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        for ev in events {
+            match self.append_send(&mut ctx, ev).await {
+                // The database refused something: the transaction is lost for every event in it.
+                Err(e @ ServiceError::Storage(_)) => return Err(e),
+                outcome => outcomes.push(outcome),
             }
-            let proto = ProtoEvent {
-                room_id: Some(ev.room_id.clone()),
-                sender: ev.sender.clone(),
-                kind: ev.kind.clone(),
-                state_key: ev.state_key.clone(),
-                content: ev.content.clone(),
-                redacts: ev.redacts.clone(),
-            };
-            Ok(ctx.append(self, proto, ev.txn.clone()).await?.event_id)
-        })
-        .await
+        }
+        ctx.commit(self).await?;
+        Ok(outcomes)
+    }
+
+    /// One client event in a send transaction: the earlier event for a repeated transaction id,
+    /// the current one for a state event that changes nothing, else a new event.
+    async fn append_send(&self, ctx: &mut RoomCtx, ev: &SendEvent) -> ServiceResult<OwnedEventId> {
+        if let Some(t) = &ev.txn
+            && let Some(id) = ctx.txn_event(ev.sender.as_str(), t, &t.key(ev.room_id.as_str(), &ev.kind))
+        {
+            return Ok(id);
+        }
+        require_joined(ctx, ev.sender.as_str()).await?;
+        if let Some(key) = &ev.state_key
+            && let Some(existing) = ctx.same_state(&ev.sender, &ev.kind, key, &ev.content).await?
+        {
+            return Ok(existing);
+        }
+        if let Some(target) = &ev.redacts {
+            self.check_redaction(ctx, ev.sender.as_ref(), target).await?;
+        }
+        if ev.kind == "m.room.canonical_alias" {
+            self.check_canonical_alias(ctx.room_id(), &ev.content).await?;
+        }
+        let proto = ProtoEvent {
+            room_id: Some(ev.room_id.clone()),
+            sender: ev.sender.clone(),
+            kind: ev.kind.clone(),
+            state_key: ev.state_key.clone(),
+            content: ev.content.clone(),
+            redacts: ev.redacts.clone(),
+        };
+        Ok(ctx.append(self, proto, ev.txn.clone()).await?.event_id)
     }
 
     /// A member event sent as state goes through the membership rules (profiles, restricted
@@ -241,6 +369,15 @@ impl RoomService {
             }
         }
         Ok(())
+    }
+}
+
+/// The error each event of a failed send transaction gets.
+fn shared_failure(e: &ServiceError) -> ServiceError {
+    match e {
+        ServiceError::NotFound(m) => ServiceError::NotFound(m.clone()),
+        ServiceError::Forbidden(m) => ServiceError::Forbidden(m.clone()),
+        other => ServiceError::Internal(other.to_string()),
     }
 }
 

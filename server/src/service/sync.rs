@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::StreamExt;
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, UInt, UserId,
     api::client::sync::sync_events::{
@@ -35,7 +36,10 @@ use super::{
     },
     typing::TypingService,
 };
-use crate::storage::{Storage, rooms::EventRow};
+use crate::storage::{
+    Storage,
+    rooms::{EventRow, MembershipRow},
+};
 
 /// Positions of every stream a sync token covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,6 +140,9 @@ pub struct SyncRequest {
 
 /// Timeline events per room in a sync unless the filter says otherwise.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Joined rooms of one `/sync` that are read concurrently (each holds a pooled connection while
+/// it queries).
+const JOINED_ROOMS_AT_ONCE: usize = 4;
 /// The longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -198,11 +205,12 @@ impl SyncService {
     }
 
     async fn positions(&self, user_id: &str) -> ServiceResult<SyncToken> {
+        let p = self.storage.rooms.sync_positions(user_id).await?;
         Ok(SyncToken {
-            events: self.storage.rooms.stream_head("events").await?,
-            receipts: self.storage.rooms.stream_head("receipts").await?,
-            to_device: self.storage.rooms.stream_head("to_device").await?,
-            account_data: self.storage.account_data.max_stream(user_id).await?,
+            events: p.events,
+            receipts: p.receipts,
+            to_device: p.to_device,
+            account_data: p.account_data,
             typing: self.typing.position(),
         })
     }
@@ -265,7 +273,8 @@ impl SyncService {
             }
             _ => None,
         };
-        for m in &memberships {
+        let mut joined_jobs = Vec::new();
+        for (index, m) in memberships.iter().enumerate() {
             if !req.filter.rooms.allows_room(&m.room_id) {
                 continue;
             }
@@ -280,14 +289,7 @@ impl SyncService {
             let room_id =
                 OwnedRoomId::try_from(m.room_id.as_str()).map_err(|e| ServiceError::Internal(e.to_string()))?;
             match m.membership.as_str() {
-                "join" => {
-                    let room = self
-                        .joined_room(req, &m.room_id, since, now, changed_membership, viewer, &rules, &displayname)
-                        .await?;
-                    if let Some(room) = room {
-                        response.rooms.join.insert(room_id, room);
-                    }
-                }
+                "join" => joined_jobs.push((room_id, index, changed_membership)),
                 "invite" if changed_membership || req.full_state => {
                     let events = self.stripped_state(&m.room_id, &m.event_id).await?;
                     response.rooms.invite.insert(
@@ -320,6 +322,23 @@ impl SyncService {
                 _ => {}
             }
         }
+
+        // Joined rooms, a few at a time: each is a handful of short queries, so overlapping
+        // them hides the round trips; the order of the response stays that of the memberships.
+        let (rules, displayname, memberships) = (&rules, displayname.as_str(), &memberships);
+        let mut rooms = futures_util::stream::iter(joined_jobs)
+            .map(|(room_id, index, changed)| async move {
+                let m = &memberships[index];
+                let room = self.joined_room(req, m, since, now, changed, viewer, rules, displayname).await;
+                (room_id, room)
+            })
+            .buffered(JOINED_ROOMS_AT_ONCE);
+        while let Some((room_id, room)) = rooms.next().await {
+            if let Some(room) = room? {
+                response.rooms.join.insert(room_id, room);
+            }
+        }
+        drop(rooms);
 
         // Account data (global and per room).
         let since_ad = since.map_or(0, |s| s.account_data);
@@ -402,6 +421,7 @@ impl SyncService {
                     .unread_counts(
                         room_id.as_str(),
                         user,
+                        None,
                         joined_n,
                         &rules,
                         &displayname,
@@ -482,7 +502,7 @@ impl SyncService {
     async fn joined_room(
         &self,
         req: &SyncRequest,
-        room_id: &str,
+        membership: &MembershipRow,
         since: Option<SyncToken>,
         now: SyncToken,
         changed_membership: bool,
@@ -493,6 +513,7 @@ impl SyncService {
         // All state for a (re)joined room or a `full_state` request; the timeline goes back before
         // `since` only for a (re)joined room (spec: with `full_state` "the timeline will still be
         // limited by the since parameter").
+        let room_id = membership.room_id.as_str();
         let full = req.full_state || changed_membership;
         let from = if changed_membership { 0 } else { since.map_or(0, |s| s.events) };
         let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
@@ -526,9 +547,12 @@ impl SyncService {
             return Ok(None);
         }
         rows.reverse();
-        // Visibility: a joined user sees everything since their join and shared history.
-        let vis = self.rooms.visibility(room_id, viewer.user_id).await?;
-        rows.retain(|r| vis.allows(r.stream_ordering));
+        // Visibility: a joined user sees everything since their join and shared history. Events
+        // after the join that is still the user's membership were all sent while joined.
+        if rows.first().is_some_and(|r| r.stream_ordering <= membership.stream_ordering) {
+            let vis = self.rooms.visibility(room_id, viewer.user_id).await?;
+            rows.retain(|r| vis.allows(r.stream_ordering));
+        }
         let first_pos = rows.first().map_or(now.events, |r| r.stream_ordering);
         let prev_batch = position_token(first_pos - 1);
 
@@ -591,6 +615,7 @@ impl SyncService {
             .unread_counts(
                 room_id,
                 viewer.user_id,
+                Some(membership.stream_ordering),
                 joined_n,
                 push_rules,
                 displayname,
@@ -612,6 +637,7 @@ impl SyncService {
         &self,
         room_id: &str,
         user: &str,
+        own_join: Option<i64>,
         member_count: usize,
         rules: &ruma::push::Ruleset,
         displayname: &str,
@@ -619,7 +645,10 @@ impl SyncService {
         per_thread: bool,
     ) -> ServiceResult<(usize, usize, BTreeMap<OwnedEventId, UnreadNotificationsCount>)> {
         let read = self.storage.ephemeral.read_up_to(room_id, user).await?.unwrap_or(0);
-        let own_join = self.storage.rooms.membership(room_id, user).await?.map_or(0, |m| m.stream_ordering);
+        let own_join = match own_join {
+            Some(pos) => pos,
+            None => self.storage.rooms.membership(room_id, user).await?.map_or(0, |m| m.stream_ordering),
+        };
         let from = read.max(own_join);
         let key = (user.to_owned(), room_id.to_owned(), per_thread);
         let cached = self.unread.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
@@ -706,7 +735,7 @@ impl SyncService {
     async fn left_room(
         &self,
         req: &SyncRequest,
-        m: &crate::storage::rooms::MembershipRow,
+        m: &MembershipRow,
         since: Option<i64>,
         viewer: Viewer<'_>,
     ) -> ServiceResult<LeftRoom> {

@@ -50,16 +50,6 @@ impl AccountDataStore {
         Ok(pos)
     }
 
-    /// The user's latest account-data position.
-    pub async fn max_stream(&self, user_id: &str) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT COALESCE(MAX(stream_id), 0) AS "max!" FROM account_data WHERE user_id = $1"#,
-            user_id
-        )
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     pub async fn get(&self, user_id: &str, room_id: &str, data_type: &str) -> StorageResult<Option<JsonValue>> {
         Ok(sqlx::query_scalar!(
             "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",

@@ -40,10 +40,31 @@ pub struct NewEvent<'a> {
     pub rel_type: Option<&'a str>,
     pub sender_device: Option<&'a str>,
     pub txn_id: Option<&'a str>,
+    /// What the transaction is recorded under for idempotency (see `Txn::key`).
+    pub txn_key: Option<&'a str>,
     pub prev_events: &'a [String],
 }
 
 /// An open write transaction on one room.
+/// An event an earlier client transaction produced.
+#[derive(Debug)]
+pub struct TxnEvent {
+    pub user_id: String,
+    pub device_id: String,
+    pub txn_id: String,
+    pub event_id: String,
+}
+
+/// The advisory lock key of a room: the first 8 bytes of SHA-256 over `room:` and its id, the
+/// same in every process.
+fn room_lock_key(room_id: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(b"room:").chain_update(room_id.as_bytes()).finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
 pub struct RoomWriter {
     tx: Transaction<'static, Postgres>,
     room_id: String,
@@ -56,12 +77,11 @@ impl std::fmt::Debug for RoomWriter {
 }
 
 impl RoomWriter {
-    /// Begins a transaction and takes the room's advisory lock (held until commit or rollback).
+    /// Begins a transaction and takes the room's advisory lock (held until commit or rollback),
+    /// in one round trip.
     pub async fn begin(pool: &sqlx::PgPool, room_id: &str) -> StorageResult<Self> {
-        let mut tx = pool.begin().await?;
-        sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('room:' || $1, 0))", room_id)
-            .execute(&mut *tx)
-            .await?;
+        let statement = format!("BEGIN; SELECT pg_advisory_xact_lock({})", room_lock_key(room_id));
+        let tx = pool.begin_with(sqlx::AssertSqlSafe(statement)).await?;
         Ok(Self { tx, room_id: room_id.to_owned() })
     }
 
@@ -86,7 +106,8 @@ impl RoomWriter {
     /// The room's version and current head, or `None` if the room does not exist here.
     pub async fn head(&mut self) -> StorageResult<Option<RoomHead>> {
         let Some(row) = sqlx::query!(
-            r#"SELECT r.room_version, s.snapshot_id AS "snapshot_id?", ss.chain_depth AS "chain_depth?"
+            r#"SELECT r.room_version, s.snapshot_id AS "snapshot_id?", ss.chain_depth AS "chain_depth?",
+                      s.forward_extremities AS "forward_extremities?", s.max_depth AS "max_depth?"
                FROM rooms r
                LEFT JOIN room_current_snapshot s ON s.room_id = r.room_id
                LEFT JOIN state_snapshots ss ON ss.snapshot_id = s.snapshot_id
@@ -98,19 +119,12 @@ impl RoomWriter {
         else {
             return Ok(None);
         };
-        let extremities = sqlx::query!(
-            "SELECT f.event_id, e.depth FROM room_forward_extremities f JOIN events e USING (event_id)
-             WHERE f.room_id = $1 ORDER BY e.depth DESC, e.stream_ordering DESC",
-            self.room_id
-        )
-        .fetch_all(&mut *self.tx)
-        .await?;
         Ok(Some(RoomHead {
             room_version: row.room_version,
             snapshot_id: row.snapshot_id.unwrap_or(0),
             snapshot_depth: row.chain_depth.unwrap_or(0),
-            max_depth: extremities.iter().map(|e| e.depth).max().unwrap_or(0),
-            forward_extremities: extremities.into_iter().map(|e| e.event_id).collect(),
+            max_depth: row.max_depth.unwrap_or(0),
+            forward_extremities: row.forward_extremities.unwrap_or_default(),
         }))
     }
 
@@ -137,15 +151,21 @@ impl RoomWriter {
             .collect())
     }
 
-    /// The event an earlier request with this transaction id produced, if any.
-    pub async fn txn_event(&mut self, user_id: &str, device_id: &str, txn_id: &str) -> StorageResult<Option<String>> {
-        Ok(sqlx::query_scalar!(
-            "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-            user_id,
-            device_id,
-            txn_id
+    /// The events that earlier requests with these `(user, device, transaction key)` produced.
+    pub async fn txn_events(&mut self, keys: &[(&str, &str, &str)]) -> StorageResult<Vec<TxnEvent>> {
+        let (users, (devices, txns)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
+            keys.iter().map(|(u, d, t)| (*u, (*d, *t))).unzip();
+        Ok(sqlx::query_as!(
+            TxnEvent,
+            r#"SELECT t.user_id AS "user_id!", t.device_id AS "device_id!", t.txn_id AS "txn_id!",
+                      t.event_id AS "event_id!"
+               FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(user_id, device_id, txn_id)
+               JOIN event_txns t USING (user_id, device_id, txn_id)"#,
+            &users as &[&str],
+            &devices as &[&str],
+            &txns as &[&str]
         )
-        .fetch_optional(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await?)
     }
 
@@ -190,24 +210,46 @@ impl RoomWriter {
         Ok((id, depth))
     }
 
-    /// Allocates the next `n` positions of a stream; the row lock orders commits.
-    pub async fn allocate_positions(&mut self, stream: &str, n: i64) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar!(
-            "UPDATE stream_heads SET position = position + $2 WHERE stream = $1 RETURNING position",
-            stream,
+    /// Allocates the next `n` positions of the events stream and announces the last one to every
+    /// process (delivered at commit); the row lock orders commits. Returns the last position.
+    pub async fn allocate_event_positions(&mut self, n: i64) -> StorageResult<i64> {
+        let row = sqlx::query!(
+            r#"WITH head AS (UPDATE stream_heads SET position = position + $1 WHERE stream = 'events'
+                             RETURNING position)
+               SELECT position, pg_notify('poststelle_streams', 'events ' || position) IS NULL AS "notified?"
+               FROM head"#,
             n
         )
         .fetch_one(&mut *self.tx)
-        .await?)
+        .await?;
+        Ok(row.position)
     }
 
-    /// Writes an event at `stream_ordering` and moves the room's head to it.
-    pub async fn insert_event(&mut self, e: &NewEvent<'_>, stream_ordering: i64) -> StorageResult<()> {
+    /// Writes an event at `stream_ordering`, moves the room's head to it and records the client
+    /// transaction that produced it, in one statement.
+    pub async fn insert_event(&mut self, e: &NewEvent<'_>, stream_ordering: i64, now: i64) -> StorageResult<()> {
         sqlx::query!(
-            "INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
-                                 origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                 rel_type, sender_device, txn_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "WITH event AS (
+                 INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
+                                     origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
+                                     rel_type, sender_device, txn_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)),
+             state AS (
+                 INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
+                 SELECT $2, $5, $6, $1 WHERE $6::text IS NOT NULL
+                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id),
+             txn AS (
+                 INSERT INTO event_txns (user_id, device_id, txn_id, event_id, created_ts)
+                 SELECT $7, $15, $18, $1, $19 WHERE $18::text IS NOT NULL AND $15::text IS NOT NULL)
+             INSERT INTO room_current_snapshot AS h (room_id, snapshot_id, last_stream, forward_extremities, max_depth)
+             VALUES ($2, $11, $3, ARRAY[$1], $4)
+             ON CONFLICT (room_id) DO UPDATE SET
+                 snapshot_id = EXCLUDED.snapshot_id,
+                 last_stream = EXCLUDED.last_stream,
+                 forward_extremities = ARRAY[$1] || ARRAY(
+                     SELECT x.id FROM unnest(h.forward_extremities) WITH ORDINALITY AS x(id, n)
+                     WHERE x.id <> ALL($17) ORDER BY x.n),
+                 max_depth = GREATEST(h.max_depth, EXCLUDED.max_depth)",
             e.event_id,
             e.room_id,
             stream_ordering,
@@ -223,41 +265,13 @@ impl RoomWriter {
             e.relates_to,
             e.rel_type,
             e.sender_device,
-            e.txn_id
+            e.txn_id,
+            e.prev_events,
+            e.txn_key,
+            now
         )
         .execute(&mut *self.tx)
         .await?;
-        sqlx::query!(
-            "DELETE FROM room_forward_extremities WHERE room_id = $1 AND event_id = ANY($2)",
-            e.room_id,
-            e.prev_events
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query!("INSERT INTO room_forward_extremities (room_id, event_id) VALUES ($1, $2)", e.room_id, e.event_id)
-            .execute(&mut *self.tx)
-            .await?;
-        sqlx::query!(
-            "INSERT INTO room_current_snapshot (room_id, snapshot_id, last_stream) VALUES ($1, $2, $3)
-             ON CONFLICT (room_id) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id, last_stream = EXCLUDED.last_stream",
-            e.room_id,
-            e.state_after,
-            stream_ordering
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        if let Some(state_key) = e.state_key {
-            sqlx::query!(
-                "INSERT INTO room_current_state (room_id, event_type, state_key, event_id) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id",
-                e.room_id,
-                e.event_type,
-                state_key,
-                e.event_id
-            )
-            .execute(&mut *self.tx)
-            .await?;
-        }
         Ok(())
     }
 
@@ -282,28 +296,6 @@ impl RoomWriter {
             event_id,
             stream_ordering,
             sender
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Remembers which event a client transaction produced.
-    pub async fn record_txn(
-        &mut self,
-        user_id: &str,
-        device_id: &str,
-        txn_id: &str,
-        event_id: &str,
-        now: i64,
-    ) -> StorageResult<()> {
-        sqlx::query!(
-            "INSERT INTO event_txns (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)",
-            user_id,
-            device_id,
-            txn_id,
-            event_id,
-            now
         )
         .execute(&mut *self.tx)
         .await?;
@@ -342,12 +334,6 @@ impl RoomWriter {
         )
         .execute(&mut *self.tx)
         .await?;
-        Ok(())
-    }
-
-    /// Wakes every process waiting on streams (delivered at commit).
-    pub async fn notify(&mut self, payload: &str) -> StorageResult<()> {
-        sqlx::query!("SELECT pg_notify('poststelle_streams', $1)", payload).execute(&mut *self.tx).await?;
         Ok(())
     }
 

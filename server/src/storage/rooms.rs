@@ -5,6 +5,15 @@ use sqlx::PgPool;
 
 use super::StorageResult;
 
+/// Stream heads for a `/sync` token.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncPositions {
+    pub events: i64,
+    pub receipts: i64,
+    pub to_device: i64,
+    pub account_data: i64,
+}
+
 #[derive(Clone, Debug)]
 pub struct RoomStore {
     pool: PgPool,
@@ -77,6 +86,20 @@ impl RoomStore {
             .fetch_optional(&self.pool)
             .await?
             .unwrap_or(0))
+    }
+
+    /// The heads of the streams `/sync` reads, in one round trip.
+    pub async fn sync_positions(&self, user_id: &str) -> StorageResult<SyncPositions> {
+        Ok(sqlx::query_as!(
+            SyncPositions,
+            r#"SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS "events!",
+                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'receipts'), 0) AS "receipts!",
+                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'to_device'), 0) AS "to_device!",
+                      COALESCE((SELECT MAX(stream_id) FROM account_data WHERE user_id = $1), 0) AS "account_data!""#,
+            user_id
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn membership(&self, room_id: &str, user_id: &str) -> StorageResult<Option<MembershipRow>> {

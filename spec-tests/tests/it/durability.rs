@@ -283,3 +283,50 @@ async fn concurrent_sends_are_stored_once_in_one_order() {
     let fresh = sync(&s, &dave, &big).await;
     assert_eq!(message_ids(events(timeline(&fresh, &room))), stored, "an initial sync disagrees");
 }
+
+/// Concurrent sends to one room share a transaction; an event refused in it fails alone. While
+/// members send at once, a user who is not in the room, one who was kicked, and a member who
+/// sends a state event their power level does not allow each get `403 M_FORBIDDEN`, and every
+/// member's message is stored.
+#[tokio::test]
+async fn a_refused_event_in_a_shared_commit_fails_alone() {
+    const ROUNDS: usize = 5;
+    let (s, [alice, bob, charlie, eve]) = server_with(["alice", "bob", "charlie", "eve"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    join(&s, &charlie, &room).await;
+    let (status, resp) =
+        s.post(&room_path(&room, "kick"), alice.token(), json!({"user_id": charlie.user_id, "reason": "test"})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+
+    let mut sent = Vec::new();
+    for round in 0..ROUNDS {
+        let topic_path = room_path(&room, "state/m.room.topic");
+        let [txn_a, txn_b, txn_c, txn_e] = ["a", "b", "c", "e"].map(|p| format!("{p}{round}"));
+        let [body_a, body_b, body_c, body_e] = ["alice", "bob", "charlie", "eve"].map(|p| format!("{p} {round}"));
+        let (a, b, c, e, topic) = tokio::join!(
+            try_send_txn(&s, &alice, &room, &txn_a, &body_a),
+            try_send_txn(&s, &bob, &room, &txn_b, &body_b),
+            try_send_txn(&s, &charlie, &room, &txn_c, &body_c),
+            try_send_txn(&s, &eve, &room, &txn_e, &body_e),
+            s.put(&topic_path, bob.token(), json!({"topic": format!("bob's topic {round}")})),
+        );
+        for (who, outcome) in [("alice", &a), ("bob", &b)] {
+            let (status, resp) = outcome.as_ref().expect("the server answers");
+            assert_eq!(*status, StatusCode::OK, "{who} in round {round}: {resp}");
+            sent.push(resp["event_id"].as_str().unwrap().to_owned());
+        }
+        for (who, outcome) in [("charlie (kicked)", &c), ("eve (never joined)", &e)] {
+            let (status, resp) = outcome.as_ref().expect("the server answers");
+            assert_eq!(*status, StatusCode::FORBIDDEN, "{who} in round {round}: {resp}");
+            assert_eq!(resp["errcode"], "M_FORBIDDEN", "{resp}");
+        }
+        assert_eq!(topic.0, StatusCode::FORBIDDEN, "bob set the topic without power: {}", topic.1);
+    }
+    let stored = message_ids(&whole_timeline(&s, &alice, &room).await);
+    assert_eq!(stored.len(), 2 * ROUNDS, "{stored:?}");
+    for id in &sent {
+        assert!(stored.contains(id), "{id} acknowledged but not stored");
+    }
+    assert!(!s.log().contains("panicked"), "the server panicked:\n{}", s.log());
+}

@@ -1,6 +1,7 @@
 //! Two `poststelle` processes on one database: sends through both stay in one order per room
 //! (the per-room advisory lock), and a `/sync` waiting on one process wakes for an event or a
-//! typing notification that arrived through the other (`LISTEN/NOTIFY`).
+//! typing notification that arrived through the other (`LISTEN/NOTIFY`); a room's state cached
+//! by one process is not used once the other has written to the room.
 
 use std::time::{Duration, Instant};
 
@@ -100,4 +101,24 @@ async fn two_processes_share_one_database() {
     for id in &ids {
         assert_eq!(seen_one.iter().filter(|(e, _)| e == id).count(), 1, "{id} not exactly once");
     }
+
+    // Each process keeps the room's state from its own last write; a change made through the
+    // other process must not be missed. Bob sends through process one (which caches the room
+    // with Bob joined), Alice bans him through process two, and process one refuses Bob's next
+    // send; after an unban and a rejoin through two, one lets him send again.
+    send(&one, &bob, &room, "before the ban", "b1").await;
+    let ban = json!({"user_id": bob.user_id, "reason": "test"});
+    let (status, resp) = two.post(&format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)), alice.token(), ban).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/b2", enc(&room));
+    let (status, resp) = one.put(&path, bob.token(), json!({"msgtype": "m.text", "body": "after the ban"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a banned user sent through the other process: {resp}");
+    assert_eq!(resp["errcode"], "M_FORBIDDEN", "{resp}");
+    let unban = json!({"user_id": bob.user_id});
+    let (status, resp) =
+        two.post(&format!("/_matrix/client/v3/rooms/{}/unban", enc(&room)), alice.token(), unban).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (status, resp) = two.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    send(&one, &bob, &room, "after the rejoin", "b3").await;
 }

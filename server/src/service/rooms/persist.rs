@@ -50,6 +50,28 @@ struct Pending {
     txn: Option<Txn>,
 }
 
+/// A room's state as this process's last write transaction left it. The next transaction on
+/// the room reuses it when the head it reads under the room's lock still matches, i.e. nobody
+/// (no other process) wrote to the room since; that saves reading the state and auth events.
+#[derive(Debug)]
+pub(super) struct CachedRoom {
+    snapshot: (i64, i32),
+    extremities: Vec<String>,
+    state: BTreeMap<(String, String), String>,
+    /// Parsed current-state events that transactions needed (auth events, mostly).
+    pdus: BTreeMap<OwnedEventId, Pdu>,
+}
+
+impl CachedRoom {
+    /// Roughly how many entries it holds, for bounding the cache.
+    pub(super) fn weight(&self) -> usize {
+        self.state.len() + self.pdus.len()
+    }
+}
+
+/// `(user, device, transaction key)`: what idempotency is tracked under.
+type TxnKey = (String, String, String);
+
 /// The room as a write transaction sees and changes it.
 #[derive(Debug)]
 pub struct RoomCtx {
@@ -63,6 +85,10 @@ pub struct RoomCtx {
     prev_events: Vec<OwnedEventId>,
     depth: u64,
     pending: Vec<Pending>,
+    /// The forward extremities the transaction started from (all of them).
+    extremities_at_open: Vec<String>,
+    /// Client transactions looked up beforehand ([`Self::load_txns`]) that produced an event.
+    known_txns: BTreeMap<TxnKey, OwnedEventId>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
@@ -81,22 +107,32 @@ impl RoomCtx {
         let head = writer.head().await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
         let version = RoomVersionId::try_from(head.room_version.as_str()).map_err(internal)?;
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
-        let state = writer.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect();
+        let prev_events: Vec<OwnedEventId> = head
+            .forward_extremities
+            .iter()
+            .take(20)
+            .map(|id| OwnedEventId::try_from(id.as_str()).map_err(internal))
+            .collect::<ServiceResult<_>>()?;
+        let snapshot = (head.snapshot_id, head.snapshot_depth);
+        let cached = service
+            .take_cached_room(room_id)
+            .filter(|c| c.snapshot == snapshot && c.extremities == head.forward_extremities);
+        let (state, cache) = match cached {
+            Some(c) => (c.state, c.pdus),
+            None => (writer.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect(), BTreeMap::new()),
+        };
         Ok(Self {
             writer,
             version,
             rules,
             state,
-            cache: BTreeMap::new(),
-            snapshot: Some((head.snapshot_id, head.snapshot_depth)),
-            prev_events: head
-                .forward_extremities
-                .iter()
-                .take(20)
-                .map(|id| OwnedEventId::try_from(id.as_str()).map_err(internal))
-                .collect::<ServiceResult<_>>()?,
+            cache,
+            snapshot: Some(snapshot),
+            prev_events,
             depth: u64::try_from(head.max_depth).unwrap_or(0),
             pending: Vec::new(),
+            extremities_at_open: head.forward_extremities,
+            known_txns: BTreeMap::new(),
         })
     }
 
@@ -123,11 +159,37 @@ impl RoomCtx {
             prev_events: Vec::new(),
             depth: 0,
             pending: Vec::new(),
+            extremities_at_open: Vec::new(),
+            known_txns: BTreeMap::new(),
         })
     }
 
     pub fn room_id(&self) -> &str {
         self.writer.room_id()
+    }
+
+    /// Looks up, in one query, which of these client transactions already produced an event.
+    pub async fn load_txns(&mut self, keys: &[(&str, &str, &str)]) -> ServiceResult<()> {
+        for t in self.writer.txn_events(keys).await? {
+            let id = OwnedEventId::try_from(t.event_id).map_err(internal)?;
+            self.known_txns.insert((t.user_id, t.device_id, t.txn_id), id);
+        }
+        Ok(())
+    }
+
+    /// The event an earlier request with this transaction produced: committed before (among the
+    /// transactions given to [`Self::load_txns`]) or appended earlier in this transaction.
+    pub fn txn_event(&self, sender: &str, txn: &Txn, key: &str) -> Option<OwnedEventId> {
+        let known = self.known_txns.get(&(sender.to_owned(), txn.device_id.clone(), key.to_owned()));
+        known.cloned().or_else(|| {
+            self.pending.iter().find_map(|p| {
+                let t = p.txn.as_ref()?;
+                (p.pdu.sender == sender
+                    && t.device_id == txn.device_id
+                    && t.key(self.room_id(), p.pdu.kind.to_string().as_str()) == key)
+                    .then(|| p.pdu.event_id.clone())
+            })
+        })
     }
 
     /// A current state event's PDU.
@@ -299,16 +361,20 @@ impl RoomCtx {
     }
 
     /// Writes everything appended, with consecutive stream positions, and commits. Returns the
-    /// position of the last event.
+    /// position of the last event. The room's state stays cached for the next transaction.
     pub async fn commit(mut self, service: &RoomService) -> ServiceResult<i64> {
         let n = i64::try_from(self.pending.len()).map_err(internal)?;
         if n == 0 {
+            let room_id = self.writer.room_id().to_owned();
             self.writer.commit().await?;
+            if let Some(snapshot) = self.snapshot {
+                keep_cached(service, &room_id, snapshot, self.extremities_at_open, self.state, self.cache);
+            }
             return Ok(0);
         }
         let now = now_ms();
         // Taken last: the stream head's row lock orders commits, so keep the window short.
-        let last = self.writer.allocate_positions("events", n).await?;
+        let last = self.writer.allocate_event_positions(n).await?;
         let room_id = self.writer.room_id().to_owned();
         for (i, p) in std::mem::take(&mut self.pending).into_iter().enumerate() {
             let pos = last - n + 1 + i64::try_from(i).map_err(internal)?;
@@ -316,6 +382,7 @@ impl RoomCtx {
             let prev: Vec<String> = p.pdu.prev_events.iter().map(ToString::to_string).collect();
             let kind = p.pdu.kind.to_string();
             let sender = p.pdu.sender.to_string();
+            let txn_key = p.txn.as_ref().map(|t| t.key(&room_id, &kind));
             self.writer
                 .insert_event(
                     &NewEvent {
@@ -334,9 +401,11 @@ impl RoomCtx {
                         rel_type: p.relates_to.as_ref().and_then(|(_, t)| t.as_deref()),
                         sender_device: p.txn.as_ref().map(|t| t.device_id.as_str()),
                         txn_id: p.txn.as_ref().map(|t| t.txn_id.as_str()),
+                        txn_key: txn_key.as_deref(),
                         prev_events: &prev,
                     },
                     pos,
+                    now,
                 )
                 .await?;
             if kind == "m.room.member"
@@ -346,19 +415,35 @@ impl RoomCtx {
             {
                 self.writer.set_membership(target, m, &event_id, pos, &sender).await?;
             }
-            if let Some(t) = &p.txn {
-                let key = t.key(self.writer.room_id(), &kind);
-                self.writer.record_txn(&sender, &t.device_id, &key, &event_id, now).await?;
-            }
             if let Some(target) = &p.pdu.redacts {
                 self.writer.mark_redacted(target.as_str(), &event_id).await?;
             }
         }
-        self.writer.notify(&format!("events {last}")).await?;
         self.writer.commit().await?;
         service.notifier.bump();
+        if let Some(snapshot) = self.snapshot {
+            let extremities = self.prev_events.iter().map(ToString::to_string).collect();
+            keep_cached(service, &room_id, snapshot, extremities, self.state, self.cache);
+        }
         Ok(last)
     }
+}
+
+/// Leaves a committed state in the room cache, with the current-state events parsed so far.
+fn keep_cached(
+    service: &RoomService,
+    room_id: &str,
+    snapshot: (i64, i32),
+    extremities: Vec<String>,
+    state: BTreeMap<(String, String), String>,
+    mut pdus: BTreeMap<OwnedEventId, Pdu>,
+) {
+    pdus.retain(|id, pdu| {
+        pdu.state_key.as_ref().is_some_and(|k| {
+            state.get(&(pdu.kind.to_string(), k.clone())).is_some_and(|current| current == id.as_str())
+        })
+    });
+    service.put_cached_room(room_id, CachedRoom { snapshot, extremities, state, pdus });
 }
 
 /// `m.relates_to` of a content: the related event and the relation type (replies have none).
