@@ -6,8 +6,9 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use figment::{
-    Figment,
+    Figment, Metadata, Profile, Provider,
     providers::{Env, Format, Serialized, Toml},
+    value::{Dict, Map, Value},
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -299,6 +300,54 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The `POSTSTELLE_*` environment variables (`__` nests keys), each value kept as the text it
+/// is. figment's `Env` reads values as TOML would, so `POSTSTELLE_ROOMS__DEFAULT_VERSION=11` or
+/// an all-digit secret became a number where text is expected, and `0123` lost its zero; numbers
+/// and booleans are read from the text when the configuration is extracted.
+struct EnvText {
+    vars: Vec<(String, String)>,
+    metadata: Metadata,
+}
+
+impl EnvText {
+    fn from_process() -> Self {
+        let env = Env::prefixed("POSTSTELLE_").split("__");
+        Self { vars: env.iter().map(|(k, v)| (k.into_string(), v)).collect(), metadata: env.metadata() }
+    }
+}
+
+impl Provider for EnvText {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        fn insert(dict: &mut Dict, path: &[&str], value: Value) {
+            match path {
+                [] => {}
+                [last] => {
+                    dict.insert((*last).to_owned(), value);
+                }
+                [first, rest @ ..] => {
+                    let entry = dict.entry((*first).to_owned()).or_insert_with(|| Dict::new().into());
+                    if entry.as_dict().is_none() {
+                        *entry = Dict::new().into();
+                    }
+                    if let Value::Dict(_, inner) = entry {
+                        insert(inner, rest, value);
+                    }
+                }
+            }
+        }
+        let mut dict = Dict::new();
+        for (key, value) in &self.vars {
+            let path: Vec<&str> = key.split('.').collect();
+            insert(&mut dict, &path, value.clone().into());
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
 impl Config {
     /// Loads defaults, then the TOML file (if given), then `POSTSTELLE_*` variables.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
@@ -309,12 +358,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("POSTSTELLE_").split("__"));
+        figment = figment.merge(EnvText::from_process());
         Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        // Lossy: numbers and booleans may be given as text (all environment values are).
+        let config: Config = figment.extract_lossy().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -375,15 +425,35 @@ mod tests {
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
-        // Env provider reads the process environment; emulate it with a scoped map.
-        let map: std::collections::BTreeMap<String, String> =
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        for (k, v) in &map {
-            let key = k.trim_start_matches("POSTSTELLE_").to_lowercase().replace("__", ".");
-            figment = figment.merge(figment::providers::Serialized::default(&key, v));
-        }
+        let vars = env
+            .iter()
+            .map(|(k, v)| (k.trim_start_matches("POSTSTELLE_").to_lowercase().replace("__", "."), (*v).to_owned()))
+            .collect();
+        let env = EnvText { vars, metadata: Metadata::named("test environment") };
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)).merge(env);
         Config::from_figment(figment)
+    }
+
+    /// Environment values are text: a room version, an all-digit secret and one with a leading
+    /// zero arrive as written; numbers and booleans are read from their text.
+    #[test]
+    fn environment_values_are_text() {
+        let c = load(
+            "",
+            &[
+                ("POSTSTELLE_ROOMS__DEFAULT_VERSION", "10"),
+                ("POSTSTELLE_REGISTRATION__SHARED_SECRET", "0123"),
+                ("POSTSTELLE_REGISTRATION__ENABLED", "true"),
+                ("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "32"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.rooms.default_version, "10");
+        assert_eq!(c.registration.shared_secret, "0123");
+        assert!(c.registration.enabled);
+        assert_eq!(c.database.max_connections, 32);
+        let err = load("", &[("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "many")]).expect_err("not a number");
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 
     #[test]
