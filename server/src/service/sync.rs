@@ -458,7 +458,9 @@ impl SyncService {
             .map(|m| raw(&json!({"type": m.event_type, "sender": m.sender, "content": m.content})))
             .collect();
 
-        // Not-yet-implemented streams are present and well formed (keys arrive with their issue).
+        // End-to-end encryption keys arrive with their own issue; until then a device has no
+        // one-time keys and no fallback key, which is what these say.
+        response.device_one_time_keys_count.insert(ruma::OneTimeKeyAlgorithm::SignedCurve25519, uint(0));
         response.device_unused_fallback_key_types = Some(Vec::new());
         response.next_batch = now.render();
         Ok(response)

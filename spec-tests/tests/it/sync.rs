@@ -115,6 +115,16 @@ async fn initial_and_incremental_sync() {
     // Sytest "Can sync a joined room", "State is included in the timeline in the initial sync".
     let initial = sync(&s, &alice, "").await;
     assert_eq!(section(&initial, "join").into_iter().collect::<BTreeSet<_>>(), set([&quiet, &room]));
+    // The end-to-end encryption fields are well formed before any key is uploaded: no one-time
+    // keys, no fallback key, no device-list changes; the optional sections absent or lists.
+    assert_eq!(initial["device_one_time_keys_count"], json!({"signed_curve25519": 0}), "{initial}");
+    assert_eq!(initial["device_unused_fallback_key_types"], json!([]), "{initial}");
+    assert!(initial.get("to_device").is_none() || initial["to_device"]["events"].is_array(), "{initial}");
+    for list in ["changed", "left"] {
+        let entry = &initial["device_lists"][list];
+        assert!(entry.is_null() || entry == &json!([]), "{initial}");
+    }
+    assert!(initial.get("presence").is_none() || initial["presence"]["events"].is_array(), "{initial}");
     let r = joined(&initial, &room);
     let tl = &r["timeline"]["events"];
     let all_ids = ids(tl);
