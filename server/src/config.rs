@@ -301,9 +301,10 @@ pub enum ConfigError {
 }
 
 /// The `POSTSTELLE_*` environment variables (`__` nests keys), each value kept as the text it
-/// is. figment's `Env` reads values as TOML would, so `POSTSTELLE_ROOMS__DEFAULT_VERSION=11` or
-/// an all-digit secret became a number where text is expected, and `0123` lost its zero; numbers
-/// and booleans are read from the text when the configuration is extracted.
+/// is unless it is a list or table. figment's `Env` reads every value as TOML would, so
+/// `POSTSTELLE_ROOMS__DEFAULT_VERSION=11` or an all-digit secret became a number where text is
+/// expected, and `0123` lost its zero; numbers and booleans are read from the text when the
+/// configuration is extracted.
 struct EnvText {
     vars: Vec<(String, String)>,
     metadata: Metadata,
@@ -340,9 +341,17 @@ impl Provider for EnvText {
             }
         }
         let mut dict = Dict::new();
-        for (key, value) in &self.vars {
+        for (key, text) in &self.vars {
             let path: Vec<&str> = key.split('.').collect();
-            insert(&mut dict, &path, value.clone().into());
+            // Lists and tables (`["a", "b"]`, `{per_second = 1, burst = 5}`) are parsed as
+            // figment's `Env` parses them; everything else stays text.
+            let trimmed = text.trim_start();
+            let value = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+                text.parse::<Value>().unwrap_or_else(|e| match e {})
+            } else {
+                text.clone().into()
+            };
+            insert(&mut dict, &path, value);
         }
         Ok(Profile::Default.collect(dict))
     }
@@ -435,7 +444,8 @@ mod tests {
     }
 
     /// Environment values are text: a room version, an all-digit secret and one with a leading
-    /// zero arrive as written; numbers and booleans are read from their text.
+    /// zero arrive as written; numbers and booleans are read from their text; lists and tables
+    /// are parsed.
     #[test]
     fn environment_values_are_text() {
         let c = load(
@@ -445,9 +455,13 @@ mod tests {
                 ("POSTSTELLE_REGISTRATION__SHARED_SECRET", "0123"),
                 ("POSTSTELLE_REGISTRATION__ENABLED", "true"),
                 ("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "32"),
+                ("POSTSTELLE_REGISTRATION__RESERVED_PREFIXES", r#"["egvp_", "demail_"]"#),
+                ("POSTSTELLE_RATE_LIMITS__LOGIN_FAILURES_PER_ACCOUNT", "{per_second=0.5,burst=3}"),
             ],
         )
         .expect("valid");
+        assert_eq!(c.registration.reserved_prefixes, ["egvp_", "demail_"]);
+        assert_eq!(c.rate_limits.login_failures_per_account.burst, 3);
         assert_eq!(c.rooms.default_version, "10");
         assert_eq!(c.registration.shared_secret, "0123");
         assert!(c.registration.enabled);

@@ -76,9 +76,21 @@ pub fn binary() -> PathBuf {
     bin
 }
 
-/// A free TCP port on loopback (bound and released; good enough for tests).
+/// A free TCP port on loopback that no other server of this test process was given. Ports come
+/// from a counter below the kernel's ephemeral range, each checked by binding it: asking the
+/// kernel for any free port (`:0`) could hand the same port to two tests starting at once, and
+/// the second test would then talk to the first one's server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let offset = u16::try_from(std::process::id() % 100).unwrap_or(0) * 100;
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000;
+        let port = 20_000 + (offset + n) % 10_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 29999 on 127.0.0.1");
 }
 
 const SHARED_SECRET: &str = "test-shared-secret";

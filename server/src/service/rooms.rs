@@ -228,18 +228,14 @@ impl RoomService {
         room_id: &str,
         events: &[SendEvent],
     ) -> ServiceResult<Vec<ServiceResult<OwnedEventId>>> {
-        let mut ctx = RoomCtx::open(self, room_id).await?;
         let keys: Vec<(String, String, String)> = events
             .iter()
             .filter_map(|ev| {
                 ev.txn.as_ref().map(|t| (ev.sender.to_string(), t.device_id.clone(), t.key(room_id, &ev.kind)))
             })
             .collect();
-        if !keys.is_empty() {
-            let keys: Vec<(&str, &str, &str)> =
-                keys.iter().map(|(u, d, t)| (u.as_str(), d.as_str(), t.as_str())).collect();
-            ctx.load_txns(&keys).await?;
-        }
+        let keys: Vec<(&str, &str, &str)> = keys.iter().map(|(u, d, t)| (u.as_str(), d.as_str(), t.as_str())).collect();
+        let mut ctx = RoomCtx::open_for_txns(self, room_id, &keys).await?;
         let mut outcomes = Vec::with_capacity(events.len());
         for ev in events {
             match self.append_send(&mut ctx, ev).await {

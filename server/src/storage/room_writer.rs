@@ -20,6 +20,8 @@ pub struct RoomHead {
     pub snapshot_depth: i32,
     pub forward_extremities: Vec<String>,
     pub max_depth: i64,
+    /// For the transaction keys asked about: `(index among them, event it produced)`.
+    pub known_txns: Vec<(usize, String)>,
 }
 
 /// A new event, ready to be written.
@@ -46,15 +48,6 @@ pub struct NewEvent<'a> {
 }
 
 /// An open write transaction on one room.
-/// An event an earlier client transaction produced.
-#[derive(Debug)]
-pub struct TxnEvent {
-    pub user_id: String,
-    pub device_id: String,
-    pub txn_id: String,
-    pub event_id: String,
-}
-
 /// The advisory lock key of a room: the first 8 bytes of SHA-256 over `room:` and its id, the
 /// same in every process.
 fn room_lock_key(room_id: &str) -> i64 {
@@ -63,6 +56,23 @@ fn room_lock_key(room_id: &str) -> i64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(bytes)
+}
+
+/// Where an event goes in the events stream.
+#[derive(Clone, Copy, Debug)]
+pub enum StreamSlot {
+    /// The first of `n` positions, allocated by this insert (the transaction's first event).
+    FirstOf(i64),
+    /// A position allocated earlier in the transaction.
+    At(i64),
+}
+
+/// Where an inserted event went.
+#[derive(Clone, Copy, Debug)]
+pub struct InsertedEvent {
+    pub position: i64,
+    /// The last position allocated, when this insert allocated them.
+    pub last_allocated: Option<i64>,
 }
 
 pub struct RoomWriter {
@@ -103,28 +113,50 @@ impl RoomWriter {
         Ok(())
     }
 
-    /// The room's version and current head, or `None` if the room does not exist here.
-    pub async fn head(&mut self) -> StorageResult<Option<RoomHead>> {
+    /// The room's version and current head, or `None` if the room does not exist here; with the
+    /// events that earlier requests with the given `(user, device, transaction key)`s produced.
+    pub async fn head(&mut self, txn_keys: &[(&str, &str, &str)]) -> StorageResult<Option<RoomHead>> {
+        let (users, (devices, txns)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
+            txn_keys.iter().map(|(u, d, t)| (*u, (*d, *t))).unzip();
         let Some(row) = sqlx::query!(
             r#"SELECT r.room_version, s.snapshot_id AS "snapshot_id?", ss.chain_depth AS "chain_depth?",
-                      s.forward_extremities AS "forward_extremities?", s.max_depth AS "max_depth?"
+                      s.forward_extremities AS "forward_extremities?", s.max_depth AS "max_depth?",
+                      x.indexes AS "txn_indexes?", x.event_ids AS "txn_events?"
                FROM rooms r
                LEFT JOIN room_current_snapshot s ON s.room_id = r.room_id
                LEFT JOIN state_snapshots ss ON ss.snapshot_id = s.snapshot_id
+               LEFT JOIN LATERAL (
+                   SELECT array_agg(k.i ORDER BY k.i) AS indexes, array_agg(t.event_id ORDER BY k.i) AS event_ids
+                   FROM UNNEST($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(user_id, device_id, txn_id, i)
+                   JOIN event_txns t
+                     ON t.user_id = k.user_id AND t.device_id = k.device_id AND t.txn_id = k.txn_id
+               ) x ON TRUE
                WHERE r.room_id = $1"#,
-            self.room_id
+            self.room_id,
+            &users as &[&str],
+            &devices as &[&str],
+            &txns as &[&str]
         )
         .fetch_optional(&mut *self.tx)
         .await?
         else {
             return Ok(None);
         };
+        // `WITH ORDINALITY` counts from 1.
+        let known_txns = row
+            .txn_indexes
+            .unwrap_or_default()
+            .into_iter()
+            .zip(row.txn_events.unwrap_or_default())
+            .filter_map(|(i, event_id)| Some((usize::try_from(i).ok()?.checked_sub(1)?, event_id)))
+            .collect();
         Ok(Some(RoomHead {
             room_version: row.room_version,
             snapshot_id: row.snapshot_id.unwrap_or(0),
             snapshot_depth: row.chain_depth.unwrap_or(0),
             max_depth: row.max_depth.unwrap_or(0),
             forward_extremities: row.forward_extremities.unwrap_or_default(),
+            known_txns,
         }))
     }
 
@@ -149,24 +181,6 @@ impl RoomWriter {
             .into_iter()
             .map(|r| (r.event_id, r.pdu))
             .collect())
-    }
-
-    /// The events that earlier requests with these `(user, device, transaction key)` produced.
-    pub async fn txn_events(&mut self, keys: &[(&str, &str, &str)]) -> StorageResult<Vec<TxnEvent>> {
-        let (users, (devices, txns)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
-            keys.iter().map(|(u, d, t)| (*u, (*d, *t))).unzip();
-        Ok(sqlx::query_as!(
-            TxnEvent,
-            r#"SELECT t.user_id AS "user_id!", t.device_id AS "device_id!", t.txn_id AS "txn_id!",
-                      t.event_id AS "event_id!"
-               FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(user_id, device_id, txn_id)
-               JOIN event_txns t USING (user_id, device_id, txn_id)"#,
-            &users as &[&str],
-            &devices as &[&str],
-            &txns as &[&str]
-        )
-        .fetch_all(&mut *self.tx)
-        .await?)
     }
 
     /// Writes a snapshot: `entries` laid over `parent` (or a full snapshot when `parent` is
@@ -210,49 +224,50 @@ impl RoomWriter {
         Ok((id, depth))
     }
 
-    /// Allocates the next `n` positions of the events stream and announces the last one to every
-    /// process (delivered at commit); the row lock orders commits. Returns the last position.
-    pub async fn allocate_event_positions(&mut self, n: i64) -> StorageResult<i64> {
+    /// Writes an event, moves the room's head to it and records the client transaction that
+    /// produced it, in one statement. The transaction's first event also allocates the positions
+    /// of all its events and announces the last one to every process (delivered at commit): the
+    /// `stream_heads` row lock taken there orders commits.
+    pub async fn insert_event(&mut self, e: &NewEvent<'_>, slot: StreamSlot, now: i64) -> StorageResult<InsertedEvent> {
+        let (allocate, at) = match slot {
+            StreamSlot::FirstOf(n) => (n, 0),
+            StreamSlot::At(position) => (0, position),
+        };
         let row = sqlx::query!(
-            r#"WITH head AS (UPDATE stream_heads SET position = position + $1 WHERE stream = 'events'
-                             RETURNING position)
-               SELECT position, pg_notify('poststelle_streams', 'events ' || position) IS NULL AS "notified?"
-               FROM head"#,
-            n
-        )
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(row.position)
-    }
-
-    /// Writes an event at `stream_ordering`, moves the room's head to it and records the client
-    /// transaction that produced it, in one statement.
-    pub async fn insert_event(&mut self, e: &NewEvent<'_>, stream_ordering: i64, now: i64) -> StorageResult<()> {
-        sqlx::query!(
-            "WITH event AS (
-                 INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
-                                     origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                     rel_type, sender_device, txn_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)),
-             state AS (
-                 INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
-                 SELECT $2, $5, $6, $1 WHERE $6::text IS NOT NULL
-                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id),
-             txn AS (
-                 INSERT INTO event_txns (user_id, device_id, txn_id, event_id, created_ts)
-                 SELECT $7, $15, $18, $1, $19 WHERE $18::text IS NOT NULL AND $15::text IS NOT NULL)
-             INSERT INTO room_current_snapshot AS h (room_id, snapshot_id, last_stream, forward_extremities, max_depth)
-             VALUES ($2, $11, $3, ARRAY[$1], $4)
-             ON CONFLICT (room_id) DO UPDATE SET
-                 snapshot_id = EXCLUDED.snapshot_id,
-                 last_stream = EXCLUDED.last_stream,
-                 forward_extremities = ARRAY[$1] || ARRAY(
-                     SELECT x.id FROM unnest(h.forward_extremities) WITH ORDINALITY AS x(id, n)
-                     WHERE x.id <> ALL($17) ORDER BY x.n),
-                 max_depth = GREATEST(h.max_depth, EXCLUDED.max_depth)",
+            r#"WITH alloc AS (
+                   UPDATE stream_heads SET position = position + $20
+                   WHERE stream = 'events' AND $20::bigint > 0
+                   RETURNING position),
+               pos AS (SELECT COALESCE((SELECT position - $20 + 1 FROM alloc), $3) AS p),
+               event AS (
+                   INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
+                                       origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
+                                       rel_type, sender_device, txn_id)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM pos),
+               state AS (
+                   INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
+                   SELECT $2, $5, $6, $1 WHERE $6::text IS NOT NULL
+                   ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id),
+               txn AS (
+                   INSERT INTO event_txns (user_id, device_id, txn_id, event_id, created_ts)
+                   SELECT $7, $15, $18, $1, $19 WHERE $18::text IS NOT NULL AND $15::text IS NOT NULL),
+               head AS (
+                   INSERT INTO room_current_snapshot AS h (room_id, snapshot_id, last_stream, forward_extremities,
+                                                           max_depth)
+                   SELECT $2, $11, pos.p, ARRAY[$1], $4 FROM pos
+                   ON CONFLICT (room_id) DO UPDATE SET
+                       snapshot_id = EXCLUDED.snapshot_id,
+                       last_stream = EXCLUDED.last_stream,
+                       forward_extremities = ARRAY[$1] || ARRAY(
+                           SELECT x.id FROM unnest(h.forward_extremities) WITH ORDINALITY AS x(id, n)
+                           WHERE x.id <> ALL($17) ORDER BY x.n),
+                       max_depth = GREATEST(h.max_depth, EXCLUDED.max_depth))
+               SELECT pos.p AS "position!", (SELECT position FROM alloc) AS "last?",
+                      (SELECT pg_notify('poststelle_streams', 'events ' || position) FROM alloc) IS NULL AS "notified?"
+               FROM pos"#,
             e.event_id,
             e.room_id,
-            stream_ordering,
+            at,
             e.depth,
             e.event_type,
             e.state_key,
@@ -268,11 +283,12 @@ impl RoomWriter {
             e.txn_id,
             e.prev_events,
             e.txn_key,
-            now
+            now,
+            allocate
         )
-        .execute(&mut *self.tx)
+        .fetch_one(&mut *self.tx)
         .await?;
-        Ok(())
+        Ok(InsertedEvent { position: row.position, last_allocated: row.last })
     }
 
     /// Records a membership change of `user_id`.

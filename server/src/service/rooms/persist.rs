@@ -17,7 +17,7 @@ use crate::{
     service::{ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{MAX_SNAPSHOT_CHAIN, NewEvent, RoomWriter},
+        room_writer::{MAX_SNAPSHOT_CHAIN, NewEvent, RoomWriter, StreamSlot},
     },
 };
 
@@ -87,7 +87,7 @@ pub struct RoomCtx {
     pending: Vec<Pending>,
     /// The forward extremities the transaction started from (all of them).
     extremities_at_open: Vec<String>,
-    /// Client transactions looked up beforehand ([`Self::load_txns`]) that produced an event.
+    /// Client transactions looked up at the start ([`Self::open_for_txns`]) that produced an event.
     known_txns: BTreeMap<TxnKey, OwnedEventId>,
 }
 
@@ -103,8 +103,24 @@ pub(super) fn parse_pdu(id: &str, text: &str) -> ServiceResult<Pdu> {
 impl RoomCtx {
     /// Opens a write transaction on an existing room; `NotFound` if the room is unknown.
     pub async fn open(service: &RoomService, room_id: &str) -> ServiceResult<Self> {
+        Self::open_for_txns(service, room_id, &[]).await
+    }
+
+    /// [`Self::open`], also looking up which of these client transactions `(user, device,
+    /// transaction key)` already produced an event (see [`Self::txn_event`]).
+    pub async fn open_for_txns(
+        service: &RoomService,
+        room_id: &str,
+        txns: &[(&str, &str, &str)],
+    ) -> ServiceResult<Self> {
         let mut writer = RoomWriter::begin(&service.storage.pool, room_id).await?;
-        let head = writer.head().await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        let head = writer.head(txns).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        let mut known_txns = BTreeMap::new();
+        for (i, event_id) in head.known_txns {
+            let Some((user, device, key)) = txns.get(i) else { continue };
+            let id = OwnedEventId::try_from(event_id).map_err(internal)?;
+            known_txns.insert(((*user).to_owned(), (*device).to_owned(), (*key).to_owned()), id);
+        }
         let version = RoomVersionId::try_from(head.room_version.as_str()).map_err(internal)?;
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
         let prev_events: Vec<OwnedEventId> = head
@@ -132,7 +148,7 @@ impl RoomCtx {
             depth: u64::try_from(head.max_depth).unwrap_or(0),
             pending: Vec::new(),
             extremities_at_open: head.forward_extremities,
-            known_txns: BTreeMap::new(),
+            known_txns,
         })
     }
 
@@ -168,17 +184,8 @@ impl RoomCtx {
         self.writer.room_id()
     }
 
-    /// Looks up, in one query, which of these client transactions already produced an event.
-    pub async fn load_txns(&mut self, keys: &[(&str, &str, &str)]) -> ServiceResult<()> {
-        for t in self.writer.txn_events(keys).await? {
-            let id = OwnedEventId::try_from(t.event_id).map_err(internal)?;
-            self.known_txns.insert((t.user_id, t.device_id, t.txn_id), id);
-        }
-        Ok(())
-    }
-
     /// The event an earlier request with this transaction produced: committed before (among the
-    /// transactions given to [`Self::load_txns`]) or appended earlier in this transaction.
+    /// transactions given to [`Self::open_for_txns`]) or appended earlier in this transaction.
     pub fn txn_event(&self, sender: &str, txn: &Txn, key: &str) -> Option<OwnedEventId> {
         let known = self.known_txns.get(&(sender.to_owned(), txn.device_id.clone(), key.to_owned()));
         known.cloned().or_else(|| {
@@ -373,17 +380,20 @@ impl RoomCtx {
             return Ok(0);
         }
         let now = now_ms();
-        // Taken last: the stream head's row lock orders commits, so keep the window short.
-        let last = self.writer.allocate_event_positions(n).await?;
         let room_id = self.writer.room_id().to_owned();
+        // The first insert allocates the positions of all: the stream head's row lock orders
+        // commits, so it is taken last, and the window until the commit stays short.
+        let mut last = 0;
         for (i, p) in std::mem::take(&mut self.pending).into_iter().enumerate() {
-            let pos = last - n + 1 + i64::try_from(i).map_err(internal)?;
+            let i = i64::try_from(i).map_err(internal)?;
+            let slot = if i == 0 { StreamSlot::FirstOf(n) } else { StreamSlot::At(last - n + 1 + i) };
             let event_id = p.pdu.event_id.to_string();
             let prev: Vec<String> = p.pdu.prev_events.iter().map(ToString::to_string).collect();
             let kind = p.pdu.kind.to_string();
             let sender = p.pdu.sender.to_string();
             let txn_key = p.txn.as_ref().map(|t| t.key(&room_id, &kind));
-            self.writer
+            let inserted = self
+                .writer
                 .insert_event(
                     &NewEvent {
                         event_id: &event_id,
@@ -404,10 +414,14 @@ impl RoomCtx {
                         txn_key: txn_key.as_deref(),
                         prev_events: &prev,
                     },
-                    pos,
+                    slot,
                     now,
                 )
                 .await?;
+            if i == 0 {
+                last = inserted.last_allocated.ok_or_else(|| internal("the first insert allocated no positions"))?;
+            }
+            let pos = inserted.position;
             if kind == "m.room.member"
                 && let Some(target) = &p.pdu.state_key
                 && let Ok(content) = serde_json::from_str::<JsonValue>(p.pdu.content.get())
