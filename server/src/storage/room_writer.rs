@@ -126,10 +126,17 @@ impl RoomWriter {
                LEFT JOIN room_current_snapshot s ON s.room_id = r.room_id
                LEFT JOIN state_snapshots ss ON ss.snapshot_id = s.snapshot_id
                LEFT JOIN LATERAL (
-                   SELECT array_agg(k.i ORDER BY k.i) AS indexes, array_agg(t.event_id ORDER BY k.i) AS event_ids
-                   FROM UNNEST($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(user_id, device_id, txn_id, i)
-                   JOIN event_txns t
-                     ON t.user_id = k.user_id AND t.device_id = k.device_id AND t.txn_id = k.txn_id
+                   -- One primary-key lookup per key: as a join, the planner's guess of 100 keys
+                   -- made it scan the whole table instead.
+                   SELECT array_agg(f.i ORDER BY f.i) AS indexes, array_agg(f.event_id ORDER BY f.i) AS event_ids
+                   FROM (
+                       SELECT k.i, (SELECT t.event_id FROM event_txns t
+                                    WHERE t.user_id = k.user_id AND t.device_id = k.device_id
+                                      AND t.txn_id = k.txn_id) AS event_id
+                       FROM UNNEST($2::text[], $3::text[], $4::text[])
+                            WITH ORDINALITY AS k(user_id, device_id, txn_id, i)
+                   ) f
+                   WHERE f.event_id IS NOT NULL
                ) x ON TRUE
                WHERE r.room_id = $1"#,
             self.room_id,
