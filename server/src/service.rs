@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod filter;
 pub mod jwt;

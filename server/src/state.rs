@@ -6,8 +6,8 @@ use crate::{
     config::Config,
     http::metrics::Metrics,
     service::{
-        ServiceResult, account_data::AccountDataService, accounts::AccountService, ephemeral::EphemeralService,
-        notifier::Notifier, passwords::PasswordHasherService, rate_limit::RateLimiter,
+        ServiceResult, account_data::AccountDataService, accounts::AccountService, e2ee::E2eeService,
+        ephemeral::EphemeralService, notifier::Notifier, passwords::PasswordHasherService, rate_limit::RateLimiter,
         registration::RegistrationService, rooms::RoomService, sessions::SessionService, sync::SyncService,
         typing::TypingService, uiaa::UiaaService,
     },
@@ -27,6 +27,7 @@ pub struct AppState {
     pub sync: Arc<SyncService>,
     pub typing: Arc<TypingService>,
     pub ephemeral: Arc<EphemeralService>,
+    pub e2ee: Arc<E2eeService>,
     pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -47,6 +48,7 @@ impl AppState {
         let typing = Arc::new(TypingService::new(storage.pool.clone()));
         let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
+        let e2ee = Arc::new(E2eeService::new(storage.clone(), server_name.clone()));
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
@@ -68,6 +70,7 @@ impl AppState {
         Ok(Self {
             rooms,
             ephemeral,
+            e2ee,
             sync,
             typing,
             notifier,

@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod devices;
+pub mod e2ee;
 pub mod ephemeral;
 pub mod keys;
 pub mod room_writer;
@@ -13,8 +14,8 @@ pub mod users;
 use sqlx::PgPool;
 
 pub use self::{
-    account_data::AccountDataStore, devices::DeviceStore, ephemeral::EphemeralStore, keys::KeyStore, rooms::RoomStore,
-    uiaa::UiaaStore, users::UserStore,
+    account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore, keys::KeyStore,
+    rooms::RoomStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -60,6 +61,7 @@ pub struct Storage {
     pub keys: KeyStore,
     pub rooms: RoomStore,
     pub ephemeral: EphemeralStore,
+    pub e2ee: E2eeStore,
 }
 
 impl Storage {
@@ -72,6 +74,7 @@ impl Storage {
             keys: KeyStore::new(pool.clone()),
             rooms: RoomStore::new(pool.clone()),
             ephemeral: EphemeralStore::new(pool.clone()),
+            e2ee: E2eeStore::new(pool.clone()),
             pool,
         }
     }

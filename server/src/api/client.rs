@@ -5,6 +5,7 @@ mod account_data;
 mod device;
 mod directory;
 mod discovery;
+mod e2ee;
 mod ephemeral;
 mod json;
 mod membership;
@@ -92,6 +93,9 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::receipt::create_receipt::v3::Request, _, _>(ephemeral::create_receipt)
         .ruma_route::<c::read_marker::set_read_marker::v3::Request, _, _>(ephemeral::set_read_markers)
         .ruma_route::<c::to_device::send_event_to_device::v3::Request, _, _>(ephemeral::send_to_device)
+        .ruma_route::<c::keys::upload_keys::v3::Request, _, _>(e2ee::upload_keys)
+        .ruma_route::<c::keys::get_keys::v3::Request, _, _>(e2ee::get_keys)
+        .ruma_route::<c::keys::claim_keys::v3::Request, _, _>(e2ee::claim_keys)
         .ruma_route::<c::alias::create_alias::v3::Request, _, _>(directory::create_room_alias)
         .ruma_route::<c::alias::get_alias::v3::Request, _, _>(directory::get_room_alias)
         .ruma_route::<c::alias::delete_alias::v3::Request, _, _>(directory::delete_room_alias)

@@ -332,10 +332,11 @@ impl SyncService {
             .map(|m| raw(&json!({"type": m.event_type, "sender": m.sender, "content": m.content})))
             .collect();
 
-        // End-to-end encryption keys arrive with their own issue; until then a device has no
-        // one-time keys and no fallback key, which is what these say.
-        response.device_one_time_keys_count.insert(ruma::OneTimeKeyAlgorithm::SignedCurve25519, uint(0));
-        response.device_unused_fallback_key_types = Some(Vec::new());
+        // The device's end-to-end encryption keys left on the server.
+        let counts = self.storage.e2ee.key_counts(user, &req.device_id).await?;
+        response.device_one_time_keys_count = super::e2ee::one_time_key_counts(&counts);
+        response.device_unused_fallback_key_types =
+            Some(counts.unused_fallback.iter().map(|a| ruma::OneTimeKeyAlgorithm::from(a.as_str())).collect());
         response.next_batch = now.render();
         Ok(response)
     }

@@ -7,6 +7,7 @@ mod basics;
 mod devices;
 mod directory;
 mod durability;
+mod keys;
 mod membership;
 mod multi_process;
 mod profile;

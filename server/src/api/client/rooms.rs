@@ -34,7 +34,7 @@ fn viewer(session: &crate::service::sessions::Session) -> Viewer<'_> {
     Viewer { user_id: &session.user_id, device_id: Some(&session.device_id) }
 }
 
-fn user_id(session: &crate::service::sessions::Session) -> Result<ruma::OwnedUserId, ApiError> {
+pub(super) fn user_id(session: &crate::service::sessions::Session) -> Result<ruma::OwnedUserId, ApiError> {
     ruma::OwnedUserId::try_from(session.user_id.as_str()).map_err(|e| ApiError::bad_json(e.to_string()))
 }
 

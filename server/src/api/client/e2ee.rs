@@ -1,0 +1,38 @@
+//! End-to-end encryption keys: upload, query, claim.
+
+use axum::extract::State;
+use ruma::api::client::keys::{claim_keys::v3 as claim_keys, get_keys::v3 as get_keys, upload_keys::v3 as upload_keys};
+
+use super::rooms::user_id;
+use crate::{
+    http::ruma::{ApiResult, Ruma},
+    state::AppState,
+};
+
+/// # `POST /_matrix/client/v3/keys/upload`
+pub(super) async fn upload_keys(
+    State(state): State<AppState>,
+    req: Ruma<upload_keys::Request>,
+) -> ApiResult<upload_keys::Response> {
+    let user = user_id(&req.identity)?;
+    let counts = state.e2ee.upload(&user, &req.identity.device_id, req.body).await?;
+    Ok(upload_keys::Response::new(counts).into())
+}
+
+/// # `POST /_matrix/client/v3/keys/query`
+pub(super) async fn get_keys(
+    State(state): State<AppState>,
+    req: Ruma<get_keys::Request>,
+) -> ApiResult<get_keys::Response> {
+    let user = user_id(&req.identity)?;
+    Ok(state.e2ee.query(&user, req.body).await?.into())
+}
+
+/// # `POST /_matrix/client/v3/keys/claim`
+pub(super) async fn claim_keys(
+    State(state): State<AppState>,
+    req: Ruma<claim_keys::Request>,
+) -> ApiResult<claim_keys::Response> {
+    let user = user_id(&req.identity)?;
+    Ok(state.e2ee.claim(&user, req.body).await?.into())
+}

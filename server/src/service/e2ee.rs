@@ -1,0 +1,180 @@
+//! End-to-end encryption keys for Olm/Megolm clients: devices upload their identity, one-time and
+//! fallback keys; other users' clients query identity keys and claim one-time keys to open Olm
+//! sessions. Keys are visible only to the user themselves and to users who share a room with
+//! them (joined or invited), as public-sector deployments require.
+
+use std::collections::BTreeMap;
+
+use ruma::{
+    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt, UserId,
+    api::client::keys::{claim_keys::v3 as claim_keys, get_keys::v3 as get_keys, upload_keys::v3 as upload_keys},
+    serde::Raw,
+};
+use serde_json::{Value as JsonValue, json};
+
+use super::{ServiceError, ServiceResult};
+use crate::storage::{
+    Storage,
+    e2ee::{KeyCounts, UploadedKey},
+    now_ms,
+};
+
+#[derive(Debug)]
+pub struct E2eeService {
+    storage: Storage,
+    server_name: OwnedServerName,
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+/// A stored JSON value as a ruma `Raw`.
+fn raw<T>(value: &JsonValue) -> ServiceResult<Raw<T>> {
+    Ok(Raw::from_json(serde_json::value::to_raw_value(value).map_err(internal)?))
+}
+
+/// Uploaded one-time or fallback keys as rows; each key must be a string or an object.
+fn uploaded(keys: &BTreeMap<OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>>) -> ServiceResult<Vec<UploadedKey>> {
+    keys.iter()
+        .map(|(id, key)| {
+            let value: JsonValue =
+                serde_json::from_str(key.json().get()).map_err(|e| ServiceError::BadJson(format!("key {id}: {e}")))?;
+            if !(value.is_string() || value.is_object()) {
+                return Err(ServiceError::BadJson(format!("key {id} must be a string or an object")));
+            }
+            Ok((id.algorithm().to_string(), id.key_name().to_string(), value))
+        })
+        .collect()
+}
+
+/// The one-time key counts of a device, with `signed_curve25519` always present: clients decide
+/// from it whether to upload more.
+pub fn one_time_key_counts(counts: &KeyCounts) -> BTreeMap<OneTimeKeyAlgorithm, UInt> {
+    let mut out: BTreeMap<OneTimeKeyAlgorithm, UInt> = counts
+        .one_time
+        .iter()
+        .map(|(algorithm, n)| (OneTimeKeyAlgorithm::from(algorithm.as_str()), UInt::try_from(*n).unwrap_or(UInt::MAX)))
+        .collect();
+    out.entry(OneTimeKeyAlgorithm::SignedCurve25519).or_insert(UInt::MIN);
+    out
+}
+
+impl E2eeService {
+    pub fn new(storage: Storage, server_name: OwnedServerName) -> Self {
+        Self { storage, server_name }
+    }
+
+    /// Those of `users` on this server whose keys `requester` may see: themselves and users who
+    /// share a room with them.
+    async fn visible_users(
+        &self,
+        requester: &UserId,
+        users: impl Iterator<Item = &OwnedUserId>,
+    ) -> ServiceResult<Vec<String>> {
+        let local: Vec<String> =
+            users.filter(|u| u.server_name() == self.server_name).map(ToString::to_string).collect();
+        let mut visible = self.storage.e2ee.users_sharing_a_room(requester.as_str(), &local).await?;
+        visible.push(requester.to_string());
+        Ok(visible)
+    }
+
+    /// `/keys/upload`: stores what the device sent; the device's one-time key counts.
+    pub async fn upload(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        req: upload_keys::Request,
+    ) -> ServiceResult<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
+        if let Some(keys) = &req.device_keys {
+            let value: JsonValue =
+                serde_json::from_str(keys.json().get()).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+            let field = |name: &str| value.get(name).and_then(JsonValue::as_str).unwrap_or_default().to_owned();
+            if field("user_id") != user_id.as_str() || field("device_id") != device_id {
+                return Err(ServiceError::InvalidParam(
+                    "device_keys must be for the user and device of the access token".into(),
+                ));
+            }
+            if !value.get("keys").is_some_and(JsonValue::is_object)
+                || !value.get("algorithms").is_some_and(JsonValue::is_array)
+            {
+                return Err(ServiceError::BadJson("device_keys needs `keys` and `algorithms`".into()));
+            }
+            self.storage.e2ee.set_device_keys(user_id.as_str(), device_id, &value, now_ms()).await?;
+        }
+        let one_time = uploaded(&req.one_time_keys)?;
+        if !one_time.is_empty() {
+            let conflicts = self.storage.e2ee.add_one_time_keys(user_id.as_str(), device_id, &one_time).await?;
+            if !conflicts.is_empty() {
+                return Err(ServiceError::InvalidParam(format!(
+                    "one-time keys {} were uploaded before with a different key",
+                    conflicts.join(", ")
+                )));
+            }
+        }
+        let fallback = uploaded(&req.fallback_keys)?;
+        if !fallback.is_empty() {
+            self.storage.e2ee.set_fallback_keys(user_id.as_str(), device_id, &fallback).await?;
+        }
+        Ok(one_time_key_counts(&self.storage.e2ee.key_counts(user_id.as_str(), device_id).await?))
+    }
+
+    /// `/keys/query`: the identity keys of the requested users' devices that the requester may
+    /// see; users on other servers are reported as failures until federation exists.
+    pub async fn query(&self, requester: &UserId, req: get_keys::Request) -> ServiceResult<get_keys::Response> {
+        let mut response = get_keys::Response::new();
+        let visible = self.visible_users(requester, req.device_keys.keys()).await?;
+        for (user, devices) in &req.device_keys {
+            if user.server_name() != self.server_name {
+                response.failures.insert(user.server_name().to_string(), json!({"errcode": "M_UNAVAILABLE"}));
+                continue;
+            }
+            if !visible.iter().any(|v| v == user.as_str()) {
+                continue;
+            }
+            let wanted: Vec<String> = devices.iter().map(ToString::to_string).collect();
+            let rows =
+                self.storage.e2ee.device_keys(user.as_str(), (!wanted.is_empty()).then_some(wanted.as_slice())).await?;
+            let mut keys = BTreeMap::new();
+            for row in rows {
+                let mut value = row.keys;
+                if let Some(name) = row.display_name
+                    && let Some(obj) = value.as_object_mut()
+                {
+                    obj.insert("unsigned".into(), json!({"device_display_name": name}));
+                }
+                keys.insert(OwnedDeviceId::from(row.device_id), raw(&value)?);
+            }
+            response.device_keys.insert(user.clone(), keys);
+        }
+        Ok(response)
+    }
+
+    /// `/keys/claim`: one key per requested device, for devices of users the claimer may see.
+    pub async fn claim(&self, requester: &UserId, req: claim_keys::Request) -> ServiceResult<claim_keys::Response> {
+        let mut failures = BTreeMap::new();
+        let mut claimed: BTreeMap<OwnedUserId, claim_keys::OneTimeKeys> = BTreeMap::new();
+        let visible = self.visible_users(requester, req.one_time_keys.keys()).await?;
+        for (user, devices) in &req.one_time_keys {
+            if user.server_name() != self.server_name {
+                failures.insert(user.server_name().to_string(), json!({"errcode": "M_UNAVAILABLE"}));
+                continue;
+            }
+            if !visible.iter().any(|v| v == user.as_str()) {
+                continue;
+            }
+            for (device, algorithm) in devices {
+                let Some((key_id, key)) =
+                    self.storage.e2ee.claim(user.as_str(), device.as_str(), algorithm.as_str()).await?
+                else {
+                    continue;
+                };
+                let id = OwnedOneTimeKeyId::try_from(format!("{algorithm}:{key_id}")).map_err(internal)?;
+                claimed.entry(user.clone()).or_default().entry(device.clone()).or_default().insert(id, raw(&key)?);
+            }
+        }
+        let mut response = claim_keys::Response::new(claimed);
+        response.failures = failures;
+        Ok(response)
+    }
+}

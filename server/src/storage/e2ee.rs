@@ -1,0 +1,219 @@
+//! End-to-end encryption keys of Olm/Megolm devices: identity keys, one-time keys and fallback
+//! keys (migration 0005).
+
+use serde_json::Value as JsonValue;
+use sqlx::PgPool;
+
+use super::StorageResult;
+
+/// A one-time or fallback key as uploaded: `(algorithm, key id, key)`.
+pub type UploadedKey = (String, String, JsonValue);
+
+/// A device's identity keys with the device's display name.
+#[derive(Debug)]
+pub struct DeviceKeysRow {
+    pub device_id: String,
+    pub keys: JsonValue,
+    pub display_name: Option<String>,
+}
+
+/// Key counts a device's `/sync` carries.
+#[derive(Debug)]
+pub struct KeyCounts {
+    /// Unclaimed one-time keys per algorithm.
+    pub one_time: Vec<(String, i64)>,
+    /// Algorithms with a fallback key that no claim has handed out yet.
+    pub unused_fallback: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct E2eeStore {
+    pool: PgPool,
+}
+
+impl E2eeStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Stores a device's identity keys, replacing earlier ones.
+    pub async fn set_device_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        keys: &JsonValue,
+        now: i64,
+    ) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO e2e_device_keys (user_id, device_id, keys, updated_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (user_id, device_id) DO UPDATE SET keys = EXCLUDED.keys, updated_ts = EXCLUDED.updated_ts",
+            user_id,
+            device_id,
+            keys,
+            now
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds one-time keys. A key id uploaded again with the same key is no change; with a
+    /// different key it is refused: then nothing is stored and the ids are returned.
+    pub async fn add_one_time_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        keys: &[UploadedKey],
+    ) -> StorageResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let (algorithms, (ids, values)): (Vec<&str>, (Vec<&str>, Vec<JsonValue>)) =
+            keys.iter().map(|(a, i, v)| (a.as_str(), (i.as_str(), v.clone()))).unzip();
+        let conflicts = sqlx::query_scalar!(
+            r#"SELECT k.algorithm || ':' || k.key_id AS "id!"
+               FROM UNNEST($3::text[], $4::text[], $5::jsonb[]) AS n(algorithm, key_id, key_json)
+               JOIN e2e_one_time_keys k
+                 ON k.user_id = $1 AND k.device_id = $2 AND k.algorithm = n.algorithm AND k.key_id = n.key_id
+               WHERE k.key_json <> n.key_json"#,
+            user_id,
+            device_id,
+            &algorithms as &[&str],
+            &ids as &[&str],
+            &values
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if !conflicts.is_empty() {
+            return Ok(conflicts);
+        }
+        sqlx::query!(
+            "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json)
+             SELECT $1, $2, n.algorithm, n.key_id, n.key_json
+             FROM UNNEST($3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS n(algorithm, key_id, key_json, i)
+             ORDER BY n.i
+             ON CONFLICT DO NOTHING",
+            user_id,
+            device_id,
+            &algorithms as &[&str],
+            &ids as &[&str],
+            &values
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Vec::new())
+    }
+
+    /// Sets the fallback key of each algorithm given; a new key is unused again.
+    pub async fn set_fallback_keys(&self, user_id: &str, device_id: &str, keys: &[UploadedKey]) -> StorageResult<()> {
+        let (algorithms, (ids, values)): (Vec<&str>, (Vec<&str>, Vec<JsonValue>)) =
+            keys.iter().map(|(a, i, v)| (a.as_str(), (i.as_str(), v.clone()))).unzip();
+        sqlx::query!(
+            "INSERT INTO e2e_fallback_keys AS f (user_id, device_id, algorithm, key_id, key_json)
+             SELECT DISTINCT ON (n.algorithm) $1, $2, n.algorithm, n.key_id, n.key_json
+             FROM UNNEST($3::text[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS n(algorithm, key_id, key_json, i)
+             ORDER BY n.algorithm, n.i DESC
+             ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET
+                 key_id = EXCLUDED.key_id,
+                 key_json = EXCLUDED.key_json,
+                 used = f.used AND f.key_id = EXCLUDED.key_id AND f.key_json = EXCLUDED.key_json",
+            user_id,
+            device_id,
+            &algorithms as &[&str],
+            &ids as &[&str],
+            &values
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Unclaimed one-time keys per algorithm and unused fallback keys, in one round trip.
+    pub async fn key_counts(&self, user_id: &str, device_id: &str) -> StorageResult<KeyCounts> {
+        let row = sqlx::query!(
+            r#"SELECT
+                 COALESCE((SELECT array_agg(c.algorithm ORDER BY c.algorithm) FROM
+                             (SELECT algorithm FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2
+                              GROUP BY algorithm) c), '{}') AS "algorithms!",
+                 COALESCE((SELECT array_agg(c.n ORDER BY c.algorithm) FROM
+                             (SELECT algorithm, count(*) AS n FROM e2e_one_time_keys
+                              WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm) c), '{}') AS "counts!",
+                 COALESCE((SELECT array_agg(algorithm ORDER BY algorithm) FROM e2e_fallback_keys
+                           WHERE user_id = $1 AND device_id = $2 AND NOT used), '{}') AS "unused_fallback!""#,
+            user_id,
+            device_id
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(KeyCounts {
+            one_time: row.algorithms.into_iter().zip(row.counts).collect(),
+            unused_fallback: row.unused_fallback,
+        })
+    }
+
+    /// The identity keys of a user's devices (all, or those named), with their display names.
+    pub async fn device_keys(&self, user_id: &str, devices: Option<&[String]>) -> StorageResult<Vec<DeviceKeysRow>> {
+        Ok(sqlx::query_as!(
+            DeviceKeysRow,
+            "SELECT k.device_id, k.keys, d.display_name
+             FROM e2e_device_keys k JOIN devices d USING (user_id, device_id)
+             WHERE k.user_id = $1 AND ($2::text[] IS NULL OR k.device_id = ANY($2))
+             ORDER BY k.device_id",
+            user_id,
+            devices
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Hands out one key of `algorithm` for a device: its oldest one-time key, which is then
+    /// gone, or else its fallback key, which is then marked used. `(key id, key)`.
+    pub async fn claim(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> StorageResult<Option<(String, JsonValue)>> {
+        let one_time = sqlx::query!(
+            "DELETE FROM e2e_one_time_keys
+             WHERE (user_id, device_id, algorithm, key_id) = (
+                 SELECT user_id, device_id, algorithm, key_id FROM e2e_one_time_keys
+                 WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING key_id, key_json",
+            user_id,
+            device_id,
+            algorithm
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(k) = one_time {
+            return Ok(Some((k.key_id, k.key_json)));
+        }
+        Ok(sqlx::query!(
+            "UPDATE e2e_fallback_keys SET used = TRUE WHERE user_id = $1 AND device_id = $2 AND algorithm = $3
+             RETURNING key_id, key_json",
+            user_id,
+            device_id,
+            algorithm
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|k| (k.key_id, k.key_json)))
+    }
+
+    /// Those of `others` who are joined to or invited into a room where `user_id` is joined or
+    /// invited: whose device keys `user_id` may see.
+    pub async fn users_sharing_a_room(&self, user_id: &str, others: &[String]) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT DISTINCT theirs.user_id
+             FROM room_memberships mine
+             JOIN room_memberships theirs USING (room_id)
+             WHERE mine.user_id = $1 AND mine.membership IN ('join', 'invite')
+               AND theirs.user_id = ANY($2) AND theirs.membership IN ('join', 'invite')",
+            user_id,
+            others
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

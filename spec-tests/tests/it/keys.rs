@@ -1,0 +1,137 @@
+//! End-to-end encryption keys: `/keys/upload`, `/keys/query`, `/keys/claim`, and the key counts in
+//! `/sync`. The keys are opaque to the server apart from their ids and owners, so the tests upload
+//! well-formed placeholders.
+
+use serde_json::{Value, json};
+use spec_tests::{Account, StatusCode, TestServer};
+
+use crate::rooms::{create_room, join, server_with};
+use crate::sync::sync;
+
+fn device_keys(who: &Account) -> Value {
+    json!({
+        "user_id": who.user_id,
+        "device_id": who.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{}", who.device_id): "curve-key-of-".to_owned() + &who.device_id,
+            format!("ed25519:{}", who.device_id): "ed-key-of-".to_owned() + &who.device_id,
+        },
+        "signatures": {who.user_id.clone(): {format!("ed25519:{}", who.device_id): "signature"}},
+    })
+}
+
+fn signed_key(n: u32) -> Value {
+    json!({"key": format!("otk-{n}"), "signatures": {"@x:localhost": {"ed25519:X": "sig"}}})
+}
+
+async fn upload(s: &TestServer, who: &Account, body: Value) -> (StatusCode, Value) {
+    s.post("/_matrix/client/v3/keys/upload", who.token(), body).await
+}
+
+async fn claim(s: &TestServer, who: &Account, target: &Account) -> Value {
+    let body = json!({"one_time_keys": {target.user_id.clone(): {target.device_id.clone(): "signed_curve25519"}}});
+    let (status, resp) = s.post("/_matrix/client/v3/keys/claim", who.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    resp
+}
+
+/// Sytest "Can upload device keys", "Should reject keys claiming to belong to a different user",
+/// "Can query device keys using POST", "Can claim one time key using POST", "Can claim fallback
+/// keys"; Complement TestKeysQueryWithDeviceIDAsObjectFails (bad input is 400).
+#[tokio::test]
+async fn upload_query_and_claim_keys() {
+    let (s, [alice, bob, eve]) = server_with(["alice", "bob", "eve"]).await;
+
+    // Device keys and three one-time keys; the counts come back.
+    let mut otks = serde_json::Map::new();
+    for n in 1..=3 {
+        otks.insert(format!("signed_curve25519:AAAA{n}"), signed_key(n));
+    }
+    let (status, resp) = upload(&s, &alice, json!({"device_keys": device_keys(&alice), "one_time_keys": otks})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["one_time_key_counts"]["signed_curve25519"], 3, "{resp}");
+    // The same keys again change nothing; a known key id with another key is refused.
+    let (status, resp) = upload(&s, &alice, json!({"one_time_keys": otks})).await;
+    assert_eq!((status, resp["one_time_key_counts"]["signed_curve25519"].clone()), (StatusCode::OK, json!(3)));
+    let (status, resp) =
+        upload(&s, &alice, json!({"one_time_keys": {"signed_curve25519:AAAA1": signed_key(99)}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    assert_eq!(resp["errcode"], "M_INVALID_PARAM", "{resp}");
+    // Device keys of another user or device are refused.
+    let (status, resp) = upload(&s, &alice, json!({"device_keys": device_keys(&bob)})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    let (status, _) = upload(&s, &alice, json!({"one_time_keys": {"signed_curve25519:B": 5}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A fallback key.
+    let (status, resp) = upload(&s, &alice, json!({"fallback_keys": {"signed_curve25519:FB1": signed_key(100)}})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+
+    // The counts in Alice's /sync.
+    let r = sync(&s, &alice, "").await;
+    assert_eq!(r["device_one_time_keys_count"]["signed_curve25519"], 3, "{r}");
+    assert_eq!(r["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{r}");
+
+    // Bob shares no room with Alice: her keys are not his to see or claim.
+    let query = json!({"device_keys": {alice.user_id.clone(): []}});
+    let (status, resp) = s.post("/_matrix/client/v3/keys/query", bob.token(), query.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert!(resp["device_keys"].get(&alice.user_id).is_none(), "{resp}");
+    assert!(claim(&s, &bob, &alice).await["one_time_keys"].get(&alice.user_id).is_none());
+
+    // In a room together, Bob sees Alice's device with its display name and claims her keys:
+    // the oldest one-time key first, each once, then the fallback key.
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let path = format!("/_matrix/client/v3/devices/{}", alice.device_id);
+    let (status, _) = s.put(&path, alice.token(), json!({"display_name": "Alice's phone"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, resp) = s.post("/_matrix/client/v3/keys/query", bob.token(), query).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let device = &resp["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(device["keys"], device_keys(&alice)["keys"], "{resp}");
+    assert_eq!(device["unsigned"]["device_display_name"], "Alice's phone", "{resp}");
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        let resp = claim(&s, &bob, &alice).await;
+        let keys = resp["one_time_keys"][&alice.user_id][&alice.device_id].as_object().cloned().unwrap_or_default();
+        assert_eq!(keys.len(), 1, "{resp}");
+        claimed.extend(keys.keys().cloned());
+    }
+    assert_eq!(
+        claimed,
+        ["signed_curve25519:AAAA1", "signed_curve25519:AAAA2", "signed_curve25519:AAAA3", "signed_curve25519:FB1"]
+    );
+    // The fallback key goes on being handed out, and Alice's sync says it was used.
+    let again = claim(&s, &bob, &alice).await;
+    assert!(again["one_time_keys"][&alice.user_id][&alice.device_id].get("signed_curve25519:FB1").is_some());
+    let r = sync(&s, &alice, "").await;
+    assert_eq!(r["device_one_time_keys_count"]["signed_curve25519"], 0, "{r}");
+    assert_eq!(r["device_unused_fallback_key_types"], json!([]), "{r}");
+    // A new fallback key is unused again.
+    let (status, _) = upload(&s, &alice, json!({"fallback_keys": {"signed_curve25519:FB2": signed_key(101)}})).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = sync(&s, &alice, "").await;
+    assert_eq!(r["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{r}");
+
+    // Eve, never in a room with Alice, still sees nothing; users of other servers are failures.
+    let query = json!({"device_keys": {alice.user_id.clone(): [], "@someone:elsewhere.example": []}});
+    let (status, resp) = s.post("/_matrix/client/v3/keys/query", eve.token(), query).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert!(resp["device_keys"].get(&alice.user_id).is_none(), "{resp}");
+    assert!(resp["failures"].get("elsewhere.example").is_some(), "{resp}");
+    // Bad input.
+    let (status, resp) =
+        s.post("/_matrix/client/v3/keys/query", eve.token(), json!({"device_keys": {alice.user_id.clone(): {}}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    let (status, resp) = s.post("/_matrix/client/v3/keys/upload", None, json!({})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{resp}");
+
+    // Logging the device out deletes it, and its keys with it.
+    let (status, _) = s.post("/_matrix/client/v3/logout", alice.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let query = json!({"device_keys": {alice.user_id.clone(): []}});
+    let (_, resp) = s.post("/_matrix/client/v3/keys/query", bob.token(), query).await;
+    let devices = resp["device_keys"][&alice.user_id].as_object().cloned().unwrap_or_default();
+    assert!(devices.is_empty(), "{resp}");
+}
