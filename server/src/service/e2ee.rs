@@ -7,12 +7,15 @@ use std::collections::BTreeMap;
 
 use ruma::{
     OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt, UserId,
-    api::client::keys::{claim_keys::v3 as claim_keys, get_keys::v3 as get_keys, upload_keys::v3 as upload_keys},
+    api::client::keys::{
+        claim_keys::v3 as claim_keys, get_key_changes::v3 as get_key_changes, get_keys::v3 as get_keys,
+        upload_keys::v3 as upload_keys,
+    },
     serde::Raw,
 };
 use serde_json::{Value as JsonValue, json};
 
-use super::{ServiceError, ServiceResult};
+use super::{ServiceError, ServiceResult, sync::SyncToken};
 use crate::storage::{
     Storage,
     e2ee::{KeyCounts, UploadedKey},
@@ -176,5 +179,18 @@ impl E2eeService {
         let mut response = claim_keys::Response::new(claimed);
         response.failures = failures;
         Ok(response)
+    }
+
+    /// `/keys/changes`: whose device lists changed between two sync tokens, and who no longer
+    /// shares a room with the user.
+    pub async fn changes(&self, user_id: &UserId, from: &str, to: &str) -> ServiceResult<get_key_changes::Response> {
+        let (from, to) = (SyncToken::parse(from)?, SyncToken::parse(to)?);
+        let (changed, left) = self
+            .storage
+            .e2ee
+            .device_list_updates(user_id.as_str(), (from.device_lists, to.device_lists), (from.events, to.events))
+            .await?;
+        let users = |list: Vec<String>| list.iter().filter_map(|u| OwnedUserId::try_from(u.as_str()).ok()).collect();
+        Ok(get_key_changes::Response::new(users(changed), users(left)))
     }
 }

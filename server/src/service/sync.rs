@@ -1,5 +1,6 @@
 //! `/sync`: everything that changed for a user since a token, read from the streams' positions.
-//! Tokens are opaque vectors of positions, `s<events>_<receipts>_<to_device>_<account_data>_<typing>`.
+//! Tokens are opaque vectors of positions,
+//! `s<events>_<receipts>_<to_device>_<account_data>_<typing>_<device_lists>`.
 //! The request and its token are in `request`, the sections per room in `rooms`, the unread
 //! counts in `unread`.
 
@@ -86,6 +87,7 @@ impl SyncService {
             to_device: p.to_device,
             account_data: p.account_data,
             typing: self.typing.position(),
+            device_lists: p.device_lists,
         })
     }
 
@@ -332,6 +334,20 @@ impl SyncService {
             .map(|m| raw(&json!({"type": m.event_type, "sender": m.sender, "content": m.content})))
             .collect();
 
+        // Whose devices changed (incremental syncs only: an initial sync's client fetches the
+        // device lists it needs anyway).
+        if let Some(since) = since {
+            let (changed, left) = self
+                .storage
+                .e2ee
+                .device_list_updates(user, (since.device_lists, now.device_lists), (since.events, now.events))
+                .await?;
+            response.device_lists.changed =
+                changed.iter().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect();
+            response.device_lists.left =
+                left.iter().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect();
+        }
+
         // The device's end-to-end encryption keys left on the server.
         let counts = self.storage.e2ee.key_counts(user, &req.device_id).await?;
         response.device_one_time_keys_count = super::e2ee::one_time_key_counts(&counts);
@@ -349,6 +365,7 @@ fn is_empty(r: &Response) -> bool {
         && r.rooms.knock.is_empty()
         && r.account_data.events.is_empty()
         && r.to_device.events.is_empty()
+        && r.device_lists.is_empty()
 }
 
 #[allow(dead_code)]

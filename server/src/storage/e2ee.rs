@@ -36,7 +36,8 @@ impl E2eeStore {
         Self { pool }
     }
 
-    /// Stores a device's identity keys, replacing earlier ones.
+    /// Stores a device's identity keys, replacing earlier ones (a change of the device list,
+    /// unless they are the same).
     pub async fn set_device_keys(
         &self,
         user_id: &str,
@@ -46,7 +47,8 @@ impl E2eeStore {
     ) -> StorageResult<()> {
         sqlx::query!(
             "INSERT INTO e2e_device_keys (user_id, device_id, keys, updated_ts) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (user_id, device_id) DO UPDATE SET keys = EXCLUDED.keys, updated_ts = EXCLUDED.updated_ts",
+             ON CONFLICT (user_id, device_id) DO UPDATE SET keys = EXCLUDED.keys, updated_ts = EXCLUDED.updated_ts
+             WHERE e2e_device_keys.keys IS DISTINCT FROM EXCLUDED.keys",
             user_id,
             device_id,
             keys,
@@ -215,5 +217,52 @@ impl E2eeStore {
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Whose device lists `user_id`'s clients must fetch again between two tokens, and whose
+    /// they may forget. Changed: users sharing a room with `user_id` (and `user_id`) whose devices
+    /// changed in `(from_devices, to_devices]`, and users who came to share a room in
+    /// `(from_events, to_events]`. Left: users who share no room any more after a leave or ban in
+    /// that window.
+    pub async fn device_list_updates(
+        &self,
+        user_id: &str,
+        (from_devices, to_devices): (i64, i64),
+        (from_events, to_events): (i64, i64),
+    ) -> StorageResult<(Vec<String>, Vec<String>)> {
+        let row = sqlx::query!(
+            r#"WITH mine AS (
+                   SELECT room_id, membership, stream_ordering FROM room_memberships WHERE user_id = $1),
+               sharing AS (
+                   SELECT DISTINCT m.user_id FROM room_memberships m JOIN mine USING (room_id)
+                   WHERE mine.membership IN ('join', 'invite') AND m.membership IN ('join', 'invite')),
+               changed AS (
+                   SELECT c.user_id FROM device_list_changes c
+                   WHERE c.stream_id > $2 AND c.stream_id <= $3
+                     AND (c.user_id = $1 OR c.user_id IN (SELECT user_id FROM sharing))
+                   UNION
+                   SELECT m.user_id FROM room_memberships m JOIN mine USING (room_id)
+                   WHERE mine.membership IN ('join', 'invite') AND m.membership IN ('join', 'invite')
+                     AND m.user_id <> $1
+                     AND ((m.stream_ordering > $4 AND m.stream_ordering <= $5)
+                          OR (mine.stream_ordering > $4 AND mine.stream_ordering <= $5))),
+               gone AS (
+                   SELECT m.user_id FROM room_memberships m JOIN mine USING (room_id)
+                   WHERE m.user_id <> $1
+                     AND ((m.membership IN ('leave', 'ban') AND m.stream_ordering > $4 AND m.stream_ordering <= $5)
+                          OR (mine.membership IN ('leave', 'ban') AND mine.stream_ordering > $4
+                              AND mine.stream_ordering <= $5))
+                     AND m.user_id NOT IN (SELECT user_id FROM sharing))
+               SELECT COALESCE((SELECT array_agg(DISTINCT user_id) FROM changed), '{}') AS "changed!",
+                      COALESCE((SELECT array_agg(DISTINCT user_id) FROM gone), '{}') AS "left!""#,
+            user_id,
+            from_devices,
+            to_devices,
+            from_events,
+            to_events
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.changed, row.left))
     }
 }

@@ -12,6 +12,7 @@ pub struct SyncPositions {
     pub receipts: i64,
     pub to_device: i64,
     pub account_data: i64,
+    pub device_lists: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -95,7 +96,8 @@ impl RoomStore {
             r#"SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS "events!",
                       COALESCE((SELECT position FROM stream_heads WHERE stream = 'receipts'), 0) AS "receipts!",
                       COALESCE((SELECT position FROM stream_heads WHERE stream = 'to_device'), 0) AS "to_device!",
-                      COALESCE((SELECT MAX(stream_id) FROM account_data WHERE user_id = $1), 0) AS "account_data!""#,
+                      COALESCE((SELECT MAX(stream_id) FROM account_data WHERE user_id = $1), 0) AS "account_data!",
+                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'device_lists'), 0) AS "device_lists!""#,
             user_id
         )
         .fetch_one(&self.pool)

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use spec_tests::{Account, StatusCode, TestServer};
 
 use crate::rooms::{create_room, join, server_with};
-use crate::sync::sync;
+use crate::sync::{next_batch, sync, sync_since};
 
 fn device_keys(who: &Account) -> Value {
     json!({
@@ -134,4 +134,73 @@ async fn upload_query_and_claim_keys() {
     let (_, resp) = s.post("/_matrix/client/v3/keys/query", bob.token(), query).await;
     let devices = resp["device_keys"][&alice.user_id].as_object().cloned().unwrap_or_default();
     assert!(devices.is_empty(), "{resp}");
+}
+
+fn listed(r: &Value, list: &str, who: &Account) -> bool {
+    r["device_lists"][list].as_array().is_some_and(|l| l.iter().any(|u| u == who.user_id.as_str()))
+}
+
+/// Sytest "Local device key changes appear in v2 /sync", "Local new device changes appear in v2
+/// /sync", "Local update device changes appear in v2 /sync", "Get left notifs for other users in
+/// sync and /keys/changes when user leaves", "Local device key changes get to remote servers"
+/// (locally), "Can query /keys/changes"; a long-polling /sync wakes for a key upload.
+#[tokio::test]
+async fn device_list_changes_in_sync_and_key_changes() {
+    let (s, [alice, bob, charlie, eve]) = server_with(["alice", "bob", "charlie", "eve"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let t0 = next_batch(&sync(&s, &bob, "").await);
+
+    // Alice uploads her device keys while Bob waits: his sync wakes with her in `changed`.
+    let started = std::time::Instant::now();
+    let (woken, uploaded) = tokio::join!(sync_since(&s, &bob, &t0, "&timeout=10000"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        upload(&s, &alice, json!({"device_keys": device_keys(&alice)})).await
+    });
+    assert_eq!(uploaded.0, StatusCode::OK, "{}", uploaded.1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "the sync waited for its timeout");
+    assert!(listed(&woken, "changed", &alice), "{woken}");
+    let t1 = next_batch(&woken);
+
+    // Eve shares no room with Bob: her keys are none of his business.
+    let (status, _) = upload(&s, &eve, json!({"device_keys": device_keys(&eve)})).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = sync_since(&s, &bob, &t1, "").await;
+    assert!(!listed(&r, "changed", &eve), "{r}");
+    let t2 = next_batch(&r);
+    let (status, changes) = s.get(&format!("/_matrix/client/v3/keys/changes?from={t0}&to={t2}"), bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{changes}");
+    assert!(changes["changed"].as_array().unwrap().iter().any(|u| u == alice.user_id.as_str()), "{changes}");
+    assert!(!changes["changed"].as_array().unwrap().iter().any(|u| u == eve.user_id.as_str()), "{changes}");
+
+    // Charlie joins: Bob's clients must learn his devices.
+    join(&s, &charlie, &room).await;
+    let r = sync_since(&s, &bob, &t2, "").await;
+    assert!(listed(&r, "changed", &charlie), "{r}");
+
+    // Bob leaves: Alice's sync and /keys/changes list him under `left`.
+    let ta = next_batch(&sync(&s, &alice, "").await);
+    let (status, resp) = s.post(&crate::rooms::room_path(&room, "leave"), bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let r = sync_since(&s, &alice, &ta, "").await;
+    assert!(listed(&r, "left", &bob), "{r}");
+    let tb = next_batch(&r);
+    let (status, changes) = s.get(&format!("/_matrix/client/v3/keys/changes?from={ta}&to={tb}"), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{changes}");
+    assert!(changes["left"].as_array().unwrap().iter().any(|u| u == bob.user_id.as_str()), "{changes}");
+
+    // A deleted device is a change too: Charlie's second device logs out.
+    let second = s.login("charlie", &charlie.password).await;
+    let (status, _) = upload(&s, &second, json!({"device_keys": device_keys(&second)})).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = sync_since(&s, &alice, &tb, "").await;
+    let tc = next_batch(&r);
+    let (status, _) = s.post("/_matrix/client/v3/logout", second.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = sync_since(&s, &alice, &tc, "").await;
+    assert!(listed(&r, "changed", &charlie), "{r}");
+
+    // Bad tokens.
+    let (status, resp) = s.get("/_matrix/client/v3/keys/changes?from=nonsense&to=s1_1_1_1_1_1", alice.token()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
 }

@@ -1,7 +1,10 @@
-//! End-to-end encryption keys: upload, query, claim.
+//! End-to-end encryption keys: upload, query, claim, and whose devices changed.
 
 use axum::extract::State;
-use ruma::api::client::keys::{claim_keys::v3 as claim_keys, get_keys::v3 as get_keys, upload_keys::v3 as upload_keys};
+use ruma::api::client::keys::{
+    claim_keys::v3 as claim_keys, get_key_changes::v3 as get_key_changes, get_keys::v3 as get_keys,
+    upload_keys::v3 as upload_keys,
+};
 
 use super::rooms::user_id;
 use crate::{
@@ -35,4 +38,13 @@ pub(super) async fn claim_keys(
 ) -> ApiResult<claim_keys::Response> {
     let user = user_id(&req.identity)?;
     Ok(state.e2ee.claim(&user, req.body).await?.into())
+}
+
+/// # `GET /_matrix/client/v3/keys/changes`
+pub(super) async fn key_changes(
+    State(state): State<AppState>,
+    req: Ruma<get_key_changes::Request>,
+) -> ApiResult<get_key_changes::Response> {
+    let user = user_id(&req.identity)?;
+    Ok(state.e2ee.changes(&user, &req.body.from, &req.body.to).await?.into())
 }

@@ -15,14 +15,20 @@ pub struct SyncToken {
     pub to_device: i64,
     pub account_data: i64,
     pub typing: u64,
+    pub device_lists: i64,
 }
 
 impl SyncToken {
+    /// Tokens from before the device-list stream (five parts) read as its start.
     pub fn parse(s: &str) -> ServiceResult<Self> {
         let bad = || ServiceError::InvalidParam(format!("unknown sync token {s:?}"));
         let rest = s.strip_prefix('s').ok_or_else(bad)?;
         let parts: Vec<&str> = rest.split('_').collect();
-        let [e, r, t, a, y] = parts.as_slice() else { return Err(bad()) };
+        let (e, r, t, a, y, d) = match parts.as_slice() {
+            [e, r, t, a, y] => (e, r, t, a, y, &"0"),
+            [e, r, t, a, y, d] => (e, r, t, a, y, d),
+            _ => return Err(bad()),
+        };
         let n = |x: &str| x.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(bad);
         Ok(Self {
             events: n(e)?,
@@ -30,11 +36,15 @@ impl SyncToken {
             to_device: n(t)?,
             account_data: n(a)?,
             typing: y.parse().map_err(|_| bad())?,
+            device_lists: n(d)?,
         })
     }
 
     pub fn render(&self) -> String {
-        format!("s{}_{}_{}_{}_{}", self.events, self.receipts, self.to_device, self.account_data, self.typing)
+        format!(
+            "s{}_{}_{}_{}_{}_{}",
+            self.events, self.receipts, self.to_device, self.account_data, self.typing, self.device_lists
+        )
     }
 }
 
@@ -110,9 +120,11 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_bad_ones_are_refused() {
-        let t = SyncToken { events: 5, receipts: 2, to_device: 9, account_data: 3, typing: 7 };
+        let t = SyncToken { events: 5, receipts: 2, to_device: 9, account_data: 3, typing: 7, device_lists: 4 };
         assert_eq!(SyncToken::parse(&t.render()).unwrap(), t);
-        for bad in ["", "s1_2", "x1_2_3_4_5", "s1_2_3_4_x", "s-1_2_3_4_5"] {
+        let old = SyncToken::parse("s5_2_9_3_7").unwrap();
+        assert_eq!(old, SyncToken { device_lists: 0, ..t });
+        for bad in ["", "s1_2", "x1_2_3_4_5", "s1_2_3_4_x", "s-1_2_3_4_5", "s1_2_3_4_5_x", "s1_2_3_4_5_6_7"] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }
     }
