@@ -9,7 +9,7 @@ use ruma::{
     OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt, UserId,
     api::client::keys::{
         claim_keys::v3 as claim_keys, get_key_changes::v3 as get_key_changes, get_keys::v3 as get_keys,
-        upload_keys::v3 as upload_keys,
+        upload_keys::v3 as upload_keys, upload_signing_keys::v3 as upload_signing_keys,
     },
     serde::Raw,
 };
@@ -149,6 +149,21 @@ impl E2eeService {
                 keys.insert(OwnedDeviceId::from(row.device_id), raw(&value)?);
             }
             response.device_keys.insert(user.clone(), keys);
+            for (usage, key) in self.storage.e2ee.cross_signing_keys(user.as_str()).await? {
+                match usage.as_str() {
+                    "master" => {
+                        response.master_keys.insert(user.clone(), raw(&key)?);
+                    }
+                    "self_signing" => {
+                        response.self_signing_keys.insert(user.clone(), raw(&key)?);
+                    }
+                    // The user-signing key is its owner's business only.
+                    "user_signing" if user.as_str() == requester.as_str() => {
+                        response.user_signing_keys.insert(user.clone(), raw(&key)?);
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(response)
     }
@@ -193,4 +208,82 @@ impl E2eeService {
         let users = |list: Vec<String>| list.iter().filter_map(|u| OwnedUserId::try_from(u.as_str()).ok()).collect();
         Ok(get_key_changes::Response::new(users(changed), users(left)))
     }
+
+    /// Checks uploaded cross-signing keys and returns them as `(usage, key)`, and whether storing
+    /// them replaces a master key the user already has (which needs user-interactive auth;
+    /// the first upload does not). Self-signing and user-signing keys must be signed by the
+    /// master key (the uploaded one, else the stored one).
+    pub async fn check_signing_keys(
+        &self,
+        user_id: &UserId,
+        req: &upload_signing_keys::Request,
+    ) -> ServiceResult<(Vec<(&'static str, JsonValue)>, bool)> {
+        let stored: BTreeMap<String, JsonValue> =
+            self.storage.e2ee.cross_signing_keys(user_id.as_str()).await?.into_iter().collect();
+        let mut keys = Vec::new();
+        for (usage, key) in [
+            ("master", &req.master_key),
+            ("self_signing", &req.self_signing_key),
+            ("user_signing", &req.user_signing_key),
+        ] {
+            if let Some(key) = key {
+                let value: JsonValue =
+                    serde_json::from_str(key.json().get()).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+                check_cross_signing_key(user_id, usage, &value)?;
+                keys.push((usage, value));
+            }
+        }
+        let master = keys.iter().find(|(u, _)| *u == "master").map(|(_, k)| k).or_else(|| stored.get("master"));
+        for (usage, key) in &keys {
+            if *usage == "master" {
+                continue;
+            }
+            let Some(master) = master else {
+                return Err(ServiceError::InvalidParam(format!("a {usage} key needs a master key to sign it")));
+            };
+            verify_signed_by(user_id, key, master).map_err(|e| {
+                ServiceError::InvalidParam(format!("the {usage} key is not signed by the master key: {e}"))
+            })?;
+        }
+        let replaces_master =
+            keys.iter().any(|(u, k)| *u == "master" && stored.get("master").is_some_and(|old| old != k));
+        Ok((keys, replaces_master))
+    }
+
+    /// Stores checked cross-signing keys.
+    pub async fn store_signing_keys(&self, user_id: &UserId, keys: &[(&'static str, JsonValue)]) -> ServiceResult<()> {
+        Ok(self.storage.e2ee.set_cross_signing_keys(user_id.as_str(), keys, now_ms()).await?)
+    }
+}
+
+/// A cross-signing key: the user's, for `usage`, with exactly one ed25519 key.
+fn check_cross_signing_key(user_id: &UserId, usage: &str, key: &JsonValue) -> ServiceResult<()> {
+    let bad = |m: &str| Err(ServiceError::InvalidParam(format!("{usage} key: {m}")));
+    if key.get("user_id").and_then(JsonValue::as_str) != Some(user_id.as_str()) {
+        return bad("user_id must be the uploading user");
+    }
+    if !key.get("usage").and_then(JsonValue::as_array).is_some_and(|u| u.iter().any(|x| x == usage)) {
+        return bad("usage must name it");
+    }
+    match key.get("keys").and_then(JsonValue::as_object) {
+        Some(k) if k.len() == 1 && k.keys().all(|id| id.starts_with("ed25519:")) => Ok(()),
+        _ => bad("keys must hold exactly one ed25519 key"),
+    }
+}
+
+/// Verifies `object`'s signature by `user_id` with the key of the `master` cross-signing key.
+fn verify_signed_by(user_id: &UserId, object: &JsonValue, master: &JsonValue) -> Result<(), String> {
+    let (key_id, public) = master
+        .get("keys")
+        .and_then(JsonValue::as_object)
+        .and_then(|k| k.iter().next())
+        .and_then(|(id, v)| Some((id.clone(), v.as_str()?.to_owned())))
+        .ok_or("the master key has no key")?;
+    let public = ruma::serde::Base64::parse(public).map_err(|e| e.to_string())?;
+    let mut keys = BTreeMap::new();
+    keys.insert(key_id, public);
+    let mut map = BTreeMap::new();
+    map.insert(user_id.to_string(), keys);
+    let object: ruma::CanonicalJsonObject = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;
+    ruma::signatures::verify_json(&map, &object).map_err(|e| e.to_string())
 }

@@ -26,6 +26,8 @@ pub enum Purpose {
     /// delete some devices cannot be used to delete others.
     DeleteDevices([u8; 8]),
     GetLoginToken,
+    /// Replacing the user's cross-signing keys.
+    UploadSigningKeys,
 }
 
 impl Purpose {
@@ -52,6 +54,7 @@ impl Purpose {
             Self::Deactivate => "deactivate".to_owned(),
             Self::DeleteDevices(digest) => format!("delete_devices:{}", hex::encode(digest)),
             Self::GetLoginToken => "get_login_token".to_owned(),
+            Self::UploadSigningKeys => "upload_signing_keys".to_owned(),
         }
     }
 }

@@ -265,4 +265,39 @@ impl E2eeStore {
         .await?;
         Ok((row.changed, row.left))
     }
+
+    /// A user's cross-signing keys by usage (`master`, `self_signing`, `user_signing`).
+    pub async fn cross_signing_keys(&self, user_id: &str) -> StorageResult<Vec<(String, JsonValue)>> {
+        Ok(sqlx::query!("SELECT usage, key_json FROM e2e_cross_signing_keys WHERE user_id = $1", user_id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.usage, r.key_json))
+            .collect())
+    }
+
+    /// Stores cross-signing keys `(usage, key)`, replacing earlier ones, in one transaction.
+    pub async fn set_cross_signing_keys(
+        &self,
+        user_id: &str,
+        keys: &[(&str, JsonValue)],
+        now: i64,
+    ) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (usage, key) in keys {
+            sqlx::query!(
+                "INSERT INTO e2e_cross_signing_keys (user_id, usage, key_json, updated_ts) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, usage) DO UPDATE SET key_json = EXCLUDED.key_json, updated_ts = EXCLUDED.updated_ts
+                 WHERE e2e_cross_signing_keys.key_json IS DISTINCT FROM EXCLUDED.key_json",
+                user_id,
+                usage,
+                key,
+                now
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -204,3 +204,107 @@ async fn device_list_changes_in_sync_and_key_changes() {
     let (status, resp) = s.get("/_matrix/client/v3/keys/changes?from=nonsense&to=s1_1_1_1_1_1", alice.token()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
 }
+
+/// An ed25519 key pair as clients make them for cross-signing: the key id is the public key.
+struct SigningKey {
+    pair: ruma::signatures::Ed25519KeyPair,
+    public: String,
+}
+
+impl SigningKey {
+    fn new() -> Self {
+        let der = ruma::signatures::Ed25519KeyPair::generate();
+        let probe = ruma::signatures::Ed25519KeyPair::from_der(&der, String::new()).expect("key pair");
+        let public = ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(probe.public_key().to_vec()).encode();
+        let pair = ruma::signatures::Ed25519KeyPair::from_der(&der, public.clone()).expect("key pair");
+        Self { pair, public }
+    }
+
+    /// The cross-signing key object for `usage`, signed by `signer` if given.
+    fn key(&self, who: &Account, usage: &str, signer: Option<&SigningKey>) -> Value {
+        let mut key = json!({
+            "user_id": who.user_id,
+            "usage": [usage],
+            "keys": {format!("ed25519:{}", self.public): self.public},
+        });
+        if let Some(signer) = signer {
+            let mut object: ruma::CanonicalJsonObject = serde_json::from_value(key).expect("canonical");
+            ruma::signatures::sign_json(&who.user_id, &signer.pair, &mut object).expect("sign");
+            key = serde_json::to_value(object).expect("json");
+        }
+        key
+    }
+}
+
+/// Sytest "Can upload self-signing keys", "Fails to upload self-signing keys with no auth"
+/// (here: only when replacing a master key, MSC3967), "Fails to upload self-signing key without
+/// master key", "Can query cross-signing keys"; a self-signing key not signed by the master key
+/// is refused; the user-signing key is shown only to its owner.
+#[tokio::test]
+async fn cross_signing_keys() {
+    let (s, [alice, bob]) = server_with(["alice", "bob"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let path = "/_matrix/client/v3/keys/device_signing/upload";
+    let (master, self_signing, user_signing, stranger) =
+        (SigningKey::new(), SigningKey::new(), SigningKey::new(), SigningKey::new());
+
+    // A self-signing key without any master key, or signed by another key, is refused.
+    let (status, resp) = s
+        .post(path, alice.token(), json!({"self_signing_key": self_signing.key(&alice, "self_signing", Some(&master))}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    let bad = json!({
+        "master_key": master.key(&alice, "master", None),
+        "self_signing_key": self_signing.key(&alice, "self_signing", Some(&stranger)),
+    });
+    let (status, resp) = s.post(path, alice.token(), bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{resp}");
+    // A key of another user is refused.
+    let (status, _) = s.post(path, alice.token(), json!({"master_key": master.key(&bob, "master", None)})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The first upload needs no password.
+    let keys = json!({
+        "master_key": master.key(&alice, "master", None),
+        "self_signing_key": self_signing.key(&alice, "self_signing", Some(&master)),
+        "user_signing_key": user_signing.key(&alice, "user_signing", Some(&master)),
+    });
+    let (status, resp) = s.post(path, alice.token(), keys.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    // The same again needs none either; a new master key does.
+    let (status, resp) = s.post(path, alice.token(), keys).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let new_master = SigningKey::new();
+    let replace = json!({"master_key": new_master.key(&alice, "master", None)});
+    let (status, resp) = s.post(path, alice.token(), replace.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{resp}");
+    let session = resp["session"].as_str().expect("UIA session").to_owned();
+
+    // Bob sees Alice's master and self-signing keys, not her user-signing key; Alice sees all.
+    let query = json!({"device_keys": {alice.user_id.clone(): []}});
+    let (status, resp) = s.post("/_matrix/client/v3/keys/query", bob.token(), query.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["master_keys"][&alice.user_id]["keys"][format!("ed25519:{}", master.public)], master.public);
+    assert!(resp["self_signing_keys"].get(&alice.user_id).is_some(), "{resp}");
+    assert!(resp.get("user_signing_keys").is_none_or(|k| k.get(&alice.user_id).is_none()), "{resp}");
+    let (_, resp) = s.post("/_matrix/client/v3/keys/query", alice.token(), query.clone()).await;
+    assert!(resp["user_signing_keys"].get(&alice.user_id).is_some(), "{resp}");
+
+    // With her password Alice replaces the master key; Bob's sync lists her as changed.
+    let t0 = next_batch(&sync(&s, &bob, "").await);
+    let mut body = replace;
+    body["auth"] = json!({
+        "type": "m.login.password", "session": session, "password": alice.password,
+        "identifier": {"type": "m.id.user", "user": alice.user_id},
+    });
+    let (status, resp) = s.post(path, alice.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (_, resp) = s.post("/_matrix/client/v3/keys/query", bob.token(), query).await;
+    assert_eq!(
+        resp["master_keys"][&alice.user_id]["keys"][format!("ed25519:{}", new_master.public)],
+        new_master.public
+    );
+    let r = sync_since(&s, &bob, &t0, "").await;
+    assert!(listed(&r, "changed", &alice), "{r}");
+}
