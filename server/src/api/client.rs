@@ -98,6 +98,7 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::keys::claim_keys::v3::Request, _, _>(e2ee::claim_keys)
         .ruma_route::<c::keys::get_key_changes::v3::Request, _, _>(e2ee::key_changes)
         .ruma_route::<c::keys::upload_signing_keys::v3::Request, _, _>(e2ee::upload_signing_keys)
+        .ruma_route::<c::keys::upload_signatures::v3::Request, _, _>(e2ee::upload_signatures)
         .ruma_route::<c::alias::create_alias::v3::Request, _, _>(directory::create_room_alias)
         .ruma_route::<c::alias::get_alias::v3::Request, _, _>(directory::get_room_alias)
         .ruma_route::<c::alias::delete_alias::v3::Request, _, _>(directory::delete_room_alias)

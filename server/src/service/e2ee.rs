@@ -9,7 +9,8 @@ use ruma::{
     OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt, UserId,
     api::client::keys::{
         claim_keys::v3 as claim_keys, get_key_changes::v3 as get_key_changes, get_keys::v3 as get_keys,
-        upload_keys::v3 as upload_keys, upload_signing_keys::v3 as upload_signing_keys,
+        upload_keys::v3 as upload_keys, upload_signatures::v3 as upload_signatures,
+        upload_signing_keys::v3 as upload_signing_keys,
     },
     serde::Raw,
 };
@@ -18,7 +19,7 @@ use serde_json::{Value as JsonValue, json};
 use super::{ServiceError, ServiceResult, sync::SyncToken};
 use crate::storage::{
     Storage,
-    e2ee::{KeyCounts, UploadedKey},
+    e2ee::{KeyCounts, KeySignature, UploadedKey},
     now_ms,
 };
 
@@ -138,9 +139,11 @@ impl E2eeService {
             let wanted: Vec<String> = devices.iter().map(ToString::to_string).collect();
             let rows =
                 self.storage.e2ee.device_keys(user.as_str(), (!wanted.is_empty()).then_some(wanted.as_slice())).await?;
+            let signatures = self.storage.e2ee.signatures(user.as_str(), requester.as_str()).await?;
             let mut keys = BTreeMap::new();
             for row in rows {
                 let mut value = row.keys;
+                add_signatures(&mut value, &row.device_id, &signatures);
                 if let Some(name) = row.display_name
                     && let Some(obj) = value.as_object_mut()
                 {
@@ -149,7 +152,10 @@ impl E2eeService {
                 keys.insert(OwnedDeviceId::from(row.device_id), raw(&value)?);
             }
             response.device_keys.insert(user.clone(), keys);
-            for (usage, key) in self.storage.e2ee.cross_signing_keys(user.as_str()).await? {
+            for (usage, mut key) in self.storage.e2ee.cross_signing_keys(user.as_str()).await? {
+                if let Some(public) = single_public_key(&key) {
+                    add_signatures(&mut key, &public, &signatures);
+                }
                 match usage.as_str() {
                     "master" => {
                         response.master_keys.insert(user.clone(), raw(&key)?);
@@ -254,6 +260,109 @@ impl E2eeService {
     pub async fn store_signing_keys(&self, user_id: &UserId, keys: &[(&'static str, JsonValue)]) -> ServiceResult<()> {
         Ok(self.storage.e2ee.set_cross_signing_keys(user_id.as_str(), keys, now_ms()).await?)
     }
+
+    /// `/keys/signatures/upload`: stores the signatures that `signer` added to keys: their
+    /// self-signing key's of their devices, their devices' of their master key, their
+    /// user-signing key's of other users' master keys. Each key that fails is reported.
+    pub async fn upload_signatures(
+        &self,
+        signer: &UserId,
+        req: &upload_signatures::Request,
+    ) -> ServiceResult<upload_signatures::Response> {
+        let mut response = upload_signatures::Response::new();
+        for (target, signed) in &req.signed_keys {
+            for (key_id, object) in signed.iter() {
+                match self.check_signatures(signer, target, key_id, object).await? {
+                    Ok(signatures) => {
+                        for (signer_key_id, signature) in signatures {
+                            let sig = KeySignature {
+                                user_id: target.to_string(),
+                                target_key_id: key_id.to_owned(),
+                                signer_user: signer.to_string(),
+                                signer_key_id,
+                                signature,
+                            };
+                            self.storage.e2ee.add_signature(&sig).await?;
+                        }
+                    }
+                    Err(error) => {
+                        let failure = serde_json::from_value(json!({"errcode": "M_INVALID_SIGNATURE", "error": error}))
+                            .map_err(internal)?;
+                        response.failures.entry(target.clone()).or_default().insert(key_id.to_owned(), failure);
+                    }
+                }
+            }
+        }
+        Ok(response)
+    }
+
+    /// The new, valid signatures by `signer` on `target`'s key `key_id` (a device id or a master
+    /// key's public key), as `(signer key id, signature)`; `Err` with a reason for the client.
+    async fn check_signatures(
+        &self,
+        signer: &UserId,
+        target: &UserId,
+        key_id: &str,
+        object: &serde_json::value::RawValue,
+    ) -> ServiceResult<Result<Vec<(String, String)>, String>> {
+        let Ok(object) = serde_json::from_str::<JsonValue>(object.get()) else {
+            return Ok(Err("not a JSON object".into()));
+        };
+        let signer_keys: BTreeMap<String, JsonValue> =
+            self.storage.e2ee.cross_signing_keys(signer.as_str()).await?.into_iter().collect();
+        let target_keys: BTreeMap<String, JsonValue> =
+            self.storage.e2ee.cross_signing_keys(target.as_str()).await?.into_iter().collect();
+        let target_master = target_keys.get("master").filter(|m| single_public_key(m).as_deref() == Some(key_id));
+        // What is signed, and which keys of the signer may sign it: `(key id, public key)`.
+        let (stored, signing_keys): (JsonValue, Vec<(String, String)>) = if signer == target {
+            let device = self.storage.e2ee.device_keys(target.as_str(), Some(&[key_id.to_owned()])).await?;
+            if let Some(device) = device.into_iter().next() {
+                let Some(ssk) = signer_keys.get("self_signing").and_then(single_public_key) else {
+                    return Ok(Err("no self-signing key to sign devices with".into()));
+                };
+                (device.keys, vec![(format!("ed25519:{ssk}"), ssk)])
+            } else if let Some(master) = target_master {
+                let devices = self.storage.e2ee.device_keys(signer.as_str(), None).await?;
+                let keys = devices
+                    .iter()
+                    .filter_map(|d| {
+                        let id = format!("ed25519:{}", d.device_id);
+                        Some((id.clone(), d.keys.get("keys")?.get(&id)?.as_str()?.to_owned()))
+                    })
+                    .collect();
+                (master.clone(), keys)
+            } else {
+                return Ok(Err("no such device or master key".into()));
+            }
+        } else if let Some(master) = target_master {
+            let Some(usk) = signer_keys.get("user_signing").and_then(single_public_key) else {
+                return Ok(Err("no user-signing key to sign other users with".into()));
+            };
+            (master.clone(), vec![(format!("ed25519:{usk}"), usk)])
+        } else {
+            return Ok(Err("not the master key of that user".into()));
+        };
+        if without_signatures(&object) != without_signatures(&stored) {
+            return Ok(Err("the signed object is not the stored key".into()));
+        }
+        let offered = object.get("signatures").and_then(|s| s.get(signer.as_str())).and_then(JsonValue::as_object);
+        let mut valid = Vec::new();
+        for (signer_key_id, public) in signing_keys {
+            let Some(signature) = offered.and_then(|o| o.get(&signer_key_id)).and_then(JsonValue::as_str) else {
+                continue;
+            };
+            let mut single = without_signatures(&stored);
+            single["signatures"] = json!({signer.as_str(): {signer_key_id.clone(): signature}});
+            if let Err(e) = verify_signature(signer, &signer_key_id, &public, &single) {
+                return Ok(Err(format!("bad signature by {signer_key_id}: {e}")));
+            }
+            valid.push((signer_key_id, signature.to_owned()));
+        }
+        if valid.is_empty() {
+            return Ok(Err("no signature by a key that may sign this".into()));
+        }
+        Ok(Ok(valid))
+    }
 }
 
 /// A cross-signing key: the user's, for `usage`, with exactly one ed25519 key.
@@ -273,15 +382,49 @@ fn check_cross_signing_key(user_id: &UserId, usage: &str, key: &JsonValue) -> Se
 
 /// Verifies `object`'s signature by `user_id` with the key of the `master` cross-signing key.
 fn verify_signed_by(user_id: &UserId, object: &JsonValue, master: &JsonValue) -> Result<(), String> {
-    let (key_id, public) = master
-        .get("keys")
-        .and_then(JsonValue::as_object)
-        .and_then(|k| k.iter().next())
-        .and_then(|(id, v)| Some((id.clone(), v.as_str()?.to_owned())))
-        .ok_or("the master key has no key")?;
+    let public = single_public_key(master).ok_or("the master key has no single key")?;
+    verify_signature(user_id, &format!("ed25519:{public}"), &public, object)
+}
+
+/// The public key of a cross-signing key with exactly one key.
+fn single_public_key(key: &JsonValue) -> Option<String> {
+    let keys = key.get("keys")?.as_object()?;
+    if keys.len() != 1 {
+        return None;
+    }
+    keys.values().next()?.as_str().map(str::to_owned)
+}
+
+/// A key object without its signatures and unsigned data: what its signatures cover.
+fn without_signatures(key: &JsonValue) -> JsonValue {
+    let mut key = key.clone();
+    if let Some(obj) = key.as_object_mut() {
+        obj.remove("signatures");
+        obj.remove("unsigned");
+    }
+    key
+}
+
+/// Adds the uploaded signatures of key `key_id` to a key object.
+fn add_signatures(key: &mut JsonValue, key_id: &str, signatures: &[KeySignature]) {
+    for sig in signatures.iter().filter(|s| s.target_key_id == key_id) {
+        if let Some(obj) = key.as_object_mut() {
+            let all = obj.entry("signatures").or_insert_with(|| json!({}));
+            if let Some(all) = all.as_object_mut() {
+                let by = all.entry(sig.signer_user.clone()).or_insert_with(|| json!({}));
+                if let Some(by) = by.as_object_mut() {
+                    by.insert(sig.signer_key_id.clone(), JsonValue::String(sig.signature.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Verifies `object`'s signature by `user_id`'s key `key_id` with the public key `public`.
+fn verify_signature(user_id: &UserId, key_id: &str, public: &str, object: &JsonValue) -> Result<(), String> {
     let public = ruma::serde::Base64::parse(public).map_err(|e| e.to_string())?;
     let mut keys = BTreeMap::new();
-    keys.insert(key_id, public);
+    keys.insert(key_id.to_owned(), public);
     let mut map = BTreeMap::new();
     map.insert(user_id.to_string(), keys);
     let object: ruma::CanonicalJsonObject = serde_json::from_value(object.clone()).map_err(|e| e.to_string())?;

@@ -300,4 +300,46 @@ impl E2eeStore {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Stores a signature of a key (see migration 0008).
+    pub async fn add_signature(&self, sig: &KeySignature) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO e2e_key_signatures (user_id, target_key_id, signer_user, signer_key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (user_id, target_key_id, signer_user, signer_key_id) DO UPDATE SET signature = EXCLUDED.signature
+             WHERE e2e_key_signatures.signature <> EXCLUDED.signature",
+            sig.user_id,
+            sig.target_key_id,
+            sig.signer_user,
+            sig.signer_key_id,
+            sig.signature
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The uploaded signatures of `user_id`'s keys that `viewer` may see: the owner's own, and
+    /// the viewer's.
+    pub async fn signatures(&self, user_id: &str, viewer: &str) -> StorageResult<Vec<KeySignature>> {
+        Ok(sqlx::query_as!(
+            KeySignature,
+            "SELECT user_id, target_key_id, signer_user, signer_key_id, signature FROM e2e_key_signatures
+             WHERE user_id = $1 AND (signer_user = $1 OR signer_user = $2)",
+            user_id,
+            viewer
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// A signature of a device key or master key, by some user's key.
+#[derive(Debug)]
+pub struct KeySignature {
+    pub user_id: String,
+    pub target_key_id: String,
+    pub signer_user: String,
+    pub signer_key_id: String,
+    pub signature: String,
 }

@@ -207,6 +207,7 @@ async fn device_list_changes_in_sync_and_key_changes() {
 
 /// An ed25519 key pair as clients make them for cross-signing: the key id is the public key.
 struct SigningKey {
+    der: Vec<u8>,
     pair: ruma::signatures::Ed25519KeyPair,
     public: String,
 }
@@ -217,7 +218,7 @@ impl SigningKey {
         let probe = ruma::signatures::Ed25519KeyPair::from_der(&der, String::new()).expect("key pair");
         let public = ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(probe.public_key().to_vec()).encode();
         let pair = ruma::signatures::Ed25519KeyPair::from_der(&der, public.clone()).expect("key pair");
-        Self { pair, public }
+        Self { der: der.to_vec(), pair, public }
     }
 
     /// The cross-signing key object for `usage`, signed by `signer` if given.
@@ -307,4 +308,89 @@ async fn cross_signing_keys() {
     );
     let r = sync_since(&s, &bob, &t0, "").await;
     assert!(listed(&r, "changed", &alice), "{r}");
+}
+
+/// Signs a key object as `who` with `key`, under the key id `key_id`.
+fn signed_as(who: &Account, key: &SigningKey, key_id: &str, object: &Value) -> Value {
+    let pair = ruma::signatures::Ed25519KeyPair::from_der(&key.der, key_id.to_owned()).expect("key pair");
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(object.clone()).expect("canonical");
+    ruma::signatures::sign_json(&who.user_id, &pair, &mut object).expect("sign");
+    serde_json::to_value(object).expect("json")
+}
+
+/// Sytest "Can upload a signature for a device", "Can upload a signature for a master key",
+/// "Can upload a signature for another user's master key" (visible to the signer only),
+/// "uploading signed devices gets propagated over federation" (locally: the owner's contacts see
+/// it); a bad signature or an object that is not the stored key is a failure.
+#[tokio::test]
+async fn key_signatures() {
+    let (s, [alice, bob, charlie]) = server_with(["alice", "bob", "charlie"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    join(&s, &charlie, &room).await;
+    let signing = "/_matrix/client/v3/keys/device_signing/upload";
+    let signatures = "/_matrix/client/v3/keys/signatures/upload";
+
+    // Alice: a device with a real ed25519 key, and cross-signing keys. Bob: a master key.
+    let device = SigningKey::new();
+    let mut alice_device = device_keys(&alice);
+    alice_device["keys"][format!("ed25519:{}", alice.device_id)] = json!(device.public);
+    let (status, resp) = upload(&s, &alice, json!({"device_keys": alice_device})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let (master, ssk, usk) = (SigningKey::new(), SigningKey::new(), SigningKey::new());
+    let alice_master = master.key(&alice, "master", None);
+    let keys = json!({
+        "master_key": alice_master,
+        "self_signing_key": ssk.key(&alice, "self_signing", Some(&master)),
+        "user_signing_key": usk.key(&alice, "user_signing", Some(&master)),
+    });
+    assert_eq!(s.post(signing, alice.token(), keys).await.0, StatusCode::OK);
+    let bob_key = SigningKey::new();
+    let bob_master = bob_key.key(&bob, "master", None);
+    assert_eq!(s.post(signing, bob.token(), json!({"master_key": bob_master})).await.0, StatusCode::OK);
+
+    // Alice's self-signing key signs her device; her device signs her master key; her
+    // user-signing key signs Bob's master key.
+    let ssk_id = format!("ed25519:{}", ssk.public);
+    let device_id = format!("ed25519:{}", alice.device_id);
+    let usk_id = format!("ed25519:{}", usk.public);
+    let body = json!({
+        alice.user_id.clone(): {
+            alice.device_id.clone(): signed_as(&alice, &ssk, &ssk.public, &alice_device),
+            master.public.clone(): signed_as(&alice, &device, &alice.device_id, &alice_master),
+        },
+        bob.user_id.clone(): {bob_key.public.clone(): signed_as(&alice, &usk, &usk.public, &bob_master)},
+    });
+    let (status, resp) = s.post(signatures, alice.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert!(resp.get("failures").is_none_or(|f| f.as_object().is_some_and(|f| f.is_empty())), "{resp}");
+
+    // Charlie sees Alice's own signatures on her device and master key, not hers on Bob's key.
+    let query = json!({"device_keys": {alice.user_id.clone(): [], bob.user_id.clone(): []}});
+    let (_, resp) = s.post("/_matrix/client/v3/keys/query", charlie.token(), query.clone()).await;
+    let dev = &resp["device_keys"][&alice.user_id][&alice.device_id];
+    assert!(dev["signatures"][&alice.user_id][&ssk_id].is_string(), "{resp}");
+    assert!(resp["master_keys"][&alice.user_id]["signatures"][&alice.user_id][&device_id].is_string(), "{resp}");
+    assert!(resp["master_keys"][&bob.user_id]["keys"].is_object(), "{resp}");
+    assert!(resp["master_keys"][&bob.user_id]["signatures"].get(&alice.user_id).is_none(), "{resp}");
+    // Alice sees her signature of Bob's master key.
+    let (_, resp) = s.post("/_matrix/client/v3/keys/query", alice.token(), query).await;
+    assert!(resp["master_keys"][&bob.user_id]["signatures"][&alice.user_id][&usk_id].is_string(), "{resp}");
+
+    // A signature by a key that is not Alice's self-signing key, and a changed object, fail.
+    let stranger = SigningKey::new();
+    let mut changed = alice_device.clone();
+    changed["algorithms"] = json!(["m.megolm.v1.aes-sha2"]);
+    let body = json!({
+        alice.user_id.clone(): {alice.device_id.clone(): signed_as(&alice, &stranger, &ssk.public, &alice_device)},
+        bob.user_id.clone(): {bob_key.public.clone(): signed_as(&alice, &usk, &usk.public, &json!({"user_id": bob.user_id}))},
+    });
+    let (status, resp) = s.post(signatures, alice.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["failures"][&alice.user_id][&alice.device_id]["errcode"], "M_INVALID_SIGNATURE", "{resp}");
+    assert_eq!(resp["failures"][&bob.user_id][&bob_key.public]["errcode"], "M_INVALID_SIGNATURE", "{resp}");
+    let body =
+        json!({alice.user_id.clone(): {alice.device_id.clone(): signed_as(&alice, &ssk, &ssk.public, &changed)}});
+    let (_, resp) = s.post(signatures, alice.token(), body).await;
+    assert_eq!(resp["failures"][&alice.user_id][&alice.device_id]["errcode"], "M_INVALID_SIGNATURE", "{resp}");
 }

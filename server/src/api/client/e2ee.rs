@@ -4,7 +4,8 @@
 use axum::extract::State;
 use ruma::api::client::keys::{
     claim_keys::v3 as claim_keys, get_key_changes::v3 as get_key_changes, get_keys::v3 as get_keys,
-    upload_keys::v3 as upload_keys, upload_signing_keys::v3 as upload_signing_keys,
+    upload_keys::v3 as upload_keys, upload_signatures::v3 as upload_signatures,
+    upload_signing_keys::v3 as upload_signing_keys,
 };
 
 use super::rooms::user_id;
@@ -74,4 +75,13 @@ pub(super) async fn upload_signing_keys(
         state.uiaa.finish(passed).await?;
     }
     Ok(upload_signing_keys::Response::new().into())
+}
+
+/// # `POST /_matrix/client/v3/keys/signatures/upload`
+pub(super) async fn upload_signatures(
+    State(state): State<AppState>,
+    req: Ruma<upload_signatures::Request>,
+) -> ApiResult<upload_signatures::Response> {
+    let user = user_id(&req.identity)?;
+    Ok(state.e2ee.upload_signatures(&user, &req.body).await?.into())
 }
