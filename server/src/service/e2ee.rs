@@ -1,7 +1,8 @@
 //! End-to-end encryption keys for Olm/Megolm clients: devices upload their identity, one-time and
 //! fallback keys; other users' clients query identity keys and claim one-time keys to open Olm
-//! sessions. Keys are visible only to the user themselves and to users who share a room with
-//! them (joined or invited), as public-sector deployments require.
+//! sessions; users upload cross-signing keys and signatures that verify devices and other users;
+//! `/keys/changes` says whose devices changed. Keys are visible only to the user themselves and
+//! to users who share a room with them (joined or invited), as public-sector deployments require.
 
 use std::collections::BTreeMap;
 
