@@ -18,8 +18,8 @@ use spec_tests::{Account, StatusCode, TestServer};
 use crate::real_clients::{repo_root, require};
 
 /// The files run, in order: the foundation (registration, login, logout, account, devices,
-/// profile, account data, filters, push rules, versions, capabilities, well-known) and the
-/// rooms API.
+/// profile, account data, filters, push rules, versions, capabilities, well-known), the rooms
+/// API, and the end-to-end encryption keys.
 const SPECS: &[&str] = &[
     "versions",
     "wellknown",
@@ -65,6 +65,8 @@ const SPECS: &[&str] = &[
     "room_upgrades",
     "room_summary",
     "room_event_by_timestamp",
+    "keys",
+    "cross_signing",
 ];
 
 /// Generated test cases per operation (the coverage phase adds its own boundary cases).
