@@ -7,6 +7,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod filter;
 pub mod jwt;
+pub mod key_backup;
 pub mod notifier;
 pub mod passwords;
 pub mod rate_limit;
@@ -71,6 +72,11 @@ pub enum ServiceError {
     InvalidRoomState(String),
     #[error("bad alias: {0}")]
     BadAlias(String),
+    #[error("not the current key backup version")]
+    WrongRoomKeysVersion {
+        /// The user's current version, if any.
+        current: Option<String>,
+    },
     #[error("registration is disabled")]
     RegistrationDisabled,
     #[error("user-interactive authentication required")]

@@ -7,9 +7,9 @@ use crate::{
     http::metrics::Metrics,
     service::{
         ServiceResult, account_data::AccountDataService, accounts::AccountService, e2ee::E2eeService,
-        ephemeral::EphemeralService, notifier::Notifier, passwords::PasswordHasherService, rate_limit::RateLimiter,
-        registration::RegistrationService, rooms::RoomService, sessions::SessionService, sync::SyncService,
-        typing::TypingService, uiaa::UiaaService,
+        ephemeral::EphemeralService, key_backup::KeyBackupService, notifier::Notifier,
+        passwords::PasswordHasherService, rate_limit::RateLimiter, registration::RegistrationService,
+        rooms::RoomService, sessions::SessionService, sync::SyncService, typing::TypingService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -28,6 +28,7 @@ pub struct AppState {
     pub typing: Arc<TypingService>,
     pub ephemeral: Arc<EphemeralService>,
     pub e2ee: Arc<E2eeService>,
+    pub key_backup: Arc<KeyBackupService>,
     pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -49,6 +50,7 @@ impl AppState {
         let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
         let e2ee = Arc::new(E2eeService::new(storage.clone(), server_name.clone()));
+        let key_backup = Arc::new(KeyBackupService::new(storage.clone()));
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
@@ -71,6 +73,7 @@ impl AppState {
             rooms,
             ephemeral,
             e2ee,
+            key_backup,
             sync,
             typing,
             notifier,

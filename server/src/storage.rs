@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod devices;
 pub mod e2ee;
 pub mod ephemeral;
+pub mod key_backup;
 pub mod keys;
 pub mod room_writer;
 pub mod rooms;
@@ -14,8 +15,8 @@ pub mod users;
 use sqlx::PgPool;
 
 pub use self::{
-    account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore, keys::KeyStore,
-    rooms::RoomStore, uiaa::UiaaStore, users::UserStore,
+    account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
+    key_backup::KeyBackupStore, keys::KeyStore, rooms::RoomStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -62,6 +63,7 @@ pub struct Storage {
     pub rooms: RoomStore,
     pub ephemeral: EphemeralStore,
     pub e2ee: E2eeStore,
+    pub key_backup: KeyBackupStore,
 }
 
 impl Storage {
@@ -75,6 +77,7 @@ impl Storage {
             rooms: RoomStore::new(pool.clone()),
             ephemeral: EphemeralStore::new(pool.clone()),
             e2ee: E2eeStore::new(pool.clone()),
+            key_backup: KeyBackupStore::new(pool.clone()),
             pool,
         }
     }

@@ -8,6 +8,7 @@ mod discovery;
 mod e2ee;
 mod ephemeral;
 mod json;
+mod key_backup;
 mod membership;
 mod profile;
 mod push;
@@ -99,6 +100,28 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::keys::get_key_changes::v3::Request, _, _>(e2ee::key_changes)
         .ruma_route::<c::keys::upload_signing_keys::v3::Request, _, _>(e2ee::upload_signing_keys)
         .ruma_route::<c::keys::upload_signatures::v3::Request, _, _>(e2ee::upload_signatures)
+        .ruma_route::<c::backup::create_backup_version::v3::Request, _, _>(key_backup::create_backup_version)
+        .ruma_route::<c::backup::get_latest_backup_info::v3::Request, _, _>(key_backup::get_latest_backup_info)
+        .ruma_route::<c::backup::get_backup_info::v3::Request, _, _>(key_backup::get_backup_info)
+        .ruma_route::<c::backup::update_backup_version::v3::Request, _, _>(key_backup::update_backup_version)
+        .ruma_route::<c::backup::delete_backup_version::v3::Request, _, _>(key_backup::delete_backup_version)
+        .ruma_route::<c::backup::add_backup_keys::v3::Request, _, _>(key_backup::add_backup_keys)
+        .ruma_route::<c::backup::add_backup_keys_for_room::v3::Request, _, _>(key_backup::add_backup_keys_for_room)
+        .ruma_route::<c::backup::add_backup_keys_for_session::v3::Request, _, _>(
+            key_backup::add_backup_keys_for_session,
+        )
+        .ruma_route::<c::backup::get_backup_keys::v3::Request, _, _>(key_backup::get_backup_keys)
+        .ruma_route::<c::backup::get_backup_keys_for_room::v3::Request, _, _>(key_backup::get_backup_keys_for_room)
+        .ruma_route::<c::backup::get_backup_keys_for_session::v3::Request, _, _>(
+            key_backup::get_backup_keys_for_session,
+        )
+        .ruma_route::<c::backup::delete_backup_keys::v3::Request, _, _>(key_backup::delete_backup_keys)
+        .ruma_route::<c::backup::delete_backup_keys_for_room::v3::Request, _, _>(
+            key_backup::delete_backup_keys_for_room,
+        )
+        .ruma_route::<c::backup::delete_backup_keys_for_session::v3::Request, _, _>(
+            key_backup::delete_backup_keys_for_session,
+        )
         .ruma_route::<c::alias::create_alias::v3::Request, _, _>(directory::create_room_alias)
         .ruma_route::<c::alias::get_alias::v3::Request, _, _>(directory::get_room_alias)
         .ruma_route::<c::alias::delete_alias::v3::Request, _, _>(directory::delete_room_alias)

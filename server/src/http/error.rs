@@ -10,7 +10,7 @@ use ruma::api::{
     client::uiaa::UiaaResponse,
     error::{
         DeserializationError, Error as RumaError, ErrorBody, ErrorKind, LimitExceededErrorData, RetryAfter,
-        StandardErrorBody, UnknownTokenErrorData,
+        StandardErrorBody, UnknownTokenErrorData, WrongRoomKeysVersionErrorData,
     },
 };
 
@@ -112,6 +112,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::StillInRoom(_) => (S::BAD_REQUEST, ErrorKind::Unknown),
             ServiceError::InvalidRoomState(_) => (S::BAD_REQUEST, ErrorKind::InvalidRoomState),
             ServiceError::BadAlias(_) => (S::BAD_REQUEST, ErrorKind::BadAlias),
+            ServiceError::WrongRoomKeysVersion { current } => (
+                S::FORBIDDEN,
+                ErrorKind::WrongRoomKeysVersion(WrongRoomKeysVersionErrorData::new(
+                    current.clone().unwrap_or_default(),
+                )),
+            ),
             ServiceError::AuthRequired(_) => {
                 let ServiceError::AuthRequired(info) = e else { unreachable!() };
                 return Self::Uiaa(info);

@@ -394,3 +394,105 @@ async fn key_signatures() {
     let (_, resp) = s.post(signatures, alice.token(), body).await;
     assert_eq!(resp["failures"][&alice.user_id][&alice.device_id]["errcode"], "M_INVALID_SIGNATURE", "{resp}");
 }
+
+fn backup_key(first_message_index: u64, forwarded_count: u64, is_verified: bool, tag: &str) -> Value {
+    json!({
+        "first_message_index": first_message_index,
+        "forwarded_count": forwarded_count,
+        "is_verified": is_verified,
+        "session_data": {"ephemeral": tag, "ciphertext": tag, "mac": tag},
+    })
+}
+
+/// Sytest "Can create backup version", "Can update backup version", "Responds correctly when
+/// backup is empty", "Can backup keys", "Can update keys with better versions", "Will not update
+/// keys with worse versions", "Will not back up to an old backup version", "Can delete backup",
+/// "Deleted & recreated backups are empty", "Can create more than 10 backup versions" (numbers
+/// are never reused); Complement TestE2EKeyBackupReplaceRoomKeyRules.
+#[tokio::test]
+async fn key_backup() {
+    let (s, [alice, bob]) = server_with(["alice", "bob"]).await;
+    let algorithm =
+        json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "abcdefg"}});
+    let (status, resp) = s.get("/_matrix/client/v3/room_keys/version", alice.token()).await;
+    assert_eq!((status, resp["errcode"].clone()), (StatusCode::NOT_FOUND, json!("M_NOT_FOUND")), "{resp}");
+
+    let (status, resp) = s.post("/_matrix/client/v3/room_keys/version", alice.token(), algorithm.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let v1 = resp["version"].as_str().expect("version").to_owned();
+    let (status, info) = s.get("/_matrix/client/v3/room_keys/version", alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!((info["version"].as_str(), info["count"].as_u64()), (Some(v1.as_str()), Some(0)), "{info}");
+    assert_eq!(info["auth_data"], algorithm["auth_data"], "{info}");
+    // Bob has no backup of his own.
+    let (status, _) = s.get(&format!("/_matrix/client/v3/room_keys/version/{v1}"), bob.token()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // New auth data; the algorithm cannot change.
+    let mut updated = algorithm.clone();
+    updated["auth_data"] = json!({"public_key": "hijklmnop"});
+    let path = format!("/_matrix/client/v3/room_keys/version/{v1}");
+    assert_eq!(s.put(&path, alice.token(), updated.clone()).await.0, StatusCode::OK);
+    let (_, info) = s.get(&path, alice.token()).await;
+    assert_eq!(info["auth_data"]["public_key"], "hijklmnop", "{info}");
+    let (status, _) =
+        s.put(&path, alice.token(), json!({"algorithm": "m.other", "auth_data": {"public_key": "x"}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let unknown = json!({"algorithm": "m.other", "auth_data": {}});
+    let (status, resp) = s.post("/_matrix/client/v3/room_keys/version", alice.token(), unknown).await;
+    assert_eq!((status, resp["errcode"].clone()), (StatusCode::BAD_REQUEST, json!("M_INVALID_PARAM")), "{resp}");
+
+    // Keys: stored, then replaced only by better copies.
+    let room = "!room:localhost";
+    let keys = format!("/_matrix/client/v3/room_keys/keys?version={v1}");
+    let body =
+        json!({"rooms": {room: {"sessions": {"s1": backup_key(3, 1, false, "a"), "s2": backup_key(0, 0, true, "b")}}}});
+    let (status, resp) = s.put(&keys, alice.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_eq!(resp["count"], 2, "{resp}");
+    let etag = resp["etag"].clone();
+    let session = |id: &str| format!("/_matrix/client/v3/room_keys/keys/{room}/{id}?version={v1}");
+    // Worse (unverified over verified, later first message) changes nothing; better replaces.
+    assert_eq!(s.put(&session("s2"), alice.token(), backup_key(0, 0, false, "worse")).await.0, StatusCode::OK);
+    assert_eq!(s.put(&session("s1"), alice.token(), backup_key(5, 0, false, "worse")).await.0, StatusCode::OK);
+    let (status, resp) = s.put(&session("s1"), alice.token(), backup_key(1, 0, false, "better")).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    assert_ne!(resp["etag"], etag, "the etag did not change: {resp}");
+    let (_, got) = s.get(&session("s2"), alice.token()).await;
+    assert_eq!(got["session_data"]["ciphertext"], "b", "{got}");
+    let (_, got) = s.get(&session("s1"), alice.token()).await;
+    assert_eq!(got["session_data"]["ciphertext"], "better", "{got}");
+    let (_, all) = s.get(&keys, alice.token()).await;
+    assert_eq!(all["rooms"][room]["sessions"].as_object().map(serde_json::Map::len), Some(2), "{all}");
+    let (status, none) = s.get(&session("s9"), alice.token()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{none}");
+
+    // A new version: the old one takes no more keys, and says which is current.
+    let (_, resp) = s.post("/_matrix/client/v3/room_keys/version", alice.token(), algorithm.clone()).await;
+    let v2 = resp["version"].as_str().expect("version").to_owned();
+    assert_ne!(v1, v2);
+    let (status, resp) = s.put(&session("s3"), alice.token(), backup_key(0, 0, false, "c")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{resp}");
+    assert_eq!(resp["errcode"], "M_WRONG_ROOM_KEYS_VERSION", "{resp}");
+    assert_eq!(resp["current_version"], v2.as_str(), "{resp}");
+
+    // Deleting keys and versions; a deleted version is gone and its number not reused.
+    let (status, resp) = s.delete(&session("s1"), alice.token(), None).await;
+    assert_eq!((status, resp["count"].clone()), (StatusCode::OK, json!(1)), "{resp}");
+    assert_eq!(
+        s.delete(&format!("/_matrix/client/v3/room_keys/version/{v2}"), alice.token(), None).await.0,
+        StatusCode::OK
+    );
+    let (status, _) = s.get(&format!("/_matrix/client/v3/room_keys/version/{v2}"), alice.token()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, info) = s.get("/_matrix/client/v3/room_keys/version", alice.token()).await;
+    assert_eq!((info["version"].as_str(), info["count"].as_u64()), (Some(v1.as_str()), Some(1)), "{info}");
+    let (_, resp) = s.post("/_matrix/client/v3/room_keys/version", alice.token(), algorithm).await;
+    let v3 = resp["version"].as_str().expect("version");
+    assert!(v3 != v1 && v3 != v2, "a version number was reused: {v3}");
+    let (_, resp) = s.get(&format!("/_matrix/client/v3/room_keys/keys?version={v3}"), alice.token()).await;
+    assert_eq!(resp["rooms"], json!({}), "{resp}");
+    // Bad input.
+    let (status, _) = s.put(&session("s4"), alice.token(), json!({"first_message_index": -1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

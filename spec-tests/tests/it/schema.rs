@@ -67,6 +67,7 @@ const SPECS: &[&str] = &[
     "room_event_by_timestamp",
     "keys",
     "cross_signing",
+    "key_backup",
 ];
 
 /// Generated test cases per operation (the coverage phase adds its own boundary cases).
