@@ -336,7 +336,10 @@ impl SyncService {
 
         // Whose devices changed (incremental syncs only: an initial sync's client fetches the
         // device lists it needs anyway).
-        if let Some(since) = since {
+        // Nothing to look at when neither devices nor memberships can have changed.
+        if let Some(since) = since
+            && (since.device_lists != now.device_lists || since.events != now.events)
+        {
             let (changed, left) = self
                 .storage
                 .e2ee
