@@ -29,6 +29,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub privacy: Privacy,
     pub rooms: Rooms,
+    pub media: Media,
     /// The base URL clients should use, published in `/.well-known/matrix/client`.
     /// Empty: `http://<client listener>`.
     pub public_baseurl: String,
@@ -52,6 +53,7 @@ impl Default for Config {
             rate_limits: RateLimits::default(),
             privacy: Privacy::default(),
             rooms: Rooms::default(),
+            media: Media::default(),
             public_baseurl: String::new(),
             log: "info".to_owned(),
             log_json: false,
@@ -221,6 +223,38 @@ impl Default for Rooms {
     fn default() -> Self {
         // 11 rather than 12: several clients still refuse v12 room ids without a server part.
         Self { default_version: "11".to_owned() }
+    }
+}
+
+/// The media repository (content under `data_dir/media`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Media {
+    /// Largest upload accepted, in bytes (`413 M_TOO_LARGE` above; published in `/media/config`).
+    pub max_upload_bytes: u64,
+    /// Media ids a user may hold reserved (`/media/v1/create`) without uploading to them.
+    pub max_pending_uploads: u32,
+    /// How long a reserved media id waits for its upload, in seconds.
+    pub unused_expiry_secs: u64,
+    /// Largest image thumbnails are made from, in bytes and in pixels (decompression bombs).
+    pub max_thumbnail_source_bytes: u64,
+    pub max_thumbnail_source_pixels: u64,
+    /// Serve downloads and thumbnails also through the unauthenticated `/_matrix/media/v3`
+    /// endpoints, which the spec deprecated (v1.11) for media uploaded after it; off, they
+    /// answer `404 M_NOT_FOUND` as Synapse does with authenticated media on.
+    pub legacy_unauthenticated_download: bool,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_pending_uploads: 5,
+            unused_expiry_secs: 24 * 3600,
+            max_thumbnail_source_bytes: 20 * 1024 * 1024,
+            max_thumbnail_source_pixels: 32_000_000,
+            legacy_unauthenticated_download: false,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod ephemeral;
 pub mod filter;
 pub mod jwt;
 pub mod key_backup;
+pub mod media;
 pub mod notifier;
 pub mod passwords;
 pub mod rate_limit;
@@ -77,6 +78,12 @@ pub enum ServiceError {
         /// The user's current version, if any.
         current: Option<String>,
     },
+    #[error("media already uploaded")]
+    CannotOverwriteMedia,
+    #[error("the media has not been uploaded yet")]
+    NotYetUploaded,
+    #[error("cannot generate thumbnails for this content")]
+    CannotThumbnail,
     #[error("registration is disabled")]
     RegistrationDisabled,
     #[error("user-interactive authentication required")]

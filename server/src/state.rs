@@ -7,7 +7,7 @@ use crate::{
     http::metrics::Metrics,
     service::{
         ServiceResult, account_data::AccountDataService, accounts::AccountService, e2ee::E2eeService,
-        ephemeral::EphemeralService, key_backup::KeyBackupService, notifier::Notifier,
+        ephemeral::EphemeralService, key_backup::KeyBackupService, media::MediaService, notifier::Notifier,
         passwords::PasswordHasherService, rate_limit::RateLimiter, registration::RegistrationService,
         rooms::RoomService, sessions::SessionService, sync::SyncService, typing::TypingService, uiaa::UiaaService,
     },
@@ -29,6 +29,7 @@ pub struct AppState {
     pub ephemeral: Arc<EphemeralService>,
     pub e2ee: Arc<E2eeService>,
     pub key_backup: Arc<KeyBackupService>,
+    pub media: Arc<MediaService>,
     pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -51,6 +52,8 @@ impl AppState {
             .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
         let e2ee = Arc::new(E2eeService::new(storage.clone(), server_name.clone()));
         let key_backup = Arc::new(KeyBackupService::new(storage.clone()));
+        let media =
+            MediaService::new(storage.clone(), &config.data_dir, config.server_name.clone(), config.media.clone())?;
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
@@ -74,6 +77,7 @@ impl AppState {
             ephemeral,
             e2ee,
             key_backup,
+            media,
             sync,
             typing,
             notifier,

@@ -7,6 +7,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod key_backup;
 pub mod keys;
+pub mod media;
 pub mod room_writer;
 pub mod rooms;
 pub mod uiaa;
@@ -16,7 +17,7 @@ use sqlx::PgPool;
 
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
-    key_backup::KeyBackupStore, keys::KeyStore, rooms::RoomStore, uiaa::UiaaStore, users::UserStore,
+    key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, rooms::RoomStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -64,6 +65,7 @@ pub struct Storage {
     pub ephemeral: EphemeralStore,
     pub e2ee: E2eeStore,
     pub key_backup: KeyBackupStore,
+    pub media: MediaStore,
 }
 
 impl Storage {
@@ -78,6 +80,7 @@ impl Storage {
             ephemeral: EphemeralStore::new(pool.clone()),
             e2ee: E2eeStore::new(pool.clone()),
             key_backup: KeyBackupStore::new(pool.clone()),
+            media: MediaStore::new(pool.clone()),
             pool,
         }
     }

@@ -1,8 +1,9 @@
 //! Synapse-compatible admin endpoints, so existing admin tooling works: shared-secret
-//! registration and registration tokens.
+//! registration, registration tokens and media administration.
 
 pub mod endpoints;
 mod handlers;
+pub mod media;
 
 use axum::Router;
 
@@ -20,4 +21,10 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<create_registration_token::Request, _, _>(handlers::create_token)
         .ruma_route::<update_registration_token::Request, _, _>(handlers::update_token)
         .ruma_route::<delete_registration_token::Request, _, _>(handlers::delete_token)
+        .ruma_route::<media::delete_media::Request, _, _>(media::delete_media)
+        .ruma_route::<media::quarantine_media::Request, _, _>(media::quarantine_media)
+        .ruma_route::<media::unquarantine_media::Request, _, _>(media::unquarantine_media)
+        .ruma_route::<media::quarantine_user_media::Request, _, _>(media::quarantine_user_media)
+        .ruma_route::<media::list_user_media::Request, _, _>(media::list_user_media)
+        .ruma_route::<media::delete_user_media::Request, _, _>(media::delete_user_media)
 }

@@ -9,6 +9,7 @@ mod e2ee;
 mod ephemeral;
 mod json;
 mod key_backup;
+mod media;
 mod membership;
 mod profile;
 mod push;
@@ -24,7 +25,8 @@ use ruma::api::client as c;
 use crate::{http::RumaRouterExt, state::AppState};
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    r.ruma_route::<c::discovery::get_supported_versions::Request, _, _>(discovery::versions)
+    media::routes(r)
+        .ruma_route::<c::discovery::get_supported_versions::Request, _, _>(discovery::versions)
         .ruma_route::<c::discovery::discover_homeserver::Request, _, _>(discovery::well_known_client)
         .ruma_route::<ruma::api::federation::discovery::discover_homeserver::Request, _, _>(
             discovery::well_known_server,

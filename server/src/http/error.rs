@@ -105,6 +105,9 @@ impl From<ServiceError> for ApiError {
                 (S::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data))
             }
             ServiceError::RegistrationDisabled => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ServiceError::CannotOverwriteMedia => (S::CONFLICT, ErrorKind::CannotOverwriteMedia),
+            ServiceError::NotYetUploaded => (S::GATEWAY_TIMEOUT, ErrorKind::NotYetUploaded),
+            ServiceError::CannotThumbnail => (S::BAD_REQUEST, ErrorKind::Unknown),
             ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
             ServiceError::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion),
             ServiceError::RoomInUse => (S::BAD_REQUEST, ErrorKind::RoomInUse),

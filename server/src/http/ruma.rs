@@ -118,20 +118,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
-        let (mut parts, body) = request.into_parts();
-        let path_args: Vec<String> = match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
-            Ok(Path(args)) => args,
-            Err(e) => return Err(ApiError::invalid_param(format!("invalid path: {e}"))),
-        };
-        let client_ip =
-            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
+        let (parts, body) = request.into_parts();
         let limit = state.config.limits.max_request_bytes;
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
+        if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large());
         }
         let mut bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large())?;
@@ -142,8 +131,25 @@ where
             bytes = axum::body::Bytes::from_static(b"{}");
         }
         check_json_object(&parts.headers, &bytes)?;
-        reject_nul(&path_args, parts.uri.query(), &bytes)?;
-        let request = Request::from_parts(parts, bytes.as_ref());
+        Self::parse(parts, &bytes, state).await
+    }
+}
+
+impl<R> Ruma<R>
+where
+    R: IncomingRequest + Send,
+    R::Authentication: Authenticate,
+{
+    /// Authenticates and parses a request whose body has been read.
+    async fn parse(mut parts: http::request::Parts, bytes: &[u8], state: &AppState) -> Result<Self, ApiError> {
+        let path_args: Vec<String> = match Path::<Vec<String>>::from_request_parts(&mut parts, state).await {
+            Ok(Path(args)) => args,
+            Err(e) => return Err(ApiError::invalid_param(format!("invalid path: {e}"))),
+        };
+        let client_ip =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
+        reject_nul(&path_args, parts.uri.query(), bytes)?;
+        let request = Request::from_parts(parts, bytes);
 
         let identity = R::Authentication::authenticate(state, &request, client_ip.as_deref()).await?;
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
@@ -166,6 +172,47 @@ where
         })?;
         Ok(Self { body, identity, client_ip })
     }
+}
+
+/// A media upload: the ruma request parsed from the path, query and headers, authenticated, with
+/// the body left unread so that it streams to disk instead of into memory (`request.file` is
+/// empty; the content is `body`).
+pub struct RumaUpload<R: IncomingRequest>
+where
+    R::Authentication: Authenticate,
+{
+    pub request: Ruma<R>,
+    pub body: Body,
+    /// The `Content-Length` the client declared, if any.
+    pub declared_length: Option<u64>,
+}
+
+impl<R: IncomingRequest> std::fmt::Debug for RumaUpload<R>
+where
+    R::Authentication: Authenticate,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RumaUpload").field("declared_length", &self.declared_length).finish_non_exhaustive()
+    }
+}
+
+impl<R> FromRequest<AppState> for RumaUpload<R>
+where
+    R: IncomingRequest + Send,
+    R::Authentication: Authenticate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let declared_length = declared_length(&parts.headers);
+        let request = Ruma::parse(parts, &[], state).await?;
+        Ok(Self { request, body, declared_length })
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
 }
 
 use axum::extract::FromRequestParts;

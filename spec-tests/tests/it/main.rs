@@ -8,6 +8,7 @@ mod devices;
 mod directory;
 mod durability;
 mod keys;
+mod media;
 mod membership;
 mod multi_process;
 mod profile;

@@ -19,7 +19,7 @@ use crate::real_clients::{repo_root, require};
 
 /// The files run, in order: the foundation (registration, login, logout, account, devices,
 /// profile, account data, filters, push rules, versions, capabilities, well-known), the rooms
-/// API, and the end-to-end encryption keys.
+/// API, the end-to-end encryption keys and the media repository.
 const SPECS: &[&str] = &[
     "versions",
     "wellknown",
@@ -68,6 +68,8 @@ const SPECS: &[&str] = &[
     "keys",
     "cross_signing",
     "key_backup",
+    "content-repo",
+    "authed-content-repo",
 ];
 
 /// Generated test cases per operation (the coverage phase adds its own boundary cases).
@@ -95,6 +97,7 @@ struct Fixture {
     alias: String,
     events: Vec<String>,
     filter_id: String,
+    media_id: String,
 }
 
 async fn fixture(s: &TestServer, n: usize) -> Fixture {
@@ -137,7 +140,24 @@ async fn fixture(s: &TestServer, n: usize) -> Fixture {
         .await,
         "filter",
     );
+    // A PNG to download and thumbnail.
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(64, 48, image::Rgb([200, 30, 30]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    let uploaded = s
+        .http
+        .post(format!("{}/_matrix/media/v3/upload?filename=red.png", s.base))
+        .bearer_auth(&alice.access_token)
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .expect("upload");
+    let uploaded: serde_json::Value = uploaded.json().await.expect("upload response");
+    let media_id = uploaded["content_uri"].as_str().and_then(|u| u.rsplit('/').next()).expect("content_uri").to_owned();
     Fixture {
+        media_id,
         events: [root.as_str(), reply["event_id"].as_str().unwrap(), topic["event_id"].as_str().unwrap()]
             .map(str::to_owned)
             .to_vec(),
@@ -167,6 +187,8 @@ fn config(f: &Fixture, file: &str) -> String {
         ("stateKey", "state_keys", list(&["", &f.alice.user_id])),
         ("keyName", "profile_keys", list(&["displayname", "avatar_url"])),
         ("relType", "rel_types", list(&["m.thread"])),
+        ("serverName", "server_names", list(&["localhost"])),
+        ("mediaId", "media_ids", list(&[&f.media_id])),
     ];
     let mut toml = String::from("[dictionaries]\n");
     for (_, name, values) in &dictionaries {
