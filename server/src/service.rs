@@ -14,6 +14,7 @@ pub mod passwords;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;
+pub mod search;
 pub mod sessions;
 pub mod signing;
 pub mod sync;

@@ -9,7 +9,8 @@ use crate::{
         ServiceResult, account_data::AccountDataService, accounts::AccountService, e2ee::E2eeService,
         ephemeral::EphemeralService, key_backup::KeyBackupService, media::MediaService, notifier::Notifier,
         passwords::PasswordHasherService, rate_limit::RateLimiter, registration::RegistrationService,
-        rooms::RoomService, sessions::SessionService, sync::SyncService, typing::TypingService, uiaa::UiaaService,
+        rooms::RoomService, search::SearchService, sessions::SessionService, sync::SyncService, typing::TypingService,
+        uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -30,6 +31,7 @@ pub struct AppState {
     pub e2ee: Arc<E2eeService>,
     pub key_backup: Arc<KeyBackupService>,
     pub media: Arc<MediaService>,
+    pub search: Arc<SearchService>,
     pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -56,6 +58,7 @@ impl AppState {
             MediaService::new(storage.clone(), &config.data_dir, config.server_name.clone(), config.media.clone())?;
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
+        let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
         let registration = Arc::new(RegistrationService::new(
             &config,
@@ -78,6 +81,7 @@ impl AppState {
             e2ee,
             key_backup,
             media,
+            search,
             sync,
             typing,
             notifier,

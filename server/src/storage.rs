@@ -10,6 +10,7 @@ pub mod keys;
 pub mod media;
 pub mod room_writer;
 pub mod rooms;
+pub mod search;
 pub mod uiaa;
 pub mod users;
 
@@ -17,7 +18,8 @@ use sqlx::PgPool;
 
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
-    key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, rooms::RoomStore, uiaa::UiaaStore, users::UserStore,
+    key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, rooms::RoomStore, search::SearchStore,
+    uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -66,6 +68,7 @@ pub struct Storage {
     pub e2ee: E2eeStore,
     pub key_backup: KeyBackupStore,
     pub media: MediaStore,
+    pub search: SearchStore,
 }
 
 impl Storage {
@@ -81,6 +84,7 @@ impl Storage {
             e2ee: E2eeStore::new(pool.clone()),
             key_backup: KeyBackupStore::new(pool.clone()),
             media: MediaStore::new(pool.clone()),
+            search: SearchStore::new(pool.clone()),
             pool,
         }
     }

@@ -16,6 +16,7 @@ mod push;
 mod register;
 mod relations;
 mod rooms;
+mod search;
 mod session;
 mod sync;
 
@@ -143,6 +144,7 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         )
         .ruma_route::<c::threads::get_threads::v1::Request, _, _>(relations::get_threads)
         .ruma_route::<c::room::get_event_by_timestamp::v1::Request, _, _>(relations::get_event_by_timestamp)
+        .ruma_route::<c::search::search_events::v3::Request, _, _>(search::search)
 }
 
 /// Refuses to act on another user's data (account data, filters, profile writes).

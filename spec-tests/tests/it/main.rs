@@ -20,5 +20,6 @@ mod room_events;
 mod room_history;
 mod rooms;
 mod schema;
+mod search;
 mod sessions;
 mod sync;

@@ -19,7 +19,7 @@ use crate::real_clients::{repo_root, require};
 
 /// The files run, in order: the foundation (registration, login, logout, account, devices,
 /// profile, account data, filters, push rules, versions, capabilities, well-known), the rooms
-/// API, the end-to-end encryption keys and the media repository.
+/// API, the end-to-end encryption keys, the media repository and search.
 const SPECS: &[&str] = &[
     "versions",
     "wellknown",
@@ -70,6 +70,7 @@ const SPECS: &[&str] = &[
     "key_backup",
     "content-repo",
     "authed-content-repo",
+    "search",
 ];
 
 /// Generated test cases per operation (the coverage phase adds its own boundary cases).
