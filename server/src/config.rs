@@ -30,6 +30,7 @@ pub struct Config {
     pub privacy: Privacy,
     pub rooms: Rooms,
     pub media: Media,
+    pub push: Push,
     /// The base URL clients should use, published in `/.well-known/matrix/client`.
     /// Empty: `http://<client listener>`.
     pub public_baseurl: String,
@@ -54,6 +55,7 @@ impl Default for Config {
             privacy: Privacy::default(),
             rooms: Rooms::default(),
             media: Media::default(),
+            push: Push::default(),
             public_baseurl: String::new(),
             log: "info".to_owned(),
             log_json: false,
@@ -256,6 +258,19 @@ impl Default for Media {
             legacy_unauthenticated_download: false,
         }
     }
+}
+
+/// Push notifications to push gateways (Sygnal and the like).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Push {
+    /// Send the event's content, sender name and room name to the push gateway. Off by default:
+    /// the gateway, and the push services behind it, learn only event and room ids and counts
+    /// (as with the `event_id_only` format) and the app fetches the event itself.
+    pub include_content: bool,
+    /// Allow push gateways on loopback, private and link-local addresses (off: refused, so that
+    /// a pusher cannot make the server probe its own network).
+    pub allow_private_networks: bool,
 }
 
 /// What users may learn about each other.

@@ -133,6 +133,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(key_id = %key.key_id(), "signing key loaded");
     let state = AppState::new(config.clone(), storage, key)?;
     state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
+    state.push.spawn(state.notifier.clone());
     let listener = TcpListener::bind(config.listeners.client.addr)
         .await
         .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;

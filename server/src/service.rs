@@ -11,6 +11,7 @@ pub mod key_backup;
 pub mod media;
 pub mod notifier;
 pub mod passwords;
+pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod rooms;

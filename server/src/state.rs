@@ -8,9 +8,9 @@ use crate::{
     service::{
         ServiceResult, account_data::AccountDataService, accounts::AccountService, e2ee::E2eeService,
         ephemeral::EphemeralService, key_backup::KeyBackupService, media::MediaService, notifier::Notifier,
-        passwords::PasswordHasherService, rate_limit::RateLimiter, registration::RegistrationService,
-        rooms::RoomService, search::SearchService, sessions::SessionService, sync::SyncService, typing::TypingService,
-        uiaa::UiaaService,
+        passwords::PasswordHasherService, push::PushService, rate_limit::RateLimiter,
+        registration::RegistrationService, rooms::RoomService, search::SearchService, sessions::SessionService,
+        sync::SyncService, typing::TypingService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -32,6 +32,7 @@ pub struct AppState {
     pub key_backup: Arc<KeyBackupService>,
     pub media: Arc<MediaService>,
     pub search: Arc<SearchService>,
+    pub push: Arc<PushService>,
     pub notifier: Arc<Notifier>,
     pub metrics: Arc<Metrics>,
 }
@@ -59,6 +60,13 @@ impl AppState {
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
+        let push = PushService::new(
+            storage.clone(),
+            rooms.clone(),
+            account_data.clone(),
+            config.push.clone(),
+            config.server_name.clone(),
+        )?;
         let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
         let registration = Arc::new(RegistrationService::new(
             &config,
@@ -82,6 +90,7 @@ impl AppState {
             key_backup,
             media,
             search,
+            push,
             sync,
             typing,
             notifier,

@@ -8,6 +8,7 @@ pub mod ephemeral;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
+pub mod push;
 pub mod room_writer;
 pub mod rooms;
 pub mod search;
@@ -18,8 +19,8 @@ use sqlx::PgPool;
 
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
-    key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, rooms::RoomStore, search::SearchStore,
-    uiaa::UiaaStore, users::UserStore,
+    key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, push::PushStore, rooms::RoomStore,
+    search::SearchStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -69,6 +70,7 @@ pub struct Storage {
     pub key_backup: KeyBackupStore,
     pub media: MediaStore,
     pub search: SearchStore,
+    pub push: PushStore,
 }
 
 impl Storage {
@@ -85,6 +87,7 @@ impl Storage {
             key_backup: KeyBackupStore::new(pool.clone()),
             media: MediaStore::new(pool.clone()),
             search: SearchStore::new(pool.clone()),
+            push: PushStore::new(pool.clone()),
             pool,
         }
     }

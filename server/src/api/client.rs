@@ -13,6 +13,7 @@ mod media;
 mod membership;
 mod profile;
 mod push;
+mod pushers;
 mod register;
 mod relations;
 mod rooms;
@@ -145,6 +146,9 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::threads::get_threads::v1::Request, _, _>(relations::get_threads)
         .ruma_route::<c::room::get_event_by_timestamp::v1::Request, _, _>(relations::get_event_by_timestamp)
         .ruma_route::<c::search::search_events::v3::Request, _, _>(search::search)
+        .ruma_route::<c::push::get_pushers::v3::Request, _, _>(pushers::get_pushers)
+        .ruma_route::<c::push::set_pusher::v3::Request, _, _>(pushers::set_pusher)
+        .ruma_route::<c::push::get_notifications::v3::Request, _, _>(pushers::get_notifications)
 }
 
 /// Refuses to act on another user's data (account data, filters, profile writes).

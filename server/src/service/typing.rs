@@ -1,5 +1,7 @@
 //! Typing notifications: held in memory with their timeouts, shared between processes through
-//! `NOTIFY` (payload `typing <room> <user> <timeout ms, 0 = stopped>`).
+//! `NOTIFY` (payload `typing <room> <user> <timeout ms, 0 = stopped> <process>`). A process
+//! ignores its own notifications: it applied the change already, and applying it a second time,
+//! late, would count as another change (and restart the timeout).
 
 use std::{
     collections::BTreeMap,
@@ -26,11 +28,13 @@ struct State {
 pub struct TypingService {
     pool: PgPool,
     state: Mutex<State>,
+    /// This process's id in the notifications it sends.
+    origin: String,
 }
 
 impl TypingService {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, state: Mutex::new(State::default()) }
+        Self { pool, state: Mutex::new(State::default()), origin: super::tokens::random_alphanumeric(12) }
     }
 
     /// Sets or clears the user's typing state and tells the other processes.
@@ -38,7 +42,7 @@ impl TypingService {
         let timeout = timeout.map(|t| t.min(MAX_TIMEOUT));
         self.apply(room_id, user_id, timeout);
         let ms = timeout.map(|t| t.as_millis().max(1)).unwrap_or(0);
-        sqlx::query!("SELECT pg_notify('poststelle_streams', $1)", format!("typing {room_id} {user_id} {ms}"))
+        sqlx::query!("SELECT pg_notify('poststelle_streams', $1)", format!("typing {room_id} {user_id} {ms} {}", self.origin))
             .execute(&self.pool)
             .await
             .map_err(crate::storage::StorageError::from)?;
@@ -49,6 +53,9 @@ impl TypingService {
     pub fn apply_remote(&self, payload: &str) {
         let mut parts = payload.split(' ');
         if let (Some(room), Some(user), Some(ms)) = (parts.next(), parts.next(), parts.next()) {
+            if parts.next() == Some(self.origin.as_str()) {
+                return;
+            }
             let timeout = ms.parse::<u64>().ok().filter(|ms| *ms > 0).map(Duration::from_millis);
             self.apply(room, user, timeout);
         }

@@ -12,6 +12,7 @@ mod media;
 mod membership;
 mod multi_process;
 mod profile;
+mod push;
 mod push_rules;
 mod real_clients;
 mod real_conversations;

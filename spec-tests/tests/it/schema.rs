@@ -19,7 +19,7 @@ use crate::real_clients::{repo_root, require};
 
 /// The files run, in order: the foundation (registration, login, logout, account, devices,
 /// profile, account data, filters, push rules, versions, capabilities, well-known), the rooms
-/// API, the end-to-end encryption keys, the media repository and search.
+/// API, the end-to-end encryption keys, the media repository, search and push.
 const SPECS: &[&str] = &[
     "versions",
     "wellknown",
@@ -71,6 +71,8 @@ const SPECS: &[&str] = &[
     "content-repo",
     "authed-content-repo",
     "search",
+    "pusher",
+    "notifications",
 ];
 
 /// Generated test cases per operation (the coverage phase adds its own boundary cases).

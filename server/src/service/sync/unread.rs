@@ -6,21 +6,15 @@ use std::{
     hash::{DefaultHasher, Hash, Hasher},
 };
 
-use ruma::{
-    OwnedEventId, OwnedRoomId, UInt, UserId,
-    api::client::sync::sync_events::UnreadNotificationsCount,
-    push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx},
-};
+use ruma::{OwnedEventId, UInt, UserId, api::client::sync::sync_events::UnreadNotificationsCount};
 use serde_json::Value as JsonValue;
 
-use super::{SyncService, raw, uint};
+use super::{SyncService, raw};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{
-            client_format::{Viewer, content_of},
-            power::PowerLevels,
-        },
+        push::context::push_room_context,
+        rooms::client_format::{Viewer, content_of},
     },
     storage::rooms::EventRow,
 };
@@ -87,27 +81,7 @@ impl SyncService {
         }
         let room_rules = self.rooms.rules_of(room_id).await?;
         let user_id = UserId::parse(user).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let room = OwnedRoomId::try_from(room_id).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let mut ctx = PushConditionRoomCtx::new(room, uint(member_count), user_id.clone(), displayname.to_owned());
-        let create = current.iter().find(|r| r.event_type == "m.room.create");
-        let power_content = current.iter().find(|r| r.event_type == "m.room.power_levels").map(|r| content_of(&r.pdu));
-        if let Some(create) = create
-            && let Ok(version) = ruma::RoomVersionId::try_from(
-                content_of(&create.pdu).get("room_version").and_then(JsonValue::as_str).unwrap_or("1"),
-            )
-            && let Some(version_rules) = version.rules()
-        {
-            let create_obj: Option<poststelle_federation::Pdu> =
-                serde_json::from_str::<ruma::CanonicalJsonObject>(&create.pdu).ok().and_then(|o| {
-                    poststelle_federation::Pdu::from_canonical(
-                        OwnedEventId::try_from(create.event_id.as_str()).ok()?,
-                        &o,
-                    )
-                    .ok()
-                });
-            let levels = PowerLevels::new(&version_rules, create_obj.as_ref(), power_content);
-            ctx.power_levels = Some(PushConditionPowerLevelsCtx::from(levels.into_inner()));
-        }
+        let ctx = push_room_context(room_id, member_count, &user_id, displayname, current)?;
         for row in &rows {
             if row.sender == user || row.redacted_by.is_some() {
                 continue;
