@@ -80,6 +80,8 @@ pub enum ServiceError {
         /// The user's current version, if any.
         current: Option<String>,
     },
+    #[error("unknown sliding sync position")]
+    UnknownPos,
     #[error("media already uploaded")]
     CannotOverwriteMedia,
     #[error("the media has not been uploaded yet")]

@@ -12,6 +12,7 @@ pub mod push;
 pub mod room_writer;
 pub mod rooms;
 pub mod search;
+pub mod sliding_sync;
 pub mod uiaa;
 pub mod users;
 
@@ -20,7 +21,7 @@ use sqlx::PgPool;
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
     key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, push::PushStore, rooms::RoomStore,
-    search::SearchStore, uiaa::UiaaStore, users::UserStore,
+    search::SearchStore, sliding_sync::SlidingSyncStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -71,6 +72,7 @@ pub struct Storage {
     pub media: MediaStore,
     pub search: SearchStore,
     pub push: PushStore,
+    pub sliding_sync: SlidingSyncStore,
 }
 
 impl Storage {
@@ -88,6 +90,7 @@ impl Storage {
             media: MediaStore::new(pool.clone()),
             search: SearchStore::new(pool.clone()),
             push: PushStore::new(pool.clone()),
+            sliding_sync: SlidingSyncStore::new(pool.clone()),
             pool,
         }
     }

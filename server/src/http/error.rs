@@ -105,6 +105,7 @@ impl From<ServiceError> for ApiError {
                 (S::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data))
             }
             ServiceError::RegistrationDisabled => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ServiceError::UnknownPos => (S::BAD_REQUEST, ErrorKind::UnknownPos),
             ServiceError::CannotOverwriteMedia => (S::CONFLICT, ErrorKind::CannotOverwriteMedia),
             ServiceError::NotYetUploaded => (S::GATEWAY_TIMEOUT, ErrorKind::NotYetUploaded),
             ServiceError::CannotThumbnail => (S::BAD_REQUEST, ErrorKind::Unknown),

@@ -32,10 +32,14 @@ use crate::storage::Storage;
 
 mod request;
 mod rooms;
+mod sliding;
 mod unread;
 
-pub use self::request::{SyncFilter, SyncRequest, SyncToken};
 use self::unread::UnreadCache;
+pub use self::{
+    request::{SyncFilter, SyncRequest, SyncToken},
+    sliding::SlidingRequest,
+};
 
 /// Timeline events per room in a sync unless the filter says otherwise.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -133,14 +137,7 @@ impl SyncService {
         let memberships = self.storage.rooms.memberships_of(user).await?;
         let joined: Vec<String> =
             memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
-        let rules = self.account_data.push_rules(&req.user_id).await?;
-        let displayname = self
-            .storage
-            .users
-            .get(user)
-            .await?
-            .and_then(|u| u.displayname)
-            .unwrap_or_else(|| req.user_id.localpart().to_owned());
+        let (rules, displayname) = self.push_facts(&req.user_id).await?;
 
         // Incremental: only rooms with new events (or a membership change) need their timeline.
         let active: Option<BTreeSet<String>> = match since {
@@ -249,19 +246,7 @@ impl SyncService {
 
         // Receipts and typing for joined rooms.
         let since_receipts = since.map_or(0, |s| s.receipts);
-        let receipts = self.storage.ephemeral.receipts_since(&joined, since_receipts, now.receipts).await?;
-        let mut by_room: BTreeMap<String, JsonValue> = BTreeMap::new();
-        for r in receipts {
-            if r.receipt_type == "m.read.private" && r.user_id != user {
-                continue;
-            }
-            let content = by_room.entry(r.room_id.clone()).or_insert_with(|| json!({}));
-            let mut receipt = json!({"ts": r.ts});
-            if !r.thread_id.is_empty() {
-                receipt["thread_id"] = r.thread_id.clone().into();
-            }
-            content[&r.event_id][&r.receipt_type][&r.user_id] = receipt;
-        }
+        let mut by_room = self.receipt_contents(&joined, user, since_receipts, now.receipts).await?;
         for room in &joined {
             let mut events = Vec::new();
             if let Some(content) = by_room.remove(room)
@@ -335,8 +320,26 @@ impl SyncService {
             .collect();
 
         // Whose devices changed (incremental syncs only: an initial sync's client fetches the
-        // device lists it needs anyway).
-        // Nothing to look at when neither devices nor memberships can have changed.
+        // device lists it needs anyway), and the device's keys left on the server.
+        response.device_lists = self.device_list_changes(user, since, now).await?;
+        let (counts, fallback) = self.key_counts(user, &req.device_id).await?;
+        response.device_one_time_keys_count = counts;
+        response.device_unused_fallback_key_types = Some(fallback);
+        response.next_batch = now.render();
+        Ok(response)
+    }
+}
+
+impl SyncService {
+    /// Users whose devices changed, or who no longer share a room, between two tokens. Nothing
+    /// to look at when neither devices nor memberships can have changed.
+    async fn device_list_changes(
+        &self,
+        user: &str,
+        since: Option<SyncToken>,
+        now: SyncToken,
+    ) -> ServiceResult<ruma::api::client::sync::sync_events::DeviceLists> {
+        let mut lists = ruma::api::client::sync::sync_events::DeviceLists::new();
         if let Some(since) = since
             && (since.device_lists != now.device_lists || since.events != now.events)
         {
@@ -345,19 +348,58 @@ impl SyncService {
                 .e2ee
                 .device_list_updates(user, (since.device_lists, now.device_lists), (since.events, now.events))
                 .await?;
-            response.device_lists.changed =
-                changed.iter().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect();
-            response.device_lists.left =
-                left.iter().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect();
+            lists.changed = changed.iter().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect();
+            lists.left = left.iter().filter_map(|u| ruma::OwnedUserId::try_from(u.as_str()).ok()).collect();
         }
+        Ok(lists)
+    }
 
-        // The device's end-to-end encryption keys left on the server.
-        let counts = self.storage.e2ee.key_counts(user, &req.device_id).await?;
-        response.device_one_time_keys_count = super::e2ee::one_time_key_counts(&counts);
-        response.device_unused_fallback_key_types =
-            Some(counts.unused_fallback.iter().map(|a| ruma::OneTimeKeyAlgorithm::from(a.as_str())).collect());
-        response.next_batch = now.render();
-        Ok(response)
+    /// The device's one-time key counts and unused fallback key types.
+    async fn key_counts(
+        &self,
+        user: &str,
+        device_id: &str,
+    ) -> ServiceResult<(BTreeMap<ruma::OneTimeKeyAlgorithm, UInt>, Vec<ruma::OneTimeKeyAlgorithm>)> {
+        let counts = self.storage.e2ee.key_counts(user, device_id).await?;
+        let fallback = counts.unused_fallback.iter().map(|a| ruma::OneTimeKeyAlgorithm::from(a.as_str())).collect();
+        Ok((super::e2ee::one_time_key_counts(&counts), fallback))
+    }
+
+    /// What push rules are evaluated with for the user: their rules and display name.
+    async fn push_facts(&self, user_id: &ruma::UserId) -> ServiceResult<(ruma::push::Ruleset, String)> {
+        let rules = self.account_data.push_rules(user_id).await?;
+        let displayname = self
+            .storage
+            .users
+            .get(user_id.as_str())
+            .await?
+            .and_then(|u| u.displayname)
+            .unwrap_or_else(|| user_id.localpart().to_owned());
+        Ok((rules, displayname))
+    }
+
+    /// `m.receipt` contents per room for receipts in `(since, upto]`; private read receipts only
+    /// the user's own.
+    async fn receipt_contents(
+        &self,
+        rooms: &[String],
+        user: &str,
+        since: i64,
+        upto: i64,
+    ) -> ServiceResult<BTreeMap<String, JsonValue>> {
+        let mut by_room: BTreeMap<String, JsonValue> = BTreeMap::new();
+        for r in self.storage.ephemeral.receipts_since(rooms, since, upto).await? {
+            if r.receipt_type == "m.read.private" && r.user_id != user {
+                continue;
+            }
+            let content = by_room.entry(r.room_id.clone()).or_insert_with(|| json!({}));
+            let mut receipt = json!({"ts": r.ts});
+            if !r.thread_id.is_empty() {
+                receipt["thread_id"] = r.thread_id.clone().into();
+            }
+            content[&r.event_id][&r.receipt_type][&r.user_id] = receipt;
+        }
+        Ok(by_room)
     }
 }
 

@@ -42,10 +42,13 @@ impl TypingService {
         let timeout = timeout.map(|t| t.min(MAX_TIMEOUT));
         self.apply(room_id, user_id, timeout);
         let ms = timeout.map(|t| t.as_millis().max(1)).unwrap_or(0);
-        sqlx::query!("SELECT pg_notify('poststelle_streams', $1)", format!("typing {room_id} {user_id} {ms} {}", self.origin))
-            .execute(&self.pool)
-            .await
-            .map_err(crate::storage::StorageError::from)?;
+        sqlx::query!(
+            "SELECT pg_notify('poststelle_streams', $1)",
+            format!("typing {room_id} {user_id} {ms} {}", self.origin)
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(crate::storage::StorageError::from)?;
         Ok(())
     }
 

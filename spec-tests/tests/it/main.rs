@@ -23,4 +23,5 @@ mod rooms;
 mod schema;
 mod search;
 mod sessions;
+mod sliding_sync;
 mod sync;

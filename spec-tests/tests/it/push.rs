@@ -237,7 +237,7 @@ async fn messages_are_pushed_and_listed_in_notifications() {
 
     let first = send_text(&s, &alice, &room, "Ihr Bescheid ist da").await;
     let delivered = gateway.wait_delivered(1).await;
-    assert_eq!(delivered, [first.clone()]);
+    assert_eq!(delivered, std::slice::from_ref(&first));
     let n = &gateway.requests()[0]["notification"];
     assert_eq!(n["room_id"], room.as_str(), "{n}");
     // The badge count: every unread notifying event (the invite to the room counts too).

@@ -31,6 +31,8 @@ pub(super) async fn versions(_: Ruma<get_supported_versions::Request>) -> ApiRes
     response.unstable_features = BTreeMap::from([
         ("org.matrix.msc2666.query_mutual_rooms".to_owned(), false),
         ("org.matrix.msc3882".to_owned(), true),
+        // Simplified sliding sync (MSC4186), which Element X and matrix-rust-sdk require.
+        ("org.matrix.simplified_msc3575".to_owned(), true),
     ]);
     Ok(response.into())
 }

@@ -1,14 +1,14 @@
-//! `/sync`.
+//! `/sync` and simplified sliding sync (MSC4186).
 
 use std::time::Duration;
 
 use axum::extract::State;
-use ruma::api::client::sync::sync_events::v3 as sync;
+use ruma::api::client::sync::sync_events::{v3 as sync, v5 as sliding};
 
 use super::json::to_value;
 use crate::{
     http::ruma::{ApiResult, Ruma},
-    service::sync::{SyncFilter, SyncRequest},
+    service::sync::{SlidingRequest, SyncFilter, SyncRequest},
     state::AppState,
 };
 
@@ -42,4 +42,15 @@ pub(super) async fn sync_events(State(state): State<AppState>, req: Ruma<sync::R
         })
         .await?;
     Ok(response.into())
+}
+
+/// # `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`
+pub(super) async fn sliding_sync(
+    State(state): State<AppState>,
+    req: Ruma<sliding::Request>,
+) -> ApiResult<sliding::Response> {
+    let user_id = ruma::OwnedUserId::try_from(req.identity.user_id.as_str())
+        .map_err(|e| crate::http::error::ApiError::bad_json(e.to_string()))?;
+    let request = SlidingRequest { user_id, device_id: req.identity.device_id, body: req.body };
+    Ok(state.sync.sliding_sync(request).await?.into())
 }

@@ -141,7 +141,7 @@ impl PushService {
         let body = self.notification(pusher, action).await.map_err(|e| GatewayError::Transient(e.to_string()))?;
         let url = pusher.data.get("url").and_then(JsonValue::as_str).unwrap_or_default();
         let rejected = self.gateway.notify(url, &body).await?;
-        Ok(rejected.iter().any(|k| *k == pusher.pushkey))
+        Ok(rejected.contains(&pusher.pushkey))
     }
 
     /// The push gateway request (spec: push gateway API, `/notify`). The event's content,
