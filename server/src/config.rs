@@ -245,6 +245,10 @@ pub struct Media {
     /// endpoints, which the spec deprecated (v1.11) for media uploaded after it; off, they
     /// answer `404 M_NOT_FOUND` as Synapse does with authenticated media on.
     pub legacy_unauthenticated_download: bool,
+    /// Offer URL previews (`/media/preview_url`): the server fetches pages users link to.
+    pub url_previews: bool,
+    /// Let URL previews fetch from loopback and private addresses.
+    pub url_preview_allow_private_networks: bool,
 }
 
 impl Default for Media {
@@ -256,6 +260,8 @@ impl Default for Media {
             max_thumbnail_source_bytes: 20 * 1024 * 1024,
             max_thumbnail_source_pixels: 32_000_000,
             legacy_unauthenticated_download: false,
+            url_previews: false,
+            url_preview_allow_private_networks: false,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod key_backup;
 pub mod media;
 pub mod notifier;
+pub mod outbound;
 pub mod passwords;
 pub mod push;
 pub mod rate_limit;
@@ -80,6 +81,10 @@ pub enum ServiceError {
         /// The user's current version, if any.
         current: Option<String>,
     },
+    #[error("{0}")]
+    Disabled(&'static str),
+    #[error("upstream failure: {0}")]
+    Upstream(String),
     #[error("unknown sliding sync position")]
     UnknownPos,
     #[error("media already uploaded")]

@@ -105,6 +105,8 @@ impl From<ServiceError> for ApiError {
                 (S::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data))
             }
             ServiceError::RegistrationDisabled => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ServiceError::Disabled(_) => (S::NOT_FOUND, ErrorKind::Unrecognized),
+            ServiceError::Upstream(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
             ServiceError::UnknownPos => (S::BAD_REQUEST, ErrorKind::UnknownPos),
             ServiceError::CannotOverwriteMedia => (S::CONFLICT, ErrorKind::CannotOverwriteMedia),
             ServiceError::NotYetUploaded => (S::GATEWAY_TIMEOUT, ErrorKind::NotYetUploaded),

@@ -4,6 +4,7 @@
 //! HTTP layer from the `Download` it gets (content type, disposition, sandboxing headers).
 
 pub mod content_store;
+pub mod preview;
 pub mod thumbnail;
 
 use std::{sync::Arc, time::Duration};
@@ -73,6 +74,8 @@ pub struct MediaService {
     config: config::Media,
     /// Woken when this process completes an asynchronous upload (downloads waiting for it).
     uploaded: Notify,
+    /// URL previews, when the operator turned them on.
+    previewer: Option<preview::Previewer>,
 }
 
 impl MediaService {
@@ -87,7 +90,12 @@ impl MediaService {
         if let Err(e) = files.clear_temp() {
             tracing::warn!(error = %e, "could not clear interrupted uploads");
         }
-        Ok(Arc::new(Self { storage, files, server_name, config, uploaded: Notify::new() }))
+        let previewer = if config.url_previews {
+            Some(preview::Previewer::new(config.url_preview_allow_private_networks)?)
+        } else {
+            None
+        };
+        Ok(Arc::new(Self { storage, files, server_name, config, uploaded: Notify::new(), previewer }))
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
@@ -132,7 +140,7 @@ impl MediaService {
         let (sha256, size) = (staged.sha256.clone(), staged.size);
         let mut lock = self.storage.media.lock_content(&sha256).await?;
         self.files.place(staged).await.map_err(io_error)?;
-        lock.insert_uploaded(&self.server_name, &media_id, user_id, stored(&sha256, size, &meta)).await?;
+        lock.insert_uploaded(&self.server_name, &media_id, Some(user_id), stored(&sha256, size, &meta)).await?;
         lock.commit().await?;
         tracing::info!(media_id, size, user_id, "media uploaded");
         Ok(self.mxc(&media_id))

@@ -261,12 +261,12 @@ impl MediaStore {
 }
 
 impl ContentLock {
-    /// Records a completed upload under a new media id.
+    /// Records a completed upload under a new media id (no uploader: fetched by the server).
     pub async fn insert_uploaded(
         &mut self,
         origin: &str,
         media_id: &str,
-        uploader: &str,
+        uploader: Option<&str>,
         content: StoredContent<'_>,
     ) -> StorageResult<()> {
         let now = now_ms();

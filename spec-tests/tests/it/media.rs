@@ -467,3 +467,73 @@ async fn uploaded_media_survives_a_crash() {
     assert_eq!(got.body, body);
     assert_eq!(got.header("content-disposition"), "attachment; filename=akte.pdf");
 }
+
+async fn preview(s: &TestServer, who: &Account, url: &str) -> (StatusCode, Value) {
+    let path = format!("/_matrix/client/v1/media/preview_url?url={}", crate::rooms::enc(url));
+    s.get(&path, who.token()).await
+}
+
+/// A small web site on loopback for URL previews: a page with OpenGraph tags, its image, and a
+/// redirect to the page.
+async fn web_site(image: Vec<u8>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::{Router, http::header, response::Redirect, routing::get};
+    let page = r#"<html><head><title>Ignored</title>
+        <meta property="og:title" content="Bürgeramt &amp; Termine">
+        <meta property="og:description" content="Online einen Termin buchen">
+        <meta property="og:image" content="/bild.png"></head><body>…</body></html>"#;
+    let app = Router::new()
+        .route("/seite", get(move || async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }))
+        .route("/bild.png", get(move || async move { ([(header::CONTENT_TYPE, "image/png")], image.clone()) }))
+        .route("/weiter", get(|| async { Redirect::temporary("/seite") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, task)
+}
+
+/// URL previews are off unless enabled; enabled, they read OpenGraph tags and store the preview
+/// image in the media repository; private networks only when allowed; bad URLs 400, unreachable
+/// ones 502.
+#[tokio::test]
+async fn url_previews_only_when_enabled() {
+    let image = png(40, 20);
+    let (site, task) = web_site(image.clone()).await;
+
+    let (off, [alice]) = server_with(["alice"]).await;
+    assert_error(&preview(&off, &alice, &format!("{site}/seite")).await, StatusCode::NOT_FOUND, "M_UNRECOGNIZED");
+
+    let guarded = TestServer::start_with(ServerOptions::default().set("POSTSTELLE_MEDIA__URL_PREVIEWS", true)).await;
+    let bob = guarded.register("bob", "pw").await;
+    assert_error(&preview(&guarded, &bob, &format!("{site}/seite")).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&preview(&guarded, &bob, "http://localhost:1/").await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&preview(&guarded, &bob, "ftp://example.org/x").await, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    assert_error(&preview(&guarded, &bob, "not a url").await, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+
+    let open = TestServer::start_with(
+        ServerOptions::default()
+            .set("POSTSTELLE_MEDIA__URL_PREVIEWS", true)
+            .set("POSTSTELLE_MEDIA__URL_PREVIEW_ALLOW_PRIVATE_NETWORKS", true),
+    )
+    .await;
+    let carol = open.register("carol", "pw").await;
+    for url in [format!("{site}/seite"), format!("{site}/weiter")] {
+        let (status, og) = preview(&open, &carol, &url).await;
+        assert_eq!(status, StatusCode::OK, "{og}");
+        assert_eq!(og["og:title"], "Bürgeramt & Termine", "{og}");
+        assert_eq!(og["og:description"], "Online einen Termin buchen", "{og}");
+        assert_eq!(og["matrix:image:size"], image.len(), "{og}");
+        let mxc = og["og:image"].as_str().expect("og:image");
+        let got = fetch(&open, format!("/_matrix/client/v1/media/download/{}", mxc_path(mxc)), carol.token()).await;
+        assert_eq!((got.status, got.body.clone()), (StatusCode::OK, image.clone()));
+    }
+    // An image itself previews as its image.
+    let (status, og) = preview(&open, &carol, &format!("{site}/bild.png")).await;
+    assert_eq!((status, og["og:image:type"].clone()), (StatusCode::OK, json!("image/png")), "{og}");
+    // Nothing listens there.
+    let closed = format!("http://127.0.0.1:{}/", spec_tests::free_port());
+    let (status, body) = preview(&open, &carol, &closed).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    task.abort();
+}

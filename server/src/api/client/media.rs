@@ -24,12 +24,13 @@ use ruma::{
     api::client::{
         authenticated_media::{
             get_content::v1 as download, get_content_as_filename::v1 as download_named,
-            get_content_thumbnail::v1 as thumbnail, get_media_config::v1 as config,
+            get_content_thumbnail::v1 as thumbnail, get_media_config::v1 as config, get_media_preview::v1 as preview,
         },
         media::{
             create_content::v3 as upload, create_content_async::v3 as upload_async, create_mxc_uri::v1 as create,
             get_content::v3 as legacy_download, get_content_as_filename::v3 as legacy_download_named,
             get_content_thumbnail::v3 as legacy_thumbnail, get_media_config::v3 as legacy_config,
+            get_media_preview::v3 as legacy_preview,
         },
     },
     http_headers::{ContentDisposition, ContentDispositionType},
@@ -160,6 +161,8 @@ pub(super) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<m::get_content::v3::Request, _, _>(get_legacy_content)
         .ruma_route::<m::get_content_as_filename::v3::Request, _, _>(get_legacy_content_as_filename)
         .ruma_route::<m::get_content_thumbnail::v3::Request, _, _>(get_legacy_thumbnail)
+        .ruma_route::<authed::get_media_preview::v1::Request, _, _>(get_preview)
+        .ruma_route::<m::get_media_preview::v3::Request, _, _>(get_legacy_preview)
 }
 
 fn upload_meta(content_type: Option<String>, file_name: Option<String>) -> UploadMeta {
@@ -316,4 +319,30 @@ pub(super) async fn get_legacy_thumbnail(
     let (w, h, m) = (dimension(r.width)?, dimension(r.height)?, method(r.method.as_ref())?);
     let thumb = state.media.thumbnail(&r.server_name, &r.media_id, w, h, m, r.timeout_ms).await?;
     Ok(MediaResponse::thumbnail(thumb))
+}
+
+fn preview_response<T>(
+    data: serde_json::Value,
+    build: impl FnOnce(Box<serde_json::value::RawValue>) -> T,
+) -> Result<T, ApiError> {
+    let raw = serde_json::value::to_raw_value(&data).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(build(raw))
+}
+
+/// # `GET /_matrix/client/v1/media/preview_url` (only with `media.url_previews`)
+pub(super) async fn get_preview(
+    State(state): State<AppState>,
+    req: Ruma<preview::Request>,
+) -> ApiResult<preview::Response> {
+    let data = state.media.preview_url(&req.body.url).await?;
+    Ok(preview_response(data, preview::Response::from_raw_value)?.into())
+}
+
+/// # `GET /_matrix/media/v3/preview_url` (deprecated; only with `media.url_previews`)
+pub(super) async fn get_legacy_preview(
+    State(state): State<AppState>,
+    req: Ruma<legacy_preview::Request>,
+) -> ApiResult<legacy_preview::Response> {
+    let data = state.media.preview_url(&req.body.url).await?;
+    Ok(preview_response(data, legacy_preview::Response::from_raw_value)?.into())
 }
