@@ -24,6 +24,7 @@ CREATE TABLE media (
 -- Files still referenced when a row is deleted; pending reservations per uploader.
 CREATE INDEX media_by_sha256 ON media (sha256) WHERE sha256 IS NOT NULL;
 CREATE INDEX media_by_uploader ON media (uploader, created_ts);
+CREATE INDEX media_reservations_by_expiry ON media (unused_expires_ts) WHERE sha256 IS NULL;
 
 -- Thumbnails generated on demand, cached in the same content-addressed store.
 CREATE TABLE media_thumbnails (

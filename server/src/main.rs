@@ -164,6 +164,11 @@ async fn housekeeping(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
+        match state.storage.media.purge_expired_reservations().await {
+            Ok(n) if n > 0 => tracing::info!(media_ids = n, "dropped expired media reservations"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
     }
 }
 

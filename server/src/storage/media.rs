@@ -117,6 +117,14 @@ impl MediaStore {
         Ok(true)
     }
 
+    /// Drops reserved media ids whose upload never came; how many.
+    pub async fn purge_expired_reservations(&self) -> StorageResult<u64> {
+        let done = sqlx::query!("DELETE FROM media WHERE sha256 IS NULL AND unused_expires_ts <= $1", now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn get(&self, origin: &str, media_id: &str) -> StorageResult<Option<MediaRecord>> {
         Ok(sqlx::query_as!(
             MediaRecord,
