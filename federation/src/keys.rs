@@ -58,3 +58,51 @@ impl SigningKey {
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
+
+impl SigningKey {
+    /// Signs a JSON object in place (adds `signatures.<origin>.<key id>`), as requests, key
+    /// documents and notary responses are signed.
+    pub fn sign_json(&self, origin: &str, object: &mut ruma::CanonicalJsonObject) -> Result<(), KeyError> {
+        ruma::signatures::sign_json(origin, &self.pair, object).map_err(|e| KeyError(e.to_string()))
+    }
+
+    /// The server's key document for `/_matrix/key/v2/server`: its current verify key, valid
+    /// until `valid_until_ts`, signed by itself. (No old keys yet: rotation keeps them.)
+    pub fn server_keys(&self, server_name: &str, valid_until_ts: u64) -> Result<ruma::CanonicalJsonObject, KeyError> {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.public_key());
+        let document = serde_json::json!({
+            "server_name": server_name,
+            "valid_until_ts": valid_until_ts,
+            "verify_keys": { self.key_id(): { "key": key } },
+            "old_verify_keys": {},
+        });
+        let mut object: ruma::CanonicalJsonObject =
+            serde_json::from_value(document).map_err(|e| KeyError(e.to_string()))?;
+        self.sign_json(server_name, &mut object)?;
+        Ok(object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::SigningKey;
+
+    #[test]
+    fn the_key_document_is_signed_by_its_own_key() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let doc = key.server_keys("poststelle.example", 1_900_000_000_000).unwrap();
+        assert_eq!(doc["server_name"], ruma::CanonicalJsonValue::String("poststelle.example".into()));
+        let mut keys = BTreeMap::new();
+        let mut server_keys = BTreeMap::new();
+        server_keys.insert(key.key_id(), ruma::serde::Base64::new(key.public_key().to_vec()));
+        keys.insert("poststelle.example".to_owned(), server_keys);
+        ruma::signatures::verify_json(&keys, &doc).expect("a valid self-signature");
+        // Tampering breaks it.
+        let mut changed = doc.clone();
+        changed.insert("valid_until_ts".into(), ruma::CanonicalJsonValue::Integer(1u32.into()));
+        assert!(ruma::signatures::verify_json(&keys, &changed).is_err());
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod federation;
 
 use axum::Router;
 

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod metrics;
 pub mod ruma;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -62,6 +63,15 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(unrecognized_method)
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(cors)
+        .with_state(state)
+}
+
+/// The federation listener's application: the server-server API only.
+pub fn federation_router(state: AppState) -> Router {
+    api::federation::routes(Router::new())
+        .fallback(unrecognized_path)
+        .method_not_allowed_fallback(unrecognized_method)
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
 

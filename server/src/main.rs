@@ -138,15 +138,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "client API listening (http)");
-    tracing::info!(
-        addr = %config.listeners.federation.addr,
-        "federation listener not started: this build does not federate yet"
-    );
+    let tls = http::tls::server_config(&config)?;
+    let federation_listener = http::tls::TlsListener::bind(config.listeners.federation.addr, tls)
+        .await
+        .with_context(|| format!("binding the federation listener to {}", config.listeners.federation.addr))?;
+    tracing::info!(addr = %axum::serve::Listener::local_addr(&federation_listener)?, "federation API listening (TLS)");
+    let federation_app = http::federation_router(state.clone()).into_make_service();
+    let federation = tokio::spawn(async move {
+        axum::serve(federation_listener, federation_app).with_graceful_shutdown(shutdown_signal()).await
+    });
 
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     housekeeping.abort();
+    federation.abort();
     tracing::info!("shutting down");
     db.close().await;
     served.context("serving HTTP")?;

@@ -34,6 +34,8 @@ pub struct AppState {
     pub search: Arc<SearchService>,
     pub push: Arc<PushService>,
     pub notifier: Arc<Notifier>,
+    /// The server's signing key (events, the key document, later federation requests).
+    pub signing_key: Arc<poststelle_federation::SigningKey>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -57,6 +59,7 @@ impl AppState {
         let key_backup = Arc::new(KeyBackupService::new(storage.clone()));
         let media =
             MediaService::new(storage.clone(), &config.data_dir, config.server_name.clone(), config.media.clone())?;
+        let signing_key = key.clone();
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
@@ -99,6 +102,7 @@ impl AppState {
             uiaa,
             registration,
             account_data,
+            signing_key,
             metrics: Arc::new(Metrics::new()),
             storage,
             config: Arc::new(config),

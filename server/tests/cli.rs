@@ -16,6 +16,8 @@ fn command(data_dir: &Path, port: u16) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("POSTSTELLE_DATA_DIR", data_dir)
         .env("POSTSTELLE_LISTENERS__CLIENT__ADDR", format!("127.0.0.1:{port}"))
+        // Port 0: the kernel picks a free one (the CLI tests do not talk federation).
+        .env("POSTSTELLE_LISTENERS__FEDERATION__ADDR", "127.0.0.1:0")
         .env("POSTSTELLE_LOGIN__ARGON2_MEMORY_KIB", "256")
         .env("POSTSTELLE_LOGIN__ARGON2_ITERATIONS", "1")
         .stdin(Stdio::null());

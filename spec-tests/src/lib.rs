@@ -96,7 +96,8 @@ pub fn free_port() -> u16 {
 const SHARED_SECRET: &str = "test-shared-secret";
 
 /// Starts `poststelle serve` on a database and data directory, its output appended to `log`.
-fn spawn(data_dir: &Path, database_url: &str, port: u16, log: &Path, env: &BTreeMap<String, String>) -> Child {
+/// `ports`: the client listener's and the federation listener's.
+fn spawn(data_dir: &Path, database_url: &str, ports: (u16, u16), log: &Path, env: &BTreeMap<String, String>) -> Child {
     let log = || std::fs::File::options().create(true).append(true).open(log).expect("log file");
     let mut command = Command::new(binary());
     command
@@ -107,7 +108,8 @@ fn spawn(data_dir: &Path, database_url: &str, port: u16, log: &Path, env: &BTree
         .env("POSTSTELLE_DATA_DIR", data_dir)
         .env("POSTSTELLE_DATABASE__URL", database_url)
         .env("POSTSTELLE_DATABASE__MAX_CONNECTIONS", "4")
-        .env("POSTSTELLE_LISTENERS__CLIENT__ADDR", format!("127.0.0.1:{port}"))
+        .env("POSTSTELLE_LISTENERS__CLIENT__ADDR", format!("127.0.0.1:{}", ports.0))
+        .env("POSTSTELLE_LISTENERS__FEDERATION__ADDR", format!("127.0.0.1:{}", ports.1))
         .env("POSTSTELLE_REGISTRATION__ENABLED", "true")
         .env("POSTSTELLE_REGISTRATION__SHARED_SECRET", SHARED_SECRET)
         .env("POSTSTELLE_RATE_LIMITS__ENABLED", "false")
@@ -128,6 +130,8 @@ fn spawn(data_dir: &Path, database_url: &str, port: u16, log: &Path, env: &BTree
 pub struct TestServer {
     child: Child,
     pub base: String,
+    /// `https://127.0.0.1:<port>` of the federation listener (self-signed certificate).
+    pub federation_base: String,
     pub server_name: String,
     pub shared_secret: String,
     pub data_dir: tempfile::TempDir,
@@ -165,12 +169,13 @@ impl TestServer {
             None => fresh_database().await,
         };
         let data_dir = tempfile::Builder::new().prefix("poststelle-test").tempdir().expect("temp dir");
-        let port = free_port();
+        let (port, federation_port) = (free_port(), free_port());
         let log = data_dir.path().join("server.log");
-        let child = spawn(data_dir.path(), &database_url, port, &log, &options.env);
+        let child = spawn(data_dir.path(), &database_url, (port, federation_port), &log, &options.env);
         let server = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            federation_base: format!("https://127.0.0.1:{federation_port}"),
             server_name: "localhost".to_owned(),
             shared_secret: SHARED_SECRET.to_owned(),
             data_dir,
@@ -191,9 +196,10 @@ impl TestServer {
             assert!(Instant::now() < deadline, "the server process did not exit, so it cannot restart");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let port = free_port();
-        self.child = spawn(self.data_dir.path(), &self.database_url, port, &self.log, &self.env);
+        let (port, federation_port) = (free_port(), free_port());
+        self.child = spawn(self.data_dir.path(), &self.database_url, (port, federation_port), &self.log, &self.env);
         self.base = format!("http://127.0.0.1:{port}");
+        self.federation_base = format!("https://127.0.0.1:{federation_port}");
         self.wait_healthy().await;
     }
 

@@ -7,6 +7,7 @@ mod basics;
 mod devices;
 mod directory;
 mod durability;
+mod federation;
 mod keys;
 mod media;
 mod membership;
