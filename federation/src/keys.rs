@@ -67,15 +67,25 @@ impl SigningKey {
     }
 
     /// The server's key document for `/_matrix/key/v2/server`: its current verify key, valid
-    /// until `valid_until_ts`, signed by itself. (No old keys yet: rotation keeps them.)
-    pub fn server_keys(&self, server_name: &str, valid_until_ts: u64) -> Result<ruma::CanonicalJsonObject, KeyError> {
+    /// until `valid_until_ts`, and the keys it replaced (`(key id, public key, expired_ts)`),
+    /// signed by the current key.
+    pub fn server_keys(
+        &self,
+        server_name: &str,
+        valid_until_ts: u64,
+        old_keys: &[(String, Vec<u8>, i64)],
+    ) -> Result<ruma::CanonicalJsonObject, KeyError> {
         use base64::Engine as _;
-        let key = base64::engine::general_purpose::STANDARD_NO_PAD.encode(self.public_key());
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+        let old: serde_json::Map<String, serde_json::Value> = old_keys
+            .iter()
+            .map(|(id, key, expired)| (id.clone(), serde_json::json!({ "key": b64(key), "expired_ts": expired })))
+            .collect();
         let document = serde_json::json!({
             "server_name": server_name,
             "valid_until_ts": valid_until_ts,
-            "verify_keys": { self.key_id(): { "key": key } },
-            "old_verify_keys": {},
+            "verify_keys": { self.key_id(): { "key": b64(&self.public_key()) } },
+            "old_verify_keys": old,
         });
         let mut object: ruma::CanonicalJsonObject =
             serde_json::from_value(document).map_err(|e| KeyError(e.to_string()))?;
@@ -93,7 +103,12 @@ mod tests {
     #[test]
     fn the_key_document_is_signed_by_its_own_key() {
         let (key, _) = SigningKey::generate().unwrap();
-        let doc = key.server_keys("poststelle.example", 1_900_000_000_000).unwrap();
+        let doc = key
+            .server_keys("poststelle.example", 1_900_000_000_000, &[("ed25519:old".into(), vec![7; 32], 5)])
+            .unwrap();
+        assert!(
+            matches!(&doc["old_verify_keys"], ruma::CanonicalJsonValue::Object(o) if o.contains_key("ed25519:old"))
+        );
         assert_eq!(doc["server_name"], ruma::CanonicalJsonValue::String("poststelle.example".into()));
         let mut keys = BTreeMap::new();
         let mut server_keys = BTreeMap::new();

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `config check`, `user create`.
+//! The command line: `serve`, `migrate`, `config check`, `user create`, `keys rotate`.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,18 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The server's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key current; the old one stays published as expired. Servers pick the
+    /// new key up when they (re)start.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

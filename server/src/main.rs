@@ -5,7 +5,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use poststelle_server::{
-    cli::{Cli, Command, ConfigCommand, UserCommand},
+    cli::{Cli, Command, ConfigCommand, KeysCommand, UserCommand},
     config::Config,
     database::Database,
     http,
@@ -88,6 +88,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&shown)?);
             println!("# configuration OK");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let db = Database::open(&config).await?;
+            let storage = Storage::new(db.pool.clone());
+            let result = signing::rotate(&storage).await;
+            db.close().await;
+            println!("new signing key {}", result?);
             Ok(())
         }
         Command::User { command: UserCommand::Create { name, password, admin } } => {

@@ -1,5 +1,5 @@
-//! The server-server API on the federation listener: so far the server's key document and its
-//! version; the protocol endpoints follow.
+//! The server-server API on the federation listener: so far the server's key document (with the
+//! keys it replaced) and its version; the protocol endpoints follow.
 
 use std::time::Duration;
 
@@ -33,9 +33,10 @@ async fn get_server_keys(
     _: Ruma<server_keys::Request>,
 ) -> ApiResult<server_keys::Response> {
     let valid_until = u64::try_from(now_ms()).unwrap_or_default() + KEYS_VALID_FOR.as_millis() as u64;
+    let old = state.storage.keys.old_keys().await.map_err(ServiceError::from)?;
     let document = state
         .signing_key
-        .server_keys(&state.config.server_name, valid_until)
+        .server_keys(&state.config.server_name, valid_until, &old)
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     let raw = serde_json::value::to_raw_value(&document).map_err(|e| ServiceError::Internal(e.to_string()))?;
     Ok(server_keys::Response::new(Raw::from_json(raw)).into())

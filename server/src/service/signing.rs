@@ -25,3 +25,13 @@ pub async fn load_or_generate(storage: &Storage) -> ServiceResult<Arc<SigningKey
     }
     Err(ServiceError::Internal("could not load or store a signing key".into()))
 }
+
+/// Replaces the current signing key with a new one; the old one stays published under
+/// `old_verify_keys` (with when it expired) so signatures made with it can still be checked.
+/// Running servers keep signing with the key they loaded until they restart.
+pub async fn rotate(storage: &Storage) -> ServiceResult<String> {
+    let (key, der) = SigningKey::generate().map_err(|e| ServiceError::Internal(e.to_string()))?;
+    storage.keys.rotate(&key.key_id(), &der, &key.public_key(), now_ms()).await?;
+    tracing::info!(key_id = %key.key_id(), "rotated the server signing key");
+    Ok(key.key_id())
+}

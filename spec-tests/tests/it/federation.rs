@@ -1,5 +1,6 @@
 //! The federation listener: TLS (a self-signed pair generated into `data_dir`, or the operator's
-//! PEM files), clients without SNI, the server's self-signed key document and its version.
+//! PEM files), clients without SNI, the server's self-signed key document and its version, key
+//! rotation.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -37,7 +38,8 @@ fn verify_key_document(doc: &Value, server_name: &str) -> (String, String) {
 }
 
 /// `/_matrix/key/v2/server` over TLS without SNI: self-signed, valid for days, stable across a
-/// restart; `/_matrix/federation/v1/version`; nothing else on this port (yet).
+/// restart, rotated by `poststelle keys rotate`; `/_matrix/federation/v1/version`; nothing else on
+/// this port (yet).
 #[tokio::test]
 async fn key_document_and_version_over_tls() {
     let mut s = TestServer::start().await;
@@ -72,7 +74,28 @@ async fn key_document_and_version_over_tls() {
     assert_eq!(std::fs::read(&cert_path).unwrap(), cert, "the certificate was replaced");
     let (status, again) = get(&s, "/_matrix/key/v2/server").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(verify_key_document(&again, "localhost"), (key_id, key));
+    assert_eq!(verify_key_document(&again, "localhost"), (key_id.clone(), key.clone()));
+
+    // `poststelle keys rotate`: a new current key after the restart; the old one published as
+    // expired, so what it signed can still be verified.
+    signal(s.pid(), "TERM");
+    let rotated = std::process::Command::new(spec_tests::binary())
+        .args(["keys", "rotate"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("POSTSTELLE_DATA_DIR", s.data_dir.path())
+        .env("POSTSTELLE_DATABASE__URL", &s.database_url)
+        .output()
+        .expect("running keys rotate");
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    s.restart().await;
+    let (status, after) = get(&s, "/_matrix/key/v2/server").await;
+    assert_eq!(status, StatusCode::OK);
+    let (new_id, _) = verify_key_document(&after, "localhost");
+    assert_ne!(new_id, key_id);
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains(&new_id), "{}", String::from_utf8_lossy(&rotated.stdout));
+    assert_eq!(after["old_verify_keys"][&key_id]["key"], key.as_str(), "{after}");
+    assert!(after["old_verify_keys"][&key_id]["expired_ts"].as_u64().is_some_and(|t| t <= valid_until), "{after}");
 
     // The operator's own files.
     let other = TestServer::start_with(
