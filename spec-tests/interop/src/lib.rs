@@ -1,0 +1,1 @@
+//! Interop tests with the real matrix-rust-sdk; the tests live in `tests/`.
