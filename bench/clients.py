@@ -25,8 +25,8 @@ phase by phase (--phases, default all four, in this order):
            decimal megabytes (10^6 bytes).
   search   A user creates --search-rooms rooms (10); --seed-concurrency users (20) join them all
            and send numbered messages of 8 pseudo-words into them, round robin. Every
-           --rare-every-th message (250th) also holds the word "quokka", every --common-every-th
-           (20th) "lantern": 400 and 5,000 matches per 100k messages. Seeding stops at each
+           250th message (--rare-every) also holds the word "quokka", every 20th
+           (--common-every) "lantern": 400 and 5,000 matches per 100k messages. Seeding stops at each
            count in --search-counts (100000) to measure, and for good when it has spent
            --seed-seconds (1200) sending: the last measurement is then taken at the count reached. At each stop,
            POST /_matrix/client/v3/search (room_events, filter limit 10, no context) for both
@@ -445,7 +445,7 @@ def main():
     p.add_argument("--ss-rooms", default="10,100,1000", help="room counts of the sliding sync users")
     p.add_argument("--ss-room-messages", type=int, default=3, help="messages per such room (default 3)")
     p.add_argument("--ss-repeat", type=int, default=20, help="initial + incremental pairs per count (default 20)")
-    p.add_argument("--build-threads", dest="build_threads_", type=int, default=8,
+    p.add_argument("--build-threads", dest="build_threads_", type=int, default=8, metavar="N",
                    help="threads that fill the sliding sync rooms (default 8)")
     p.add_argument("--key-devices", type=int, default=100)
     p.add_argument("--key-otks", type=int, default=0, help="one-time keys per device (default: --key-repeat + 2)")
