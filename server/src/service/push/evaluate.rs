@@ -65,6 +65,7 @@ impl PushService {
                 rooms.insert(event.room_id.clone(), facts);
             }
             let Some(facts) = rooms.get(&event.room_id) else { continue };
+            let room_rules = self.rooms.rules_of(&event.room_id).await?;
             for (user, displayname) in self.targets(event, facts) {
                 let Ok(user_id) = UserId::parse(user.as_str()) else { continue };
                 if !rules.contains_key(&user) {
@@ -72,7 +73,6 @@ impl PushService {
                 }
                 let Some(ruleset) = rules.get(&user) else { continue };
                 let ctx = push_room_context(&event.room_id, facts.joined.len(), &user_id, &displayname, &facts.state)?;
-                let room_rules = self.rooms.rules_of(&event.room_id).await?;
                 let rendered = self
                     .rooms
                     .render(std::slice::from_ref(event), &room_rules, Viewer { user_id: &user, device_id: None })
