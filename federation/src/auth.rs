@@ -32,3 +32,18 @@ pub fn check(
     ruma::state_res::check_state_independent_auth_rules(rules, event, fetch_event)?;
     ruma::state_res::check_state_dependent_auth_rules(rules, event, fetch_state)
 }
+
+/// Checks a received event against its own auth events: the state-independent rules, and the
+/// state-dependent ones with the auth events standing in for the state (the spec's check 4 on
+/// receipt of a PDU; checks 5 and 6 use [`check`] with the state before the event and the
+/// current state).
+pub fn check_against_auth_events(
+    rules: &AuthorizationRules,
+    event: &Pdu,
+    fetch_event: impl Fn(&EventId) -> Option<Pdu>,
+) -> Result<(), String> {
+    let auth: Vec<Pdu> = event.auth_events.iter().filter_map(|id| fetch_event(id)).collect();
+    check(rules, event, &fetch_event, |kind, key| {
+        auth.iter().find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key)).cloned()
+    })
+}

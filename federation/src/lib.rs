@@ -9,8 +9,10 @@
 
 pub mod auth;
 pub mod builder;
+pub mod incoming;
 pub mod keys;
 pub mod pdu;
+pub mod resolve;
 
 pub use self::{
     builder::{BuildError, BuiltEvent, ProtoEvent},
