@@ -121,3 +121,16 @@ mod tests {
         assert!(ruma::signatures::verify_json(&keys, &changed).is_err());
     }
 }
+
+impl SigningKey {
+    /// Adds the content hash and this server's signature to an event (one of ours built from
+    /// another server's template).
+    pub fn hash_and_sign_event(
+        &self,
+        origin: &str,
+        event: &mut ruma::CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<(), ruma::signatures::JsonError> {
+        ruma::signatures::hash_and_sign_event(origin, &self.pair, event, rules)
+    }
+}

@@ -66,6 +66,9 @@ pub enum ServiceError {
     TooLarge(String),
     #[error("unsupported room version {0}")]
     UnsupportedRoomVersion(String),
+    /// The room's version is not among those the joining server supports.
+    #[error("the room version {0} is not supported by the joining server")]
+    IncompatibleRoomVersion(String),
     #[error("room alias already taken")]
     RoomInUse,
     #[error("the alias {0} already exists")]

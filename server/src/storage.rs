@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod devices;
 pub mod e2ee;
 pub mod ephemeral;
+pub mod federation;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
@@ -20,8 +21,8 @@ use sqlx::PgPool;
 
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
-    key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, push::PushStore, rooms::RoomStore,
-    search::SearchStore, sliding_sync::SlidingSyncStore, uiaa::UiaaStore, users::UserStore,
+    federation::FederationStore, key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, push::PushStore,
+    rooms::RoomStore, search::SearchStore, sliding_sync::SlidingSyncStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -67,6 +68,7 @@ pub struct Storage {
     pub keys: KeyStore,
     pub rooms: RoomStore,
     pub ephemeral: EphemeralStore,
+    pub federation: FederationStore,
     pub e2ee: E2eeStore,
     pub key_backup: KeyBackupStore,
     pub media: MediaStore,
@@ -85,6 +87,7 @@ impl Storage {
             keys: KeyStore::new(pool.clone()),
             rooms: RoomStore::new(pool.clone()),
             ephemeral: EphemeralStore::new(pool.clone()),
+            federation: FederationStore::new(pool.clone()),
             e2ee: E2eeStore::new(pool.clone()),
             key_backup: KeyBackupStore::new(pool.clone()),
             media: MediaStore::new(pool.clone()),

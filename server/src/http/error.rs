@@ -113,6 +113,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::CannotThumbnail => (S::BAD_REQUEST, ErrorKind::Unknown),
             ServiceError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, ErrorKind::TooLarge),
             ServiceError::UnsupportedRoomVersion(_) => (S::BAD_REQUEST, ErrorKind::UnsupportedRoomVersion),
+            ServiceError::IncompatibleRoomVersion(v) => (
+                S::BAD_REQUEST,
+                ErrorKind::IncompatibleRoomVersion(ruma::api::error::IncompatibleRoomVersionErrorData::new(
+                    ruma::RoomVersionId::try_from(v.as_str()).unwrap_or(ruma::RoomVersionId::V11),
+                )),
+            ),
             ServiceError::RoomInUse => (S::BAD_REQUEST, ErrorKind::RoomInUse),
             ServiceError::AliasExists(_) => (S::CONFLICT, ErrorKind::Unknown),
             ServiceError::StillInRoom(_) => (S::BAD_REQUEST, ErrorKind::Unknown),

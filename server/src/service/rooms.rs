@@ -9,6 +9,7 @@ pub mod persist;
 pub mod power;
 pub mod read;
 pub mod relations;
+mod remote;
 mod upgrade;
 pub mod visibility;
 
@@ -27,6 +28,7 @@ pub use self::{
     create::CreateRoom,
     membership::MembershipChange,
     persist::{RoomCtx, Txn},
+    remote::{Accepted, Received, StateIds},
 };
 use super::{ServiceError, ServiceResult, notifier::Notifier};
 use crate::storage::Storage;

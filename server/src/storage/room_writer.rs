@@ -8,6 +8,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::StorageResult;
 
+mod remote;
+pub use remote::{OutlierEvent, RemoteEvent, StoredEventInfo};
+
 /// Snapshots deeper than this are written in full, so reading any state walks at most this many
 /// snapshot rows.
 pub const MAX_SNAPSHOT_CHAIN: i32 = 64;
@@ -45,6 +48,7 @@ pub struct NewEvent<'a> {
     /// What the transaction is recorded under for idempotency (see `Txn::key`).
     pub txn_key: Option<&'a str>,
     pub prev_events: &'a [String],
+    pub auth_events: &'a [String],
 }
 
 /// An open write transaction on one room.
@@ -249,8 +253,9 @@ impl RoomWriter {
                event AS (
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                       rel_type, sender_device, txn_id)
-                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM pos),
+                                       rel_type, sender_device, txn_id, prev_events, auth_events)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $21
+                   FROM pos),
                state AS (
                    INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
                    SELECT $2, $5, $6, $1 WHERE $6::text IS NOT NULL
@@ -291,7 +296,8 @@ impl RoomWriter {
             e.prev_events,
             e.txn_key,
             now,
-            allocate
+            allocate,
+            e.auth_events
         )
         .fetch_one(&mut *self.tx)
         .await?;

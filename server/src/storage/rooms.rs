@@ -234,6 +234,14 @@ impl RoomStore {
         .await?)
     }
 
+    /// The events a new event of the room builds on (none if this server holds no state).
+    pub async fn forward_extremities(&self, room_id: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!("SELECT forward_extremities FROM room_current_snapshot WHERE room_id = $1", room_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or_default())
+    }
+
     /// The state after the event `event_id` (`before`: before it), as event ids keyed by
     /// `(type, state_key)`, resolved from the snapshot chain.
     pub async fn state_ids_at(&self, event_id: &str, before: bool) -> StorageResult<Vec<(String, String, String)>> {
@@ -363,7 +371,7 @@ impl RoomStore {
         let rows = if forwards {
             sqlx::query!(
                 "SELECT event_id, stream_ordering, origin_server_ts FROM events
-                 WHERE room_id = $1 AND origin_server_ts >= $2
+                 WHERE room_id = $1 AND origin_server_ts >= $2 AND NOT outlier
                  ORDER BY origin_server_ts, stream_ordering LIMIT $3",
                 room_id,
                 ts,
@@ -377,7 +385,7 @@ impl RoomStore {
         } else {
             sqlx::query!(
                 "SELECT event_id, stream_ordering, origin_server_ts FROM events
-                 WHERE room_id = $1 AND origin_server_ts <= $2
+                 WHERE room_id = $1 AND origin_server_ts <= $2 AND NOT outlier
                  ORDER BY origin_server_ts DESC, stream_ordering DESC LIMIT $3",
                 room_id,
                 ts,

@@ -53,7 +53,8 @@ impl SearchStore {
                           rank AS "rank!"
                    FROM (SELECT s.event_id, s.room_id, s.stream_ordering, ts_rank_cd(s.vector, q)::real AS rank
                          FROM event_search s, to_tsquery('simple', $2) q
-                         WHERE s.room_id = ANY($1) AND s.key = ANY($3) AND s.vector @@ q) m
+                         WHERE s.room_id = ANY($1) AND s.key = ANY($3) AND s.vector @@ q
+                           AND s.stream_ordering > 0) m
                    WHERE $4::real IS NULL OR (m.rank, m.stream_ordering) < ($4, $5)
                    ORDER BY m.rank DESC, m.stream_ordering DESC
                    LIMIT $6"#,
@@ -71,7 +72,7 @@ impl SearchStore {
                 SearchHit,
                 r#"SELECT s.event_id, s.room_id, s.stream_ordering, ts_rank_cd(s.vector, q)::real AS "rank!"
                    FROM event_search s, to_tsquery('simple', $2) q
-                   WHERE s.room_id = ANY($1) AND s.key = ANY($3) AND s.vector @@ q
+                   WHERE s.room_id = ANY($1) AND s.key = ANY($3) AND s.vector @@ q AND s.stream_ordering > 0
                      AND ($4::bigint IS NULL OR s.stream_ordering < $4)
                    ORDER BY s.stream_ordering DESC
                    LIMIT $5"#,

@@ -95,6 +95,11 @@ fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
+/// A stored PDU, parsed.
+pub fn parse_stored(id: &str, text: &str) -> ServiceResult<Pdu> {
+    parse_pdu(id, text)
+}
+
 pub(super) fn parse_pdu(id: &str, text: &str) -> ServiceResult<Pdu> {
     let obj: ruma::CanonicalJsonObject = serde_json::from_str(text).map_err(internal)?;
     Pdu::from_canonical(OwnedEventId::try_from(id).map_err(internal)?, &obj).map_err(internal)
@@ -367,6 +372,11 @@ impl RoomCtx {
         Ok(pdu)
     }
 
+    /// The canonical JSON text of the last event appended (not yet committed).
+    pub fn last_built(&self) -> Option<&str> {
+        self.pending.last().map(|p| p.text.as_str())
+    }
+
     /// Writes everything appended, with consecutive stream positions, and commits. Returns the
     /// position of the last event. The room's state stays cached for the next transaction.
     pub async fn commit(mut self, service: &RoomService) -> ServiceResult<i64> {
@@ -389,6 +399,7 @@ impl RoomCtx {
             let slot = if i == 0 { StreamSlot::FirstOf(n) } else { StreamSlot::At(last - n + 1 + i) };
             let event_id = p.pdu.event_id.to_string();
             let prev: Vec<String> = p.pdu.prev_events.iter().map(ToString::to_string).collect();
+            let auth: Vec<String> = p.pdu.auth_events.iter().map(ToString::to_string).collect();
             let kind = p.pdu.kind.to_string();
             let sender = p.pdu.sender.to_string();
             let txn_key = p.txn.as_ref().map(|t| t.key(&room_id, &kind));
@@ -413,6 +424,7 @@ impl RoomCtx {
                         txn_id: p.txn.as_ref().map(|t| t.txn_id.as_str()),
                         txn_key: txn_key.as_deref(),
                         prev_events: &prev,
+                        auth_events: &auth,
                     },
                     slot,
                     now,
@@ -461,7 +473,7 @@ fn keep_cached(
 }
 
 /// `m.relates_to` of a content: the related event and the relation type (replies have none).
-fn relation_of(content: &serde_json::Map<String, JsonValue>) -> Option<(String, Option<String>)> {
+pub(super) fn relation_of(content: &serde_json::Map<String, JsonValue>) -> Option<(String, Option<String>)> {
     let rel = content.get("m.relates_to")?;
     let rel_type = rel.get("rel_type").and_then(JsonValue::as_str).map(str::to_owned);
     let target = rel

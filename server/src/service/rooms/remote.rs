@@ -1,0 +1,493 @@
+//! Accepting events that did not come from this room engine's own builder: events received
+//! from other servers, and our own events that another server signed first (invites, joins).
+//! Under the room's locks: the spec's checks 4–6 on receipt of a PDU (auth against the event's
+//! auth events, against the state before it, soft failure against the current state), the
+//! state before it resolved over its prev events, and the room's current state resolved over
+//! the new forward extremities.
+
+use std::collections::{BTreeMap, HashMap};
+
+use poststelle_federation::{Pdu, auth, resolve};
+use ruma::{OwnedEventId, RoomVersionId, events::StateEventType, room_version_rules::RoomVersionRules};
+use serde_json::Value as JsonValue;
+
+use super::{RoomService, persist::parse_pdu};
+use crate::{
+    service::{ServiceError, ServiceResult},
+    storage::{
+        now_ms,
+        room_writer::{MAX_SNAPSHOT_CHAIN, OutlierEvent, RemoteEvent, RoomWriter, StreamSlot},
+    },
+};
+
+/// An event ready to be accepted: verified signatures, its id, its canonical JSON text.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub pdu: Pdu,
+    pub text: String,
+    /// The server it came from; `None` for our own events (the federation sender sends those).
+    pub origin: Option<String>,
+}
+
+/// What became of a received event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// In the timeline now.
+    Stored,
+    /// Stored before.
+    AlreadyKnown,
+    /// Authorised by its history, not by the current state: kept out of the timeline.
+    SoftFailed,
+    /// Failed the auth rules (the reason).
+    Rejected(String),
+}
+
+/// A room state: `(type, state_key)` → event id.
+pub type StateIds = BTreeMap<(String, String), String>;
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+fn to_owned_ids(ids: &[OwnedEventId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+/// The events a transaction on a room has loaded, by id.
+#[derive(Default)]
+struct Loaded(HashMap<OwnedEventId, Pdu>);
+
+impl Loaded {
+    async fn load(&mut self, w: &mut RoomWriter, ids: impl IntoIterator<Item = String>) -> ServiceResult<()> {
+        let missing: Vec<String> =
+            ids.into_iter().filter(|id| !self.0.keys().any(|k| k.as_str() == id.as_str())).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for (id, text) in w.pdus(&missing).await? {
+            let pdu = parse_pdu(&id, &text)?;
+            self.0.insert(pdu.event_id.clone(), pdu);
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: &ruma::EventId) -> Option<Pdu> {
+        self.0.get(id).cloned()
+    }
+}
+
+/// Reads a snapshot into a state map.
+async fn state_of(w: &mut RoomWriter, snapshot: i64) -> ServiceResult<StateIds> {
+    Ok(w.snapshot_state(snapshot).await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect())
+}
+
+/// Checks an event against a state, loading what the check needs.
+async fn check_against(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    state: &StateIds,
+) -> ServiceResult<Result<(), String>> {
+    let types = auth::auth_types(&rules.authorization, &pdu.kind, &pdu.sender, pdu.state_key.as_deref(), &pdu.content)
+        .map_err(ServiceError::BadJson)?;
+    let mut wanted: Vec<String> =
+        types.iter().filter_map(|(t, k)| state.get(&(t.to_string(), k.clone())).cloned()).collect();
+    wanted.extend(state.get(&("m.room.create".to_owned(), String::new())).cloned());
+    wanted.extend(to_owned_ids(&pdu.auth_events));
+    loaded.load(w, wanted).await?;
+    Ok(auth::check(
+        &rules.authorization,
+        pdu,
+        |id| loaded.get(id),
+        |t: &StateEventType, k: &str| {
+            state
+                .get(&(t.to_string(), k.to_owned()))
+                .and_then(|id| OwnedEventId::try_from(id.as_str()).ok().and_then(|id| loaded.get(&id)))
+        },
+    ))
+}
+
+/// Resolves several states of a room into one, loading their events and auth chains.
+async fn resolve_states(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    states: &[StateIds],
+) -> ServiceResult<StateIds> {
+    let mut ids: Vec<String> = states.iter().flat_map(|s| s.values().cloned()).collect();
+    ids.sort();
+    ids.dedup();
+    let chain = w.auth_chain_ids(&ids).await?;
+    loaded.load(w, ids.into_iter().chain(chain)).await?;
+    let typed: Vec<resolve::State> = states
+        .iter()
+        .map(|s| s.iter().filter_map(|(k, id)| Some((k.clone(), OwnedEventId::try_from(id.as_str()).ok()?))).collect())
+        .collect();
+    let resolved =
+        resolve::resolve(rules, &typed, &loaded.0).map_err(|e| internal(format!("state resolution: {e}")))?;
+    Ok(resolved.into_iter().map(|(k, id)| (k, id.to_string())).collect())
+}
+
+/// Writes a state as a full snapshot.
+async fn write_full(w: &mut RoomWriter, state: &StateIds) -> ServiceResult<i64> {
+    let entries: Vec<(String, String, String)> =
+        state.iter().map(|((t, k), e)| (t.clone(), k.clone(), e.clone())).collect();
+    Ok(w.write_snapshot(None, &entries).await?.0)
+}
+
+fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> OutlierEvent<'a> {
+    OutlierEvent {
+        event_id: r.pdu.event_id.as_str(),
+        depth: i64::try_from(r.pdu.depth).unwrap_or(i64::MAX),
+        event_type: "",
+        state_key: r.pdu.state_key.as_deref(),
+        sender: r.pdu.sender.as_str(),
+        origin_server_ts: i64::from(r.pdu.origin_server_ts.0),
+        pdu: &r.text,
+        prev_events: prev,
+        auth_events: auth,
+        rejected: None,
+        soft_failed: false,
+        state_before: None,
+        received_from: r.origin.as_deref(),
+    }
+}
+
+impl RoomService {
+    /// The rules of a stored room's version.
+    pub async fn room_rules(&self, room_id: &str) -> ServiceResult<Option<(RoomVersionId, RoomVersionRules)>> {
+        let Some(version) = self.storage.rooms.room_version(room_id).await? else { return Ok(None) };
+        let version = RoomVersionId::try_from(version.as_str()).map_err(internal)?;
+        let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
+        Ok(Some((version, rules)))
+    }
+
+    /// Stores events outside the timeline (auth chains, state learnt from other servers), in
+    /// the given order (auth events first). Each is checked against its own auth events; one
+    /// that fails is stored as rejected. Creates the room (of `version`) if it is unknown.
+    pub async fn store_outliers(
+        &self,
+        room_id: &str,
+        version: &RoomVersionId,
+        events: &[Received],
+    ) -> ServiceResult<()> {
+        let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
+        let _guard = self.stripe(room_id).lock().await;
+        let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+        let creator =
+            events.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
+        w.ensure_room(version.as_str(), creator.as_deref().unwrap_or_default(), now_ms()).await?;
+        self.store_outliers_in(&mut w, &rules, events).await?;
+        w.commit().await?;
+        Ok(())
+    }
+
+    async fn store_outliers_in(
+        &self,
+        w: &mut RoomWriter,
+        rules: &RoomVersionRules,
+        events: &[Received],
+    ) -> ServiceResult<()> {
+        let ids: Vec<String> = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
+        let known: std::collections::HashSet<String> =
+            w.stored_events(&ids).await?.into_iter().map(|s| s.event_id).collect();
+        let mut loaded = Loaded::default();
+        let mut sorted: Vec<&Received> = events.iter().filter(|e| !known.contains(e.pdu.event_id.as_str())).collect();
+        sorted.sort_by_key(|e| e.pdu.depth);
+        for e in &sorted {
+            loaded.0.insert(e.pdu.event_id.clone(), e.pdu.clone());
+        }
+        for e in sorted {
+            loaded.load(w, to_owned_ids(&e.pdu.auth_events)).await?;
+            let verdict = auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id));
+            let prev = to_owned_ids(&e.pdu.prev_events);
+            let auth = to_owned_ids(&e.pdu.auth_events);
+            let kind = e.pdu.kind.to_string();
+            let mut row = outlier(e, &prev, &auth);
+            row.event_type = &kind;
+            let reason = verdict.err();
+            row.rejected = reason.as_deref();
+            if let Some(reason) = &reason {
+                tracing::info!(event_id = %e.pdu.event_id, %reason, "rejected a received auth or state event");
+                loaded.0.remove(&e.pdu.event_id);
+            }
+            w.insert_outliers(&[row]).await?;
+        }
+        Ok(())
+    }
+
+    /// Accepts a timeline event of a known room whose auth events are stored, and whose prev
+    /// events are stored too unless `state_before` is given (the state before it as another
+    /// server reported it, for an event after a gap in our copy of the room).
+    pub async fn accept_remote(
+        &self,
+        room_id: &str,
+        event: &Received,
+        state_before: Option<StateIds>,
+    ) -> ServiceResult<Accepted> {
+        let Some((_, rules)) = self.room_rules(room_id).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        let _guard = self.stripe(room_id).lock().await;
+        let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+        let id = event.pdu.event_id.to_string();
+        if w.stored_events(std::slice::from_ref(&id)).await?.iter().any(|s| !s.outlier || s.rejected) {
+            return Ok(Accepted::AlreadyKnown);
+        }
+        let mut loaded = Loaded::default();
+        let prev = to_owned_ids(&event.pdu.prev_events);
+        let auth = to_owned_ids(&event.pdu.auth_events);
+        let kind = event.pdu.kind.to_string();
+        loaded.load(&mut w, auth.clone()).await?;
+        if let Some(missing) = auth.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
+            return Err(ServiceError::NotFound(format!("auth event {missing} is unknown")));
+        }
+        let mut row = outlier(event, &prev, &auth);
+        row.event_type = &kind;
+
+        // 4. Against its own auth events.
+        if let Err(reason) = auth::check_against_auth_events(&rules.authorization, &event.pdu, |id| loaded.get(id)) {
+            row.rejected = Some(&reason);
+            w.insert_outliers(&[row]).await?;
+            w.commit().await?;
+            return Ok(Accepted::Rejected(reason));
+        }
+
+        // 5. Against the state before it.
+        let replace_head = state_before.is_some();
+        let (before, before_snapshot) = match state_before {
+            Some(state) => {
+                let snapshot = write_full(&mut w, &state).await?;
+                (state, (snapshot, 0))
+            }
+            None => self.state_before(&mut w, &mut loaded, &rules, &prev).await?,
+        };
+        if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &before).await? {
+            row.rejected = Some(&reason);
+            row.state_before = Some(before_snapshot.0);
+            w.insert_outliers(&[row]).await?;
+            w.commit().await?;
+            return Ok(Accepted::Rejected(reason));
+        }
+
+        // 6. Against the current state: soft failure.
+        let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        let current: StateIds = if head.snapshot_id == 0 {
+            StateIds::new()
+        } else {
+            w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect()
+        };
+        if head.snapshot_id != 0 && event.origin.is_some() {
+            if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await? {
+                tracing::info!(event_id = %id, %reason, "soft-failed a received event");
+                row.soft_failed = true;
+                row.state_before = Some(before_snapshot.0);
+                w.insert_outliers(&[row]).await?;
+                w.commit().await?;
+                return Ok(Accepted::SoftFailed);
+            }
+        }
+
+        // Into the timeline, with the state after it.
+        let mut after = before.clone();
+        let mut after_snapshot = before_snapshot;
+        let mut replaces_state = None;
+        if let Some(key) = &event.pdu.state_key {
+            replaces_state = after.insert((kind.clone(), key.clone()), id.clone());
+            after_snapshot = if before_snapshot.1 + 1 >= MAX_SNAPSHOT_CHAIN {
+                (write_full(&mut w, &after).await?, 0)
+            } else {
+                w.write_snapshot(Some(before_snapshot), &[(kind.clone(), key.clone(), id.clone())]).await?
+            };
+        }
+        let content: serde_json::Map<String, JsonValue> =
+            serde_json::from_str(event.pdu.content.get()).unwrap_or_default();
+        let relates_to = super::persist::relation_of(&content);
+        let inserted = w
+            .insert_remote_event(
+                &RemoteEvent {
+                    event_id: &id,
+                    depth: i64::try_from(event.pdu.depth).unwrap_or(i64::MAX),
+                    event_type: &kind,
+                    state_key: event.pdu.state_key.as_deref(),
+                    sender: event.pdu.sender.as_str(),
+                    origin_server_ts: i64::from(event.pdu.origin_server_ts.0),
+                    pdu: &event.text,
+                    prev_events: &prev,
+                    auth_events: &auth,
+                    state_before: before_snapshot.0,
+                    state_after: after_snapshot.0,
+                    replaces_state: replaces_state.as_deref(),
+                    relates_to: relates_to.as_ref().map(|(r, _)| r.as_str()),
+                    rel_type: relates_to.as_ref().and_then(|(_, t)| t.as_deref()),
+                    received_from: event.origin.as_deref(),
+                },
+                StreamSlot::FirstOf(1),
+            )
+            .await?;
+        let position = inserted.position;
+        if let Some(target) = &event.pdu.redacts {
+            w.mark_redacted(target.as_str(), &id).await?;
+        }
+
+        // The new forward extremities, and the current state over them.
+        // An event accepted with the state another server reported (a join through it) starts
+        // our copy of the room afresh.
+        let replaced_all = replace_head || head.forward_extremities.iter().all(|x| prev.contains(x));
+        let mut extremities: Vec<String> = if replace_head {
+            Vec::new()
+        } else {
+            head.forward_extremities.iter().filter(|x| !prev.contains(x)).cloned().collect()
+        };
+        extremities.insert(0, id.clone());
+        let (new_current, new_snapshot) = if replaced_all || head.snapshot_id == 0 {
+            (after, after_snapshot.0)
+        } else {
+            let resolved = resolve_states(&mut w, &mut loaded, &rules, &[current.clone(), after]).await?;
+            let snapshot = write_full(&mut w, &resolved).await?;
+            (resolved, snapshot)
+        };
+        self.move_head(&mut w, &current, &new_current, position).await?;
+        let max_depth = head.max_depth.max(i64::try_from(event.pdu.depth).unwrap_or(0));
+        w.set_head(new_snapshot, &extremities, max_depth, position).await?;
+        w.commit().await?;
+        self.notifier.bump();
+        Ok(Accepted::Stored)
+    }
+
+    /// The state before an event, over its prev events: the state after each, resolved if they
+    /// differ. Returns it with its snapshot `(id, chain depth)`.
+    async fn state_before(
+        &self,
+        w: &mut RoomWriter,
+        loaded: &mut Loaded,
+        rules: &RoomVersionRules,
+        prev: &[String],
+    ) -> ServiceResult<(StateIds, (i64, i32))> {
+        let infos = w.stored_events(prev).await?;
+        let mut snapshots: Vec<i64> = Vec::new();
+        for p in prev {
+            let info = infos.iter().find(|i| &i.event_id == p);
+            match info.and_then(|i| (!i.outlier).then_some(i.state_after).flatten()) {
+                Some(s) => snapshots.push(s),
+                None => return Err(ServiceError::NotFound(format!("prev event {p} is not in the timeline"))),
+            }
+        }
+        snapshots.sort_unstable();
+        snapshots.dedup();
+        match snapshots.as_slice() {
+            [] => Err(ServiceError::BadJson("an event without prev events".into())),
+            [one] => {
+                let depth = w.snapshot_depth(*one).await?;
+                Ok((state_of(w, *one).await?, (*one, depth)))
+            }
+            many => {
+                let mut states = Vec::new();
+                for s in many {
+                    states.push(state_of(w, *s).await?);
+                }
+                let resolved = resolve_states(w, loaded, rules, &states).await?;
+                let snapshot = write_full(w, &resolved).await?;
+                Ok((resolved, (snapshot, 0)))
+            }
+        }
+    }
+
+    /// Moves the current state from `old` to `new`: the changed rows, and the memberships of
+    /// the member events that changed (at `position`).
+    async fn move_head(&self, w: &mut RoomWriter, old: &StateIds, new: &StateIds, position: i64) -> ServiceResult<()> {
+        let mut changes: Vec<(String, String, Option<String>)> = Vec::new();
+        for (k, id) in new {
+            if old.get(k) != Some(id) {
+                changes.push((k.0.clone(), k.1.clone(), Some(id.clone())));
+            }
+        }
+        for k in old.keys() {
+            if !new.contains_key(k) {
+                changes.push((k.0.clone(), k.1.clone(), None));
+            }
+        }
+        w.change_current_state(&changes).await?;
+        let members: Vec<String> = changes
+            .iter()
+            .filter(|(t, _, id)| t == "m.room.member" && id.is_some())
+            .filter_map(|(_, _, id)| id.clone())
+            .collect();
+        for (id, text) in w.pdus(&members).await? {
+            let pdu = parse_pdu(&id, &text)?;
+            let content: JsonValue = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+            if let (Some(target), Some(m)) = (&pdu.state_key, content.get("membership").and_then(JsonValue::as_str)) {
+                w.set_membership(target, m, &id, position, pdu.sender.as_str()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A membership event another server's user may sign and send back (`/make_join`,
+    /// `/make_leave`): built on the current state and checked against the auth rules like a
+    /// local event, then handed out without our hashes and signature, and not stored.
+    pub async fn membership_template(
+        &self,
+        room_id: &ruma::RoomId,
+        user_id: &ruma::UserId,
+        membership: &str,
+    ) -> ServiceResult<(RoomVersionId, ruma::CanonicalJsonObject)> {
+        let mut ctx = super::RoomCtx::open(self, room_id.as_str()).await?;
+        let mut content = serde_json::Map::new();
+        content.insert("membership".into(), membership.into());
+        let proto = poststelle_federation::ProtoEvent {
+            room_id: Some(room_id.to_owned()),
+            sender: user_id.to_owned(),
+            kind: "m.room.member".into(),
+            state_key: Some(user_id.to_string()),
+            content,
+            redacts: None,
+        };
+        ctx.append(self, proto, None).await?;
+        let text = ctx.last_built().ok_or_else(|| internal("nothing was built"))?;
+        let mut json: ruma::CanonicalJsonObject = serde_json::from_str(text).map_err(internal)?;
+        json.remove("signatures");
+        json.remove("hashes");
+        // Dropped without commit: the transaction rolls back.
+        Ok((ctx.version.clone(), json))
+    }
+
+    /// Joins a room through another server: stores the state and auth chain it sent (checked
+    /// against their auth events), then our join event as the first timeline event this server
+    /// holds of the room, with that state before it.
+    pub async fn accept_join(
+        &self,
+        room_id: &str,
+        version: &RoomVersionId,
+        state: &[Received],
+        auth_chain: &[Received],
+        join: &Received,
+    ) -> ServiceResult<Accepted> {
+        let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
+        {
+            let _guard = self.stripe(room_id).lock().await;
+            let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+            let creator =
+                state.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
+            w.ensure_room(version.as_str(), creator.as_deref().unwrap_or_default(), now_ms()).await?;
+            let all: Vec<Received> = auth_chain.iter().chain(state).cloned().collect();
+            self.store_outliers_in(&mut w, &rules, &all).await?;
+            w.commit().await?;
+        }
+        // The state as sent, without what failed its auth checks.
+        let ids: Vec<String> = state.iter().map(|e| e.pdu.event_id.to_string()).collect();
+        let stored = {
+            let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+            let s = w.stored_events(&ids).await?;
+            w.commit().await?;
+            s
+        };
+        let before: StateIds = state
+            .iter()
+            .filter(|e| stored.iter().any(|s| s.event_id == e.pdu.event_id.as_str() && !s.rejected))
+            .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
+            .collect();
+        self.accept_remote(room_id, join, Some(before)).await
+    }
+}

@@ -1,0 +1,373 @@
+//! Federation state in PostgreSQL: answered inbound transactions, the outbound queue per
+//! destination, and the reads other servers' requests need (PDUs, graph walks, the servers
+//! in a room).
+
+use sqlx::PgPool;
+
+use super::StorageResult;
+
+#[derive(Clone, Debug)]
+pub struct FederationStore {
+    pool: PgPool,
+}
+
+/// A stored PDU with where it belongs.
+#[derive(Clone, Debug)]
+pub struct StoredPdu {
+    pub event_id: String,
+    pub room_id: String,
+    pub pdu: String,
+    pub outlier: bool,
+    pub rejected: bool,
+    pub stream_ordering: i64,
+}
+
+/// One destination's next transaction: PDUs (queued position, event id, PDU) and EDUs
+/// (queued position, type, content).
+#[derive(Debug, Default)]
+pub struct PendingTransaction {
+    pub pdus: Vec<(i64, String)>,
+    pub edus: Vec<(i64, String, serde_json::Value)>,
+}
+
+impl FederationStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The answer given to an earlier transaction with this id from this origin.
+    pub async fn inbound_txn(&self, origin: &str, txn_id: &str) -> StorageResult<Option<serde_json::Value>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2",
+            origin,
+            txn_id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn record_inbound_txn(
+        &self,
+        origin: &str,
+        txn_id: &str,
+        response: &serde_json::Value,
+        now: i64,
+    ) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            origin,
+            txn_id,
+            response,
+            now
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A stored event by id.
+    pub async fn pdu(&self, event_id: &str) -> StorageResult<Option<StoredPdu>> {
+        Ok(sqlx::query_as!(
+            StoredPdu,
+            r#"SELECT event_id, room_id, pdu, outlier, rejected IS NOT NULL AS "rejected!", stream_ordering
+               FROM events WHERE event_id = $1"#,
+            event_id
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Stored events by id (those that exist).
+    pub async fn pdus(&self, event_ids: &[String]) -> StorageResult<Vec<StoredPdu>> {
+        Ok(sqlx::query_as!(
+            StoredPdu,
+            r#"SELECT event_id, room_id, pdu, outlier, rejected IS NOT NULL AS "rejected!", stream_ordering
+               FROM events WHERE event_id = ANY($1)"#,
+            event_ids
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The ids of the auth chains of the given events (without them).
+    pub async fn auth_chain_ids(&self, event_ids: &[String]) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"WITH RECURSIVE chain(event_id) AS (
+                   SELECT unnest(auth_events) FROM events WHERE event_id = ANY($1)
+                 UNION
+                   SELECT unnest(e.auth_events) FROM chain c JOIN events e ON e.event_id = c.event_id
+               )
+               SELECT event_id AS "event_id!" FROM chain"#,
+            event_ids
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Walks `prev_events` back from `latest` without passing `earliest` or going below
+    /// `min_depth`: the timeline events a server is missing, oldest first, at most `limit`.
+    pub async fn missing_events(
+        &self,
+        room_id: &str,
+        earliest: &[String],
+        latest: &[String],
+        min_depth: i64,
+        limit: i64,
+    ) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"WITH RECURSIVE walk(event_id, hops) AS (
+                   SELECT unnest(prev_events), 1 FROM events WHERE event_id = ANY($2) AND room_id = $1
+                 UNION
+                   SELECT unnest(e.prev_events), w.hops + 1 FROM walk w JOIN events e ON e.event_id = w.event_id
+                   WHERE e.room_id = $1 AND NOT e.outlier AND e.event_id <> ALL($3) AND e.depth >= $4
+                     AND w.hops < $5::bigint
+               )
+               SELECT e.event_id AS "event_id!" FROM events e
+               WHERE e.event_id IN (SELECT event_id FROM walk) AND e.event_id <> ALL($3)
+                 AND e.room_id = $1 AND NOT e.outlier AND e.depth >= $4
+               ORDER BY e.depth DESC, e.stream_ordering DESC LIMIT $5::bigint"#,
+            room_id,
+            latest,
+            earliest,
+            min_depth,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .rev()
+        .collect())
+    }
+
+    /// Timeline events before (and including) `from`, walking `prev_events`, newest first.
+    pub async fn backfill(&self, room_id: &str, from: &[String], limit: i64) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"WITH RECURSIVE walk(event_id, hops) AS (
+                   SELECT unnest($2::text[]), 0
+                 UNION
+                   SELECT unnest(e.prev_events), w.hops + 1 FROM walk w JOIN events e ON e.event_id = w.event_id
+                   WHERE e.room_id = $1 AND w.hops < $3::bigint
+               )
+               SELECT e.event_id AS "event_id!" FROM events e
+               WHERE e.event_id IN (SELECT event_id FROM walk) AND e.room_id = $1 AND NOT e.outlier
+               ORDER BY e.depth DESC, e.stream_ordering DESC LIMIT $3::bigint"#,
+            room_id,
+            from,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The servers with a joined member in the room (a user id's server is everything after its
+    /// first colon: server names may carry a port).
+    pub async fn joined_servers(&self, room_id: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT DISTINCT substring(user_id from position(':' in user_id) + 1) AS "server!"
+               FROM room_memberships WHERE room_id = $1 AND membership = 'join'"#,
+            room_id
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether `server` has a member in the room with one of the memberships.
+    pub async fn server_in_room(&self, room_id: &str, server: &str, memberships: &[&str]) -> StorageResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM room_memberships WHERE room_id = $1
+                   AND substring(user_id from position(':' in user_id) + 1) = $2
+                   AND membership = ANY($3)) AS "e!""#,
+            room_id,
+            server,
+            memberships as &[&str]
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Queues local events from the events stream for their destinations and advances the
+    /// stream consumer `federation`, in one transaction: `(position, event id, destinations)`.
+    pub async fn queue_events(
+        &self,
+        from: i64,
+        to: i64,
+        batches: &[(i64, String, Vec<String>)],
+    ) -> StorageResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query!(
+            "UPDATE stream_consumers SET position = $2 WHERE name = 'federation' AND position = $1",
+            from,
+            to
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            // Another process queued this range first.
+            return Ok(false);
+        }
+        for (position, event_id, destinations) in batches {
+            sqlx::query!(
+                "INSERT INTO federation_destinations (destination) SELECT unnest($1::text[])
+                 ON CONFLICT DO NOTHING",
+                destinations
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                "INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)
+                 SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
+                destinations,
+                position,
+                event_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Where the federation consumer of the events stream stands.
+    pub async fn consumer_position(&self) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!("SELECT position FROM stream_consumers WHERE name = 'federation'")
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Local timeline events after `from` up to `to`: `(position, event id, room, type,
+    /// state_key)`.
+    pub async fn local_events(
+        &self,
+        from: i64,
+        to: i64,
+        server_name: &str,
+        limit: i64,
+    ) -> StorageResult<Vec<(i64, String, String, String, Option<String>)>> {
+        let rows = sqlx::query!(
+            "SELECT stream_ordering, event_id, room_id, event_type, state_key FROM events
+             WHERE stream_ordering > $1 AND stream_ordering <= $2 AND received_from IS NULL
+               AND substring(sender from position(':' in sender) + 1) = $3
+             ORDER BY stream_ordering LIMIT $4",
+            from,
+            to,
+            server_name,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.stream_ordering, r.event_id, r.room_id, r.event_type, r.state_key)).collect())
+    }
+
+    /// Queues an EDU for destinations.
+    pub async fn queue_edu(
+        &self,
+        destinations: &[String],
+        edu_type: &str,
+        content: &serde_json::Value,
+        now: i64,
+    ) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "INSERT INTO federation_destinations (destination) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            destinations
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO federation_outbound_edus (destination, edu_type, content, created_ts)
+             SELECT unnest($1::text[]), $2, $3, $4",
+            destinations,
+            edu_type,
+            content,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Destinations with something queued that may be tried at `now`.
+    pub async fn ready_destinations(&self, now: i64) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT d.destination FROM federation_destinations d
+             WHERE d.retry_at <= $1
+               AND (EXISTS (SELECT 1 FROM federation_outbound_pdus p WHERE p.destination = d.destination)
+                    OR EXISTS (SELECT 1 FROM federation_outbound_edus e WHERE e.destination = d.destination))",
+            now
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The next transaction for a destination: its oldest 50 PDUs and 100 EDUs.
+    pub async fn pending(&self, destination: &str) -> StorageResult<PendingTransaction> {
+        let pdus = sqlx::query!(
+            "SELECT stream_ordering, event_id FROM federation_outbound_pdus WHERE destination = $1
+             ORDER BY stream_ordering LIMIT 50",
+            destination
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.stream_ordering, r.event_id))
+        .collect();
+        let edus = sqlx::query!(
+            "SELECT position, edu_type, content FROM federation_outbound_edus WHERE destination = $1
+             ORDER BY position LIMIT 100",
+            destination
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.position, r.edu_type, r.content))
+        .collect();
+        Ok(PendingTransaction { pdus, edus })
+    }
+
+    /// A transaction was answered with 200: its PDUs and EDUs leave the queue and the
+    /// destination's backoff resets.
+    pub async fn sent(&self, destination: &str, pdus: &[i64], edus: &[i64]) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "DELETE FROM federation_outbound_pdus WHERE destination = $1 AND stream_ordering = ANY($2)",
+            destination,
+            pdus
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "DELETE FROM federation_outbound_edus WHERE destination = $1 AND position = ANY($2)",
+            destination,
+            edus
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE federation_destinations SET failures = 0, retry_at = 0, last_error = NULL WHERE destination = $1",
+            destination
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A transaction failed: back off exponentially (from 2 s, at most an hour).
+    pub async fn failed(&self, destination: &str, error: &str, now: i64) -> StorageResult<()> {
+        sqlx::query!(
+            "UPDATE federation_destinations SET failures = failures + 1, last_error = $2,
+                 retry_at = $3 + LEAST(3600000, 2000 * (2 ^ LEAST(failures, 12))::bigint)
+             WHERE destination = $1",
+            destination,
+            error,
+            now
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! The write side for events from other servers: events outside the timeline (outliers,
+//! rejected and soft-failed events), timeline events whose state the caller computed, and
+//! moving the room's head and current state to a resolved state.
+
+use super::{RoomWriter, StreamSlot};
+use crate::storage::StorageResult;
+
+/// An event stored outside the timeline.
+#[derive(Debug)]
+pub struct OutlierEvent<'a> {
+    pub event_id: &'a str,
+    pub depth: i64,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub pdu: &'a str,
+    pub prev_events: &'a [String],
+    pub auth_events: &'a [String],
+    pub rejected: Option<&'a str>,
+    pub soft_failed: bool,
+    /// The state before it, when known (soft-failed and rejected timeline candidates).
+    pub state_before: Option<i64>,
+    pub received_from: Option<&'a str>,
+}
+
+/// A received event that joins the timeline, with the state the caller computed for it.
+#[derive(Debug)]
+pub struct RemoteEvent<'a> {
+    pub event_id: &'a str,
+    pub depth: i64,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub pdu: &'a str,
+    pub prev_events: &'a [String],
+    pub auth_events: &'a [String],
+    pub state_before: i64,
+    pub state_after: i64,
+    pub replaces_state: Option<&'a str>,
+    pub relates_to: Option<&'a str>,
+    pub rel_type: Option<&'a str>,
+    pub received_from: Option<&'a str>,
+}
+
+/// What is known about a stored event.
+#[derive(Clone, Debug)]
+pub struct StoredEventInfo {
+    pub event_id: String,
+    pub outlier: bool,
+    pub rejected: bool,
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+    pub depth: i64,
+}
+
+impl RoomWriter {
+    /// Stores events outside the timeline, each at a fresh negative position; events already
+    /// stored are left as they are.
+    pub async fn insert_outliers(&mut self, events: &[OutlierEvent<'_>]) -> StorageResult<()> {
+        for e in events {
+            sqlx::query!(
+                r#"WITH pos AS (
+                       UPDATE stream_heads SET position = position - 1 WHERE stream = 'outliers' RETURNING position)
+                   INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
+                                       origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
+                                       outlier, rejected, soft_failed, received_from)
+                   SELECT $1, $2, pos.position, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, TRUE, $12, $13, $14
+                   FROM pos
+                   ON CONFLICT (event_id) DO NOTHING"#,
+                e.event_id,
+                self.room_id,
+                e.depth,
+                e.event_type,
+                e.state_key,
+                e.sender,
+                e.origin_server_ts,
+                e.pdu,
+                e.state_before,
+                e.prev_events,
+                e.auth_events,
+                e.rejected,
+                e.soft_failed,
+                e.received_from
+            )
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a received timeline event at its stream position without moving the room's head
+    /// (see [`Self::set_head`]). An outlier of the same id becomes this timeline event (rows that
+    /// refer to it stay valid).
+    pub async fn insert_remote_event(
+        &mut self,
+        e: &RemoteEvent<'_>,
+        slot: StreamSlot,
+    ) -> StorageResult<super::InsertedEvent> {
+        let (allocate, at) = match slot {
+            StreamSlot::FirstOf(n) => (n, 0),
+            StreamSlot::At(position) => (0, position),
+        };
+        let row = sqlx::query!(
+            r#"WITH alloc AS (
+                   UPDATE stream_heads SET position = position + $18
+                   WHERE stream = 'events' AND $18::bigint > 0
+                   RETURNING position),
+               pos AS (SELECT COALESCE((SELECT position - $18 + 1 FROM alloc), $3) AS p),
+               promoted AS (
+                   UPDATE events SET stream_ordering = pos.p, outlier = FALSE, rejected = NULL, soft_failed = FALSE,
+                       state_before = $10, state_after = $11, replaces_state = $12, relates_to = $13,
+                       rel_type = $14
+                   FROM pos WHERE event_id = $1 AND outlier),
+               event AS (
+                   INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
+                                       origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
+                                       rel_type, prev_events, auth_events, received_from)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 FROM pos
+                   WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = $1))
+               SELECT pos.p AS "position!", (SELECT position FROM alloc) AS "last?",
+                      (SELECT pg_notify('poststelle_streams', 'events ' || position) FROM alloc) IS NULL AS "notified?"
+               FROM pos"#,
+            e.event_id,
+            self.room_id,
+            at,
+            e.depth,
+            e.event_type,
+            e.state_key,
+            e.sender,
+            e.origin_server_ts,
+            e.pdu,
+            e.state_before,
+            e.state_after,
+            e.replaces_state,
+            e.relates_to,
+            e.rel_type,
+            e.prev_events,
+            e.auth_events,
+            e.received_from,
+            allocate
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(super::InsertedEvent { position: row.position, last_allocated: row.last })
+    }
+
+    /// Moves the room's head: its current snapshot, forward extremities (deepest first) and
+    /// the position of its last event.
+    pub async fn set_head(
+        &mut self,
+        snapshot_id: i64,
+        extremities: &[String],
+        max_depth: i64,
+        last_stream: i64,
+    ) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO room_current_snapshot AS h (room_id, snapshot_id, last_stream, forward_extremities, max_depth)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (room_id) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id,
+                 last_stream = GREATEST(h.last_stream, EXCLUDED.last_stream),
+                 forward_extremities = EXCLUDED.forward_extremities,
+                 max_depth = GREATEST(h.max_depth, EXCLUDED.max_depth)",
+            self.room_id,
+            snapshot_id,
+            last_stream,
+            extremities,
+            max_depth
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies changes to the current state: `(type, state_key, Some(event))` sets an entry,
+    /// `None` removes it.
+    pub async fn change_current_state(&mut self, changes: &[(String, String, Option<String>)]) -> StorageResult<()> {
+        let (set, removed): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, _, e)| e.is_some());
+        let (types, (keys, ids)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
+            set.iter().map(|(t, k, e)| (t.as_str(), (k.as_str(), e.as_deref().unwrap_or_default()))).unzip();
+        sqlx::query!(
+            "INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
+             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])
+             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id",
+            self.room_id,
+            &types as &[&str],
+            &keys as &[&str],
+            &ids as &[&str]
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        let (types, keys): (Vec<&str>, Vec<&str>) = removed.iter().map(|(t, k, _)| (t.as_str(), k.as_str())).unzip();
+        sqlx::query!(
+            "DELETE FROM room_current_state c USING UNNEST($2::text[], $3::text[]) AS d(event_type, state_key)
+             WHERE c.room_id = $1 AND c.event_type = d.event_type AND c.state_key = d.state_key",
+            self.room_id,
+            &types as &[&str],
+            &keys as &[&str]
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Which of these events are stored (in any room), and how.
+    pub async fn stored_events(&mut self, ids: &[String]) -> StorageResult<Vec<StoredEventInfo>> {
+        Ok(sqlx::query_as!(
+            StoredEventInfo,
+            r#"SELECT event_id, outlier, rejected IS NOT NULL AS "rejected!", state_before, state_after, depth
+               FROM events WHERE event_id = ANY($1)"#,
+            ids
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// The state a snapshot stands for: `(type, state_key, event_id)`.
+    pub async fn snapshot_state(&mut self, snapshot_id: i64) -> StorageResult<Vec<(String, String, String)>> {
+        let rows = sqlx::query!(
+            r#"WITH RECURSIVE chain(snapshot_id, parent_id, level) AS (
+                   SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+                 UNION ALL
+                   SELECT s.snapshot_id, s.parent_id, c.level + 1 FROM chain c
+                   JOIN state_snapshots s ON s.snapshot_id = c.parent_id
+               )
+               SELECT DISTINCT ON (k.key_nid) k.event_type AS "event_type!", k.state_key AS "state_key!",
+                      x.event_id AS "event_id!"
+               FROM chain c JOIN state_snapshot_entries x ON x.snapshot_id = c.snapshot_id
+               JOIN state_keys k ON k.key_nid = x.key_nid
+               ORDER BY k.key_nid, c.level"#,
+            snapshot_id
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.event_type, r.state_key, r.event_id)).collect())
+    }
+
+    /// How many ancestors a snapshot has (0 for a full one).
+    pub async fn snapshot_depth(&mut self, snapshot_id: i64) -> StorageResult<i32> {
+        Ok(sqlx::query_scalar!("SELECT chain_depth FROM state_snapshots WHERE snapshot_id = $1", snapshot_id)
+            .fetch_one(&mut *self.tx)
+            .await?)
+    }
+
+    /// The ids in the auth chains of the given events (without them), as far as stored.
+    pub async fn auth_chain_ids(&mut self, ids: &[String]) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"WITH RECURSIVE chain(event_id) AS (
+                   SELECT unnest(auth_events) FROM events WHERE event_id = ANY($1)
+                 UNION
+                   SELECT unnest(e.auth_events) FROM chain c JOIN events e ON e.event_id = c.event_id
+               )
+               SELECT event_id AS "event_id!" FROM chain"#,
+            ids
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// Registers a room this server learns of from another server (a join or an invite), if
+    /// it is not known yet.
+    pub async fn ensure_room(&mut self, version: &str, creator: &str, now: i64) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (room_id) DO NOTHING",
+            self.room_id,
+            version,
+            creator,
+            now
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
