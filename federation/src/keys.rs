@@ -53,6 +53,11 @@ impl SigningKey {
     pub(crate) fn pair(&self) -> &impl KeyPair {
         &self.pair
     }
+
+    /// ruma's key pair, for its signing helpers (X-Matrix request signatures).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {
