@@ -99,6 +99,19 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// Adds the content hash and this server's signature to an event (one of ours built from
+    /// another server's template).
+    pub fn hash_and_sign_event(
+        &self,
+        origin: &str,
+        event: &mut ruma::CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<(), ruma::signatures::JsonError> {
+        ruma::signatures::hash_and_sign_event(origin, &self.pair, event, rules)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -124,18 +137,5 @@ mod tests {
         let mut changed = doc.clone();
         changed.insert("valid_until_ts".into(), ruma::CanonicalJsonValue::Integer(1u32.into()));
         assert!(ruma::signatures::verify_json(&keys, &changed).is_err());
-    }
-}
-
-impl SigningKey {
-    /// Adds the content hash and this server's signature to an event (one of ours built from
-    /// another server's template).
-    pub fn hash_and_sign_event(
-        &self,
-        origin: &str,
-        event: &mut ruma::CanonicalJsonObject,
-        rules: &ruma::room_version_rules::RedactionRules,
-    ) -> Result<(), ruma::signatures::JsonError> {
-        ruma::signatures::hash_and_sign_event(origin, &self.pair, event, rules)
     }
 }

@@ -1,7 +1,7 @@
 //! State resolution (v2, and v2.1 from room version 12) through ruma-state-res, over events the
 //! caller has loaded: the states to merge, and every event of their auth chains.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use ruma::{OwnedEventId, events::StateEventType, room_version_rules::RoomVersionRules};
 
@@ -14,9 +14,9 @@ pub type State = BTreeMap<(String, String), OwnedEventId>;
 /// over the events in `events`; events missing from it end the walk there.
 pub fn auth_chain<'a>(
     starts: impl IntoIterator<Item = &'a OwnedEventId>,
-    events: &HashMap<OwnedEventId, Pdu>,
-) -> HashSet<OwnedEventId> {
-    let mut chain = HashSet::new();
+    events: &BTreeMap<OwnedEventId, Pdu>,
+) -> BTreeSet<OwnedEventId> {
+    let mut chain = BTreeSet::new();
     let mut stack: Vec<&OwnedEventId> =
         starts.into_iter().filter_map(|id| events.get(id)).flat_map(|p| p.auth_events.iter()).collect();
     while let Some(id) = stack.pop() {
@@ -34,7 +34,7 @@ pub fn auth_chain<'a>(
 pub fn resolve(
     rules: &RoomVersionRules,
     states: &[State],
-    events: &HashMap<OwnedEventId, Pdu>,
+    events: &BTreeMap<OwnedEventId, Pdu>,
 ) -> Result<State, String> {
     match states {
         [] => return Ok(State::new()),
@@ -61,7 +61,7 @@ pub fn resolve(
         auth_chains,
         |id| events.get(id).cloned(),
         |conflicted| {
-            let ids: HashSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
+            let ids: BTreeSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
             Some(conflicted_subgraph(&ids, events).into_iter().collect())
         },
     )
@@ -72,15 +72,15 @@ pub fn resolve(
 /// The conflicted state subgraph (room version 12): the events on auth-event paths from one
 /// conflicted event to another.
 pub fn conflicted_subgraph(
-    conflicted: &HashSet<OwnedEventId>,
-    events: &HashMap<OwnedEventId, Pdu>,
-) -> HashSet<OwnedEventId> {
+    conflicted: &BTreeSet<OwnedEventId>,
+    events: &BTreeMap<OwnedEventId, Pdu>,
+) -> BTreeSet<OwnedEventId> {
     // Whether an event reaches a conflicted event through zero or more auth edges, computed
     // bottom-up with an explicit stack (auth chains can be thousands deep). The auth graph has
     // no cycles (ids are hashes over the auth events), so a parent is always settled before
     // the event that needs it.
-    let mut reaches: HashMap<&OwnedEventId, bool> = HashMap::new();
-    let mut visited: HashSet<&OwnedEventId> = HashSet::new();
+    let mut reaches: BTreeMap<&OwnedEventId, bool> = BTreeMap::new();
+    let mut visited: BTreeSet<&OwnedEventId> = BTreeSet::new();
     let starts = conflicted.iter().filter_map(|id| events.get(id)).flat_map(|p| p.auth_events.iter());
     let mut stack: Vec<(&OwnedEventId, bool)> = starts.map(|id| (id, false)).collect();
     while let Some((id, settle)) = stack.pop() {
@@ -113,14 +113,14 @@ mod tests {
     struct Room {
         key: SigningKey,
         rules: RoomVersionRules,
-        events: HashMap<OwnedEventId, Pdu>,
+        events: BTreeMap<OwnedEventId, Pdu>,
         ts: u64,
     }
 
     impl Room {
         fn new() -> Self {
             let (key, _) = SigningKey::generate().unwrap();
-            Self { key, rules: RoomVersionId::V11.rules().unwrap(), events: HashMap::new(), ts: 1_700_000_000_000 }
+            Self { key, rules: RoomVersionId::V11.rules().unwrap(), events: BTreeMap::new(), ts: 1_700_000_000_000 }
         }
 
         fn add(
@@ -238,10 +238,10 @@ mod tests {
             &[&create, &join, &pl2],
         );
         let chain = auth_chain([&pl3], &r.events);
-        assert_eq!(chain, HashSet::from([create.clone(), join.clone(), pl2.clone(), pl1.clone()]));
+        assert_eq!(chain, BTreeSet::from([create.clone(), join.clone(), pl2.clone(), pl1.clone()]));
         // pl1 and pl3 conflict: pl2 lies on the auth path between them; create and join do not
         // lead back to a conflicted event.
-        let sub = conflicted_subgraph(&HashSet::from([pl1.clone(), pl3.clone()]), &r.events);
+        let sub = conflicted_subgraph(&BTreeSet::from([pl1.clone(), pl3.clone()]), &r.events);
         assert!(sub.contains(&pl2) && sub.contains(&pl1), "{sub:?}");
         assert!(!sub.contains(&create) && !sub.contains(&join), "{sub:?}");
     }

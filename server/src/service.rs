@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod accounts;
 pub mod e2ee;
 pub mod ephemeral;
+pub mod federation;
 pub mod filter;
 pub mod jwt;
 pub mod key_backup;

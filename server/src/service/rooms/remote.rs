@@ -5,7 +5,7 @@
 //! state before it resolved over its prev events, and the room's current state resolved over
 //! the new forward extremities.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use poststelle_federation::{Pdu, auth, resolve};
 use ruma::{OwnedEventId, RoomVersionId, events::StateEventType, room_version_rules::RoomVersionRules};
@@ -55,7 +55,7 @@ fn to_owned_ids(ids: &[OwnedEventId]) -> Vec<String> {
 
 /// The events a transaction on a room has loaded, by id.
 #[derive(Default)]
-struct Loaded(HashMap<OwnedEventId, Pdu>);
+struct Loaded(BTreeMap<OwnedEventId, Pdu>);
 
 impl Loaded {
     async fn load(&mut self, w: &mut RoomWriter, ids: impl IntoIterator<Item = String>) -> ServiceResult<()> {
@@ -190,7 +190,7 @@ impl RoomService {
         events: &[Received],
     ) -> ServiceResult<()> {
         let ids: Vec<String> = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        let known: std::collections::HashSet<String> =
+        let known: std::collections::BTreeSet<String> =
             w.stored_events(&ids).await?.into_iter().map(|s| s.event_id).collect();
         let mut loaded = Loaded::default();
         let mut sorted: Vec<&Received> = events.iter().filter(|e| !known.contains(e.pdu.event_id.as_str())).collect();

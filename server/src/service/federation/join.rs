@@ -1,0 +1,384 @@
+//! Joins across servers: ours through a resident server (`/make_join`, `/send_join` v2, the
+//! room's state from the answer verified and stored), and other servers' users joining our rooms
+//! (the template, then their signed event through the acceptance pipeline and the state before
+//! it in the answer). Also the reads other servers make of a room: `/event`, `/state_ids`,
+//! `/event_auth`, `/get_missing_events`, `/backfill`.
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
+    ServerName, UserId,
+    api::federation::membership::{create_join_event::v2 as send_join, prepare_join_event::v1 as make_join},
+};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::{FederationService, received};
+use crate::{
+    service::{
+        ServiceError, ServiceResult,
+        rooms::{Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS},
+    },
+    storage::now_ms,
+};
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+fn raw(text: String) -> ServiceResult<Box<RawJsonValue>> {
+    RawJsonValue::from_string(text).map_err(internal)
+}
+
+/// The state and auth chain another server needs for an event: `(state PDUs, auth chain
+/// PDUs)` as stored.
+pub type StateAndAuth = (Vec<Box<RawJsonValue>>, Vec<Box<RawJsonValue>>);
+
+impl FederationService {
+    /// Whether this server holds the room with at least one of its users joined.
+    pub async fn is_resident(&self, room_id: &RoomId) -> ServiceResult<bool> {
+        Ok(self.storage.federation.server_in_room(room_id.as_str(), self.server_name.as_str(), &["join"]).await?)
+    }
+
+    /// A local user joins a room: here if this server is in the room, else through the servers
+    /// the client named, the server in the room id, or the server that invited the user.
+    pub async fn join(&self, change: MembershipChange, via: &[OwnedServerName]) -> ServiceResult<OwnedEventId> {
+        let room_id = change.room_id.clone();
+        if self.is_resident(&room_id).await? {
+            return self.rooms.change_membership(change).await;
+        }
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
+        if let Some(m) = self.storage.rooms.membership(room_id.as_str(), change.sender.as_str()).await?
+            && let Some(event) = self.storage.rooms.event(&m.event_id).await?
+            && let Ok(inviter) = ruma::UserId::parse(event.sender.as_str())
+        {
+            servers.push(inviter.server_name().to_owned());
+        }
+        servers.retain(|s| *s != self.server_name);
+        servers.dedup();
+        if servers.is_empty() {
+            return self.rooms.change_membership(change).await;
+        }
+        self.join_remote(&change.sender, &room_id, &servers).await
+    }
+
+    /// Joins a local user to a room held by other servers, trying `servers` in turn.
+    pub async fn join_remote(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        servers: &[OwnedServerName],
+    ) -> ServiceResult<OwnedEventId> {
+        let mut last_error = ServiceError::NotFound("no server to join the room through".into());
+        for server in servers.iter().filter(|s| **s != self.server_name) {
+            match self.join_through(user_id, room_id, server).await {
+                Ok(id) => return Ok(id),
+                Err(e) => {
+                    tracing::info!(room_id = %room_id, %server, error = %e, "could not join through a server");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_through(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        server: &ServerName,
+    ) -> ServiceResult<OwnedEventId> {
+        let mut request = make_join::Request::new(room_id.to_owned(), user_id.to_owned());
+        request.ver = SUPPORTED_ROOM_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
+        let template = self.call(server, request).await?;
+        let version =
+            template.room_version.ok_or_else(|| ServiceError::Upstream(format!("{server}: no room version")))?;
+        if !SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
+            return Err(ServiceError::UnsupportedRoomVersion(version.to_string()));
+        }
+        let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
+        let mut event: CanonicalJsonObject = serde_json::from_str(template.event.get())
+            .map_err(|e| ServiceError::Upstream(format!("{server}: bad template: {e}")))?;
+        self.check_template(&event, user_id, room_id, "join")?;
+        event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(now_ms().try_into().map_err(internal)?));
+        let mut content = match event.remove("content") {
+            Some(CanonicalJsonValue::Object(c)) => c,
+            _ => CanonicalJsonObject::new(),
+        };
+        content.insert("membership".into(), CanonicalJsonValue::String("join".into()));
+        if let Some(profile) = self.storage.users.get(user_id.as_str()).await? {
+            if let Some(name) = profile.displayname {
+                content.insert("displayname".into(), CanonicalJsonValue::String(name));
+            }
+            if let Some(url) = profile.avatar_url {
+                content.insert("avatar_url".into(), CanonicalJsonValue::String(url));
+            }
+        }
+        event.insert("content".into(), CanonicalJsonValue::Object(content));
+        let signed = self.sign_event(event, &rules)?;
+        let text = serde_json::to_string(&signed.json).map_err(internal)?;
+        let join = Received { pdu: signed.pdu.clone(), text: text.clone(), origin: None };
+
+        let answer = self
+            .call(server, send_join::Request::new(room_id.to_owned(), join.pdu.event_id.clone(), raw(text)?))
+            .await?;
+        let state = self.verify_all(&answer.room_state.state, &rules, room_id, server).await;
+        let auth_chain = self.verify_all(&answer.room_state.auth_chain, &rules, room_id, server).await;
+        if !state.iter().any(|e| e.pdu.kind.to_string() == "m.room.create") {
+            return Err(ServiceError::Upstream(format!("{server}: the room state has no create event")));
+        }
+        match self.rooms.accept_join(room_id.as_str(), &version, &state, &auth_chain, &join).await? {
+            Accepted::Stored | Accepted::AlreadyKnown => Ok(join.pdu.event_id),
+            Accepted::SoftFailed => Err(ServiceError::Forbidden("the join is not allowed by the room's state".into())),
+            Accepted::Rejected(reason) => Err(ServiceError::Forbidden(reason)),
+        }
+    }
+
+    /// A template from another server must describe the membership we asked for.
+    fn check_template(
+        &self,
+        event: &CanonicalJsonObject,
+        user_id: &UserId,
+        room_id: &RoomId,
+        membership: &str,
+    ) -> ServiceResult<()> {
+        let field = |name: &str| match event.get(name) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let content_membership = match event.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => match c.get("membership") {
+                Some(CanonicalJsonValue::String(m)) => Some(m.as_str()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let ok = field("type") == Some("m.room.member")
+            && field("sender") == Some(user_id.as_str())
+            && field("state_key") == Some(user_id.as_str())
+            && field("room_id") == Some(room_id.as_str())
+            && content_membership == Some(membership);
+        if ok {
+            Ok(())
+        } else {
+            Err(ServiceError::Upstream("the resident server sent a template for something else".into()))
+        }
+    }
+
+    /// Hashes and signs an event of ours built from a template.
+    fn sign_event(
+        &self,
+        mut event: CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+    ) -> ServiceResult<poststelle_federation::incoming::IncomingPdu> {
+        event.remove("signatures");
+        event.remove("hashes");
+        event.remove("event_id");
+        event.remove("unsigned");
+        self.key.hash_and_sign_event(self.server_name.as_str(), &mut event, &rules.redaction).map_err(internal)?;
+        let text = serde_json::to_string(&event).map_err(internal)?;
+        let room = match event.get("room_id") {
+            Some(CanonicalJsonValue::String(r)) => OwnedRoomId::try_from(r.as_str()).ok(),
+            _ => None,
+        };
+        poststelle_federation::incoming::parse(&raw(text)?, rules, room.as_deref())
+            .map_err(|e| ServiceError::BadJson(e.to_string()))
+    }
+
+    /// `/make_join`: a join template for a user of `origin`.
+    pub async fn make_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        versions: &[RoomVersionId],
+    ) -> ServiceResult<(RoomVersionId, Box<RawJsonValue>)> {
+        self.check_member_origin(origin, user_id)?;
+        let Some((version, _)) = self.rooms.room_rules(room_id.as_str()).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        if !self.is_resident(room_id).await? {
+            return Err(ServiceError::NotFound("this server is not in the room".into()));
+        }
+        if !versions.contains(&version) {
+            return Err(ServiceError::IncompatibleRoomVersion(version.to_string()));
+        }
+        let (version, template) = self.rooms.membership_template(room_id, user_id, "join").await?;
+        Ok((version, raw(serde_json::to_string(&template).map_err(internal)?)?))
+    }
+
+    /// `/send_join` v2: accepts another server's join and answers with the room's state before
+    /// it and the auth chain.
+    pub async fn send_join(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        pdu: &RawJsonValue,
+    ) -> ServiceResult<StateAndAuth> {
+        let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        let verified = self.verify_pdu(pdu, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
+        if verified.pdu.event_id != event_id {
+            return Err(ServiceError::BadJson("the event id does not match the event".into()));
+        }
+        let sender = verified.pdu.sender.clone();
+        let membership = serde_json::from_str::<serde_json::Value>(verified.pdu.content.get())
+            .ok()
+            .and_then(|c| c.get("membership").and_then(|m| m.as_str().map(str::to_owned)));
+        if verified.pdu.kind.to_string() != "m.room.member"
+            || verified.pdu.state_key.as_deref() != Some(sender.as_str())
+            || membership.as_deref() != Some("join")
+        {
+            return Err(ServiceError::BadJson("not a join event".into()));
+        }
+        self.check_member_origin(origin, &sender)?;
+        let event = received(verified, Some(origin));
+        match self.accept_with_history(origin, room_id, &rules, &event).await? {
+            Accepted::Stored | Accepted::AlreadyKnown => {}
+            Accepted::SoftFailed => {
+                return Err(ServiceError::Forbidden("the join is not allowed by the current state".into()));
+            }
+            Accepted::Rejected(reason) => return Err(ServiceError::Forbidden(reason)),
+        }
+        self.state_and_auth(event_id.as_str(), true).await
+    }
+
+    /// The state before (or after) a stored event and its auth chain, as PDUs.
+    pub async fn state_and_auth(&self, event_id: &str, before: bool) -> ServiceResult<StateAndAuth> {
+        let state_ids: Vec<String> =
+            self.storage.rooms.state_ids_at(event_id, before).await?.into_iter().map(|(_, _, id)| id).collect();
+        let mut chain_of = state_ids.clone();
+        chain_of.push(event_id.to_owned());
+        let chain_ids = self.storage.federation.auth_chain_ids(&chain_of).await?;
+        let state = self.storage.federation.pdus(&state_ids).await?;
+        let chain = self.storage.federation.pdus(&chain_ids).await?;
+        let state = state.into_iter().map(|p| raw(p.pdu)).collect::<ServiceResult<_>>()?;
+        let chain = chain.into_iter().map(|p| raw(p.pdu)).collect::<ServiceResult<_>>()?;
+        Ok((state, chain))
+    }
+
+    /// A server may only act for its own users.
+    fn check_member_origin(&self, origin: &ServerName, user_id: &UserId) -> ServiceResult<()> {
+        if user_id.server_name() == origin {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!("{origin} cannot act for {user_id}")))
+        }
+    }
+
+    /// Whether `origin` may read the room's events: it has a member who joined (or is invited).
+    pub async fn check_server_in_room(&self, origin: &ServerName, room_id: &str) -> ServiceResult<()> {
+        if self.storage.federation.server_in_room(room_id, origin.as_str(), &["join", "invite", "leave"]).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!("{origin} is not in the room")))
+        }
+    }
+
+    /// `/event/{eventId}`.
+    pub async fn event(&self, origin: &ServerName, event_id: &str) -> ServiceResult<Box<RawJsonValue>> {
+        let pdu = self
+            .storage
+            .federation
+            .pdu(event_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
+        self.check_server_in_room(origin, &pdu.room_id).await?;
+        raw(pdu.pdu)
+    }
+
+    /// `/state_ids`: the state before an event and its auth chain, as ids.
+    pub async fn state_ids(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> ServiceResult<(Vec<String>, Vec<String>)> {
+        let pdu = self
+            .storage
+            .federation
+            .pdu(event_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
+        if pdu.room_id != room_id.as_str() || pdu.outlier {
+            return Err(ServiceError::NotFound("unknown event".into()));
+        }
+        self.check_server_in_room(origin, room_id.as_str()).await?;
+        let state: Vec<String> =
+            self.storage.rooms.state_ids_at(event_id, true).await?.into_iter().map(|(_, _, id)| id).collect();
+        let chain = self.storage.federation.auth_chain_ids(&state).await?;
+        Ok((state, chain))
+    }
+
+    /// `/event_auth`: the auth chain of an event.
+    pub async fn event_auth(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> ServiceResult<Vec<Box<RawJsonValue>>> {
+        let pdu = self
+            .storage
+            .federation
+            .pdu(event_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
+        if pdu.room_id != room_id.as_str() {
+            return Err(ServiceError::NotFound("unknown event".into()));
+        }
+        self.check_server_in_room(origin, room_id.as_str()).await?;
+        let chain = self.storage.federation.auth_chain_ids(&[event_id.to_owned()]).await?;
+        self.storage.federation.pdus(&chain).await?.into_iter().map(|p| raw(p.pdu)).collect()
+    }
+
+    /// `/get_missing_events`.
+    pub async fn missing_events(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        earliest: &[OwnedEventId],
+        latest: &[OwnedEventId],
+        min_depth: u64,
+        limit: u64,
+    ) -> ServiceResult<Vec<Box<RawJsonValue>>> {
+        self.check_server_in_room(origin, room_id.as_str()).await?;
+        let ids = self
+            .storage
+            .federation
+            .missing_events(
+                room_id.as_str(),
+                &earliest.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                &latest.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                i64::try_from(min_depth).unwrap_or(i64::MAX),
+                i64::try_from(limit.min(100)).unwrap_or(100),
+            )
+            .await?;
+        self.ordered_pdus(&ids).await
+    }
+
+    /// `/backfill`.
+    pub async fn backfill(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        from: &[OwnedEventId],
+        limit: u64,
+    ) -> ServiceResult<Vec<Box<RawJsonValue>>> {
+        self.check_server_in_room(origin, room_id.as_str()).await?;
+        let from: Vec<String> = from.iter().map(ToString::to_string).collect();
+        let ids = self
+            .storage
+            .federation
+            .backfill(room_id.as_str(), &from, i64::try_from(limit.min(100)).unwrap_or(100))
+            .await?;
+        self.ordered_pdus(&ids).await
+    }
+
+    async fn ordered_pdus(&self, ids: &[String]) -> ServiceResult<Vec<Box<RawJsonValue>>> {
+        let stored = self.storage.federation.pdus(ids).await?;
+        ids.iter().filter_map(|id| stored.iter().find(|p| &p.event_id == id)).map(|p| raw(p.pdu.clone())).collect()
+    }
+}

@@ -1,0 +1,218 @@
+//! Inbound transactions (`/send/{txnId}`): each PDU through the acceptance pipeline, after
+//! fetching what it depends on from its origin (auth events via `/event_auth`, missing
+//! predecessors via `/get_missing_events`, and for a gap that remains, the state before the
+//! event via `/state_ids` and `/event`). Answers are kept per transaction id, so a retried
+//! transaction is answered the same without being processed again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, RoomId, ServerName, UInt,
+    api::federation::{
+        authorization::get_event_authorization::v1 as event_auth, event::get_event::v1 as get_event,
+        event::get_missing_events::v1 as missing_events, event::get_room_state_ids::v1 as state_ids,
+    },
+    room_version_rules::RoomVersionRules,
+};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::{FederationService, received};
+use crate::{
+    service::{
+        ServiceError, ServiceResult,
+        rooms::{Accepted, Received, StateIds},
+    },
+    storage::now_ms,
+};
+
+/// The spec's bounds on a transaction.
+const MAX_PDUS: usize = 50;
+const MAX_EDUS: usize = 100;
+/// How many missing predecessors one `/get_missing_events` asks for.
+const MISSING_EVENTS_LIMIT: u32 = 20;
+
+/// What a transaction's PDUs came to: per event id, `Ok` or the reason it was not accepted.
+pub type PduResults = BTreeMap<OwnedEventId, Result<(), String>>;
+
+impl FederationService {
+    /// Handles a transaction from `origin` (already authenticated).
+    pub async fn receive_transaction(
+        &self,
+        origin: &ServerName,
+        txn_id: &str,
+        pdus: &[Box<RawJsonValue>],
+        edus: usize,
+    ) -> ServiceResult<PduResults> {
+        if pdus.len() > MAX_PDUS || edus > MAX_EDUS {
+            return Err(ServiceError::BadJson(format!(
+                "a transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"
+            )));
+        }
+        if let Some(answer) = self.storage.federation.inbound_txn(origin.as_str(), txn_id).await? {
+            return Ok(serde_json::from_value::<BTreeMap<OwnedEventId, Option<String>>>(answer)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, e)| (id, e.map_or(Ok(()), Err)))
+                .collect());
+        }
+        let mut results = PduResults::new();
+        for raw in pdus {
+            if let Some((id, result)) = self.receive_pdu(origin, raw).await {
+                results.insert(id, result);
+            }
+        }
+        let stored: BTreeMap<&OwnedEventId, Option<&String>> =
+            results.iter().map(|(id, r)| (id, r.as_ref().err())).collect();
+        let answer = serde_json::to_value(stored).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.storage.federation.record_inbound_txn(origin.as_str(), txn_id, &answer, now_ms()).await?;
+        Ok(results)
+    }
+
+    /// One PDU of a transaction. `None` when it cannot even be attributed to an event id.
+    async fn receive_pdu(&self, origin: &ServerName, raw: &RawJsonValue) -> Option<(OwnedEventId, Result<(), String>)> {
+        #[derive(serde::Deserialize)]
+        struct RoomOnly {
+            room_id: OwnedRoomId,
+        }
+        let room = serde_json::from_str::<RoomOnly>(raw.get()).ok()?.room_id;
+        let (_, rules) = match self.rooms.room_rules(room.as_str()).await {
+            Ok(Some(r)) => r,
+            _ => {
+                tracing::info!(%origin, room_id = %room, "dropped a PDU of a room this server is not in");
+                return None;
+            }
+        };
+        let parsed = match poststelle_federation::incoming::parse(raw, &rules, Some(&room)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU");
+                return None;
+            }
+        };
+        let id = parsed.pdu.event_id.clone();
+        let verified = match self.verify_pdu(raw, &rules, &room).await {
+            Ok(v) => v,
+            Err(e) => return Some((id, Err(e.to_string()))),
+        };
+        let event = received(verified, Some(origin));
+        let outcome = self.accept_with_history(origin, &room, &rules, &event).await;
+        let result = match outcome {
+            Ok(Accepted::Stored | Accepted::AlreadyKnown | Accepted::SoftFailed) => Ok(()),
+            Ok(Accepted::Rejected(reason)) => Err(reason),
+            Err(e) => {
+                tracing::warn!(%origin, event_id = %id, error = %e, "could not accept a PDU");
+                Err(e.to_string())
+            }
+        };
+        Some((id, result))
+    }
+
+    /// Accepts a verified event after fetching what it depends on.
+    pub(super) async fn accept_with_history(
+        &self,
+        origin: &ServerName,
+        room: &RoomId,
+        rules: &RoomVersionRules,
+        event: &Received,
+    ) -> ServiceResult<Accepted> {
+        self.ensure_auth_events(origin, room, rules, event).await?;
+        let state_before = self.fill_gap(origin, room, rules, event).await?;
+        self.rooms.accept_remote(room.as_str(), event, state_before).await
+    }
+
+    /// Fetches and stores the event's auth chain when some of its auth events are unknown.
+    async fn ensure_auth_events(
+        &self,
+        origin: &ServerName,
+        room: &RoomId,
+        rules: &RoomVersionRules,
+        event: &Received,
+    ) -> ServiceResult<()> {
+        let ids: Vec<String> = event.pdu.auth_events.iter().map(ToString::to_string).collect();
+        let known: BTreeSet<String> =
+            self.storage.federation.pdus(&ids).await?.into_iter().map(|p| p.event_id).collect();
+        if ids.iter().all(|id| known.contains(id)) {
+            return Ok(());
+        }
+        let response = self.call(origin, event_auth::Request::new(room.to_owned(), event.pdu.event_id.clone())).await?;
+        let chain = self.verify_all(&response.auth_chain, rules, room, origin).await;
+        let version = self.version_of(room).await?;
+        self.rooms.store_outliers(room.as_str(), &version, &chain).await
+    }
+
+    /// Makes the event's predecessors known: missing ones are fetched and accepted first; if a
+    /// gap remains, returns the state before the event as its origin reports it.
+    async fn fill_gap(
+        &self,
+        origin: &ServerName,
+        room: &RoomId,
+        rules: &RoomVersionRules,
+        event: &Received,
+    ) -> ServiceResult<Option<StateIds>> {
+        if self.missing_prevs(event).await?.is_empty() {
+            return Ok(None);
+        }
+        let head = self.storage.rooms.forward_extremities(room.as_str()).await?;
+        let mut request = missing_events::Request::new(
+            room.to_owned(),
+            head.iter().filter_map(|id| OwnedEventId::try_from(id.as_str()).ok()).collect(),
+            vec![event.pdu.event_id.clone()],
+        );
+        request.limit = UInt::from(MISSING_EVENTS_LIMIT);
+        match self.call(origin, request).await {
+            Ok(response) => {
+                let mut fetched = self.verify_all(&response.events, rules, room, origin).await;
+                fetched.sort_by_key(|e| e.pdu.depth);
+                for e in &fetched {
+                    if self.missing_prevs(e).await?.is_empty() {
+                        self.ensure_auth_events(origin, room, rules, e).await?;
+                        let outcome = self.rooms.accept_remote(room.as_str(), e, None).await?;
+                        tracing::debug!(event_id = %e.pdu.event_id, ?outcome, "accepted a missing predecessor");
+                    }
+                }
+            }
+            Err(e) => tracing::info!(%origin, error = %e, "/get_missing_events failed"),
+        }
+        if self.missing_prevs(event).await?.is_empty() {
+            return Ok(None);
+        }
+        // Still a gap: take the state before the event from its origin.
+        let ids = self.call(origin, state_ids::Request::new(event.pdu.event_id.clone(), room.to_owned())).await?;
+        let wanted: Vec<String> = ids.pdu_ids.iter().chain(&ids.auth_chain_ids).map(ToString::to_string).collect();
+        let known: BTreeSet<String> =
+            self.storage.federation.pdus(&wanted).await?.into_iter().map(|p| p.event_id).collect();
+        let mut fetched = Vec::new();
+        for id in wanted.iter().filter(|id| !known.contains(*id)) {
+            let Ok(id) = OwnedEventId::try_from(id.as_str()) else { continue };
+            let response = self.call(origin, get_event::Request::new(id)).await?;
+            fetched.extend(self.verify_all(std::slice::from_ref(&response.pdu), rules, room, origin).await);
+        }
+        let version = self.version_of(room).await?;
+        self.rooms.store_outliers(room.as_str(), &version, &fetched).await?;
+        let stored =
+            self.storage.federation.pdus(&ids.pdu_ids.iter().map(ToString::to_string).collect::<Vec<_>>()).await?;
+        let mut state = StateIds::new();
+        for p in stored.into_iter().filter(|p| !p.rejected) {
+            let pdu = crate::service::rooms::persist::parse_stored(&p.event_id, &p.pdu)?;
+            if let Some(key) = pdu.state_key {
+                state.insert((pdu.kind.to_string(), key), p.event_id);
+            }
+        }
+        Ok(Some(state))
+    }
+
+    /// The event's prev events this server does not hold in the timeline.
+    async fn missing_prevs(&self, event: &Received) -> ServiceResult<Vec<String>> {
+        let ids: Vec<String> = event.pdu.prev_events.iter().map(ToString::to_string).collect();
+        let stored = self.storage.federation.pdus(&ids).await?;
+        Ok(ids.into_iter().filter(|id| !stored.iter().any(|p| &p.event_id == id && !p.outlier)).collect())
+    }
+
+    async fn version_of(&self, room: &RoomId) -> ServiceResult<ruma::RoomVersionId> {
+        self.rooms
+            .room_rules(room.as_str())
+            .await?
+            .map(|(v, _)| v)
+            .ok_or_else(|| ServiceError::NotFound("unknown room".into()))
+    }
+}

@@ -1,0 +1,163 @@
+//! Sending our events to the other servers in their rooms. A consumer of the events stream
+//! queues every local event for the servers with a member in its room (and the target's server
+//! of a membership change), advancing its stored position in the same transaction; then each
+//! destination's queue drains one transaction (at most 50 PDUs, 100 EDUs) at a time, rows
+//! leaving the queue only on a 200. Failures back off exponentially per destination; after a
+//! restart, whatever was queued is sent.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId,
+    api::federation::transactions::send_transaction_message::v1 as send_transaction, serde::Raw,
+};
+use serde_json::value::RawValue as RawJsonValue;
+use tokio::task::JoinSet;
+
+use super::FederationService;
+use crate::{service::ServiceResult, storage::now_ms};
+
+/// How many events one pass queues.
+const QUEUE_BATCH: i64 = 500;
+
+impl FederationService {
+    /// Runs the sender until the process ends: whenever the events stream moves, and every
+    /// second for destinations whose backoff ran out.
+    pub async fn run_sender(self: Arc<Self>, mut wake: tokio::sync::watch::Receiver<u64>) {
+        let mut in_flight: JoinSet<OwnedServerName> = JoinSet::new();
+        let mut busy: BTreeSet<OwnedServerName> = BTreeSet::new();
+        loop {
+            if let Err(e) = self.queue_new_events().await {
+                tracing::warn!(error = %e, "could not queue events for other servers");
+            }
+            match self.storage.federation.ready_destinations(now_ms()).await {
+                Ok(ready) => {
+                    for destination in ready {
+                        let Ok(destination) = OwnedServerName::try_from(destination) else { continue };
+                        if !busy.insert(destination.clone()) {
+                            continue;
+                        }
+                        let me = self.clone();
+                        in_flight.spawn(async move {
+                            me.send_one_transaction(&destination).await;
+                            destination
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not read the federation queue"),
+            }
+            tokio::select! {
+                _ = wake.changed() => {}
+                Some(Ok(done)) = in_flight.join_next() => { busy.remove(&done); }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            while let Some(Ok(done)) = in_flight.try_join_next() {
+                busy.remove(&done);
+            }
+        }
+    }
+
+    /// Queues local events after the consumer's position for their destinations.
+    async fn queue_new_events(&self) -> ServiceResult<()> {
+        loop {
+            let from = self.storage.federation.consumer_position().await?;
+            let head = self.storage.rooms.stream_head("events").await?;
+            if head <= from {
+                return Ok(());
+            }
+            let events =
+                self.storage.federation.local_events(from, head, self.server_name.as_str(), QUEUE_BATCH).await?;
+            let to = if i64::try_from(events.len()).unwrap_or(0) >= QUEUE_BATCH {
+                events.last().map_or(head, |e| e.0)
+            } else {
+                head
+            };
+            let mut batches = Vec::with_capacity(events.len());
+            for (position, event_id, room_id, event_type, state_key) in events {
+                let mut destinations = self.storage.federation.joined_servers(&room_id).await?;
+                if event_type == "m.room.member"
+                    && let Some(target) = state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+                {
+                    destinations.push(target.server_name().to_string());
+                }
+                destinations.retain(|d| d != self.server_name.as_str());
+                destinations.sort();
+                destinations.dedup();
+                if !destinations.is_empty() {
+                    batches.push((position, event_id, destinations));
+                }
+            }
+            if !self.storage.federation.queue_events(from, to, &batches).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the destination's next transaction; a failure backs it off.
+    async fn send_one_transaction(&self, destination: &OwnedServerName) {
+        let pending = match self.storage.federation.pending(destination.as_str()).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(%destination, error = %e, "could not read the queue");
+                return;
+            }
+        };
+        if pending.pdus.is_empty() && pending.edus.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = pending.pdus.iter().map(|(_, id)| id.clone()).collect();
+        let stored = match self.storage.federation.pdus(&ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%destination, error = %e, "could not read queued events");
+                return;
+            }
+        };
+        let pdus: Vec<Box<RawJsonValue>> = ids
+            .iter()
+            .filter_map(|id| stored.iter().find(|p| &p.event_id == id))
+            .filter_map(|p| RawJsonValue::from_string(p.pdu.clone()).ok())
+            .collect();
+        let edus = pending
+            .edus
+            .iter()
+            .filter_map(|(_, kind, content)| {
+                let edu = serde_json::json!({"edu_type": kind, "content": content});
+                serde_json::value::to_raw_value(&edu).ok().map(Raw::from_json)
+            })
+            .collect();
+        // Derived from what it carries, so a retry of the same content reuses the id.
+        let txn_id = format!(
+            "{}-{}",
+            pending.pdus.first().map_or(0, |(p, _)| *p),
+            pending.edus.first().map_or(0, |(p, _, _)| *p)
+        );
+        let mut request = send_transaction::Request::new(
+            OwnedTransactionId::from(txn_id),
+            self.server_name.clone(),
+            MilliSecondsSinceUnixEpoch::now(),
+        );
+        request.pdus = pdus;
+        request.edus = edus;
+        let sent_pdus: Vec<i64> = pending.pdus.iter().map(|(p, _)| *p).collect();
+        let sent_edus: Vec<i64> = pending.edus.iter().map(|(p, _, _)| *p).collect();
+        match self.client.send(destination, request).await {
+            Ok(response) => {
+                for (event_id, result) in &response.pdus {
+                    if let Err(reason) = result {
+                        tracing::info!(%destination, %event_id, %reason, "a server did not accept our event");
+                    }
+                }
+                if let Err(e) = self.storage.federation.sent(destination.as_str(), &sent_pdus, &sent_edus).await {
+                    tracing::warn!(%destination, error = %e, "could not dequeue a sent transaction");
+                }
+            }
+            Err(e) => {
+                tracing::info!(%destination, error = %e, "a transaction failed; backing off");
+                if let Err(e) = self.storage.federation.failed(destination.as_str(), &e.to_string(), now_ms()).await {
+                    tracing::warn!(%destination, error = %e, "could not record a failed transaction");
+                }
+            }
+        }
+    }
+}
