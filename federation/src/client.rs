@@ -135,7 +135,7 @@ impl FederationAuth for ServerSignatures {
 }
 
 impl FederationAuth for NoAuthentication {
-    fn input<'a>(_: &ServerName, _: &ServerName, _: &'a Ed25519KeyPair) {}
+    fn input(_: &ServerName, _: &ServerName, _: &Ed25519KeyPair) {}
 }
 
 /// A resolved destination with its own connection pool.

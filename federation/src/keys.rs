@@ -112,6 +112,95 @@ impl SigningKey {
     }
 }
 
+/// A server's key document after its checks: the keys it publishes, as `(key id, public key)`,
+/// the keys it replaced with their expiry, and how long the document is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDocument {
+    pub valid_until_ts: i64,
+    pub verify_keys: Vec<(String, [u8; 32])>,
+    pub old_verify_keys: Vec<(String, [u8; 32], i64)>,
+}
+
+/// Checks a key document (`/_matrix/key/v2/server`, or one a notary relays): it names
+/// `expected` as its server, and every current ed25519 key has signed it. Other signatures (a
+/// notary's) are left to the caller. Keys of other algorithms are ignored.
+pub fn verify_key_document(
+    expected: &ruma::ServerName,
+    document: &ruma::CanonicalJsonObject,
+) -> Result<KeyDocument, KeyError> {
+    use ruma::CanonicalJsonValue as V;
+    let bad = |msg: &str| KeyError(msg.to_owned());
+    match document.get("server_name") {
+        Some(V::String(name)) if name == expected.as_str() => {}
+        _ => return Err(bad("the document names another server")),
+    }
+    let valid_until_ts = match document.get("valid_until_ts") {
+        Some(V::Integer(ts)) => i64::from(*ts),
+        _ => return Err(bad("valid_until_ts is missing")),
+    };
+    let key_of = |value: &V| -> Option<[u8; 32]> {
+        let V::Object(entry) = value else { return None };
+        let V::String(text) = entry.get("key")? else { return None };
+        ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(text).ok()?.as_bytes().try_into().ok()
+    };
+    let mut verify_keys = Vec::new();
+    if let Some(V::Object(keys)) = document.get("verify_keys") {
+        for (id, value) in keys.iter().filter(|(id, _)| id.starts_with("ed25519:")) {
+            verify_keys.push((id.clone(), key_of(value).ok_or_else(|| bad("a verify key is not 32 bytes"))?));
+        }
+    }
+    if verify_keys.is_empty() {
+        return Err(bad("the document has no ed25519 verify key"));
+    }
+    let mut old_verify_keys = Vec::new();
+    if let Some(V::Object(keys)) = document.get("old_verify_keys") {
+        for (id, value) in keys.iter().filter(|(id, _)| id.starts_with("ed25519:")) {
+            let expired = match value {
+                V::Object(entry) => match entry.get("expired_ts") {
+                    Some(V::Integer(ts)) => i64::from(*ts),
+                    _ => return Err(bad("an old verify key has no expired_ts")),
+                },
+                _ => return Err(bad("an old verify key is not an object")),
+            };
+            old_verify_keys.push((
+                id.clone(),
+                key_of(value).ok_or_else(|| bad("an old key is not 32 bytes"))?,
+                expired,
+            ));
+        }
+    }
+    for (id, key) in &verify_keys {
+        verify_signature_by(document, expected.as_str(), id, key)?;
+    }
+    Ok(KeyDocument { valid_until_ts, verify_keys, old_verify_keys })
+}
+
+/// Checks the one signature `entity`/`key_id` on a signed JSON object, whoever else signed it
+/// (ruma's `verify_json` insists on keys for every signer).
+pub fn verify_signature_by(
+    object: &ruma::CanonicalJsonObject,
+    entity: &str,
+    key_id: &str,
+    public_key: &[u8],
+) -> Result<(), KeyError> {
+    use ruma::CanonicalJsonValue as V;
+    let missing = || KeyError(format!("no signature by {entity} with {key_id}"));
+    let Some(V::Object(signatures)) = object.get("signatures") else { return Err(missing()) };
+    let Some(V::Object(by_entity)) = signatures.get(entity) else { return Err(missing()) };
+    let Some(V::String(signature)) = by_entity.get(key_id) else { return Err(missing()) };
+    let signature = ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(signature)
+        .map_err(|_| KeyError(format!("the signature by {key_id} is not base64")))?;
+    let canonical =
+        ruma::signatures::to_canonical_json_string_for_signing(object).map_err(|e| KeyError(e.to_string()))?;
+    ruma::signatures::verify_canonical_json_bytes(
+        &ruma::SigningKeyAlgorithm::Ed25519,
+        public_key,
+        signature.as_bytes(),
+        canonical.as_bytes(),
+    )
+    .map_err(|e| KeyError(format!("the signature by {entity} with {key_id} does not verify: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -137,5 +226,40 @@ mod tests {
         let mut changed = doc.clone();
         changed.insert("valid_until_ts".into(), ruma::CanonicalJsonValue::Integer(1u32.into()));
         assert!(ruma::signatures::verify_json(&keys, &changed).is_err());
+    }
+
+    #[test]
+    fn key_documents_are_checked() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let name = <&ruma::ServerName>::try_from("a.example").unwrap();
+        let doc = key.server_keys("a.example", 1_900_000_000_000, &[("ed25519:old".into(), vec![7; 32], 5)]).unwrap();
+        let checked = super::verify_key_document(name, &doc).expect("valid");
+        assert_eq!(checked.valid_until_ts, 1_900_000_000_000);
+        assert_eq!(checked.verify_keys, vec![(key.key_id(), key.public_key())]);
+        assert_eq!(checked.old_verify_keys, vec![("ed25519:old".to_owned(), [7; 32], 5)]);
+
+        // Another server's name, a change after signing, a signature by another key.
+        let other = <&ruma::ServerName>::try_from("b.example").unwrap();
+        assert!(super::verify_key_document(other, &doc).is_err());
+        let mut changed = doc.clone();
+        changed.insert(
+            "valid_until_ts".into(),
+            ruma::CanonicalJsonValue::Integer(2_000_000_000_000u64.try_into().unwrap()),
+        );
+        assert!(super::verify_key_document(name, &changed).is_err());
+        let (impostor, _) = SigningKey::generate().unwrap();
+        let mut forged = impostor.server_keys("a.example", 1_900_000_000_000, &[]).unwrap();
+        // The impostor's document claims the real key.
+        let ruma::CanonicalJsonValue::Object(keys) = doc["verify_keys"].clone() else { panic!() };
+        forged.insert("verify_keys".into(), ruma::CanonicalJsonValue::Object(keys));
+        assert!(super::verify_key_document(name, &forged).is_err());
+
+        // A notary's signature on top does not disturb the origin's, and is checked on its own.
+        let (notary, _) = SigningKey::generate().unwrap();
+        let mut relayed = doc.clone();
+        notary.sign_json("notary.example", &mut relayed).unwrap();
+        super::verify_key_document(name, &relayed).expect("still valid");
+        super::verify_signature_by(&relayed, "notary.example", &notary.key_id(), &notary.public_key()).expect("notary");
+        assert!(super::verify_signature_by(&doc, "notary.example", &notary.key_id(), &notary.public_key()).is_err());
     }
 }

@@ -29,6 +29,28 @@ pub fn client(
     builder.build()
 }
 
+/// An HTTPS client with the federation TLS settings (`tls_config`), the address guard (unless
+/// `allow_private`) and no redirects, for fetches that belong to federation but are not
+/// federation requests (the signed allow-list).
+pub fn https_client(
+    tls: rustls::ClientConfig,
+    allow_private: bool,
+    timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("Poststelle/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    builder.build()
+}
+
 /// Whether the URL's host is an IP literal outside the public address space.
 pub fn is_private_host(url: &reqwest::Url) -> bool {
     match url.host() {

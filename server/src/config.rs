@@ -202,14 +202,32 @@ pub struct Federation {
     pub ca_file: String,
     /// Allow outbound requests to loopback and private ranges (tests only).
     pub allow_private_networks: bool,
-    /// Servers allowed to federate; empty: open federation.
+    /// Servers allowed to federate; empty (and no `allow_list_url`): open federation.
     #[serde(deserialize_with = "comma_separated")]
     pub allow_list: Vec<String>,
+    /// HTTPS URL of a signed allow-list (a JWS, compact serialization), combined with `allow_list`.
+    pub allow_list_url: String,
+    /// PEM public key that signs the list (ES256, RS256 or EdDSA).
+    pub allow_list_key: String,
+    /// How often the signed list is fetched again, in seconds.
+    pub allow_list_refresh_secs: u64,
+    /// Notary servers asked for a server's keys when it cannot be asked itself; empty: none.
+    #[serde(deserialize_with = "comma_separated")]
+    pub trusted_key_servers: Vec<String>,
 }
 
 impl Default for Federation {
     fn default() -> Self {
-        Self { verify_tls: true, ca_file: String::new(), allow_private_networks: false, allow_list: Vec::new() }
+        Self {
+            verify_tls: true,
+            ca_file: String::new(),
+            allow_private_networks: false,
+            allow_list: Vec::new(),
+            allow_list_url: String::new(),
+            allow_list_key: String::new(),
+            allow_list_refresh_secs: 3600,
+            trusted_key_servers: Vec::new(),
+        }
     }
 }
 
@@ -459,6 +477,23 @@ impl Config {
         if self.login.argon2_memory_kib < 8 || self.login.argon2_iterations == 0 {
             return invalid("login.argon2_memory_kib must be ≥ 8 and argon2_iterations ≥ 1".to_owned());
         }
+        let fed = &self.federation;
+        if let Some(bad) =
+            fed.allow_list.iter().chain(&fed.trusted_key_servers).find(|s| ruma::ServerName::parse(s.as_str()).is_err())
+        {
+            return invalid(format!("federation: {bad:?} is not a valid server name"));
+        }
+        if !fed.allow_list_url.is_empty() {
+            if !fed.allow_list_url.starts_with("https://") || url::Url::parse(&fed.allow_list_url).is_err() {
+                return invalid("federation.allow_list_url must be an https URL".to_owned());
+            }
+            if fed.allow_list_key.is_empty() {
+                return invalid("federation.allow_list_url needs federation.allow_list_key".to_owned());
+            }
+            if fed.allow_list_refresh_secs < 10 {
+                return invalid("federation.allow_list_refresh_secs must be at least 10".to_owned());
+            }
+        }
         if self.limits.max_request_bytes < 1024 {
             return invalid("limits.max_request_bytes must be at least 1024".to_owned());
         }
@@ -556,5 +591,10 @@ mod tests {
         assert!(load("sever_name = \"typo\"", &[]).is_err());
         assert!(load("server_name = \"bad name!\"", &[]).is_err());
         assert!(load("[login.jwt]\nenabled = true\n", &[]).is_err());
+        assert!(
+            load("[federation]\nallow_list_url = \"http://lists.example/x\"\nallow_list_key = \"k.pem\"", &[]).is_err()
+        );
+        assert!(load("[federation]\nallow_list_url = \"https://lists.example/x\"", &[]).is_err());
+        assert!(load("", &[("POSTSTELLE_FEDERATION__TRUSTED_KEY_SERVERS", "ok.example, bad name")]).is_err());
     }
 }

@@ -140,6 +140,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let key = signing::load_or_generate(&storage).await?;
     tracing::info!(key_id = %key.key_id(), "signing key loaded");
     let state = AppState::new(config.clone(), storage, key)?;
+    state.allow_list.start(state.federation_client.tls_config()).await?;
     state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
     state.push.spawn(state.notifier.clone());
     let listener = TcpListener::bind(config.listeners.client.addr)

@@ -3,9 +3,11 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod allow_list;
 pub mod e2ee;
 pub mod ephemeral;
 pub mod federation;
+pub mod federation_queries;
 pub mod filter;
 pub mod jwt;
 pub mod key_backup;
@@ -18,6 +20,7 @@ pub mod rate_limit;
 pub mod registration;
 pub mod rooms;
 pub mod search;
+pub mod server_keys;
 pub mod sessions;
 pub mod signing;
 pub mod sync;
@@ -53,6 +56,9 @@ pub enum ServiceError {
     },
     #[error("missing access token")]
     MissingToken,
+    /// A federation request without a valid X-Matrix signature.
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("wrong credentials")]
     WrongCredentials,
     #[error("this account has been deactivated")]

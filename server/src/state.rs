@@ -6,11 +6,11 @@ use crate::{
     config::Config,
     http::metrics::Metrics,
     service::{
-        ServiceResult, account_data::AccountDataService, accounts::AccountService, e2ee::E2eeService,
-        ephemeral::EphemeralService, key_backup::KeyBackupService, media::MediaService, notifier::Notifier,
-        passwords::PasswordHasherService, push::PushService, rate_limit::RateLimiter,
-        registration::RegistrationService, rooms::RoomService, search::SearchService, sessions::SessionService,
-        sync::SyncService, typing::TypingService, uiaa::UiaaService,
+        ServiceError, ServiceResult, account_data::AccountDataService, accounts::AccountService, allow_list::AllowList,
+        e2ee::E2eeService, ephemeral::EphemeralService, key_backup::KeyBackupService, media::MediaService,
+        notifier::Notifier, passwords::PasswordHasherService, push::PushService, rate_limit::RateLimiter,
+        registration::RegistrationService, rooms::RoomService, search::SearchService, server_keys::ServerKeyService,
+        sessions::SessionService, sync::SyncService, typing::TypingService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -34,8 +34,16 @@ pub struct AppState {
     pub search: Arc<SearchService>,
     pub push: Arc<PushService>,
     pub notifier: Arc<Notifier>,
-    /// The server's signing key (events, the key document, later federation requests).
+    /// The server's signing key (events, the key document, federation requests).
     pub signing_key: Arc<poststelle_federation::SigningKey>,
+    /// Who may federate with us (static and signed lists), shared with `federation_client`.
+    pub allow_list: Arc<AllowList>,
+    /// Outbound federation requests (discovery, TLS, X-Matrix signatures, the allow-list).
+    pub federation_client: Arc<poststelle_federation::FederationClient>,
+    /// Other servers' verify keys (X-Matrix and PDU signatures) and the notary endpoints.
+    pub server_keys: Arc<ServerKeyService>,
+    /// `server_name`, parsed.
+    pub server_name: ruma::OwnedServerName,
     pub metrics: Arc<Metrics>,
 }
 
@@ -60,6 +68,23 @@ impl AppState {
         let media =
             MediaService::new(storage.clone(), &config.data_dir, config.server_name.clone(), config.media.clone())?;
         let signing_key = key.clone();
+        let allow_list = AllowList::from_config(&config.federation)?;
+        let federation_client = Arc::new(federation_client(&config, server_name.clone(), key.clone(), &allow_list)?);
+        let notaries = config
+            .federation
+            .trusted_key_servers
+            .iter()
+            .map(|s| ruma::OwnedServerName::try_from(s.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServiceError::Internal(format!("federation.trusted_key_servers: {e}")))?;
+        let server_keys = Arc::new(ServerKeyService::new(
+            storage.clone(),
+            federation_client.clone(),
+            server_name.clone(),
+            key.clone(),
+            notaries,
+        ));
+        let own_name = server_name.clone();
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
@@ -103,9 +128,34 @@ impl AppState {
             registration,
             account_data,
             signing_key,
+            allow_list,
+            federation_client,
+            server_keys,
+            server_name: own_name,
             metrics: Arc::new(Metrics::new()),
             storage,
             config: Arc::new(config),
         })
     }
+}
+
+/// The outbound federation client as configured (`federation.*`).
+fn federation_client(
+    config: &Config,
+    origin: ruma::OwnedServerName,
+    key: Arc<poststelle_federation::SigningKey>,
+    allow_list: &Arc<AllowList>,
+) -> ServiceResult<poststelle_federation::FederationClient> {
+    let fed = &config.federation;
+    let mut client = poststelle_federation::ClientConfig::new(origin, key);
+    client.verify_tls = fed.verify_tls;
+    client.allow_private_networks = fed.allow_private_networks;
+    client.allow = allow_list.policy();
+    if !fed.ca_file.is_empty() {
+        client.ca_pem = Some(
+            std::fs::read(&fed.ca_file)
+                .map_err(|e| ServiceError::Internal(format!("federation.ca_file {}: {e}", fed.ca_file)))?,
+        );
+    }
+    poststelle_federation::FederationClient::new(client).map_err(|e| ServiceError::Internal(e.to_string()))
 }

@@ -13,6 +13,7 @@ pub mod push;
 pub mod room_writer;
 pub mod rooms;
 pub mod search;
+pub mod server_keys;
 pub mod sliding_sync;
 pub mod uiaa;
 pub mod users;
@@ -22,7 +23,8 @@ use sqlx::PgPool;
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
     federation::FederationStore, key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, push::PushStore,
-    rooms::RoomStore, search::SearchStore, sliding_sync::SlidingSyncStore, uiaa::UiaaStore, users::UserStore,
+    rooms::RoomStore, search::SearchStore, server_keys::ServerKeyStore, sliding_sync::SlidingSyncStore,
+    uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -73,6 +75,7 @@ pub struct Storage {
     pub key_backup: KeyBackupStore,
     pub media: MediaStore,
     pub search: SearchStore,
+    pub server_keys: ServerKeyStore,
     pub push: PushStore,
     pub sliding_sync: SlidingSyncStore,
 }
@@ -92,6 +95,7 @@ impl Storage {
             key_backup: KeyBackupStore::new(pool.clone()),
             media: MediaStore::new(pool.clone()),
             search: SearchStore::new(pool.clone()),
+            server_keys: ServerKeyStore::new(pool.clone()),
             push: PushStore::new(pool.clone()),
             sliding_sync: SlidingSyncStore::new(pool.clone()),
             pool,

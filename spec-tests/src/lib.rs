@@ -4,6 +4,8 @@
 //! The binary is the workspace's `target/<profile>/poststelle`, which `cargo test --workspace`
 //! builds (the server crate's own integration tests need it), or `POSTSTELLE_BIN`.
 
+pub mod fake_peer;
+
 use std::{
     collections::BTreeMap,
     net::TcpListener,
@@ -133,6 +135,9 @@ pub struct TestServer {
     /// `https://127.0.0.1:<port>` of the federation listener (self-signed certificate).
     pub federation_base: String,
     pub server_name: String,
+    /// Named `127.0.0.1:<federation port>` (`ServerOptions::federating`): a restart keeps the port.
+    federation_name: bool,
+    federation_port: u16,
     pub shared_secret: String,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -148,9 +153,24 @@ pub struct ServerOptions {
     pub env: BTreeMap<String, String>,
     /// Use this database URL instead of a fresh one (restart tests).
     pub database_url: Option<String>,
+    /// Name the server `127.0.0.1:<federation port>`, as peers on loopback reach it.
+    pub federation_name: bool,
 }
 
 impl ServerOptions {
+    /// A server that federates over loopback: named `127.0.0.1:<federation port>`, private
+    /// networks allowed, peer certificates not verified (see `trusting` for verification).
+    pub fn federating() -> Self {
+        Self { federation_name: true, ..Self::default() }
+            .set("POSTSTELLE_FEDERATION__ALLOW_PRIVATE_NETWORKS", true)
+            .set("POSTSTELLE_FEDERATION__VERIFY_TLS", false)
+    }
+
+    /// Verify peer certificates, trusting the PEM certificate(s) in `ca_file` besides the web PKI.
+    pub fn trusting(self, ca_file: &Path) -> Self {
+        self.set("POSTSTELLE_FEDERATION__VERIFY_TLS", true).set("POSTSTELLE_FEDERATION__CA_FILE", ca_file.display())
+    }
+
     pub fn set(mut self, key: &str, value: impl ToString) -> Self {
         self.env.insert(key.to_owned(), value.to_string());
         self
@@ -171,18 +191,28 @@ impl TestServer {
         let data_dir = tempfile::Builder::new().prefix("poststelle-test").tempdir().expect("temp dir");
         let (port, federation_port) = (free_port(), free_port());
         let log = data_dir.path().join("server.log");
-        let child = spawn(data_dir.path(), &database_url, (port, federation_port), &log, &options.env);
+        let mut env = options.env;
+        let server_name = if options.federation_name {
+            let name = format!("127.0.0.1:{federation_port}");
+            env.insert("POSTSTELLE_SERVER_NAME".to_owned(), name.clone());
+            name
+        } else {
+            "localhost".to_owned()
+        };
+        let child = spawn(data_dir.path(), &database_url, (port, federation_port), &log, &env);
         let server = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
             federation_base: format!("https://127.0.0.1:{federation_port}"),
-            server_name: "localhost".to_owned(),
+            server_name,
+            federation_name: options.federation_name,
+            federation_port,
             shared_secret: SHARED_SECRET.to_owned(),
             data_dir,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
             log,
             database_url,
-            env: options.env,
+            env,
         };
         server.wait_healthy().await;
         server
@@ -196,7 +226,9 @@ impl TestServer {
             assert!(Instant::now() < deadline, "the server process did not exit, so it cannot restart");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (port, federation_port) = (free_port(), free_port());
+        let port = free_port();
+        let federation_port = if self.federation_name { self.federation_port } else { free_port() };
+        self.federation_port = federation_port;
         self.child = spawn(self.data_dir.path(), &self.database_url, (port, federation_port), &self.log, &self.env);
         self.base = format!("http://127.0.0.1:{port}");
         self.federation_base = format!("https://127.0.0.1:{federation_port}");
@@ -214,6 +246,11 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("server did not become healthy; log:\n{}", self.log());
+    }
+
+    /// The federation listener's certificate (generated into `data_dir` at the first start).
+    pub fn federation_cert(&self) -> PathBuf {
+        self.data_dir.path().join("federation-tls.crt")
     }
 
     /// The server's log so far.

@@ -96,6 +96,7 @@ impl From<ServiceError> for ApiError {
                 (S::UNAUTHORIZED, ErrorKind::UnknownToken(data))
             }
             ServiceError::MissingToken => (S::UNAUTHORIZED, ErrorKind::MissingToken),
+            ServiceError::Unauthorized(_) => (S::UNAUTHORIZED, ErrorKind::Unauthorized),
             ServiceError::WrongCredentials => (S::FORBIDDEN, ErrorKind::Forbidden),
             ServiceError::UserDeactivated => (S::FORBIDDEN, ErrorKind::UserDeactivated),
             ServiceError::UnknownLoginType(_) => (S::BAD_REQUEST, ErrorKind::Unknown),

@@ -109,3 +109,5 @@ async fn key_document_and_version_over_tls() {
     assert_eq!(status, StatusCode::OK, "{doc}");
     verify_key_document(&doc, "localhost");
 }
+
+mod transport;

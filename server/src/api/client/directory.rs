@@ -42,7 +42,13 @@ pub(super) async fn get_room_alias(
     State(state): State<AppState>,
     req: Ruma<get_alias::Request>,
 ) -> ApiResult<get_alias::Response> {
-    let (room_id, servers) = state.rooms.get_alias(&req.body.room_alias).await?;
+    let alias = &req.body.room_alias;
+    if alias.server_name() != state.server_name {
+        let (room_id, servers) =
+            crate::service::federation_queries::room_alias(&state.federation_client, alias).await?;
+        return Ok(get_alias::Response::new(room_id, servers).into());
+    }
+    let (room_id, servers) = state.rooms.get_alias(alias).await?;
     let servers = servers.into_iter().filter_map(|s| ruma::OwnedServerName::try_from(s).ok()).collect();
     Ok(get_alias::Response::new(room_id, servers).into())
 }
