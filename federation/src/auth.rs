@@ -43,7 +43,19 @@ pub fn check_against_auth_events(
     fetch_event: impl Fn(&EventId) -> Option<Pdu>,
 ) -> Result<(), String> {
     let auth: Vec<Pdu> = event.auth_events.iter().filter_map(|id| fetch_event(id)).collect();
+    // From room version 12 on the create event is implied by the room id, not listed.
+    let implied_create = match (&event.room_id, rules.room_create_event_id_as_room_id) {
+        (Some(room), true) => {
+            EventId::parse(format!("${}", room.as_str().trim_start_matches('!'))).ok().and_then(|id| fetch_event(&id))
+        }
+        _ => None,
+    };
     check(rules, event, &fetch_event, |kind, key| {
-        auth.iter().find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key)).cloned()
+        auth.iter()
+            .find(|p| p.kind.to_string() == kind.to_string() && p.state_key.as_deref() == Some(key))
+            .cloned()
+            .or_else(|| {
+                (*kind == StateEventType::RoomCreate && key.is_empty()).then(|| implied_create.clone()).flatten()
+            })
     })
 }

@@ -143,6 +143,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     state.allow_list.start(state.federation_client.tls_config()).await?;
     state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
     state.push.spawn(state.notifier.clone());
+    let sender = tokio::spawn(state.federation.clone().run_sender(state.notifier.subscribe()));
     let listener = TcpListener::bind(config.listeners.client.addr)
         .await
         .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;
@@ -161,6 +162,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     housekeeping.abort();
+    sender.abort();
     federation.abort();
     tracing::info!("shutting down");
     db.close().await;

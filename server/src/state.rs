@@ -7,10 +7,11 @@ use crate::{
     http::metrics::Metrics,
     service::{
         ServiceError, ServiceResult, account_data::AccountDataService, accounts::AccountService, allow_list::AllowList,
-        e2ee::E2eeService, ephemeral::EphemeralService, key_backup::KeyBackupService, media::MediaService,
-        notifier::Notifier, passwords::PasswordHasherService, push::PushService, rate_limit::RateLimiter,
-        registration::RegistrationService, rooms::RoomService, search::SearchService, server_keys::ServerKeyService,
-        sessions::SessionService, sync::SyncService, typing::TypingService, uiaa::UiaaService,
+        e2ee::E2eeService, ephemeral::EphemeralService, federation::FederationService, key_backup::KeyBackupService,
+        media::MediaService, notifier::Notifier, passwords::PasswordHasherService, push::PushService,
+        rate_limit::RateLimiter, registration::RegistrationService, rooms::RoomService, search::SearchService,
+        server_keys::ServerKeyService, sessions::SessionService, sync::SyncService, typing::TypingService,
+        uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -42,6 +43,8 @@ pub struct AppState {
     pub federation_client: Arc<poststelle_federation::FederationClient>,
     /// Other servers' verify keys (X-Matrix and PDU signatures) and the notary endpoints.
     pub server_keys: Arc<ServerKeyService>,
+    /// Rooms shared with other servers: inbound transactions, joins, the outbound queue.
+    pub federation: Arc<FederationService>,
     /// `server_name`, parsed.
     pub server_name: ruma::OwnedServerName,
     pub metrics: Arc<Metrics>,
@@ -87,6 +90,14 @@ impl AppState {
         let own_name = server_name.clone();
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
+        let federation = FederationService::new(
+            storage.clone(),
+            rooms.clone(),
+            own_name.clone(),
+            signing_key.clone(),
+            federation_client.clone(),
+            server_keys.clone(),
+        );
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let push = PushService::new(
             storage.clone(),
@@ -112,6 +123,7 @@ impl AppState {
         ));
         let ephemeral = Arc::new(EphemeralService::new(storage.clone(), account_data.clone(), typing.clone()));
         Ok(Self {
+            federation,
             rooms,
             ephemeral,
             e2ee,

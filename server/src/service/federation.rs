@@ -11,11 +11,7 @@ pub mod sender;
 
 pub use self::{join::StateAndAuth, receive::PduResults};
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    pin::Pin,
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use poststelle_federation::{
     SigningKey,
@@ -23,28 +19,18 @@ use poststelle_federation::{
     incoming::{self, IncomingError, IncomingPdu},
 };
 use ruma::{
-    OwnedServerName, RoomId, ServerName,
+    OwnedServerName, OwnedServerSigningKeyId, RoomId, ServerName,
     api::{OutgoingRequest, path_builder::SinglePath},
     room_version_rules::RoomVersionRules,
-    signatures::PublicKeyMap,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
     ServiceError, ServiceResult,
     rooms::{Received, RoomService},
+    server_keys::{KeyQuery, ServerKeyService},
 };
 use crate::storage::Storage;
-
-/// The verify keys of other servers, as the server key service provides them: for each server,
-/// the keys with the given ids that were valid at `valid_at` (milliseconds).
-pub trait VerifyKeys: Send + Sync + std::fmt::Debug {
-    fn public_key_map<'a>(
-        &'a self,
-        needed: &'a BTreeMap<OwnedServerName, BTreeSet<String>>,
-        valid_at: i64,
-    ) -> Pin<Box<dyn Future<Output = Result<PublicKeyMap, String>> + Send + 'a>>;
-}
 
 #[derive(Debug)]
 pub struct FederationService {
@@ -53,7 +39,7 @@ pub struct FederationService {
     server_name: OwnedServerName,
     key: Arc<SigningKey>,
     client: Arc<FederationClient>,
-    keys: Arc<dyn VerifyKeys>,
+    keys: Arc<ServerKeyService>,
 }
 
 impl FederationService {
@@ -63,7 +49,7 @@ impl FederationService {
         server_name: OwnedServerName,
         key: Arc<SigningKey>,
         client: Arc<FederationClient>,
-        keys: Arc<dyn VerifyKeys>,
+        keys: Arc<ServerKeyService>,
     ) -> Arc<Self> {
         Arc::new(Self { storage, rooms, server_name, key, client, keys })
     }
@@ -90,10 +76,17 @@ impl FederationService {
     ) -> Result<IncomingPdu, IncomingError> {
         let parsed = incoming::parse(raw, rules, Some(room))?;
         let needed = incoming::required_keys(&parsed, rules)?;
+        let query: KeyQuery = needed
+            .into_iter()
+            .map(|(server, ids)| {
+                (server, ids.into_iter().filter_map(|id| OwnedServerSigningKeyId::try_from(id).ok()).collect())
+            })
+            .collect();
+        // Keys must have been valid when the event was sent (room versions 5 and later).
         let ts = i64::from(parsed.pdu.origin_server_ts.0);
         let keys = self
             .keys
-            .public_key_map(&needed, ts)
+            .public_keys(&query, Some(ts))
             .await
             .map_err(|e| IncomingError::Signatures(format!("keys unavailable: {e}")))?;
         incoming::verify(parsed, &keys, rules)

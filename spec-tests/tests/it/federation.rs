@@ -110,4 +110,5 @@ async fn key_document_and_version_over_tls() {
     verify_key_document(&doc, "localhost");
 }
 
+mod rooms;
 mod transport;

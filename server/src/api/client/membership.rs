@@ -53,7 +53,7 @@ pub(super) async fn join_room_by_id(
 ) -> ApiResult<join_by_id::Response> {
     let user = me(&req.identity)?;
     let room_id = req.body.room_id;
-    state.rooms.change_membership(change(&req.identity, room_id.clone(), user, "join", req.body.reason)?).await?;
+    state.federation.join(change(&req.identity, room_id.clone(), user, "join", req.body.reason)?, &[]).await?;
     Ok(join_by_id::Response::new(room_id).into())
 }
 
@@ -64,7 +64,8 @@ pub(super) async fn join_room_by_id_or_alias(
 ) -> ApiResult<join::Response> {
     let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
     let user = me(&req.identity)?;
-    state.rooms.change_membership(change(&req.identity, room_id.clone(), user, "join", req.body.reason)?).await?;
+    let change = change(&req.identity, room_id.clone(), user, "join", req.body.reason)?;
+    state.federation.join(change, &req.body.via).await?;
     Ok(join::Response::new(room_id).into())
 }
 

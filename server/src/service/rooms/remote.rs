@@ -76,6 +76,17 @@ impl Loaded {
     }
 }
 
+/// The ids an event's auth checks need beyond its auth events: from room version 12 on, the
+/// create event is implied by the room id and never listed.
+fn with_implied_create(pdu: &Pdu, rules: &RoomVersionRules, mut ids: Vec<String>) -> Vec<String> {
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room) = &pdu.room_id
+    {
+        ids.push(format!("${}", room.as_str().trim_start_matches('!')));
+    }
+    ids
+}
+
 /// Reads a snapshot into a state map.
 async fn state_of(w: &mut RoomWriter, snapshot: i64) -> ServiceResult<StateIds> {
     Ok(w.snapshot_state(snapshot).await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect())
@@ -94,7 +105,7 @@ async fn check_against(
     let mut wanted: Vec<String> =
         types.iter().filter_map(|(t, k)| state.get(&(t.to_string(), k.clone())).cloned()).collect();
     wanted.extend(state.get(&("m.room.create".to_owned(), String::new())).cloned());
-    wanted.extend(to_owned_ids(&pdu.auth_events));
+    wanted.extend(with_implied_create(pdu, rules, to_owned_ids(&pdu.auth_events)));
     loaded.load(w, wanted).await?;
     Ok(auth::check(
         &rules.authorization,
@@ -199,7 +210,7 @@ impl RoomService {
             loaded.0.insert(e.pdu.event_id.clone(), e.pdu.clone());
         }
         for e in sorted {
-            loaded.load(w, to_owned_ids(&e.pdu.auth_events)).await?;
+            loaded.load(w, with_implied_create(&e.pdu, rules, to_owned_ids(&e.pdu.auth_events))).await?;
             let verdict = auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id));
             let prev = to_owned_ids(&e.pdu.prev_events);
             let auth = to_owned_ids(&e.pdu.auth_events);
@@ -239,7 +250,7 @@ impl RoomService {
         let prev = to_owned_ids(&event.pdu.prev_events);
         let auth = to_owned_ids(&event.pdu.auth_events);
         let kind = event.pdu.kind.to_string();
-        loaded.load(&mut w, auth.clone()).await?;
+        loaded.load(&mut w, with_implied_create(&event.pdu, &rules, auth.clone())).await?;
         if let Some(missing) = auth.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
             return Err(ServiceError::NotFound(format!("auth event {missing} is unknown")));
         }
