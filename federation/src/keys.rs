@@ -102,6 +102,17 @@ impl SigningKey {
 impl SigningKey {
     /// Adds the content hash and this server's signature to an event (one of ours built from
     /// another server's template).
+    /// Adds this server's signature to another server's event (an invite of one of our users),
+    /// leaving its hashes as they are.
+    pub fn sign_event(
+        &self,
+        origin: &str,
+        event: &mut ruma::CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<(), ruma::signatures::JsonError> {
+        ruma::signatures::sign_event(origin, &self.pair, event, rules)
+    }
+
     pub fn hash_and_sign_event(
         &self,
         origin: &str,

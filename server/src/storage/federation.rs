@@ -160,13 +160,17 @@ impl FederationStore {
         .await?)
     }
 
-    /// The servers with a joined member in the room (a user id's server is everything after its
-    /// first colon: server names may carry a port).
-    pub async fn joined_servers(&self, room_id: &str) -> StorageResult<Vec<String>> {
+    /// The servers with a member joined in the room at the event at `position`: joined at or
+    /// before it, or gone only after it (a user id's server is everything after its first colon:
+    /// server names may carry a port).
+    pub async fn servers_at(&self, room_id: &str, position: i64) -> StorageResult<Vec<String>> {
         Ok(sqlx::query_scalar!(
             r#"SELECT DISTINCT substring(user_id from position(':' in user_id) + 1) AS "server!"
-               FROM room_memberships WHERE room_id = $1 AND membership = 'join'"#,
-            room_id
+               FROM room_memberships WHERE room_id = $1
+                 AND ((membership = 'join' AND stream_ordering <= $2)
+                      OR (membership IN ('leave', 'ban') AND stream_ordering > $2))"#,
+            room_id,
+            position
         )
         .fetch_all(&self.pool)
         .await?)

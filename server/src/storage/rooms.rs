@@ -234,6 +234,13 @@ impl RoomStore {
         .await?)
     }
 
+    /// The stripped state another server sent with the invite `event_id`, if it was one.
+    pub async fn remote_invite_state(&self, event_id: &str) -> StorageResult<Option<serde_json::Value>> {
+        Ok(sqlx::query_scalar!("SELECT invite_state FROM remote_invites WHERE event_id = $1", event_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// The events a new event of the room builds on (none if this server holds no state).
     pub async fn forward_extremities(&self, room_id: &str) -> StorageResult<Vec<String>> {
         Ok(sqlx::query_scalar!("SELECT forward_extremities FROM room_current_snapshot WHERE room_id = $1", room_id)

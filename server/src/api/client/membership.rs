@@ -91,14 +91,14 @@ pub(super) async fn invite_user(
         ));
     };
     let (user_id, reason) = (recipient.user_id, recipient.reason);
-    state.rooms.change_membership(change(&req.identity, body.room_id, user_id, "invite", reason)?).await?;
+    state.federation.invite(change(&req.identity, body.room_id, user_id, "invite", reason)?).await?;
     Ok(invite::Response::new().into())
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
 pub(super) async fn leave_room(State(state): State<AppState>, req: Ruma<leave::Request>) -> ApiResult<leave::Response> {
     let user = me(&req.identity)?;
-    state.rooms.change_membership(change(&req.identity, req.body.room_id, user, "leave", req.body.reason)?).await?;
+    state.federation.leave(change(&req.identity, req.body.room_id, user, "leave", req.body.reason)?).await?;
     Ok(leave::Response::new().into())
 }
 

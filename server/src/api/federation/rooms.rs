@@ -11,7 +11,10 @@ use ruma::{
         event::{
             get_event::v1 as get_event, get_missing_events::v1 as missing_events, get_room_state_ids::v1 as state_ids,
         },
-        membership::{create_join_event::v2 as send_join, prepare_join_event::v1 as make_join},
+        membership::{
+            create_invite::v2 as send_invite, create_join_event::v2 as send_join, create_leave_event::v2 as send_leave,
+            prepare_join_event::v1 as make_join, prepare_leave_event::v1 as make_leave,
+        },
         transactions::send_transaction_message::v1 as send_transaction,
     },
 };
@@ -29,6 +32,9 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma_route::<send_transaction::Request, _, _>(send_transaction_message)
         .ruma_route::<make_join::Request, _, _>(prepare_join)
         .ruma_route::<send_join::Request, _, _>(create_join)
+        .ruma_route::<make_leave::Request, _, _>(prepare_leave)
+        .ruma_route::<send_leave::Request, _, _>(create_leave)
+        .ruma_route::<send_invite::Request, _, _>(create_invite)
         .ruma_route::<get_event::Request, _, _>(event)
         .ruma_route::<state_ids::Request, _, _>(room_state_ids)
         .ruma_route::<event_auth::Request, _, _>(event_authorization)
@@ -72,6 +78,37 @@ async fn create_join(State(state): State<AppState>, req: Ruma<send_join::Request
     answer.state = room_state;
     answer.auth_chain = auth_chain;
     Ok(send_join::Response::new(answer).into())
+}
+
+/// # `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
+async fn prepare_leave(
+    State(state): State<AppState>,
+    req: Ruma<make_leave::Request>,
+) -> ApiResult<make_leave::Response> {
+    let (version, event) = state.federation.make_leave(&req.identity, &req.body.room_id, &req.body.user_id).await?;
+    Ok(make_leave::Response::new(Some(version), event).into())
+}
+
+/// # `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`
+async fn create_leave(
+    State(state): State<AppState>,
+    req: Ruma<send_leave::Request>,
+) -> ApiResult<send_leave::Response> {
+    state.federation.send_leave(&req.identity, &req.body.room_id, &req.body.event_id, &req.body.pdu).await?;
+    Ok(send_leave::Response::new().into())
+}
+
+/// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`
+async fn create_invite(
+    State(state): State<AppState>,
+    req: Ruma<send_invite::Request>,
+) -> ApiResult<send_invite::Response> {
+    let b = &req.body;
+    let event = state
+        .federation
+        .receive_invite(&req.identity, &b.room_id, &b.event_id, &b.room_version, &b.event, &b.invite_room_state)
+        .await?;
+    Ok(send_invite::Response::new(event).into())
 }
 
 /// # `GET /_matrix/federation/v1/event/{eventId}`

@@ -136,7 +136,7 @@ impl FederationService {
     }
 
     /// A template from another server must describe the membership we asked for.
-    fn check_template(
+    pub(super) fn check_template(
         &self,
         event: &CanonicalJsonObject,
         user_id: &UserId,
@@ -167,7 +167,7 @@ impl FederationService {
     }
 
     /// Hashes and signs an event of ours built from a template.
-    fn sign_event(
+    pub(super) fn sign_event(
         &self,
         mut event: CanonicalJsonObject,
         rules: &ruma::room_version_rules::RoomVersionRules,
@@ -261,7 +261,7 @@ impl FederationService {
     }
 
     /// A server may only act for its own users.
-    fn check_member_origin(&self, origin: &ServerName, user_id: &UserId) -> ServiceResult<()> {
+    pub(super) fn check_member_origin(&self, origin: &ServerName, user_id: &UserId) -> ServiceResult<()> {
         if user_id.server_name() == origin {
             Ok(())
         } else {

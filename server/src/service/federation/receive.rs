@@ -128,14 +128,29 @@ impl FederationService {
         rules: &RoomVersionRules,
         event: &Received,
     ) -> ServiceResult<()> {
-        let ids: Vec<String> = event.pdu.auth_events.iter().map(ToString::to_string).collect();
+        let ids = crate::service::rooms::with_implied_create(
+            &event.pdu,
+            rules,
+            event.pdu.auth_events.iter().map(ToString::to_string).collect(),
+        );
         let known: BTreeSet<String> =
             self.storage.federation.pdus(&ids).await?.into_iter().map(|p| p.event_id).collect();
         if ids.iter().all(|id| known.contains(id)) {
             return Ok(());
         }
         let response = self.call(origin, event_auth::Request::new(room.to_owned(), event.pdu.event_id.clone())).await?;
-        let chain = self.verify_all(&response.auth_chain, rules, room, origin).await;
+        let mut chain = self.verify_all(&response.auth_chain, rules, room, origin).await;
+        // From room version 12 on the create event is implied, and auth chains may leave it out.
+        let still_missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !known.contains(*id) && !chain.iter().any(|e| e.pdu.event_id.as_str() == id.as_str()))
+            .cloned()
+            .collect();
+        for id in still_missing {
+            let Ok(id) = OwnedEventId::try_from(id.as_str()) else { continue };
+            let answer = self.call(origin, get_event::Request::new(id)).await?;
+            chain.extend(self.verify_all(std::slice::from_ref(&answer.pdu), rules, room, origin).await);
+        }
         let version = self.version_of(room).await?;
         self.rooms.store_outliers(room.as_str(), &version, &chain).await
     }

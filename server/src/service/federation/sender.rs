@@ -74,7 +74,7 @@ impl FederationService {
             };
             let mut batches = Vec::with_capacity(events.len());
             for (position, event_id, room_id, event_type, state_key) in events {
-                let mut destinations = self.storage.federation.joined_servers(&room_id).await?;
+                let mut destinations = self.storage.federation.servers_at(&room_id, position).await?;
                 if event_type == "m.room.member"
                     && let Some(target) = state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
                 {

@@ -32,56 +32,76 @@ impl RoomService {
             return Err(ServiceError::NotFound("unknown room".into()));
         }
         let room_id = change.room_id.clone();
-        self.write(room_id.as_str(), async |ctx| {
-            let mut content = change.extra.clone();
-            content.insert("membership".into(), change.membership.clone().into());
-            if let Some(reason) = &change.reason {
-                content.insert("reason".into(), reason.clone().into());
-            }
-            if change.membership == "join" && change.target == change.sender {
-                // The server names who authorised a restricted join, never the client.
-                content.remove("join_authorised_via_users_server");
-                self.add_profile(change.sender.as_str(), &mut content).await?;
-                self.authorise_restricted_join(ctx, change.sender.as_str(), &mut content).await?;
-            }
-            if change.membership == "invite"
-                && let Some(current) = ctx.membership(change.target.as_str()).await?
-                && (current == "join" || current == "ban")
-            {
-                return Err(ServiceError::Forbidden(format!("{} is already {current} in this room", change.target)));
-            }
-            if change.membership == "leave"
-                && change.target == change.sender
-                && ctx.membership(change.sender.as_str()).await?.as_deref().is_none_or(|m| m == "leave")
-            {
-                return Err(ServiceError::Forbidden("you are not a member of this room".into()));
-            }
-            // A kick needs someone to kick: a member, an invitee, a knock (or a ban, for unbans).
-            if change.membership == "leave"
-                && change.target != change.sender
-                && !matches!(
-                    ctx.membership(change.target.as_str()).await?.as_deref(),
-                    Some("join" | "invite" | "knock" | "ban")
-                )
-            {
-                return Err(ServiceError::Forbidden(format!("{} is not in this room", change.target)));
-            }
-            if let Some(existing) =
-                ctx.same_state(&change.sender, "m.room.member", change.target.as_str(), &content).await?
-            {
-                return Ok(existing);
-            }
-            let proto = ProtoEvent {
-                room_id: Some(change.room_id.clone()),
-                sender: change.sender.clone(),
-                kind: "m.room.member".into(),
-                state_key: Some(change.target.to_string()),
-                content,
-                redacts: None,
-            };
-            Ok(ctx.append(self, proto, None).await?.event_id)
-        })
-        .await
+        self.write(room_id.as_str(), async |ctx| self.append_membership(ctx, &change).await).await
+    }
+
+    /// A membership event of ours that another server must see first (an invite of one of its
+    /// users): built and checked like [`Self::change_membership`], but not stored. Returns the
+    /// room's version, the event id and the signed event's canonical JSON text (`None` when the
+    /// membership is already what was asked: nothing new was built).
+    pub async fn prepare_membership(
+        &self,
+        change: &MembershipChange,
+    ) -> ServiceResult<(ruma::RoomVersionId, OwnedEventId, Option<String>)> {
+        if self.storage.rooms.room_version(change.room_id.as_str()).await?.is_none() {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        }
+        let mut ctx = RoomCtx::open(self, change.room_id.as_str()).await?;
+        let id = self.append_membership(&mut ctx, change).await?;
+        let text = ctx.last_built().map(str::to_owned);
+        // Dropped without commit: the transaction rolls back.
+        Ok((ctx.version.clone(), id, text))
+    }
+
+    /// Appends a membership change to a room transaction, after the checks the auth rules do not make.
+    async fn append_membership(&self, ctx: &mut RoomCtx, change: &MembershipChange) -> ServiceResult<OwnedEventId> {
+        let mut content = change.extra.clone();
+        content.insert("membership".into(), change.membership.clone().into());
+        if let Some(reason) = &change.reason {
+            content.insert("reason".into(), reason.clone().into());
+        }
+        if change.membership == "join" && change.target == change.sender {
+            // The server names who authorised a restricted join, never the client.
+            content.remove("join_authorised_via_users_server");
+            self.add_profile(change.sender.as_str(), &mut content).await?;
+            self.authorise_restricted_join(ctx, change.sender.as_str(), &mut content).await?;
+        }
+        if change.membership == "invite"
+            && let Some(current) = ctx.membership(change.target.as_str()).await?
+            && (current == "join" || current == "ban")
+        {
+            return Err(ServiceError::Forbidden(format!("{} is already {current} in this room", change.target)));
+        }
+        if change.membership == "leave"
+            && change.target == change.sender
+            && ctx.membership(change.sender.as_str()).await?.as_deref().is_none_or(|m| m == "leave")
+        {
+            return Err(ServiceError::Forbidden("you are not a member of this room".into()));
+        }
+        // A kick needs someone to kick: a member, an invitee, a knock (or a ban, for unbans).
+        if change.membership == "leave"
+            && change.target != change.sender
+            && !matches!(
+                ctx.membership(change.target.as_str()).await?.as_deref(),
+                Some("join" | "invite" | "knock" | "ban")
+            )
+        {
+            return Err(ServiceError::Forbidden(format!("{} is not in this room", change.target)));
+        }
+        if let Some(existing) =
+            ctx.same_state(&change.sender, "m.room.member", change.target.as_str(), &content).await?
+        {
+            return Ok(existing);
+        }
+        let proto = ProtoEvent {
+            room_id: Some(change.room_id.clone()),
+            sender: change.sender.clone(),
+            kind: "m.room.member".into(),
+            state_key: Some(change.target.to_string()),
+            content,
+            redacts: None,
+        };
+        Ok(ctx.append(self, proto, None).await?.event_id)
     }
 
     /// For rooms with a `restricted` join rule: a user who is neither invited nor joined may join

@@ -78,7 +78,7 @@ impl Loaded {
 
 /// The ids an event's auth checks need beyond its auth events: from room version 12 on, the
 /// create event is implied by the room id and never listed.
-fn with_implied_create(pdu: &Pdu, rules: &RoomVersionRules, mut ids: Vec<String>) -> Vec<String> {
+pub fn with_implied_create(pdu: &Pdu, rules: &RoomVersionRules, mut ids: Vec<String>) -> Vec<String> {
     if rules.authorization.room_create_event_id_as_room_id
         && let Some(room) = &pdu.room_id
     {
@@ -210,7 +210,13 @@ impl RoomService {
             loaded.0.insert(e.pdu.event_id.clone(), e.pdu.clone());
         }
         for e in sorted {
-            loaded.load(w, with_implied_create(&e.pdu, rules, to_owned_ids(&e.pdu.auth_events))).await?;
+            let needed = with_implied_create(&e.pdu, rules, to_owned_ids(&e.pdu.auth_events));
+            loaded.load(w, needed.clone()).await?;
+            if let Some(missing) = needed.iter().find(|id| !loaded.0.keys().any(|k| k.as_str() == id.as_str())) {
+                // Not rejected: we lack what decides it. It can be fetched and stored later.
+                tracing::info!(event_id = %e.pdu.event_id, %missing, "skipped an event whose auth event is unknown");
+                continue;
+            }
             let verdict = auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id));
             let prev = to_owned_ids(&e.pdu.prev_events);
             let auth = to_owned_ids(&e.pdu.auth_events);
@@ -250,8 +256,9 @@ impl RoomService {
         let prev = to_owned_ids(&event.pdu.prev_events);
         let auth = to_owned_ids(&event.pdu.auth_events);
         let kind = event.pdu.kind.to_string();
-        loaded.load(&mut w, with_implied_create(&event.pdu, &rules, auth.clone())).await?;
-        if let Some(missing) = auth.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
+        let needed = with_implied_create(&event.pdu, &rules, auth.clone());
+        loaded.load(&mut w, needed.clone()).await?;
+        if let Some(missing) = needed.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
             return Err(ServiceError::NotFound(format!("auth event {missing} is unknown")));
         }
         let mut row = outlier(event, &prev, &auth);
@@ -462,6 +469,77 @@ impl RoomService {
         json.remove("hashes");
         // Dropped without commit: the transaction rolls back.
         Ok((ctx.version.clone(), json))
+    }
+
+    /// Stores a membership event of a local user in a room this server is not in (another
+    /// server's invite of the user, or the user's leave that declines it): the event becomes the
+    /// newest this server holds of the room, over the little state it knows. For an invite, the
+    /// stripped state the inviting server sent is kept for the invitee's clients.
+    pub async fn accept_lone_membership(
+        &self,
+        room_id: &str,
+        version: &RoomVersionId,
+        invite: &Received,
+        invite_state: Option<&JsonValue>,
+    ) -> ServiceResult<Accepted> {
+        let (Some(target), "m.room.member") = (invite.pdu.state_key.clone(), invite.pdu.kind.to_string().as_str())
+        else {
+            return Err(ServiceError::BadJson("not a membership event".into()));
+        };
+        let _guard = self.stripe(room_id).lock().await;
+        let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+        w.ensure_room(version.as_str(), invite.pdu.sender.as_str(), now_ms()).await?;
+        let id = invite.pdu.event_id.to_string();
+        if w.stored_events(std::slice::from_ref(&id)).await?.iter().any(|s| !s.outlier) {
+            return Ok(Accepted::AlreadyKnown);
+        }
+        let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        let (current, before) = if head.snapshot_id == 0 {
+            (StateIds::new(), (write_full(&mut w, &StateIds::new()).await?, 0))
+        } else {
+            let current: StateIds = w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect();
+            (current, (head.snapshot_id, head.snapshot_depth))
+        };
+        let mut after = current.clone();
+        let replaces_state = after.insert(("m.room.member".to_owned(), target.clone()), id.clone());
+        let after_snapshot = if before.1 + 1 >= MAX_SNAPSHOT_CHAIN {
+            write_full(&mut w, &after).await?
+        } else {
+            w.write_snapshot(Some(before), &[("m.room.member".to_owned(), target.clone(), id.clone())]).await?.0
+        };
+        let prev = to_owned_ids(&invite.pdu.prev_events);
+        let auth = to_owned_ids(&invite.pdu.auth_events);
+        let inserted = w
+            .insert_remote_event(
+                &RemoteEvent {
+                    event_id: &id,
+                    depth: i64::try_from(invite.pdu.depth).unwrap_or(i64::MAX),
+                    event_type: "m.room.member",
+                    state_key: Some(&target),
+                    sender: invite.pdu.sender.as_str(),
+                    origin_server_ts: i64::from(invite.pdu.origin_server_ts.0),
+                    pdu: &invite.text,
+                    prev_events: &prev,
+                    auth_events: &auth,
+                    state_before: before.0,
+                    state_after: after_snapshot,
+                    replaces_state: replaces_state.as_deref(),
+                    relates_to: None,
+                    rel_type: None,
+                    received_from: invite.origin.as_deref(),
+                },
+                StreamSlot::FirstOf(1),
+            )
+            .await?;
+        self.move_head(&mut w, &current, &after, inserted.position).await?;
+        let depth = i64::try_from(invite.pdu.depth).unwrap_or(0).max(head.max_depth);
+        w.set_head(after_snapshot, std::slice::from_ref(&id), depth, inserted.position).await?;
+        if let Some(invite_state) = invite_state {
+            w.remember_invite_state(&target, &id, invite_state).await?;
+        }
+        w.commit().await?;
+        self.notifier.bump();
+        Ok(Accepted::Stored)
     }
 
     /// Joins a room through another server: stores the state and auth chain it sent (checked

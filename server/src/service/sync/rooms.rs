@@ -41,6 +41,24 @@ impl SyncService {
             "m.room.encryption",
             "m.room.topic",
         ];
+        // An invite from another server to a room this server is not in: the state it sent.
+        if let Some(state) = self.storage.rooms.remote_invite_state(membership_event).await? {
+            let mut out: Vec<Raw<ruma::events::AnyStrippedStateEvent>> = state
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| serde_json::value::to_raw_value(v).ok())
+                .map(Raw::from_json)
+                .collect();
+            if let Some(me) = self.storage.rooms.event(membership_event).await? {
+                out.retain(|e| {
+                    e.get_field::<String>("state_key").ok().flatten().as_deref() != me.state_key.as_deref()
+                        || e.get_field::<String>("type").ok().flatten().as_deref() != Some("m.room.member")
+                });
+                out.push(raw(&stripped(&me)));
+            }
+            return Ok(out);
+        }
         let mut rows: Vec<EventRow> = self
             .storage
             .rooms

@@ -258,6 +258,27 @@ impl RoomWriter {
         .await?)
     }
 
+    /// Keeps the stripped state another server sent with an invite of `user_id`.
+    pub async fn remember_invite_state(
+        &mut self,
+        user_id: &str,
+        event_id: &str,
+        invite_state: &serde_json::Value,
+    ) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO remote_invites (room_id, user_id, event_id, invite_state) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET event_id = EXCLUDED.event_id,
+                 invite_state = EXCLUDED.invite_state",
+            self.room_id,
+            user_id,
+            event_id,
+            invite_state
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Registers a room this server learns of from another server (a join or an invite), if
     /// it is not known yet.
     pub async fn ensure_room(&mut self, version: &str, creator: &str, now: i64) -> StorageResult<()> {

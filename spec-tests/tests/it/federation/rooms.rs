@@ -106,3 +106,90 @@ async fn a_user_joins_a_remote_room_and_messages_flow_both_ways() {
         wait_for_message(&a, &alice, &room, &format!("hello from B v{version}")).await;
     }
 }
+
+/// Waits (up to 30 s) until `user`'s membership in the room, as `who` reads it on `s`, is
+/// `membership`.
+async fn wait_for_membership(s: &TestServer, who: &Account, room: &str, user: &str, membership: &str) {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room), enc(user));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, content) = s.get(&path, who.token()).await;
+        if status == StatusCode::OK && content["membership"] == membership {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user} never became {membership} on {}: {content}; log:\n{}",
+            s.server_name,
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Alice on A invites Bob on B into a private room: Bob's client sees the invite with the
+/// room's name (the state A sent along), joins through A, and they talk; Bob's leave reaches A.
+/// Then Bob invites Alice into a room on B and Alice declines through B.
+#[tokio::test]
+async fn invites_across_servers_are_accepted_and_declined() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    for version in ["10", "11", "12"] {
+        let (status, created) = a
+            .post(
+                "/_matrix/client/v3/createRoom",
+                alice.token(),
+                json!({"preset": "private_chat", "room_version": version, "name": format!("private v{version}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        let room = created["room_id"].as_str().unwrap().to_owned();
+        let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+        let (status, answer) = a.post(&path, alice.token(), json!({"user_id": bob.user_id})).await;
+        assert_eq!(status, StatusCode::OK, "v{version}: {answer}\nA log:\n{}", a.log());
+
+        // Bob's sync shows the invite with the name A sent along.
+        let (status, sync) = b.get("/_matrix/client/v3/sync", bob.token()).await;
+        assert_eq!(status, StatusCode::OK, "{sync}");
+        let invite = &sync["rooms"]["invite"][&room]["invite_state"]["events"];
+        let names: Vec<&Value> =
+            invite.as_array().into_iter().flatten().filter(|e| e["type"] == "m.room.name").collect();
+        assert_eq!(
+            names.first().map(|e| e["content"]["name"].clone()),
+            Some(json!(format!("private v{version}"))),
+            "{sync}"
+        );
+
+        // Bob joins through the inviting server, without naming it.
+        let (status, answer) = b.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), bob.token(), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "v{version}: {answer}\nB log:\n{}", b.log());
+        wait_for_membership(&a, &alice, &room, &bob.user_id, "join").await;
+        send_text(&b, &bob, &room, &format!("hi{version}"), &format!("thanks for the invite v{version}")).await;
+        wait_for_message(&a, &alice, &room, &format!("thanks for the invite v{version}")).await;
+        let (status, answer) =
+            b.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), bob.token(), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        wait_for_membership(&a, &alice, &room, &bob.user_id, "leave").await;
+    }
+
+    // Declining: Bob invites Alice into a room on B; Alice leaves through B.
+    let room = public_room(&b, &bob, "11").await;
+    let (status, answer) = b
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            bob.token(),
+            json!({"user_id": alice.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
+    wait_for_membership(&b, &bob, &room, &alice.user_id, "invite").await;
+    let (status, answer) =
+        a.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), alice.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nA log:\n{}", a.log());
+    wait_for_membership(&b, &bob, &room, &alice.user_id, "leave").await;
+    // Alice's client no longer lists the invite.
+    let (_, sync) = a.get("/_matrix/client/v3/sync", alice.token()).await;
+    assert!(sync["rooms"]["invite"].get(&room).is_none(), "{sync}");
+}
