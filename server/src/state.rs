@@ -90,6 +90,12 @@ impl AppState {
         let own_name = server_name.clone();
         let rooms =
             RoomService::new(storage.clone(), key, server_name, notifier.clone(), &config.rooms.default_version)?;
+        let ephemeral = Arc::new(EphemeralService::new(
+            storage.clone(),
+            account_data.clone(),
+            typing.clone(),
+            config.server_name.clone(),
+        ));
         let federation = FederationService::new(
             storage.clone(),
             rooms.clone(),
@@ -97,6 +103,7 @@ impl AppState {
             signing_key.clone(),
             federation_client.clone(),
             server_keys.clone(),
+            ephemeral.clone(),
         );
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let push = PushService::new(
@@ -121,7 +128,7 @@ impl AppState {
             typing.clone(),
             notifier.clone(),
         ));
-        let ephemeral = Arc::new(EphemeralService::new(storage.clone(), account_data.clone(), typing.clone()));
+
         Ok(Self {
             federation,
             rooms,

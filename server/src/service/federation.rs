@@ -28,6 +28,7 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
     ServiceError, ServiceResult,
+    ephemeral::EphemeralService,
     rooms::{Received, RoomService},
     server_keys::{KeyQuery, ServerKeyService},
 };
@@ -41,6 +42,7 @@ pub struct FederationService {
     key: Arc<SigningKey>,
     client: Arc<FederationClient>,
     keys: Arc<ServerKeyService>,
+    ephemeral: Arc<EphemeralService>,
 }
 
 impl FederationService {
@@ -51,8 +53,9 @@ impl FederationService {
         key: Arc<SigningKey>,
         client: Arc<FederationClient>,
         keys: Arc<ServerKeyService>,
+        ephemeral: Arc<EphemeralService>,
     ) -> Arc<Self> {
-        Arc::new(Self { storage, rooms, server_name, key, client, keys })
+        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral })
     }
 
     pub fn server_name(&self) -> &ServerName {

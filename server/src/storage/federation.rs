@@ -360,6 +360,18 @@ impl FederationStore {
         Ok(())
     }
 
+    /// A destination that reached us is up again: try it now instead of waiting out its
+    /// backoff.
+    pub async fn reset_backoff(&self, destination: &str) -> StorageResult<()> {
+        sqlx::query!(
+            "UPDATE federation_destinations SET retry_at = 0 WHERE destination = $1 AND retry_at > 0",
+            destination
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// A transaction failed: back off exponentially (from 2 s, at most an hour).
     pub async fn failed(&self, destination: &str, error: &str, now: i64) -> StorageResult<()> {
         sqlx::query!(

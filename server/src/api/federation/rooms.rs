@@ -56,7 +56,7 @@ async fn send_transaction_message(
     }
     let results = state
         .federation
-        .receive_transaction(&req.identity, req.body.transaction_id.as_str(), &req.body.pdus, req.body.edus.len())
+        .receive_transaction(&req.identity, req.body.transaction_id.as_str(), &req.body.pdus, &req.body.edus)
         .await?;
     Ok(send_transaction::Response::new(results).into())
 }

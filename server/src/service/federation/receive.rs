@@ -14,6 +14,7 @@ use ruma::{
     },
     room_version_rules::RoomVersionRules,
 };
+use ruma::{api::federation::transactions::edu::Edu, serde::Raw};
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::{FederationService, received};
@@ -41,13 +42,15 @@ impl FederationService {
         origin: &ServerName,
         txn_id: &str,
         pdus: &[Box<RawJsonValue>],
-        edus: usize,
+        edus: &[Raw<Edu>],
     ) -> ServiceResult<PduResults> {
-        if pdus.len() > MAX_PDUS || edus > MAX_EDUS {
+        if pdus.len() > MAX_PDUS || edus.len() > MAX_EDUS {
             return Err(ServiceError::BadJson(format!(
                 "a transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"
             )));
         }
+        // It is up: whatever waits for it goes now.
+        self.storage.federation.reset_backoff(origin.as_str()).await?;
         if let Some(answer) = self.storage.federation.inbound_txn(origin.as_str(), txn_id).await? {
             return Ok(serde_json::from_value::<BTreeMap<OwnedEventId, Option<String>>>(answer)
                 .unwrap_or_default()
@@ -61,11 +64,74 @@ impl FederationService {
                 results.insert(id, result);
             }
         }
+        for edu in edus {
+            if let Err(e) = self.receive_edu(origin, edu).await {
+                tracing::info!(%origin, error = %e, "dropped an EDU");
+            }
+        }
         let stored: BTreeMap<&OwnedEventId, Option<&String>> =
             results.iter().map(|(id, r)| (id, r.as_ref().err())).collect();
         let answer = serde_json::to_value(stored).map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.storage.federation.record_inbound_txn(origin.as_str(), txn_id, &answer, now_ms()).await?;
         Ok(results)
+    }
+
+    /// One EDU of a transaction: typing, receipts and to-device messages of the origin's users.
+    async fn receive_edu(&self, origin: &ServerName, edu: &Raw<Edu>) -> ServiceResult<()> {
+        let edu: serde_json::Value =
+            serde_json::from_str(edu.json().get()).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+        let content = edu.get("content").cloned().unwrap_or_default();
+        let str_of = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match edu.get("edu_type").and_then(serde_json::Value::as_str) {
+            Some("m.typing") => {
+                let (Some(room), Some(user)) = (str_of(&content, "room_id"), str_of(&content, "user_id")) else {
+                    return Err(ServiceError::BadJson("malformed m.typing".into()));
+                };
+                self.check_own_member(origin, &room, &user).await?;
+                let typing = content.get("typing").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                self.ephemeral.apply_remote_typing(&room, &user, typing).await
+            }
+            Some("m.receipt") => {
+                for (room, kinds) in content.as_object().into_iter().flatten() {
+                    let Some(users) = kinds.get("m.read").and_then(serde_json::Value::as_object) else { continue };
+                    for (user, receipt) in users {
+                        if self.check_own_member(origin, room, user).await.is_err() {
+                            continue;
+                        }
+                        let data = receipt.get("data").cloned().unwrap_or_default();
+                        let thread = str_of(&data, "thread_id").unwrap_or_default();
+                        let ts = data.get("ts").and_then(serde_json::Value::as_i64).unwrap_or_else(now_ms);
+                        for id in receipt.get("event_ids").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                            let Some(id) = id.as_str() else { continue };
+                            // Only receipts for events of that room that we hold.
+                            if self.storage.federation.pdu(id).await?.is_some_and(|p| p.room_id == *room && !p.outlier)
+                            {
+                                self.ephemeral.apply_remote_receipt(room, user, &thread, id, ts).await?;
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some("m.direct_to_device") => self.ephemeral.receive_to_device(origin.as_str(), &content).await,
+            Some(other) => {
+                tracing::debug!(%origin, edu_type = other, "ignored an EDU");
+                Ok(())
+            }
+            None => Err(ServiceError::BadJson("an EDU without edu_type".into())),
+        }
+    }
+
+    /// The user must be the origin's and joined to the room.
+    async fn check_own_member(&self, origin: &ServerName, room: &str, user: &str) -> ServiceResult<()> {
+        let user_server = user.split_once(':').map(|(_, s)| s);
+        if user_server != Some(origin.as_str()) {
+            return Err(ServiceError::Forbidden(format!("{origin} cannot speak for {user}")));
+        }
+        match self.storage.rooms.membership(room, user).await? {
+            Some(m) if m.membership == "join" => Ok(()),
+            _ => Err(ServiceError::Forbidden(format!("{user} is not in {room}"))),
+        }
     }
 
     /// One PDU of a transaction. `None` when it cannot even be attributed to an event id.

@@ -193,3 +193,128 @@ async fn invites_across_servers_are_accepted_and_declined() {
     let (_, sync) = a.get("/_matrix/client/v3/sync", alice.token()).await;
     assert!(sync["rooms"]["invite"].get(&room).is_none(), "{sync}");
 }
+
+/// The newest `/sync` of `who` on `s` after `since` (a long poll of up to 5 s).
+async fn sync(s: &TestServer, who: &Account, since: Option<&str>) -> Value {
+    let path = match since {
+        Some(t) => format!("/_matrix/client/v3/sync?timeout=5000&since={t}"),
+        None => "/_matrix/client/v3/sync".to_owned(),
+    };
+    let (status, body) = s.get(&path, who.token()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Syncs `who` on `s` until `check` holds for a response (up to 30 s); returns it.
+async fn sync_until(s: &TestServer, who: &Account, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since: Option<String> = None;
+    loop {
+        let body = sync(s, who, since.as_deref()).await;
+        if check(&body) {
+            return body;
+        }
+        since = body["next_batch"].as_str().map(str::to_owned);
+        assert!(Instant::now() < deadline, "{what} never reached {}; log:\n{}", s.server_name, s.log());
+    }
+}
+
+/// Three servers share a room held by A: B and C join; messages, typing, read receipts and
+/// to-device messages flow all ways. B stops while A and C keep talking; after B restarts it
+/// catches up with nothing missing.
+#[tokio::test]
+async fn three_servers_share_a_room_and_a_stopped_server_catches_up() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let mut b = TestServer::start_with(ServerOptions::federating()).await;
+    let c = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    let carol = c.register("carol", "pw-carol-123").await;
+    let room = public_room(&a, &alice, "11").await;
+    for (s, who) in [(&b, &bob), (&c, &carol)] {
+        let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(&a.server_name));
+        let (status, answer) = s.post(&path, who.token(), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}\n{}", s.log());
+    }
+    for (s, who) in [(&a, &alice), (&b, &bob), (&c, &carol)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while joined_members(s, who, &room).await.len() != 3 {
+            assert!(Instant::now() < deadline, "{} never saw all three joined; log:\n{}", s.server_name, s.log());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Messages all ways.
+    for (s, who, text) in [(&a, &alice, "from A"), (&b, &bob, "from B"), (&c, &carol, "from C")] {
+        send_text(s, who, &room, text, text).await;
+    }
+    for (s, who) in [(&a, &alice), (&b, &bob), (&c, &carol)] {
+        for text in ["from A", "from B", "from C"] {
+            wait_for_message(s, who, &room, text).await;
+        }
+    }
+
+    // Typing on C shows on A; a read receipt on B shows on C.
+    let path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&carol.user_id));
+    let (status, answer) = c.put(&path, carol.token(), json!({"typing": true, "timeout": 20000})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let carol_id = carol.user_id.clone();
+    sync_until(&a, &alice, "carol's typing", |s| {
+        s["rooms"]["join"][&room]["ephemeral"]["events"].as_array().into_iter().flatten().any(|e| {
+            e["type"] == "m.typing" && e["content"]["user_ids"].as_array().is_some_and(|u| u.contains(&json!(carol_id)))
+        })
+    })
+    .await;
+    let last = send_text(&a, &alice, &room, "read me", "read me").await;
+    wait_for_message(&b, &bob, &room, "read me").await;
+    let path = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last));
+    let (status, answer) = b.post(&path, bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let bob_id = bob.user_id.clone();
+    sync_until(&c, &carol, "bob's receipt", |s| {
+        s["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "m.receipt" && !e["content"][&last]["m.read"][&bob_id].is_null())
+    })
+    .await;
+
+    // A to-device message from Alice to Carol's device.
+    let path = "/_matrix/client/v3/sendToDevice/m.test.hello/t1";
+    let body = json!({"messages": {carol.user_id.clone(): {carol.device_id.clone(): {"hello": "carol"}}}});
+    let (status, answer) = a.put(path, alice.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    sync_until(&c, &carol, "alice's to-device message", |s| {
+        s["to_device"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "m.test.hello" && e["content"]["hello"] == "carol" && e["sender"] == alice.user_id)
+    })
+    .await;
+
+    // B stops; A and C keep talking; B restarts and catches up.
+    b.stop();
+    for i in 0..5 {
+        send_text(&a, &alice, &room, &format!("while-b-down-a{i}"), &format!("A while B was down {i}")).await;
+        send_text(&c, &carol, &room, &format!("while-b-down-c{i}"), &format!("C while B was down {i}")).await;
+    }
+    wait_for_message(&a, &alice, &room, "C while B was down 4").await;
+    b.restart().await;
+    // B talks again: its transaction tells A and C it is up, so they stop backing off.
+    send_text(&b, &bob, &room, "back", "B is back").await;
+    wait_for_message(&a, &alice, &room, "B is back").await;
+    wait_for_message(&c, &carol, &room, "B is back").await;
+    for i in 0..5 {
+        wait_for_message(&b, &bob, &room, &format!("A while B was down {i}")).await;
+        wait_for_message(&b, &bob, &room, &format!("C while B was down {i}")).await;
+    }
+    // Every message A holds from that time, B holds too.
+    let on_a = bodies(&a, &alice, &room).await;
+    let on_b = bodies(&b, &bob, &room).await;
+    let down: Vec<&String> = on_a.iter().filter(|t| t.contains("while B was down")).collect();
+    assert_eq!(down.len(), 10, "{on_a:?}");
+    for text in &down {
+        assert!(on_b.contains(text), "{text} missing on B: {on_b:?}");
+    }
+}
