@@ -137,7 +137,8 @@ pub struct TestServer {
     pub server_name: String,
     /// Named `127.0.0.1:<federation port>` (`ServerOptions::federating`): a restart keeps the port.
     federation_name: bool,
-    federation_port: u16,
+    /// The federation listener's port (what a proxy in front of it forwards to).
+    pub federation_port: u16,
     pub shared_secret: String,
     pub data_dir: tempfile::TempDir,
     pub http: reqwest::Client,
@@ -155,6 +156,9 @@ pub struct ServerOptions {
     pub database_url: Option<String>,
     /// Name the server `127.0.0.1:<federation port>`, as peers on loopback reach it.
     pub federation_name: bool,
+    /// Name it `127.0.0.1:<this port>` instead, where the test puts something in front of the
+    /// federation listener (a proxy that can cut the network).
+    pub public_port: Option<u16>,
 }
 
 impl ServerOptions {
@@ -164,6 +168,11 @@ impl ServerOptions {
         Self { federation_name: true, ..Self::default() }
             .set("POSTSTELLE_FEDERATION__ALLOW_PRIVATE_NETWORKS", true)
             .set("POSTSTELLE_FEDERATION__VERIFY_TLS", false)
+    }
+
+    /// A federating server that peers reach through `port` (e.g. a test's proxy).
+    pub fn federating_behind(port: u16) -> Self {
+        Self { public_port: Some(port), ..Self::federating() }
     }
 
     /// Verify peer certificates, trusting the PEM certificate(s) in `ca_file` besides the web PKI.
@@ -193,7 +202,7 @@ impl TestServer {
         let log = data_dir.path().join("server.log");
         let mut env = options.env;
         let server_name = if options.federation_name {
-            let name = format!("127.0.0.1:{federation_port}");
+            let name = format!("127.0.0.1:{}", options.public_port.unwrap_or(federation_port));
             env.insert("POSTSTELLE_SERVER_NAME".to_owned(), name.clone());
             name
         } else {

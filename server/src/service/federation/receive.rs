@@ -240,15 +240,34 @@ impl FederationService {
             vec![event.pdu.event_id.clone()],
         );
         request.limit = UInt::from(MISSING_EVENTS_LIMIT);
+        // Nothing older than what we build on is missing.
+        let stored_head = self.storage.federation.pdus(&head).await?;
+        let min_depth = stored_head
+            .iter()
+            .filter_map(|p| serde_json::from_str::<serde_json::Value>(&p.pdu).ok()?.get("depth")?.as_u64())
+            .min()
+            .unwrap_or(0);
+        request.min_depth = UInt::new(min_depth).unwrap_or_default();
         match self.call(origin, request).await {
             Ok(response) => {
                 let mut fetched = self.verify_all(&response.events, rules, room, origin).await;
                 fetched.sort_by_key(|e| e.pdu.depth);
                 for e in &fetched {
-                    if self.missing_prevs(e).await?.is_empty() {
-                        self.ensure_auth_events(origin, room, rules, e).await?;
-                        let outcome = self.rooms.accept_remote(room.as_str(), e, None).await?;
-                        tracing::debug!(event_id = %e.pdu.event_id, ?outcome, "accepted a missing predecessor");
+                    let id = e.pdu.event_id.to_string();
+                    let known = self.storage.federation.pdu(&id).await?.is_some_and(|p| !p.outlier);
+                    if known || e.pdu.prev_events.is_empty() || !self.missing_prevs(e).await?.is_empty() {
+                        continue;
+                    }
+                    // One predecessor that cannot be accepted must not stop the others.
+                    let outcome = match self.ensure_auth_events(origin, room, rules, e).await {
+                        Ok(()) => self.rooms.accept_remote(room.as_str(), e, None).await,
+                        Err(err) => Err(err),
+                    };
+                    match outcome {
+                        Ok(outcome) => tracing::debug!(event_id = %id, ?outcome, "accepted a missing predecessor"),
+                        Err(err) => {
+                            tracing::info!(event_id = %id, error = %err, "could not accept a missing predecessor")
+                        }
                     }
                 }
             }
