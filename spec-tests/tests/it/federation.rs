@@ -111,4 +111,5 @@ async fn key_document_and_version_over_tls() {
 }
 
 mod rooms;
+mod synapse;
 mod transport;
