@@ -112,4 +112,5 @@ async fn key_document_and_version_over_tls() {
 
 mod rooms;
 mod split;
+mod synapse;
 mod transport;
