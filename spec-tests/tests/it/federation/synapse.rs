@@ -98,8 +98,9 @@ where
     }
 }
 
-/// One room: `host_user` on `host` creates it and sends a message; `guest` on `guest_hs` joins
-/// through `host`'s name and its server holds the room's state; messages both ways; the guest
+/// One room: `host_user` on `host` creates it, sends a message and invites `guest` on
+/// `guest_hs`, whose client sees the invite; the guest joins through `host`'s name and its
+/// server holds the room's state; messages both ways; the guest
 /// leaves and the host sees it; the guest rejoins and gets the next message.
 #[allow(clippy::too_many_arguments)]
 async fn join_talk_leave_rejoin(
@@ -112,6 +113,26 @@ async fn join_talk_leave_rejoin(
     let room = public_room(host, host_user, version).await;
     let before = format!("before the join v{version}");
     send_text(host, host_user, &room, &format!("b{version}"), &before).await;
+    // The host invites the guest; the invite reaches the guest's client through its server.
+    let invite_path = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    let (status, answer) = host.request("POST", &invite_path, host_user, Some(json!({"user_id": guest.user_id}))).await;
+    assert_eq!(status, StatusCode::OK, "v{version}: invite: {answer}\n{}", logs(ours, synapse));
+    // Incremental syncs: Synapse answers a repeated initial sync from a cache.
+    let since = std::sync::Mutex::new(String::new());
+    eventually(&format!("v{version}: the invite reached {}", guest_hs.describe()), ours, synapse, || async {
+        let from = since.lock().unwrap().clone();
+        let path = if from.is_empty() {
+            "/_matrix/client/v3/sync".to_owned()
+        } else {
+            format!("/_matrix/client/v3/sync?timeout=1000&since={}", enc(&from))
+        };
+        let (status, sync) = guest_hs.request("GET", &path, guest, None).await;
+        if let Some(next) = sync["next_batch"].as_str() {
+            *since.lock().unwrap() = next.to_owned();
+        }
+        status == StatusCode::OK && !sync["rooms"]["invite"][&room].is_null()
+    })
+    .await;
     let join_path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(host.name()));
     let (status, answer) = guest_hs.request("POST", &join_path, guest, Some(json!({}))).await;
     assert_eq!(status, StatusCode::OK, "v{version}: join through {}: {answer}\n{}", host.name(), logs(ours, synapse));
