@@ -140,6 +140,34 @@ async fn resolve_states(
     Ok(resolved.into_iter().map(|(k, id)| (k, id.to_string())).collect())
 }
 
+/// Whether a received redaction applies to its target (room versions 3 and later leave this to
+/// the server): the target is an event of the room, sent from the redaction's server or by a
+/// sender the state before the redaction lets redact others' events. A redaction that does not
+/// apply stays in the timeline without effect.
+async fn may_redact(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    redaction: &Pdu,
+    target: &ruma::EventId,
+    before: &StateIds,
+) -> ServiceResult<bool> {
+    let create = before.get(&("m.room.create".to_owned(), String::new())).cloned();
+    let levels = before.get(&("m.room.power_levels".to_owned(), String::new())).cloned();
+    loaded.load(w, [target.to_string()].into_iter().chain(create.clone()).chain(levels.clone())).await?;
+    let Some(original) = loaded.get(target) else { return Ok(false) };
+    if original.room_id != redaction.room_id {
+        return Ok(false);
+    }
+    if original.sender.server_name() == redaction.sender.server_name() {
+        return Ok(true);
+    }
+    let event = |id: Option<String>| id.and_then(|id| OwnedEventId::try_from(id).ok()).and_then(|id| loaded.get(&id));
+    let content = event(levels).and_then(|pl| serde_json::from_str::<JsonValue>(pl.content.get()).ok());
+    let power = super::power::PowerLevels::new(rules, event(create).as_ref(), content);
+    Ok(power.can_redact_others(&redaction.sender))
+}
+
 /// Writes a state as a full snapshot.
 async fn write_full(w: &mut RoomWriter, state: &StateIds) -> ServiceResult<i64> {
     let entries: Vec<(String, String, String)> =
@@ -338,7 +366,9 @@ impl RoomService {
             )
             .await?;
         let position = inserted.position;
-        if let Some(target) = &event.pdu.redacts {
+        if let Some(target) = &event.pdu.redacts
+            && may_redact(&mut w, &mut loaded, &rules, &event.pdu, target, &before).await?
+        {
             w.mark_redacted(target.as_str(), &id).await?;
         }
 
