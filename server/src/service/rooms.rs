@@ -28,7 +28,7 @@ pub use self::{
     create::CreateRoom,
     membership::MembershipChange,
     persist::{RoomCtx, Txn},
-    remote::{Accepted, Received, StateIds},
+    remote::{Accepted, Received, StateBefore, StateIds},
 };
 use super::{ServiceError, ServiceResult, notifier::Notifier};
 use crate::storage::Storage;

@@ -20,7 +20,7 @@ use super::{FederationService, received};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, Received, StateIds},
+        rooms::{Accepted, Received, StateBefore, StateIds},
     },
     storage::now_ms,
 };
@@ -117,7 +117,9 @@ impl FederationService {
     ) -> ServiceResult<Accepted> {
         self.ensure_auth_events(origin, room, rules, event).await?;
         let state_before = self.fill_gap(origin, room, rules, event).await?;
-        self.rooms.accept_remote(room.as_str(), event, state_before).await
+        self.rooms
+            .accept_remote(room.as_str(), event, state_before.map_or(StateBefore::Prevs, StateBefore::Reported))
+            .await
     }
 
     /// Fetches and stores the event's auth chain when some of its auth events are unknown.
@@ -166,7 +168,7 @@ impl FederationService {
                 for e in &fetched {
                     if self.missing_prevs(e).await?.is_empty() {
                         self.ensure_auth_events(origin, room, rules, e).await?;
-                        let outcome = self.rooms.accept_remote(room.as_str(), e, None).await?;
+                        let outcome = self.rooms.accept_remote(room.as_str(), e, StateBefore::Prevs).await?;
                         tracing::debug!(event_id = %e.pdu.event_id, ?outcome, "accepted a missing predecessor");
                     }
                 }

@@ -136,12 +136,7 @@ impl RoomService {
         // and soft-failed ones) are not shown, except the viewer's own out-of-band membership
         // (an invite from another server).
         if row.stream_ordering < 0
-            && !self
-                .storage
-                .rooms
-                .membership(room_id, viewer.user_id)
-                .await?
-                .is_some_and(|m| m.event_id == row.event_id)
+            && self.storage.rooms.membership(room_id, viewer.user_id).await?.is_none_or(|m| m.event_id != row.event_id)
         {
             return Err(not_found());
         }

@@ -45,6 +45,18 @@ pub enum Accepted {
 /// A room state: `(type, state_key)` → event id.
 pub type StateIds = BTreeMap<(String, String), String>;
 
+/// Where the state before a received event comes from.
+#[derive(Clone, Debug)]
+pub enum StateBefore {
+    /// Its prev events, all in the timeline.
+    Prevs,
+    /// Another server's report, for an event after a gap in our copy of the room. The state
+    /// after the event is resolved with the current state (the report may be stale or a lie).
+    Reported(StateIds),
+    /// The state a resident server sent with our join: our copy of the room starts afresh.
+    Join(StateIds),
+}
+
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
@@ -257,13 +269,12 @@ impl RoomService {
     }
 
     /// Accepts a timeline event of a known room whose auth events are stored, and whose prev
-    /// events are stored too unless `state_before` is given (the state before it as another
-    /// server reported it, for an event after a gap in our copy of the room).
+    /// events are stored too unless the state before it is given.
     pub async fn accept_remote(
         &self,
         room_id: &str,
         event: &Received,
-        state_before: Option<StateIds>,
+        state_before: StateBefore,
     ) -> ServiceResult<Accepted> {
         let Some((_, rules)) = self.room_rules(room_id).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
@@ -294,13 +305,13 @@ impl RoomService {
         }
 
         // 5. Against the state before it.
-        let replace_head = state_before.is_some();
+        let replace_head = matches!(state_before, StateBefore::Join(_));
         let (before, before_snapshot) = match state_before {
-            Some(state) => {
+            StateBefore::Reported(state) | StateBefore::Join(state) => {
                 let snapshot = write_full(&mut w, &state).await?;
                 (state, (snapshot, 0))
             }
-            None => self.state_before(&mut w, &mut loaded, &rules, &prev).await?,
+            StateBefore::Prevs => self.state_before(&mut w, &mut loaded, &rules, &prev).await?,
         };
         if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &before).await? {
             row.rejected = Some(&reason);
@@ -317,15 +328,16 @@ impl RoomService {
         } else {
             w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect()
         };
-        if head.snapshot_id != 0 && event.origin.is_some() {
-            if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await? {
-                tracing::info!(event_id = %id, %reason, "soft-failed a received event");
-                row.soft_failed = true;
-                row.state_before = Some(before_snapshot.0);
-                w.insert_outliers(&[row]).await?;
-                w.commit().await?;
-                return Ok(Accepted::SoftFailed);
-            }
+        if head.snapshot_id != 0
+            && event.origin.is_some()
+            && let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await?
+        {
+            tracing::info!(event_id = %id, %reason, "soft-failed a received event");
+            row.soft_failed = true;
+            row.state_before = Some(before_snapshot.0);
+            w.insert_outliers(&[row]).await?;
+            w.commit().await?;
+            return Ok(Accepted::SoftFailed);
         }
 
         // Into the timeline, with the state after it.
@@ -529,6 +541,6 @@ impl RoomService {
             .filter(|e| stored.iter().any(|s| s.event_id == e.pdu.event_id.as_str() && !s.rejected))
             .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
             .collect();
-        self.accept_remote(room_id, join, Some(before)).await
+        self.accept_remote(room_id, join, StateBefore::Join(before)).await
     }
 }

@@ -238,7 +238,7 @@ async fn missing_predecessors_are_fetched_and_unknown_auth_events_refused() {
     let first = origin.event(&room, Draft::message("first, held back"));
     room.advance(&first);
     let second = origin.event(&room, Draft::message("second"));
-    origin.missing.lock().unwrap().push(first.json.clone());
+    origin.serve("/_matrix/federation/v1/get_missing_events/", json!({"events": [first.json]}));
     let (status, answer) = origin.send(&a, "gap1", &[&second]).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_accepted(&answer, &second);
@@ -249,7 +249,7 @@ async fn missing_predecessors_are_fetched_and_unknown_auth_events_refused() {
     let order = ids(&seen);
     let (at_first, at_second) = (order.iter().position(|i| *i == first.id), order.iter().position(|i| *i == second.id));
     assert!(at_first.is_some() && at_second < at_first, "newest first: {order:?}");
-    origin.missing.lock().unwrap().clear();
+    origin.serve("/_matrix/federation/v1/get_missing_events/", json!({"events": []}));
 
     // An auth event nobody knows (the origin's /event_auth answers 404).
     let mut auth = room.auth();
@@ -311,4 +311,36 @@ async fn soft_failed_events_are_hidden_from_clients() {
     let (status, pdu) = origin.request(&a, "GET", &format!("/_matrix/federation/v1/event/{}", enc(next)), None).await;
     assert_eq!(status, StatusCode::OK, "{pdu}");
     assert_eq!(pdu["pdus"][0]["prev_events"], json!([ban]), "{pdu}");
+}
+
+/// A PDU after a gap, with the state before it as its origin reports it (`/state_ids`): an
+/// older state (before Alice renamed the room) does not replace the room's current state; it
+/// is resolved with it, and Alice's later rename stands.
+#[tokio::test]
+async fn a_reported_state_after_a_gap_does_not_roll_the_room_back() {
+    let (a, alice, origin, mut room) = setup("11").await;
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room.room_id));
+    let (status, answer) = a.put(&path, alice.token(), json!({"name": "renamed"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // Mallory's message after one A never gets, both on the state of her join.
+    let hidden = origin.event(&room, Draft::message("never served"));
+    room.advance(&hidden);
+    let after_gap = origin.event(&room, Draft::message("after a gap"));
+    origin.serve("/_matrix/federation/v1/get_missing_events/", json!({"events": []}));
+    origin.serve("/_matrix/federation/v1/state_ids/", json!({"pdu_ids": room.state, "auth_chain_ids": []}));
+    let (status, answer) = origin.send(&a, "gap", &[&after_gap]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        origin.peer.seen().iter().any(|r| r.path.contains("/state_ids/")),
+        "the origin was not asked for the state"
+    );
+    assert_accepted(&answer, &after_gap);
+    assert!(ids(&timeline(&a, &alice, &room.room_id).await).contains(&after_gap.id.as_str()));
+    assert_eq!(state(&a, &alice, &room.room_id, "m.room.name", "").await["name"], "renamed");
+    // Alice's next event builds on both branches' state: the name still stands after it.
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t1", enc(&room.room_id));
+    let (status, _) = a.put(&path, alice.token(), json!({"msgtype": "m.text", "body": "still here"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state(&a, &alice, &room.room_id, "m.room.name", "").await["name"], "renamed");
 }

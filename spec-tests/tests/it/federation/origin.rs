@@ -1,7 +1,8 @@
 //! A fake origin server that takes part in a real server's room: it serves its key document,
 //! joins through the real `/make_join` and `/send_join` v2, builds and signs PDUs on the room
 //! (or has them signed by another key), sends them in X-Matrix-signed transactions, and answers
-//! the requests the real server makes back (`/send`, `/get_missing_events`).
+//! the requests the real server makes back (`/send`, and what a test serves: `/get_missing_events`,
+//! `/state_ids`, …).
 
 use std::{
     collections::BTreeMap,
@@ -34,8 +35,8 @@ fn new_key() -> Ed25519KeyPair {
     Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "test".to_owned()).unwrap()
 }
 
-/// What the origin answers to `/get_missing_events`: these PDUs.
-pub type MissingEvents = Arc<Mutex<Vec<Value>>>;
+/// Answers the origin gives to requests whose path starts with a prefix: `(prefix, body)`.
+pub type Served = Arc<Mutex<Vec<(String, Value)>>>;
 
 pub struct Origin {
     pub peer: FakePeer,
@@ -43,7 +44,7 @@ pub struct Origin {
     key: Ed25519KeyPair,
     /// Another key with the same key id: what it signs does not verify.
     pub forger: Ed25519KeyPair,
-    pub missing: MissingEvents,
+    pub served: Served,
 }
 
 /// A room the origin's user joined: the ids a new PDU is built on.
@@ -55,6 +56,8 @@ pub struct Joined {
     pub power_levels: String,
     pub join_rules: String,
     pub join: String,
+    /// The room's state after the join (ids).
+    pub state: Vec<String>,
     /// The latest event the origin knows (its join, then what it sent).
     pub tip: String,
     pub depth: u64,
@@ -85,8 +88,8 @@ impl Origin {
         let signer = Ed25519KeyPair::from_der(&der, "test".to_owned()).unwrap();
         let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
         let name = Arc::new(OnceLock::<String>::new());
-        let missing: MissingEvents = Arc::default();
-        let (name2, missing2) = (name.clone(), missing.clone());
+        let served: Served = Arc::default();
+        let (name2, served2) = (name.clone(), served.clone());
         let handler: PeerHandler = Arc::new(move |req: &SeenRequest| {
             let server_name = name2.get().cloned().unwrap_or_default();
             let path = req.path.split('?').next().unwrap_or_default();
@@ -102,15 +105,15 @@ impl Origin {
                 (200, serde_json::to_string(&object).unwrap())
             } else if path.starts_with("/_matrix/federation/v1/send/") {
                 (200, json!({"pdus": {}}).to_string())
-            } else if path.starts_with("/_matrix/federation/v1/get_missing_events/") {
-                (200, json!({"events": missing2.lock().unwrap().clone()}).to_string())
+            } else if let Some((_, body)) = served2.lock().unwrap().iter().find(|(p, _)| path.starts_with(p.as_str())) {
+                (200, body.to_string())
             } else {
                 (404, json!({"errcode": "M_NOT_FOUND", "error": "nothing here"}).to_string())
             }
         });
         let peer = FakePeer::start(handler).await;
         name.set(peer.server_name.clone()).unwrap();
-        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), missing }
+        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served }
     }
 
     /// An X-Matrix-signed request to `to`'s federation port.
@@ -174,9 +177,13 @@ impl Origin {
         let (status, answer) = self.request(to, "PUT", &path, Some(&join.json)).await;
         assert_eq!(status, StatusCode::OK, "send_join: {answer}\n{}", to.log());
         let mut ids = BTreeMap::new();
+        let mut state = vec![join.id.clone()];
         for pdu in answer["state"].as_array().expect("state") {
             let object: CanonicalJsonObject = serde_json::from_value(pdu.clone()).unwrap();
             let id = format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap());
+            if pdu["state_key"] != user.as_str() {
+                state.push(id.clone());
+            }
             ids.insert(pdu["type"].as_str().unwrap().to_owned(), id);
         }
         Joined {
@@ -186,10 +193,16 @@ impl Origin {
             power_levels: ids["m.room.power_levels"].clone(),
             join_rules: ids["m.room.join_rules"].clone(),
             join: join.id.clone(),
+            state,
             tip: join.id,
             depth,
             rules,
         }
+    }
+
+    /// Answers requests whose path starts with `prefix` with `body` (200).
+    pub fn serve(&self, prefix: &str, body: Value) {
+        self.served.lock().unwrap().insert(0, (prefix.to_owned(), body));
     }
 
     /// Sends a transaction of PDUs; the status and the answer.
