@@ -168,6 +168,10 @@ async fn pdus_failing_the_auth_rules_are_rejected() {
     for pdu in [&power_grab, &rename, &kick] {
         assert!(!ids(&seen).contains(&pdu.id.as_str()), "{} is in the timeline", pdu.id);
     }
+    // Nor are they served to other servers.
+    let path = format!("/_matrix/federation/v1/event/{}", enc(&power_grab.id));
+    let (status, served) = origin.request(&a, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a rejected event is served: {served}");
     let levels = state(&a, &alice, &room.room_id, "m.room.power_levels", "").await;
     assert!(levels["users"].get(&room.user).is_none(), "{levels}");
     assert_eq!(state(&a, &alice, &room.room_id, "m.room.name", "").await["name"], "shared");
@@ -212,6 +216,25 @@ async fn transaction_bounds_and_retries() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_not_found(&event(&a, &alice, &room.room_id, &many[0].id).await, "a PDU of a refused transaction");
     assert!(!timeline(&a, &alice, &room.room_id).await.iter().any(|e| e["content"]["body"] == "flood 0"));
+
+    // Garbage among the PDUs: dropped, without an answer for it; the good PDU passes.
+    let good = origin.event(&room, Draft::message("among garbage"));
+    let mut elsewhere = origin.event(&room, Draft::message("another room")).json;
+    elsewhere["room_id"] = json!(format!("!nowhere:{}", origin.name));
+    let mut no_sender = good.json.clone();
+    no_sender.as_object_mut().unwrap().remove("sender");
+    no_sender["content"]["body"] = json!("no sender");
+    let pdus = json!([42, "text", [], {}, {"room_id": room.room_id}, elsewhere, no_sender, good.json]);
+    let body = json!({"origin": origin.name, "origin_server_ts": now_ms(), "pdus": pdus, "edus": []});
+    let (status, answer) = origin.request(&a, "PUT", "/_matrix/federation/v1/send/garbage", Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    assert_accepted(&answer, &good);
+    room.advance(&good);
+    // A body that is not a transaction: 400.
+    let (status, answer) =
+        origin.request(&a, "PUT", "/_matrix/federation/v1/send/broken", Some(&json!({"pdus": "many"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["errcode"].as_str().is_some_and(|c| c == "M_BAD_JSON" || c == "M_NOT_JSON"), "{answer}");
 
     // The same transaction id again, now with another PDU: the first answer, nothing new.
     let once = origin.event(&room, Draft::message("once"));
