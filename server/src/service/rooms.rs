@@ -28,7 +28,7 @@ pub use self::{
     create::CreateRoom,
     membership::MembershipChange,
     persist::{RoomCtx, Txn},
-    remote::{Accepted, Received, StateIds, with_implied_create},
+    remote::{Accepted, Received, StateBefore, StateIds, with_implied_create},
 };
 use super::{ServiceError, ServiceResult, notifier::Notifier};
 use crate::storage::Storage;

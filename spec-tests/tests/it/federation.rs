@@ -110,6 +110,8 @@ async fn key_document_and_version_over_tls() {
     verify_key_document(&doc, "localhost");
 }
 
+mod hostile;
+mod origin;
 mod rooms;
 mod split;
 mod synapse;

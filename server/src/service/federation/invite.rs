@@ -17,7 +17,7 @@ use super::{FederationService, received};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS},
+        rooms::{Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS, StateBefore},
     },
     storage::now_ms,
 };
@@ -138,7 +138,7 @@ impl FederationService {
             return Err(ServiceError::Upstream(format!("{destination} changed the invite")));
         }
         let event = received(signed, None);
-        match self.rooms.accept_remote(change.room_id.as_str(), &event, None).await? {
+        match self.rooms.accept_remote(change.room_id.as_str(), &event, StateBefore::Prevs).await? {
             Accepted::Stored | Accepted::AlreadyKnown => Ok(id),
             Accepted::SoftFailed => Err(ServiceError::Forbidden("the invite is no longer allowed".into())),
             Accepted::Rejected(reason) => Err(ServiceError::Forbidden(reason)),

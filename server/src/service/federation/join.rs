@@ -278,13 +278,14 @@ impl FederationService {
         }
     }
 
-    /// `/event/{eventId}`.
+    /// `/event/{eventId}`. A rejected event is not served: it is not part of the room.
     pub async fn event(&self, origin: &ServerName, event_id: &str) -> ServiceResult<Box<RawJsonValue>> {
         let pdu = self
             .storage
             .federation
             .pdu(event_id)
             .await?
+            .filter(|p| !p.rejected)
             .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
         self.check_server_in_room(origin, &pdu.room_id).await?;
         raw(pdu.pdu)

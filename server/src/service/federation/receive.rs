@@ -21,7 +21,7 @@ use super::{FederationService, received};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, Received, StateIds},
+        rooms::{Accepted, Received, StateBefore, StateIds},
     },
     storage::now_ms,
 };
@@ -183,7 +183,9 @@ impl FederationService {
     ) -> ServiceResult<Accepted> {
         self.ensure_auth_events(origin, room, rules, event).await?;
         let state_before = self.fill_gap(origin, room, rules, event).await?;
-        self.rooms.accept_remote(room.as_str(), event, state_before).await
+        self.rooms
+            .accept_remote(room.as_str(), event, state_before.map_or(StateBefore::Prevs, StateBefore::Reported))
+            .await
     }
 
     /// Fetches and stores the event's auth chain when some of its auth events are unknown.
@@ -260,7 +262,7 @@ impl FederationService {
                     }
                     // One predecessor that cannot be accepted must not stop the others.
                     let outcome = match self.ensure_auth_events(origin, room, rules, e).await {
-                        Ok(()) => self.rooms.accept_remote(room.as_str(), e, None).await,
+                        Ok(()) => self.rooms.accept_remote(room.as_str(), e, StateBefore::Prevs).await,
                         Err(err) => Err(err),
                     };
                     match outcome {

@@ -132,6 +132,14 @@ impl RoomService {
         let rules = self.rules_of(room_id).await?;
         let not_found = || ServiceError::NotFound("event not found".into());
         let row = self.storage.rooms.event(event_id).await?.filter(|r| r.room_id == room_id).ok_or_else(not_found)?;
+        // Outliers (events learnt from other servers outside the timeline, among them rejected
+        // and soft-failed ones) are not shown, except the viewer's own out-of-band membership
+        // (an invite from another server).
+        if row.stream_ordering < 0
+            && self.storage.rooms.membership(room_id, viewer.user_id).await?.is_none_or(|m| m.event_id != row.event_id)
+        {
+            return Err(not_found());
+        }
         if !self.visibility(room_id, viewer.user_id).await?.allows(row.stream_ordering) {
             return Err(not_found());
         }

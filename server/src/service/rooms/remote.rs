@@ -45,6 +45,18 @@ pub enum Accepted {
 /// A room state: `(type, state_key)` → event id.
 pub type StateIds = BTreeMap<(String, String), String>;
 
+/// Where the state before a received event comes from.
+#[derive(Clone, Debug)]
+pub enum StateBefore {
+    /// Its prev events, all in the timeline.
+    Prevs,
+    /// Another server's report, for an event after a gap in our copy of the room. The state
+    /// after the event is resolved with the current state (the report may be stale or a lie).
+    Reported(StateIds),
+    /// The state a resident server sent with our join: our copy of the room starts afresh.
+    Join(StateIds),
+}
+
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
@@ -138,6 +150,34 @@ async fn resolve_states(
     let resolved =
         resolve::resolve(rules, &typed, &loaded.0).map_err(|e| internal(format!("state resolution: {e}")))?;
     Ok(resolved.into_iter().map(|(k, id)| (k, id.to_string())).collect())
+}
+
+/// Whether a received redaction applies to its target (room versions 3 and later leave this to
+/// the server): the target is an event of the room, sent from the redaction's server or by a
+/// sender the state before the redaction lets redact others' events. A redaction that does not
+/// apply stays in the timeline without effect.
+async fn may_redact(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    redaction: &Pdu,
+    target: &ruma::EventId,
+    before: &StateIds,
+) -> ServiceResult<bool> {
+    let create = before.get(&("m.room.create".to_owned(), String::new())).cloned();
+    let levels = before.get(&("m.room.power_levels".to_owned(), String::new())).cloned();
+    loaded.load(w, [target.to_string()].into_iter().chain(create.clone()).chain(levels.clone())).await?;
+    let Some(original) = loaded.get(target) else { return Ok(false) };
+    if original.room_id != redaction.room_id {
+        return Ok(false);
+    }
+    if original.sender.server_name() == redaction.sender.server_name() {
+        return Ok(true);
+    }
+    let event = |id: Option<String>| id.and_then(|id| OwnedEventId::try_from(id).ok()).and_then(|id| loaded.get(&id));
+    let content = event(levels).and_then(|pl| serde_json::from_str::<JsonValue>(pl.content.get()).ok());
+    let power = super::power::PowerLevels::new(rules, event(create).as_ref(), content);
+    Ok(power.can_redact_others(&redaction.sender))
 }
 
 /// Writes a state as a full snapshot.
@@ -235,13 +275,12 @@ impl RoomService {
     }
 
     /// Accepts a timeline event of a known room whose auth events are stored, and whose prev
-    /// events are stored too unless `state_before` is given (the state before it as another
-    /// server reported it, for an event after a gap in our copy of the room).
+    /// events are stored too unless the state before it is given.
     pub async fn accept_remote(
         &self,
         room_id: &str,
         event: &Received,
-        state_before: Option<StateIds>,
+        state_before: StateBefore,
     ) -> ServiceResult<Accepted> {
         let Some((_, rules)) = self.room_rules(room_id).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
@@ -273,13 +312,13 @@ impl RoomService {
         }
 
         // 5. Against the state before it.
-        let replace_head = state_before.is_some();
+        let replace_head = matches!(state_before, StateBefore::Join(_));
         let (before, before_snapshot) = match state_before {
-            Some(state) => {
+            StateBefore::Reported(state) | StateBefore::Join(state) => {
                 let snapshot = write_full(&mut w, &state).await?;
                 (state, (snapshot, 0))
             }
-            None => self.state_before(&mut w, &mut loaded, &rules, &prev).await?,
+            StateBefore::Prevs => self.state_before(&mut w, &mut loaded, &rules, &prev).await?,
         };
         if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &before).await? {
             row.rejected = Some(&reason);
@@ -296,15 +335,16 @@ impl RoomService {
         } else {
             w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect()
         };
-        if head.snapshot_id != 0 && event.origin.is_some() {
-            if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await? {
-                tracing::info!(event_id = %id, %reason, "soft-failed a received event");
-                row.soft_failed = true;
-                row.state_before = Some(before_snapshot.0);
-                w.insert_outliers(&[row]).await?;
-                w.commit().await?;
-                return Ok(Accepted::SoftFailed);
-            }
+        if head.snapshot_id != 0
+            && event.origin.is_some()
+            && let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await?
+        {
+            tracing::info!(event_id = %id, %reason, "soft-failed a received event");
+            row.soft_failed = true;
+            row.state_before = Some(before_snapshot.0);
+            w.insert_outliers(&[row]).await?;
+            w.commit().await?;
+            return Ok(Accepted::SoftFailed);
         }
 
         // Into the timeline, with the state after it.
@@ -345,7 +385,9 @@ impl RoomService {
             )
             .await?;
         let position = inserted.position;
-        if let Some(target) = &event.pdu.redacts {
+        if let Some(target) = &event.pdu.redacts
+            && may_redact(&mut w, &mut loaded, &rules, &event.pdu, target, &before).await?
+        {
             w.mark_redacted(target.as_str(), &id).await?;
         }
 
@@ -577,6 +619,6 @@ impl RoomService {
             .filter(|e| stored.iter().any(|s| s.event_id == e.pdu.event_id.as_str() && !s.rejected))
             .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
             .collect();
-        self.accept_remote(room_id, join, Some(before)).await
+        self.accept_remote(room_id, join, StateBefore::Join(before)).await
     }
 }

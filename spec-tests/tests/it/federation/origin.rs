@@ -1,0 +1,286 @@
+//! A fake origin server that takes part in a real server's room: it serves its key document,
+//! joins through the real `/make_join` and `/send_join` v2, builds and signs PDUs on the room
+//! (or has them signed by another key), sends them in X-Matrix-signed transactions, and answers
+//! the requests the real server makes back (`/send`, and what a test serves: `/get_missing_events`,
+//! `/state_ids`, …).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use ruma::{
+    CanonicalJsonObject, OwnedServerName,
+    api::federation::authentication::{XMatrix, XMatrixSigningInput},
+    room_version_rules::RoomVersionRules,
+    signatures::Ed25519KeyPair,
+};
+use serde_json::{Value, json};
+use spec_tests::{
+    StatusCode, TestServer,
+    fake_peer::{FakePeer, PeerHandler, SeenRequest},
+};
+
+pub fn enc(id: &str) -> String {
+    id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24").replace('@', "%40")
+}
+
+pub fn now_ms() -> u64 {
+    u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+fn new_key() -> Ed25519KeyPair {
+    Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "test".to_owned()).unwrap()
+}
+
+/// Answers the origin gives to requests whose path starts with a prefix: `(prefix, body)`.
+pub type Served = Arc<Mutex<Vec<(String, Value)>>>;
+
+pub struct Origin {
+    pub peer: FakePeer,
+    pub name: String,
+    key: Ed25519KeyPair,
+    /// Another key with the same key id: what it signs does not verify.
+    pub forger: Ed25519KeyPair,
+    pub served: Served,
+}
+
+/// A room the origin's user joined: the ids a new PDU is built on.
+pub struct Joined {
+    pub room_id: String,
+    pub rules: RoomVersionRules,
+    pub user: String,
+    pub create: String,
+    pub power_levels: String,
+    pub join_rules: String,
+    pub join: String,
+    /// The room's state after the join (ids).
+    pub state: Vec<String>,
+    /// The latest event the origin knows (its join, then what it sent).
+    pub tip: String,
+    pub depth: u64,
+}
+
+impl Joined {
+    /// `auth_events` for an event of the origin's user: create (not listed from v12 on), power
+    /// levels, the user's join.
+    pub fn auth(&self) -> Vec<String> {
+        let mut auth = vec![self.power_levels.clone(), self.join.clone()];
+        if !self.rules.authorization.room_create_event_id_as_room_id {
+            auth.insert(0, self.create.clone());
+        }
+        auth
+    }
+
+    /// Moves the tip to an event the origin sent (accepted).
+    pub fn advance(&mut self, pdu: &Pdu) {
+        self.tip = pdu.id.clone();
+        self.depth += 1;
+    }
+}
+
+impl Origin {
+    pub async fn start() -> Self {
+        let der = Ed25519KeyPair::generate();
+        let key = Ed25519KeyPair::from_der(&der, "test".to_owned()).unwrap();
+        let signer = Ed25519KeyPair::from_der(&der, "test".to_owned()).unwrap();
+        let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
+        let name = Arc::new(OnceLock::<String>::new());
+        let served: Served = Arc::default();
+        let (name2, served2) = (name.clone(), served.clone());
+        let handler: PeerHandler = Arc::new(move |req: &SeenRequest| {
+            let server_name = name2.get().cloned().unwrap_or_default();
+            let path = req.path.split('?').next().unwrap_or_default();
+            if path == "/_matrix/key/v2/server" {
+                let doc = json!({
+                    "server_name": server_name,
+                    "valid_until_ts": now_ms() + 86_400_000,
+                    "verify_keys": {"ed25519:test": {"key": public}},
+                    "old_verify_keys": {},
+                });
+                let mut object: CanonicalJsonObject = serde_json::from_value(doc).unwrap();
+                ruma::signatures::sign_json(&server_name, &signer, &mut object).unwrap();
+                (200, serde_json::to_string(&object).unwrap())
+            } else if path.starts_with("/_matrix/federation/v1/send/") {
+                (200, json!({"pdus": {}}).to_string())
+            } else if let Some((_, body)) = served2.lock().unwrap().iter().find(|(p, _)| path.starts_with(p.as_str())) {
+                (200, body.to_string())
+            } else {
+                (404, json!({"errcode": "M_NOT_FOUND", "error": "nothing here"}).to_string())
+            }
+        });
+        let peer = FakePeer::start(handler).await;
+        name.set(peer.server_name.clone()).unwrap();
+        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served }
+    }
+
+    /// An X-Matrix-signed request to `to`'s federation port.
+    pub async fn request(
+        &self,
+        to: &TestServer,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+        let request = http::Request::builder().method(method).uri(path).body(bytes.clone()).unwrap();
+        let origin = OwnedServerName::try_from(self.name.as_str()).unwrap();
+        let destination = OwnedServerName::try_from(to.server_name.as_str()).unwrap();
+        let xmatrix =
+            XMatrix::sign_http_request(&request, XMatrixSigningInput::new(origin, destination, &self.key)).unwrap();
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut builder = client
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", to.federation_base))
+            .header("authorization", xmatrix.to_string());
+        if body.is_some() {
+            builder = builder.header("content-type", "application/json").body(bytes);
+        }
+        let response = builder.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Hashes and signs an event with `key` as this origin; its id and JSON.
+    pub fn sign_with(&self, key: &Ed25519KeyPair, mut event: CanonicalJsonObject, rules: &RoomVersionRules) -> Pdu {
+        for field in ["signatures", "hashes", "event_id", "unsigned"] {
+            event.remove(field);
+        }
+        ruma::signatures::hash_and_sign_event(&self.name, key, &mut event, &rules.redaction).unwrap();
+        let id = format!("${}", ruma::signatures::reference_hash(&event, rules).unwrap());
+        Pdu { id, json: serde_json::to_value(&event).unwrap() }
+    }
+
+    /// An event of the room, signed by this origin.
+    pub fn event(&self, room: &Joined, draft: Draft<'_>) -> Pdu {
+        self.sign_with(&self.key, draft.build(room), &room.rules)
+    }
+
+    /// Joins `user` (a localpart of this origin) to `room_id` on `to`.
+    pub async fn join(&self, to: &TestServer, room_id: &str, localpart: &str, version: &str) -> Joined {
+        let user = format!("@{localpart}:{}", self.name);
+        let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver={version}", enc(room_id), enc(&user));
+        let (status, answer) = self.request(to, "GET", &path, None).await;
+        assert_eq!(status, StatusCode::OK, "make_join: {answer}\n{}", to.log());
+        assert_eq!(answer["room_version"], version);
+        let rules = ruma::RoomVersionId::try_from(version).unwrap().rules().unwrap();
+        let mut template: CanonicalJsonObject = serde_json::from_value(answer["event"].clone()).unwrap();
+        template.insert("origin_server_ts".into(), ruma::CanonicalJsonValue::Integer(now_ms().try_into().unwrap()));
+        let depth = answer["event"]["depth"].as_u64().expect("depth");
+        let join = self.sign_with(&self.key, template, &rules);
+        let path = format!("/_matrix/federation/v2/send_join/{}/{}", enc(room_id), enc(&join.id));
+        let (status, answer) = self.request(to, "PUT", &path, Some(&join.json)).await;
+        assert_eq!(status, StatusCode::OK, "send_join: {answer}\n{}", to.log());
+        let mut ids = BTreeMap::new();
+        let mut state = vec![join.id.clone()];
+        for pdu in answer["state"].as_array().expect("state") {
+            let object: CanonicalJsonObject = serde_json::from_value(pdu.clone()).unwrap();
+            let id = format!("${}", ruma::signatures::reference_hash(&object, &rules).unwrap());
+            if pdu["state_key"] != user.as_str() {
+                state.push(id.clone());
+            }
+            ids.insert(pdu["type"].as_str().unwrap().to_owned(), id);
+        }
+        Joined {
+            room_id: room_id.to_owned(),
+            user,
+            create: ids["m.room.create"].clone(),
+            power_levels: ids["m.room.power_levels"].clone(),
+            join_rules: ids["m.room.join_rules"].clone(),
+            join: join.id.clone(),
+            state,
+            tip: join.id,
+            depth,
+            rules,
+        }
+    }
+
+    /// Answers requests whose path starts with `prefix` with `body` (200).
+    pub fn serve(&self, prefix: &str, body: Value) {
+        self.served.lock().unwrap().insert(0, (prefix.to_owned(), body));
+    }
+
+    /// Sends a transaction of PDUs; the status and the answer.
+    pub async fn send(&self, to: &TestServer, txn: &str, pdus: &[&Pdu]) -> (StatusCode, Value) {
+        let body = json!({
+            "origin": self.name,
+            "origin_server_ts": now_ms(),
+            "pdus": pdus.iter().map(|p| p.json.clone()).collect::<Vec<_>>(),
+            "edus": [],
+        });
+        self.request(to, "PUT", &format!("/_matrix/federation/v1/send/{txn}"), Some(&body)).await
+    }
+}
+
+/// A signed PDU: its id (the reference hash) and JSON.
+#[derive(Clone, Debug)]
+pub struct Pdu {
+    pub id: String,
+    pub json: Value,
+}
+
+impl Pdu {
+    /// The same event with other content (its hashes and signatures unchanged).
+    pub fn with_content(&self, content: Value) -> Pdu {
+        let mut json = self.json.clone();
+        json["content"] = content;
+        Pdu { id: self.id.clone(), json }
+    }
+}
+
+/// An event to build on a joined room; by default a message of the origin's user on the tip.
+pub struct Draft<'a> {
+    pub kind: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: Value,
+    pub sender: Option<&'a str>,
+    pub prev: Option<Vec<String>>,
+    pub auth: Option<Vec<String>>,
+}
+
+impl<'a> Draft<'a> {
+    pub fn message(body: &str) -> Self {
+        Self::of("m.room.message", None, json!({"msgtype": "m.text", "body": body}))
+    }
+
+    pub fn of(kind: &'a str, state_key: Option<&'a str>, content: Value) -> Self {
+        Self { kind, state_key, content, sender: None, prev: None, auth: None }
+    }
+
+    pub fn sender(mut self, sender: &'a str) -> Self {
+        self.sender = Some(sender);
+        self
+    }
+
+    pub fn prev(mut self, prev: Vec<String>) -> Self {
+        self.prev = Some(prev);
+        self
+    }
+
+    pub fn auth(mut self, auth: Vec<String>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    pub fn build(self, room: &Joined) -> CanonicalJsonObject {
+        let mut event = json!({
+            "room_id": room.room_id,
+            "sender": self.sender.unwrap_or(&room.user),
+            "type": self.kind,
+            "content": self.content,
+            "prev_events": self.prev.unwrap_or_else(|| vec![room.tip.clone()]),
+            "auth_events": self.auth.unwrap_or_else(|| room.auth()),
+            "depth": room.depth + 1,
+            "origin_server_ts": now_ms(),
+        });
+        if let Some(key) = self.state_key {
+            event["state_key"] = key.into();
+        }
+        serde_json::from_value(event).unwrap()
+    }
+}
