@@ -160,6 +160,10 @@ pub struct ServerOptions {
     /// Name it `127.0.0.1:<this port>` instead, where the test puts something in front of the
     /// federation listener (a proxy that can cut the network).
     pub public_port: Option<u16>,
+    /// The loopback address the federation listener binds and the server is named after
+    /// (default 127.0.0.1): servers on different addresses can be told apart by room ACLs,
+    /// which compare server names without their ports.
+    pub federation_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl ServerOptions {
@@ -174,6 +178,11 @@ impl ServerOptions {
     /// A federating server that peers reach through `port` (e.g. a test's proxy).
     pub fn federating_behind(port: u16) -> Self {
         Self { public_port: Some(port), ..Self::federating() }
+    }
+
+    /// A federating server on another loopback address (e.g. 127.0.0.2).
+    pub fn federating_on(ip: std::net::Ipv4Addr) -> Self {
+        Self { federation_ip: Some(ip), ..Self::federating() }
     }
 
     /// Verify peer certificates, trusting the PEM certificate(s) in `ca_file` besides the web PKI.
@@ -202,8 +211,12 @@ impl TestServer {
         let (port, federation_port) = (free_port(), free_port());
         let log = data_dir.path().join("server.log");
         let mut env = options.env;
+        let ip = options.federation_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        if options.federation_ip.is_some() {
+            env.insert("POSTSTELLE_LISTENERS__FEDERATION__ADDR".to_owned(), format!("{ip}:{federation_port}"));
+        }
         let server_name = if options.federation_name {
-            let name = format!("127.0.0.1:{}", options.public_port.unwrap_or(federation_port));
+            let name = format!("{ip}:{}", options.public_port.unwrap_or(federation_port));
             env.insert("POSTSTELLE_SERVER_NAME".to_owned(), name.clone());
             name
         } else {
@@ -213,7 +226,7 @@ impl TestServer {
         let server = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            federation_base: format!("https://127.0.0.1:{federation_port}"),
+            federation_base: format!("https://{ip}:{federation_port}"),
             server_name,
             federation_name: options.federation_name,
             federation_port,

@@ -110,6 +110,7 @@ async fn key_document_and_version_over_tls() {
     verify_key_document(&doc, "localhost");
 }
 
+mod acl;
 mod hostile;
 mod origin;
 mod rooms;

@@ -82,6 +82,7 @@ impl FederationService {
             return Err(ServiceError::IncompatibleRoomVersion(version.to_string()));
         }
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
+        self.check_acl(origin, room_id.as_str()).await?;
         let verified =
             self.verify_pdu(event, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
         if verified.pdu.event_id != event_id {
@@ -212,6 +213,7 @@ impl FederationService {
         user_id: &UserId,
     ) -> ServiceResult<(RoomVersionId, Box<RawJsonValue>)> {
         self.check_member_origin(origin, user_id)?;
+        self.check_acl(origin, room_id.as_str()).await?;
         if !self.is_resident(room_id).await? {
             return Err(ServiceError::NotFound("this server is not in the room".into()));
         }
@@ -230,6 +232,7 @@ impl FederationService {
         let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
         };
+        self.check_acl(origin, room_id.as_str()).await?;
         let verified = self.verify_pdu(pdu, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
         if verified.pdu.event_id != event_id {
             return Err(ServiceError::BadJson("the event id does not match the event".into()));

@@ -4,6 +4,7 @@
 //! it in the answer). Also the reads other servers make of a room: `/event`, `/state_ids`,
 //! `/event_auth`, `/get_missing_events`, `/backfill`.
 
+use ruma::events::room::server_acl::RoomServerAclEventContent;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId,
     ServerName, UserId,
@@ -198,6 +199,7 @@ impl FederationService {
         let Some((version, _)) = self.rooms.room_rules(room_id.as_str()).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
         };
+        self.check_acl(origin, room_id.as_str()).await?;
         if !self.is_resident(room_id).await? {
             return Err(ServiceError::NotFound("this server is not in the room".into()));
         }
@@ -220,6 +222,7 @@ impl FederationService {
         let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
         };
+        self.check_acl(origin, room_id.as_str()).await?;
         let verified = self.verify_pdu(pdu, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
         if verified.pdu.event_id != event_id {
             return Err(ServiceError::BadJson("the event id does not match the event".into()));
@@ -269,8 +272,25 @@ impl FederationService {
         }
     }
 
-    /// Whether `origin` may read the room's events: it has a member who joined (or is invited).
+    /// Whether the room's server ACL (`m.room.server_acl`) lets `server` take part; a room
+    /// without one lets everyone.
+    pub(super) async fn check_acl(&self, server: &ServerName, room_id: &str) -> ServiceResult<()> {
+        let Some(row) = self.storage.rooms.current_state_event(room_id, "m.room.server_acl", "").await? else {
+            return Ok(());
+        };
+        let pdu = crate::service::rooms::persist::parse_stored(&row.event_id, &row.pdu)?;
+        let Ok(acl) = serde_json::from_str::<RoomServerAclEventContent>(pdu.content.get()) else { return Ok(()) };
+        if acl.is_allowed(server) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!("{server} is denied by the room's server ACL")))
+        }
+    }
+
+    /// Whether `origin` may read the room's events: the room's ACL allows it and it has a
+    /// member who joined (or is invited, or left).
     pub async fn check_server_in_room(&self, origin: &ServerName, room_id: &str) -> ServiceResult<()> {
+        self.check_acl(origin, room_id).await?;
         if self.storage.federation.server_in_room(room_id, origin.as_str(), &["join", "invite", "leave"]).await? {
             Ok(())
         } else {

@@ -124,6 +124,7 @@ impl FederationService {
 
     /// The user must be the origin's and joined to the room.
     async fn check_own_member(&self, origin: &ServerName, room: &str, user: &str) -> ServiceResult<()> {
+        self.check_acl(origin, room).await?;
         let user_server = user.split_once(':').map(|(_, s)| s);
         if user_server != Some(origin.as_str()) {
             return Err(ServiceError::Forbidden(format!("{origin} cannot speak for {user}")));
@@ -148,6 +149,7 @@ impl FederationService {
                 return None;
             }
         };
+        let acl = self.check_acl(origin, room.as_str()).await;
         let parsed = match poststelle_federation::incoming::parse(raw, &rules, Some(&room)) {
             Ok(p) => p,
             Err(e) => {
@@ -156,6 +158,9 @@ impl FederationService {
             }
         };
         let id = parsed.pdu.event_id.clone();
+        if let Err(e) = acl {
+            return Some((id, Err(e.to_string())));
+        }
         let verified = match self.verify_pdu(raw, &rules, &room).await {
             Ok(v) => v,
             Err(e) => return Some((id, Err(e.to_string()))),
