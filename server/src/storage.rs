@@ -59,6 +59,41 @@ impl From<sqlx::Error> for StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// Held by the one process that runs a background duty (push delivery, the federation sender):
+/// a session-level advisory lock on a connection of its own, released when the process (or the
+/// connection) ends.
+#[derive(Debug)]
+pub struct LeaderLock {
+    conn: sqlx::PgConnection,
+}
+
+impl LeaderLock {
+    /// Takes the advisory lock `key` unless another process holds it.
+    pub async fn try_take(pool: &PgPool, key: (i32, i32)) -> StorageResult<Option<Self>> {
+        use sqlx::Connection;
+        let mut conn = pool.acquire().await?.detach();
+        let got = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1, $2) AS "got!""#, key.0, key.1)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(Self { conn }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+
+    /// Resolves when the lock's connection is gone (and so, possibly, the lock).
+    pub async fn lost(mut self) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            if sqlx::query!("SELECT 1 AS one").fetch_one(&mut self.conn).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// All repositories, built once from one pool.
 #[derive(Clone, Debug)]
 pub struct Storage {

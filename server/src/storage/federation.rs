@@ -4,7 +4,10 @@
 
 use sqlx::PgPool;
 
-use super::StorageResult;
+use super::{LeaderLock, StorageResult};
+
+/// The advisory lock of the process that sends to other servers.
+const SENDER_LOCK: (i32, i32) = (0x6665_6473, 1);
 
 #[derive(Clone, Debug)]
 pub struct FederationStore {
@@ -33,6 +36,11 @@ pub struct PendingTransaction {
 impl FederationStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Becomes the one process that sends to other servers, unless another holds that role.
+    pub async fn try_lead(&self) -> StorageResult<Option<LeaderLock>> {
+        LeaderLock::try_take(&self.pool, SENDER_LOCK).await
     }
 
     /// The answer given to an earlier transaction with this id from this origin.

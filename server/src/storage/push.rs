@@ -3,7 +3,7 @@
 use serde_json::Value as JsonValue;
 use sqlx::PgPool;
 
-use super::{StorageResult, now_ms, rooms::EventRow};
+use super::{LeaderLock, StorageResult, now_ms, rooms::EventRow};
 
 /// A registered pusher.
 #[derive(Clone, Debug)]
@@ -280,42 +280,9 @@ impl PushStore {
 /// Advisory-lock key of the push leader (two-key form: class, id).
 const PUSH_LEADER_LOCK: (i32, i32) = (0x7075_7368, 1);
 
-/// Held by the one process that evaluates push rules and delivers pushes: a session-level
-/// advisory lock on a connection of its own, released when the process (or connection) ends.
-#[derive(Debug)]
-pub struct LeaderLock {
-    conn: sqlx::PgConnection,
-}
-
-impl LeaderLock {
-    /// Resolves when the lock's connection is gone (and so, possibly, the lock).
-    pub async fn lost(mut self) {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-            if sqlx::query!("SELECT 1 AS one").fetch_one(&mut self.conn).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 impl PushStore {
     /// Takes the push leader lock if no other process holds it.
     pub async fn try_lead(&self) -> StorageResult<Option<LeaderLock>> {
-        use sqlx::Connection;
-        let mut conn = self.pool.acquire().await?.detach();
-        let got = sqlx::query_scalar!(
-            r#"SELECT pg_try_advisory_lock($1, $2) AS "got!""#,
-            PUSH_LEADER_LOCK.0,
-            PUSH_LEADER_LOCK.1
-        )
-        .fetch_one(&mut conn)
-        .await?;
-        if got {
-            Ok(Some(LeaderLock { conn }))
-        } else {
-            let _ = conn.close().await;
-            Ok(None)
-        }
+        LeaderLock::try_take(&self.pool, PUSH_LEADER_LOCK).await
     }
 }

@@ -3,7 +3,7 @@
 //! of a membership change), advancing its stored position in the same transaction; then each
 //! destination's queue drains one transaction (at most 50 PDUs, 100 EDUs) at a time, rows
 //! leaving the queue only on a 200. Failures back off exponentially per destination; after a
-//! restart, whatever was queued is sent.
+//! restart, whatever was queued is sent. One process at a time sends (an advisory lock).
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -21,9 +21,27 @@ use crate::{service::ServiceResult, storage::now_ms};
 const QUEUE_BATCH: i64 = 500;
 
 impl FederationService {
-    /// Runs the sender until the process ends: whenever the events stream moves, and every
-    /// second for destinations whose backoff ran out.
-    pub async fn run_sender(self: Arc<Self>, mut wake: tokio::sync::watch::Receiver<u64>) {
+    /// Sends for this server while this process holds the sender's lock (one process at a
+    /// time, among all that share the database), trying to take it every few seconds.
+    pub async fn run_sender(self: Arc<Self>, wake: tokio::sync::watch::Receiver<u64>) {
+        loop {
+            match self.storage.federation.try_lead().await {
+                Ok(Some(lock)) => {
+                    tracing::info!("this process sends to other servers");
+                    tokio::select! {
+                        () = self.clone().send_forever(wake.clone()) => {}
+                        () = lock.lost() => tracing::warn!("lost the federation sender lock"),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "federation sender election failed"),
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Whenever the events stream moves, and every second for destinations whose backoff ran out.
+    async fn send_forever(self: Arc<Self>, mut wake: tokio::sync::watch::Receiver<u64>) {
         let mut in_flight: JoinSet<OwnedServerName> = JoinSet::new();
         let mut busy: BTreeSet<OwnedServerName> = BTreeSet::new();
         loop {
