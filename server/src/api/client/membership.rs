@@ -73,7 +73,8 @@ pub(super) async fn join_room_by_id_or_alias(
 pub(super) async fn knock_room(State(state): State<AppState>, req: Ruma<knock::Request>) -> ApiResult<knock::Response> {
     let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
     let user = me(&req.identity)?;
-    state.rooms.change_membership(change(&req.identity, room_id.clone(), user, "knock", req.body.reason)?).await?;
+    let change = change(&req.identity, room_id.clone(), user, "knock", req.body.reason)?;
+    state.federation.knock(change, &req.body.via).await?;
     Ok(knock::Response::new(room_id).into())
 }
 

@@ -12,8 +12,9 @@ use ruma::{
             get_event::v1 as get_event, get_missing_events::v1 as missing_events, get_room_state_ids::v1 as state_ids,
         },
         membership::{
-            create_invite::v2 as send_invite, create_join_event::v2 as send_join, create_leave_event::v2 as send_leave,
-            prepare_join_event::v1 as make_join, prepare_leave_event::v1 as make_leave,
+            create_invite::v2 as send_invite, create_join_event::v2 as send_join, create_knock_event::v1 as send_knock,
+            create_leave_event::v2 as send_leave, prepare_join_event::v1 as make_join,
+            prepare_knock_event::v1 as make_knock, prepare_leave_event::v1 as make_leave,
         },
         transactions::send_transaction_message::v1 as send_transaction,
     },
@@ -35,6 +36,8 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<make_leave::Request, _, _>(prepare_leave)
         .ruma_route::<send_leave::Request, _, _>(create_leave)
         .ruma_route::<send_invite::Request, _, _>(create_invite)
+        .ruma_route::<make_knock::Request, _, _>(prepare_knock)
+        .ruma_route::<send_knock::Request, _, _>(create_knock)
         .ruma_route::<get_event::Request, _, _>(event)
         .ruma_route::<state_ids::Request, _, _>(room_state_ids)
         .ruma_route::<event_auth::Request, _, _>(event_authorization)
@@ -109,6 +112,26 @@ async fn create_invite(
         .receive_invite(&req.identity, &b.room_id, &b.event_id, &b.room_version, &b.event, &b.invite_room_state)
         .await?;
     Ok(send_invite::Response::new(event).into())
+}
+
+/// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+async fn prepare_knock(
+    State(state): State<AppState>,
+    req: Ruma<make_knock::Request>,
+) -> ApiResult<make_knock::Response> {
+    let b = &req.body;
+    let (version, event) = state.federation.make_knock(&req.identity, &b.room_id, &b.user_id, &b.ver).await?;
+    Ok(make_knock::Response::new(version, event).into())
+}
+
+/// # `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+async fn create_knock(
+    State(state): State<AppState>,
+    req: Ruma<send_knock::Request>,
+) -> ApiResult<send_knock::Response> {
+    let b = &req.body;
+    let knock_state = state.federation.send_knock(&req.identity, &b.room_id, &b.event_id, &b.pdu).await?;
+    Ok(send_knock::Response::new(knock_state).into())
 }
 
 /// # `GET /_matrix/federation/v1/event/{eventId}`

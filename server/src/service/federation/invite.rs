@@ -1,13 +1,15 @@
 //! Invites and leaves across servers: our users invited by other servers (`/invite` v2, the
 //! event countersigned and kept with the room's stripped state), other servers' users invited
 //! by ours (their server signs first, then the event enters the room), declining an invite to a
-//! room this server is not in (`/make_leave`, `/send_leave` v2 through the inviting server), and
-//! other servers' users leaving our rooms the same way.
+//! room this server is not in (`/make_leave`, `/send_leave` v2 through the inviting server),
+//! other servers' users leaving our rooms the same way, and knocks in both directions
+//! (`/make_knock`, `/send_knock`).
 
 use ruma::{
-    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, RoomId, RoomVersionId, ServerName, UserId,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
     api::federation::membership::{
-        RawStrippedState, create_invite::v2 as send_invite, create_leave_event::v2 as send_leave,
+        RawStrippedState, create_invite::v2 as send_invite, create_knock_event::v1 as send_knock,
+        create_leave_event::v2 as send_leave, prepare_knock_event::v1 as make_knock,
         prepare_leave_event::v1 as make_leave,
     },
 };
@@ -253,5 +255,117 @@ impl FederationService {
             }
             Accepted::Rejected(reason) => Err(ServiceError::Forbidden(reason)),
         }
+    }
+}
+
+impl FederationService {
+    /// A local user knocks: here if this server is in the room, else through the servers the
+    /// client named or the one in the room id.
+    pub async fn knock(&self, change: MembershipChange, via: &[OwnedServerName]) -> ServiceResult<OwnedEventId> {
+        if self.is_resident(&change.room_id).await? {
+            return self.rooms.change_membership(change).await;
+        }
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        servers.extend(change.room_id.server_name().map(ToOwned::to_owned));
+        servers.retain(|s| *s != self.server_name);
+        servers.dedup();
+        let mut last_error = ServiceError::NotFound("no server to knock through".into());
+        for server in &servers {
+            match self.knock_through(&change, server).await {
+                Ok(id) => return Ok(id),
+                Err(e) => {
+                    tracing::info!(room_id = %change.room_id, %server, error = %e, "could not knock through a server");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn knock_through(&self, change: &MembershipChange, server: &ServerName) -> ServiceResult<OwnedEventId> {
+        let mut request = make_knock::Request::new(change.room_id.clone(), change.sender.clone());
+        request.ver = SUPPORTED_ROOM_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
+        let template = self.call(server, request).await?;
+        let version = template.room_version;
+        if !SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
+            return Err(ServiceError::UnsupportedRoomVersion(version.to_string()));
+        }
+        let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
+        let mut event: CanonicalJsonObject = serde_json::from_str(template.event.get())
+            .map_err(|e| ServiceError::Upstream(format!("{server}: bad template: {e}")))?;
+        self.check_template(&event, &change.sender, &change.room_id, "knock")?;
+        event.insert("origin_server_ts".into(), CanonicalJsonValue::Integer(now_ms().try_into().map_err(internal)?));
+        if let Some(reason) = &change.reason
+            && let Some(CanonicalJsonValue::Object(content)) = event.get_mut("content")
+        {
+            content.insert("reason".into(), CanonicalJsonValue::String(reason.clone()));
+        }
+        let signed = self.sign_event(event, &rules)?;
+        let text = serde_json::to_string(&signed.json).map_err(internal)?;
+        let id = signed.pdu.event_id.clone();
+        let answer =
+            self.call(server, send_knock::Request::new(change.room_id.clone(), id.clone(), raw(text.clone())?)).await?;
+        let knock = Received { pdu: signed.pdu, text, origin: None };
+        let state = stripped(&answer.knock_room_state);
+        self.rooms.accept_lone_membership(change.room_id.as_str(), &version, &knock, Some(&state)).await?;
+        Ok(id)
+    }
+
+    /// `/make_knock`: a knock template for a user of `origin`.
+    pub async fn make_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        versions: &[RoomVersionId],
+    ) -> ServiceResult<(RoomVersionId, Box<RawJsonValue>)> {
+        self.check_member_origin(origin, user_id)?;
+        self.check_acl(origin, room_id.as_str()).await?;
+        let Some((version, _)) = self.rooms.room_rules(room_id.as_str()).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        if !self.is_resident(room_id).await? {
+            return Err(ServiceError::NotFound("this server is not in the room".into()));
+        }
+        if !versions.contains(&version) {
+            return Err(ServiceError::IncompatibleRoomVersion(version.to_string()));
+        }
+        let (version, template) = self.rooms.membership_template(room_id, user_id, "knock").await?;
+        Ok((version, raw(serde_json::to_string(&template).map_err(internal)?)?))
+    }
+
+    /// `/send_knock`: accepts another server's knock and answers with the room's stripped state.
+    pub async fn send_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        pdu: &RawJsonValue,
+    ) -> ServiceResult<Vec<RawStrippedState>> {
+        let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        self.check_acl(origin, room_id.as_str()).await?;
+        let verified = self.verify_pdu(pdu, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
+        if verified.pdu.event_id != event_id {
+            return Err(ServiceError::BadJson("the event id does not match the event".into()));
+        }
+        let event = received(verified, Some(origin));
+        let sender = event.pdu.sender.clone();
+        if event.pdu.kind.to_string() != "m.room.member"
+            || event.pdu.state_key.as_deref() != Some(sender.as_str())
+            || membership_of(&event).as_deref() != Some("knock")
+        {
+            return Err(ServiceError::BadJson("not a knock event".into()));
+        }
+        self.check_member_origin(origin, &sender)?;
+        match self.accept_with_history(origin, room_id, &rules, &event).await? {
+            Accepted::Stored | Accepted::AlreadyKnown => {}
+            Accepted::SoftFailed => {
+                return Err(ServiceError::Forbidden("the knock is not allowed by the current state".into()));
+            }
+            Accepted::Rejected(reason) => return Err(ServiceError::Forbidden(reason)),
+        }
+        self.invite_state(room_id.as_str(), sender.as_str()).await
     }
 }

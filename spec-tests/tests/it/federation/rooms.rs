@@ -318,3 +318,50 @@ async fn three_servers_share_a_room_and_a_stopped_server_catches_up() {
         assert!(on_b.contains(text), "{text} missing on B: {on_b:?}");
     }
 }
+
+/// Bob on B knocks on Alice's knock-only room on A (through A); A sees the knock, Bob's client
+/// sees the room's name under `knock`; Alice lets him in with an invite and he joins.
+#[tokio::test]
+async fn a_user_knocks_on_a_remote_room_and_is_let_in() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    let (status, created) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "private_chat", "room_version": "11", "name": "knock here",
+                   "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let path = format!("/_matrix/client/v3/knock/{}?server_name={}", enc(&room), enc(&a.server_name));
+    let (status, answer) = b.post(&path, bob.token(), json!({"reason": "let me in"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
+    wait_for_membership(&a, &alice, &room, &bob.user_id, "knock").await;
+    let (status, sync) = b.get("/_matrix/client/v3/sync", bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{sync}");
+    let knocked = &sync["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert!(
+        knocked
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "knock here"),
+        "{sync}"
+    );
+
+    let (status, answer) = a
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            alice.token(),
+            json!({"user_id": bob.user_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nA log:\n{}", a.log());
+    let (status, answer) = b.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
+    wait_for_membership(&a, &alice, &room, &bob.user_id, "join").await;
+}
