@@ -68,11 +68,17 @@ impl AppState {
             .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
         let e2ee = Arc::new(E2eeService::new(storage.clone(), server_name.clone()));
         let key_backup = Arc::new(KeyBackupService::new(storage.clone()));
-        let media =
-            MediaService::new(storage.clone(), &config.data_dir, config.server_name.clone(), config.media.clone())?;
         let signing_key = key.clone();
         let allow_list = AllowList::from_config(&config.federation)?;
         let federation_client = Arc::new(federation_client(&config, server_name.clone(), key.clone(), &allow_list)?);
+        let media = MediaService::new(
+            storage.clone(),
+            &config.data_dir,
+            config.server_name.clone(),
+            config.media.clone(),
+            federation_client.clone(),
+        )?;
+
         let notaries = config
             .federation
             .trusted_key_servers

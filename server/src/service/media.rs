@@ -5,6 +5,7 @@
 
 pub mod content_store;
 pub mod preview;
+pub mod remote;
 pub mod thumbnail;
 
 use std::{sync::Arc, time::Duration};
@@ -76,6 +77,8 @@ pub struct MediaService {
     uploaded: Notify,
     /// URL previews, when the operator turned them on.
     previewer: Option<preview::Previewer>,
+    /// Fetches other servers' media (their `/federation/v1/media/download`).
+    federation: Arc<poststelle_federation::FederationClient>,
 }
 
 impl MediaService {
@@ -84,6 +87,7 @@ impl MediaService {
         data_dir: &std::path::Path,
         server_name: String,
         config: config::Media,
+        federation: Arc<poststelle_federation::FederationClient>,
     ) -> ServiceResult<Arc<Self>> {
         let files =
             ContentStore::open(data_dir).map_err(|e| ServiceError::Internal(format!("media directory: {e}")))?;
@@ -95,7 +99,7 @@ impl MediaService {
         } else {
             None
         };
-        Ok(Arc::new(Self { storage, files, server_name, config, uploaded: Notify::new(), previewer }))
+        Ok(Arc::new(Self { storage, files, server_name, config, uploaded: Notify::new(), previewer, federation }))
     }
 
     pub fn max_upload_bytes(&self) -> u64 {
@@ -225,8 +229,7 @@ impl MediaService {
         timeout: Duration,
     ) -> ServiceResult<MediaRecord> {
         if server_name.as_str() != self.server_name {
-            // Remote media arrives with federation.
-            return Err(ServiceError::NotFound("media not found".into()));
+            return self.remote_record(server_name, media_id).await;
         }
         let deadline = tokio::time::Instant::now() + timeout.min(Duration::from_secs(120));
         loop {

@@ -112,6 +112,7 @@ async fn key_document_and_version_over_tls() {
 
 mod acl;
 mod hostile;
+mod media;
 mod origin;
 mod rooms;
 mod split;
