@@ -116,6 +116,9 @@ fn spawn(data_dir: &Path, database_url: &str, ports: (u16, u16), log: &Path, env
         .env("POSTSTELLE_REGISTRATION__ENABLED", "true")
         .env("POSTSTELLE_REGISTRATION__SHARED_SECRET", SHARED_SECRET)
         .env("POSTSTELLE_RATE_LIMITS__ENABLED", "false")
+        // Closed federation unless a test federates: a test's server never looks up or reaches
+        // another server's name (no DNS, no traffic off loopback). `federating()` opens it.
+        .env("POSTSTELLE_FEDERATION__ALLOW_LIST", "no-federation.invalid")
         // Cheap hashes keep tests fast; the cost is configuration, not code.
         .env("POSTSTELLE_LOGIN__ARGON2_MEMORY_KIB", "256")
         .env("POSTSTELLE_LOGIN__ARGON2_ITERATIONS", "1")
@@ -173,6 +176,7 @@ impl ServerOptions {
         Self { federation_name: true, ..Self::default() }
             .set("POSTSTELLE_FEDERATION__ALLOW_PRIVATE_NETWORKS", true)
             .set("POSTSTELLE_FEDERATION__VERIFY_TLS", false)
+            .set("POSTSTELLE_FEDERATION__ALLOW_LIST", "")
     }
 
     /// A federating server that peers reach through `port` (e.g. a test's proxy).

@@ -124,6 +124,9 @@ fn received(v: IncomingPdu, origin: Option<&ServerName>) -> Received {
 /// How another server's failure reaches our client: its Matrix error where it gave one, else
 /// a gateway error naming the server.
 fn remote_error(destination: &ServerName, e: &ClientError) -> ServiceError {
+    if let ClientError::NotAllowed(_) = e {
+        return ServiceError::Forbidden(format!("this server does not federate with {destination}"));
+    }
     match e.status().map(|s| s.as_u16()) {
         Some(403) => ServiceError::Forbidden(format!("{destination}: {e}")),
         Some(404) => ServiceError::NotFound(format!("{destination}: {e}")),

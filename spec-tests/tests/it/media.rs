@@ -153,10 +153,12 @@ async fn upload_download_and_config() {
         StatusCode::NOT_FOUND,
         "M_NOT_FOUND",
     );
+    // Test servers do not federate unless a test says so (see `ServerOptions::federating`):
+    // another server's media is refused without a lookup (federation::media fetches it).
     assert_error(
         &s.get("/_matrix/client/v1/media/download/elsewhere.example/abc", bob.token()).await,
-        StatusCode::NOT_FOUND,
-        "M_NOT_FOUND",
+        StatusCode::FORBIDDEN,
+        "M_FORBIDDEN",
     );
     let (status, _) = s.get("/_matrix/client/v1/media/download/bad%20name/abc", bob.token()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -29,12 +29,14 @@ impl MediaService {
             }
         }
         let answer =
-            self.federation.send(server, get_content::Request::new(media_id.to_owned())).await.map_err(|e| match e
-                .status()
-                .map(|s| s.as_u16())
-            {
-                Some(404) => ServiceError::NotFound("media not found".into()),
-                _ => ServiceError::Upstream(format!("{server}: {e}")),
+            self.federation.send(server, get_content::Request::new(media_id.to_owned())).await.map_err(|e| {
+                match (&e, e.status().map(|s| s.as_u16())) {
+                    (poststelle_federation::ClientError::NotAllowed(_), _) => {
+                        ServiceError::Forbidden(format!("this server does not federate with {server}"))
+                    }
+                    (_, Some(404)) => ServiceError::NotFound("media not found".into()),
+                    _ => ServiceError::Upstream(format!("{server}: {e}")),
+                }
             })?;
         let FileOrLocation::File(content) = answer.content else {
             return Err(ServiceError::Upstream(format!("{server} redirected the download elsewhere")));
