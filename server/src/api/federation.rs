@@ -26,10 +26,11 @@ use crate::{
 /// Most servers one notary query may name (each may cost a fetch).
 const MAX_NOTARY_SERVERS: usize = 50;
 
+mod queries;
 mod rooms;
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    rooms::routes(r)
+    queries::routes(rooms::routes(r))
         .ruma_route::<server_keys::Request, _, _>(get_server_keys)
         .ruma_route::<version::Request, _, _>(get_version)
         .ruma_route::<notary_one::Request, _, _>(query_keys)

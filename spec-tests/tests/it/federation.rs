@@ -112,6 +112,7 @@ async fn key_document_and_version_over_tls() {
 
 mod hostile;
 mod origin;
+mod queries;
 mod rooms;
 mod split;
 mod synapse;
