@@ -10,6 +10,9 @@ use crate::{
     storage::{Storage, StorageError, users::NewUser},
 };
 
+/// How long an OpenID token is valid.
+pub const OPENID_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The longest user id the spec allows.
 const MAX_USER_ID_LEN: usize = 255;
 
@@ -208,6 +211,25 @@ impl AccountService {
             }
         }
         Ok(profile)
+    }
+
+    /// `/openid/request_token`: a new short-lived token that proves to another server that
+    /// its bearer is `user_id`; only its hash is stored.
+    pub async fn request_openid_token(&self, requester: &str, user_id: &UserId) -> ServiceResult<String> {
+        if requester != user_id.as_str() {
+            return Err(ServiceError::Forbidden("you may only request OpenID tokens for yourself".into()));
+        }
+        let token = tokens::new_token("oid");
+        let lifetime = i64::try_from(OPENID_TOKEN_LIFETIME.as_millis()).unwrap_or(i64::MAX);
+        let expires = crate::storage::now_ms().saturating_add(lifetime);
+        self.storage.users.add_openid_token(&tokens::token_hash(&token), user_id.as_str(), expires).await?;
+        Ok(token)
+    }
+
+    /// `/openid/userinfo`: whose unexpired OpenID token this is.
+    pub async fn openid_userinfo(&self, token: &str) -> ServiceResult<OwnedUserId> {
+        let user = self.storage.users.openid_user(&tokens::token_hash(token), crate::storage::now_ms()).await?;
+        user.and_then(|u| OwnedUserId::try_from(u).ok()).ok_or(ServiceError::UnknownToken { soft_logout: false })
     }
 
     /// The profile of a local user; `NotFound` if there is no such (active) account.

@@ -1,5 +1,5 @@
 //! The query endpoints of the server-server API: profiles, device lists and keys of our users,
-//! and our public room directory. Each handler takes the origin that X-Matrix authenticated
+//! our public room directory, and whose OpenID token a bearer holds. Each handler takes the origin that X-Matrix authenticated
 //! and makes one service call; who may learn what is the services' business.
 
 use axum::{Router, extract::State};
@@ -7,6 +7,7 @@ use ruma::api::federation::{
     device::get_devices::v1 as user_devices,
     directory::{get_public_rooms::v1 as public_rooms, get_public_rooms_filtered::v1 as public_rooms_filtered},
     keys::{claim_keys::v1 as claim_keys, get_keys::v1 as get_keys},
+    openid::get_openid_userinfo::v1 as openid_userinfo,
     query::get_profile_information::v1 as profile,
 };
 
@@ -26,6 +27,7 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<claim_keys::Request, _, _>(claim_one_time_keys)
         .ruma_route::<public_rooms::Request, _, _>(get_public_rooms)
         .ruma_route::<public_rooms_filtered::Request, _, _>(get_public_rooms_filtered)
+        .ruma_route::<openid_userinfo::Request, _, _>(get_openid_userinfo)
 }
 
 fn limit(l: Option<ruma::UInt>) -> Option<usize> {
@@ -104,4 +106,12 @@ async fn get_public_rooms_filtered(
     response.prev_batch = prev;
     response.total_room_count_estimate = ruma::UInt::try_from(total as u64).ok();
     Ok(response.into())
+}
+
+/// # `GET /_matrix/federation/v1/openid/userinfo` (no X-Matrix: the token is the proof)
+async fn get_openid_userinfo(
+    State(state): State<AppState>,
+    req: Ruma<openid_userinfo::Request>,
+) -> ApiResult<openid_userinfo::Response> {
+    Ok(openid_userinfo::Response::new(state.accounts.openid_userinfo(&req.body.access_token).await?).into())
 }

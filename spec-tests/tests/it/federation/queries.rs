@@ -251,6 +251,22 @@ fn changed(sync: &Value, user: &str) -> bool {
     sync["device_lists"]["changed"].as_array().is_some_and(|l| l.iter().any(|u| u == user))
 }
 
+/// Syncs as `who` on `s` from `since` until `user` is listed in `device_lists.changed`
+/// (up to 30 s); the next token.
+async fn wait_for_changed(s: &TestServer, who: &Account, since: &str, user: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since = since.to_owned();
+    loop {
+        let (status, sync) = s.get(&format!("/_matrix/client/v3/sync?timeout=1000&since={since}"), who.token()).await;
+        assert_eq!(status, StatusCode::OK, "{sync}");
+        since = sync["next_batch"].as_str().expect("next_batch").to_owned();
+        if changed(&sync, user) {
+            return since;
+        }
+        assert!(Instant::now() < deadline, "{what} never reached the sync; log:\n{}", s.log());
+    }
+}
+
 /// When Bob on B uploads new device keys or a cross-signing key, B sends A an
 /// `m.device_list_update` / `m.signing_key_update`: Alice's `/sync` lists Bob in
 /// `device_lists.changed`, and her next `/keys/query` returns his new keys.
@@ -258,47 +274,72 @@ fn changed(sync: &Value, user: &str) -> bool {
 async fn device_list_updates_reach_the_other_server() {
     let p = pair().await;
     let (a, b, alice, bob) = (&p.a, &p.b, &p.alice, &p.bob);
-    upload(b, bob, json!({"device_keys": device_keys(bob, "bob-curve-1")})).await;
     let (status, first) = a.get("/_matrix/client/v3/sync?timeout=0", alice.token()).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let mut since = first["next_batch"].as_str().expect("next_batch").to_owned();
-
-    // New identity keys for Bob's device.
-    upload(b, bob, json!({"device_keys": device_keys(bob, "bob-curve-2")})).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, sync) = a.get(&format!("/_matrix/client/v3/sync?timeout=1000&since={since}"), alice.token()).await;
-        assert_eq!(status, StatusCode::OK, "{sync}");
-        since = sync["next_batch"].as_str().expect("next_batch").to_owned();
-        if changed(&sync, &bob.user_id) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "Bob's change never reached Alice's sync; A log:\n{}", a.log());
-    }
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
     let query = json!({"device_keys": {bob.user_id.clone(): []}});
-    let (status, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query).await;
-    assert_eq!(status, StatusCode::OK, "{keys}");
-    assert_eq!(
-        keys["device_keys"][&bob.user_id][&bob.device_id]["keys"][format!("curve25519:{}", bob.device_id)],
-        "bob-curve-2"
-    );
+    let curve_of = |keys: &Value| {
+        keys["device_keys"][&bob.user_id][&bob.device_id]["keys"][format!("curve25519:{}", bob.device_id)].clone()
+    };
+
+    // Bob's first keys, then new identity keys for the same device: each change reaches A.
+    upload(b, bob, json!({"device_keys": device_keys(bob, "bob-curve-1")})).await;
+    let since = wait_for_changed(a, alice, &since, &bob.user_id, "Bob's first keys").await;
+    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query.clone()).await;
+    assert_eq!(curve_of(&keys), "bob-curve-1", "{keys}");
+    upload(b, bob, json!({"device_keys": device_keys(bob, "bob-curve-2")})).await;
+    let since = wait_for_changed(a, alice, &since, &bob.user_id, "Bob's new keys").await;
+    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query.clone()).await;
+    assert_eq!(curve_of(&keys), "bob-curve-2", "{keys}");
 
     // A cross-signing key: an m.signing_key_update.
     let master = json!({"user_id": bob.user_id, "usage": ["master"], "keys": {"ed25519:bobmaster": "bobmaster"}});
     let (status, answer) =
         b.post("/_matrix/client/v3/keys/device_signing/upload", bob.token(), json!({"master_key": master})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, sync) = a.get(&format!("/_matrix/client/v3/sync?timeout=1000&since={since}"), alice.token()).await;
-        assert_eq!(status, StatusCode::OK, "{sync}");
-        since = sync["next_batch"].as_str().expect("next_batch").to_owned();
-        if changed(&sync, &bob.user_id) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "Bob's master key never reached Alice's sync; A log:\n{}", a.log());
-    }
-    let query = json!({"device_keys": {bob.user_id.clone(): []}});
+    wait_for_changed(a, alice, &since, &bob.user_id, "Bob's master key").await;
     let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query).await;
     assert_eq!(keys["master_keys"][&bob.user_id]["keys"]["ed25519:bobmaster"], "bobmaster", "{keys}");
+}
+
+/// Alice requests an OpenID token from A; another party redeems it at A's
+/// `/openid/userinfo` and learns it is Alice. Unknown tokens are 401; a token for someone else
+/// is refused.
+#[tokio::test]
+async fn openid_tokens_prove_who_a_user_is() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = a.register("bob", "pw-bob-123").await;
+    let path = format!("/_matrix/client/v3/user/{}/openid/request_token", enc(&alice.user_id));
+    let (status, token) = a.post(&path, alice.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{token}");
+    assert_eq!(
+        (token["token_type"].as_str(), token["matrix_server_name"].as_str()),
+        (Some("Bearer"), Some(a.server_name.as_str()))
+    );
+    assert!(token["expires_in"].as_u64().is_some_and(|s| s > 0 && s <= 3600), "{token}");
+    let access = token["access_token"].as_str().expect("access_token");
+    let answer = a.post(&path, bob.token(), json!({})).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let userinfo = |t: &str| {
+        let url = format!("{}/_matrix/federation/v1/openid/userinfo?access_token={t}", a.federation_base);
+        let client = client.clone();
+        async move {
+            let r = client.get(url).send().await.expect("userinfo");
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, info) = userinfo(access).await;
+    assert_eq!((status, info["sub"].as_str()), (StatusCode::OK, Some(alice.user_id.as_str())), "{info}");
+    let answer = userinfo("oid_not-a-token").await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
+    // The client access token is not an OpenID token.
+    let answer = userinfo(&alice.access_token).await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
 }
