@@ -6,6 +6,8 @@
 
 mod federation;
 
+pub use self::federation::announce_deleted_devices;
+
 use std::{collections::BTreeMap, sync::Arc};
 
 use poststelle_federation::FederationClient;
@@ -138,7 +140,7 @@ impl E2eeService {
                 return Err(ServiceError::BadJson("device_keys needs `keys` and `algorithms`".into()));
             }
             if self.storage.e2ee.set_device_keys(user_id.as_str(), device_id, &value, now_ms()).await? {
-                self.announce_device(user_id, device_id, Some(&value)).await?;
+                self.announce_device(user_id, device_id, &value).await?;
             }
         }
         let one_time = uploaded(&req.one_time_keys)?;

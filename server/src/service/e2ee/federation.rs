@@ -20,7 +20,7 @@ use serde_json::{Value as JsonValue, json};
 use super::{ClaimRequest, DeviceRequest, E2eeService, Viewer, raw};
 use crate::{
     service::{ServiceError, ServiceResult},
-    storage::now_ms,
+    storage::{Storage, now_ms},
 };
 
 /// How long a client's query waits for other servers when it names no timeout.
@@ -163,27 +163,9 @@ impl E2eeService {
     }
 
     /// Tells the servers whose users share a room with `user` that one of the user's devices
-    /// changed (`keys`: its new identity keys; `None`: deleted).
-    pub(super) async fn announce_device(
-        &self,
-        user: &UserId,
-        device_id: &str,
-        keys: Option<&JsonValue>,
-    ) -> ServiceResult<()> {
-        let servers = self.other_servers(user).await?;
-        if servers.is_empty() {
-            return Ok(());
-        }
-        let stream_id = self.storage.e2ee.device_list_position(user.as_str()).await?;
-        let mut content = json!({
-            "user_id": user, "device_id": device_id, "stream_id": stream_id, "prev_id": [],
-            "deleted": keys.is_none(),
-        });
-        if let Some(keys) = keys {
-            content["keys"] = keys.clone();
-        }
-        self.storage.federation.queue_edu(&servers, "m.device_list_update", &content, now_ms()).await?;
-        Ok(())
+    /// changed (`keys`: its new identity keys).
+    pub(super) async fn announce_device(&self, user: &UserId, device_id: &str, keys: &JsonValue) -> ServiceResult<()> {
+        announce(&self.storage, self.server_name.as_str(), user.as_str(), device_id, Some(keys)).await
     }
 
     /// Tells the servers whose users share a room with `user` about the user's new master or
@@ -212,9 +194,7 @@ impl E2eeService {
     }
 
     async fn other_servers(&self, user: &UserId) -> ServiceResult<Vec<String>> {
-        let mut servers = self.storage.e2ee.servers_sharing_a_room(user.as_str()).await?;
-        servers.retain(|s| *s != self.server_name.as_str());
-        Ok(servers)
+        other_servers(&self.storage, self.server_name.as_str(), user.as_str()).await
     }
 
     /// An `m.device_list_update` or `m.signing_key_update` from `origin`: the user's device
@@ -238,4 +218,49 @@ impl E2eeService {
         self.storage.e2ee.note_device_list_change(user.as_str()).await?;
         Ok(())
     }
+}
+
+/// The other servers whose users share a room with `user_id`.
+async fn other_servers(storage: &Storage, own_server: &str, user_id: &str) -> ServiceResult<Vec<String>> {
+    let mut servers = storage.e2ee.servers_sharing_a_room(user_id).await?;
+    servers.retain(|s| s != own_server);
+    Ok(servers)
+}
+
+/// Queues an `m.device_list_update` for the servers whose users share a room with `user_id`:
+/// the device's new identity keys, or (`None`) that it was deleted.
+async fn announce(
+    storage: &Storage,
+    own_server: &str,
+    user_id: &str,
+    device_id: &str,
+    keys: Option<&JsonValue>,
+) -> ServiceResult<()> {
+    let servers = other_servers(storage, own_server, user_id).await?;
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let stream_id = storage.e2ee.device_list_position(user_id).await?;
+    let mut content = json!({
+        "user_id": user_id, "device_id": device_id, "stream_id": stream_id, "prev_id": [],
+        "deleted": keys.is_none(),
+    });
+    if let Some(keys) = keys {
+        content["keys"] = keys.clone();
+    }
+    storage.federation.queue_edu(&servers, "m.device_list_update", &content, now_ms()).await?;
+    Ok(())
+}
+
+/// Tells the servers whose users share a room with `user_id` that these devices are gone.
+pub async fn announce_deleted_devices(
+    storage: &Storage,
+    own_server: &str,
+    user_id: &str,
+    device_ids: &[String],
+) -> ServiceResult<()> {
+    for device_id in device_ids {
+        announce(storage, own_server, user_id, device_id, None).await?;
+    }
+    Ok(())
 }

@@ -267,9 +267,9 @@ async fn wait_for_changed(s: &TestServer, who: &Account, since: &str, user: &str
     }
 }
 
-/// When Bob on B uploads new device keys or a cross-signing key, B sends A an
-/// `m.device_list_update` / `m.signing_key_update`: Alice's `/sync` lists Bob in
-/// `device_lists.changed`, and her next `/keys/query` returns his new keys.
+/// When Bob on B uploads new device keys or a cross-signing key, or a device of his logs out,
+/// B sends A an `m.device_list_update` / `m.signing_key_update`: Alice's `/sync` lists Bob in
+/// `device_lists.changed`, and her next `/keys/query` returns his current keys.
 #[tokio::test]
 async fn device_list_updates_reach_the_other_server() {
     let p = pair().await;
@@ -297,9 +297,22 @@ async fn device_list_updates_reach_the_other_server() {
     let (status, answer) =
         b.post("/_matrix/client/v3/keys/device_signing/upload", bob.token(), json!({"master_key": master})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    wait_for_changed(a, alice, &since, &bob.user_id, "Bob's master key").await;
-    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query).await;
+    let since = wait_for_changed(a, alice, &since, &bob.user_id, "Bob's master key").await;
+    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query.clone()).await;
     assert_eq!(keys["master_keys"][&bob.user_id]["keys"]["ed25519:bobmaster"], "bobmaster", "{keys}");
+
+    // A second device of Bob's appears, then logs out: A learns both.
+    let phone = b.login("bob", "pw-bob-123").await;
+    upload(b, &phone, json!({"device_keys": device_keys(&phone, "phone-curve")})).await;
+    let since = wait_for_changed(a, alice, &since, &bob.user_id, "Bob's phone").await;
+    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query.clone()).await;
+    assert!(keys["device_keys"][&bob.user_id].get(&phone.device_id).is_some(), "{keys}");
+    let (status, answer) = b.post("/_matrix/client/v3/logout", phone.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    wait_for_changed(a, alice, &since, &bob.user_id, "the deletion of Bob's phone").await;
+    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query).await;
+    assert!(keys["device_keys"][&bob.user_id].get(&phone.device_id).is_none(), "{keys}");
+    assert!(keys["device_keys"][&bob.user_id].get(&bob.device_id).is_some(), "{keys}");
 }
 
 /// Alice requests an OpenID token from A; another party redeems it at A's
