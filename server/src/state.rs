@@ -66,7 +66,6 @@ impl AppState {
         let typing = Arc::new(TypingService::new(storage.pool.clone()));
         let server_name = ruma::OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| crate::service::ServiceError::Internal(e.to_string()))?;
-        let e2ee = Arc::new(E2eeService::new(storage.clone(), server_name.clone()));
         let key_backup = Arc::new(KeyBackupService::new(storage.clone()));
         let signing_key = key.clone();
         let allow_list = AllowList::from_config(&config.federation)?;
@@ -79,6 +78,7 @@ impl AppState {
             federation_client.clone(),
         )?;
 
+        let e2ee = Arc::new(E2eeService::new(storage.clone(), server_name.clone(), federation_client.clone()));
         let notaries = config
             .federation
             .trusted_key_servers
@@ -110,6 +110,7 @@ impl AppState {
             federation_client.clone(),
             server_keys.clone(),
             ephemeral.clone(),
+            e2ee.clone(),
         );
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let push = PushService::new(
@@ -119,7 +120,13 @@ impl AppState {
             config.push.clone(),
             config.server_name.clone(),
         )?;
-        let accounts = Arc::new(AccountService::new(storage.clone(), passwords, &config, rooms.clone()));
+        let accounts = Arc::new(AccountService::new(
+            storage.clone(),
+            passwords,
+            &config,
+            rooms.clone(),
+            federation_client.clone(),
+        ));
         let registration = Arc::new(RegistrationService::new(
             &config,
             storage.clone(),

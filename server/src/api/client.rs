@@ -44,6 +44,7 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::account::get_username_availability::v3::Request, _, _>(register::available)
         .ruma_route::<c::account::check_registration_token_validity::v1::Request, _, _>(register::token_validity)
         .ruma_route::<c::account::whoami::v3::Request, _, _>(account::whoami)
+        .ruma_route::<c::account::request_openid_token::v3::Request, _, _>(account::request_openid_token)
         .ruma_route::<c::account::change_password::v3::Request, _, _>(account::change_password)
         .ruma_route::<c::account::deactivate::v3::Request, _, _>(account::deactivate)
         .ruma_route::<c::device::get_devices::v3::Request, _, _>(device::list)

@@ -27,10 +27,11 @@ use crate::{
 const MAX_NOTARY_SERVERS: usize = 50;
 
 mod media;
+mod queries;
 mod rooms;
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    media::routes(rooms::routes(r))
+    queries::routes(media::routes(rooms::routes(r)))
         .ruma_route::<server_keys::Request, _, _>(get_server_keys)
         .ruma_route::<version::Request, _, _>(get_version)
         .ruma_route::<notary_one::Request, _, _>(query_keys)

@@ -10,6 +10,9 @@ use crate::{
     storage::{Storage, StorageError, users::NewUser},
 };
 
+/// How long an OpenID token is valid.
+pub const OPENID_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The longest user id the spec allows.
 const MAX_USER_ID_LEN: usize = 255;
 
@@ -40,10 +43,18 @@ pub struct AccountService {
     reserved_prefixes: Vec<String>,
     public_profiles: bool,
     rooms: Arc<RoomService>,
+    /// Asks other servers for their users' profiles.
+    client: Arc<poststelle_federation::FederationClient>,
 }
 
 impl AccountService {
-    pub fn new(storage: Storage, passwords: PasswordHasherService, config: &Config, rooms: Arc<RoomService>) -> Self {
+    pub fn new(
+        storage: Storage,
+        passwords: PasswordHasherService,
+        config: &Config,
+        rooms: Arc<RoomService>,
+        client: Arc<poststelle_federation::FederationClient>,
+    ) -> Self {
         Self {
             storage,
             passwords,
@@ -51,6 +62,7 @@ impl AccountService {
             reserved_prefixes: config.registration.reserved_prefixes.clone(),
             public_profiles: config.privacy.public_profiles,
             rooms,
+            client,
         }
     }
 
@@ -155,9 +167,6 @@ impl AccountService {
     /// Another user's profile as `requester` may see it: their own, any for admins, and
     /// otherwise only of users they share a room with (unless `privacy.public_profiles`).
     pub async fn visible_profile(&self, requester: Option<(&str, bool)>, target: &UserId) -> ServiceResult<Profile> {
-        if target.server_name().as_str() != self.server_name {
-            return Err(ServiceError::NotFound("profile not found".into()));
-        }
         let allowed = self.public_profiles
             || match requester {
                 Some((user, is_admin)) => {
@@ -170,7 +179,57 @@ impl AccountService {
         if !allowed {
             return Err(ServiceError::Forbidden("you may only look up profiles of users you share a room with".into()));
         }
+        if target.server_name().as_str() != self.server_name {
+            return self.remote_profile(target).await;
+        }
         self.profile(target.as_str()).await
+    }
+
+    /// A user's profile as their server answers `/query/profile`.
+    async fn remote_profile(&self, target: &UserId) -> ServiceResult<Profile> {
+        use ruma::api::federation::query::get_profile_information::v1 as query_profile;
+        let answer = self
+            .client
+            .send(target.server_name(), query_profile::Request::new(target.to_owned()))
+            .await
+            .map_err(|e| super::federation_queries::from_client_error(e, "profile not found"))?;
+        let text = |field: &str| answer.get(field).and_then(serde_json::Value::as_str).map(str::to_owned);
+        Ok(Profile { displayname: text("displayname"), avatar_url: text("avatar_url") })
+    }
+
+    /// `/query/profile` from server `origin`: the profile of one of our users, if a user of
+    /// `origin` shares a room with them (or profiles are public). 404 for users we do not have.
+    pub async fn profile_for_server(&self, origin: &str, target: &UserId) -> ServiceResult<Profile> {
+        if target.server_name().as_str() != self.server_name {
+            return Err(ServiceError::NotFound(format!("{target} is not a user of this server")));
+        }
+        let profile = self.profile(target.as_str()).await?;
+        if !self.public_profiles {
+            let shared = self.storage.e2ee.users_sharing_a_room_with_server(origin, &[target.to_string()]).await?;
+            if shared.is_empty() {
+                return Err(ServiceError::Forbidden(format!("{target} shares no room with users of {origin}")));
+            }
+        }
+        Ok(profile)
+    }
+
+    /// `/openid/request_token`: a new short-lived token that proves to another server that
+    /// its bearer is `user_id`; only its hash is stored.
+    pub async fn request_openid_token(&self, requester: &str, user_id: &UserId) -> ServiceResult<String> {
+        if requester != user_id.as_str() {
+            return Err(ServiceError::Forbidden("you may only request OpenID tokens for yourself".into()));
+        }
+        let token = tokens::new_token("oid");
+        let lifetime = i64::try_from(OPENID_TOKEN_LIFETIME.as_millis()).unwrap_or(i64::MAX);
+        let expires = crate::storage::now_ms().saturating_add(lifetime);
+        self.storage.users.add_openid_token(&tokens::token_hash(&token), user_id.as_str(), expires).await?;
+        Ok(token)
+    }
+
+    /// `/openid/userinfo`: whose unexpired OpenID token this is.
+    pub async fn openid_userinfo(&self, token: &str) -> ServiceResult<OwnedUserId> {
+        let user = self.storage.users.openid_user(&tokens::token_hash(token), crate::storage::now_ms()).await?;
+        user.and_then(|u| OwnedUserId::try_from(u).ok()).ok_or(ServiceError::UnknownToken { soft_logout: false })
     }
 
     /// The profile of a local user; `NotFound` if there is no such (active) account.

@@ -4,10 +4,15 @@
 //! `/keys/changes` says whose devices changed. Keys are visible only to the user themselves and
 //! to users who share a room with them (joined or invited), as public-sector deployments require.
 
-use std::collections::BTreeMap;
+mod federation;
 
+pub use self::federation::announce_deleted_devices;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use poststelle_federation::FederationClient;
 use ruma::{
-    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, UInt, UserId,
+    OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId, ServerName, UInt, UserId,
     api::client::keys::{
         claim_keys::v3 as claim_keys, get_key_changes::v3 as get_key_changes, get_keys::v3 as get_keys,
         upload_keys::v3 as upload_keys, upload_signatures::v3 as upload_signatures,
@@ -28,7 +33,23 @@ use crate::storage::{
 pub struct E2eeService {
     storage: Storage,
     server_name: OwnedServerName,
+    /// Asks other servers for their users' keys.
+    client: Arc<FederationClient>,
 }
+
+/// Who asks for keys: a user of this server, or another server on behalf of its users.
+#[derive(Clone, Copy, Debug)]
+pub enum Viewer<'a> {
+    User(&'a UserId),
+    Server(&'a ServerName),
+}
+
+/// Requested device ids per user (empty: all devices).
+type DeviceRequest = BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>;
+/// Requested one-time key algorithms per user and device.
+type ClaimRequest = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>;
+/// Claimed one-time keys per user.
+type ClaimedKeys = BTreeMap<OwnedUserId, claim_keys::OneTimeKeys>;
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
@@ -66,22 +87,35 @@ pub fn one_time_key_counts(counts: &KeyCounts) -> BTreeMap<OneTimeKeyAlgorithm, 
 }
 
 impl E2eeService {
-    pub fn new(storage: Storage, server_name: OwnedServerName) -> Self {
-        Self { storage, server_name }
+    pub fn new(storage: Storage, server_name: OwnedServerName, client: Arc<FederationClient>) -> Self {
+        Self { storage, server_name, client }
     }
 
-    /// Those of `users` on this server whose keys `requester` may see: themselves and users who
-    /// share a room with them.
+    /// Those of `users` whose keys `viewer` may see: a user sees themselves and users who share
+    /// a room with them; another server sees our users who share a room with one of its users.
     async fn visible_users(
         &self,
-        requester: &UserId,
+        viewer: Viewer<'_>,
         users: impl Iterator<Item = &OwnedUserId>,
     ) -> ServiceResult<Vec<String>> {
-        let local: Vec<String> =
-            users.filter(|u| u.server_name() == self.server_name).map(ToString::to_string).collect();
-        let mut visible = self.storage.e2ee.users_sharing_a_room(requester.as_str(), &local).await?;
-        visible.push(requester.to_string());
-        Ok(visible)
+        let users: Vec<String> = users.map(ToString::to_string).collect();
+        match viewer {
+            Viewer::User(requester) => {
+                let mut visible = self.storage.e2ee.users_sharing_a_room(requester.as_str(), &users).await?;
+                visible.push(requester.to_string());
+                Ok(visible)
+            }
+            Viewer::Server(origin) => {
+                let local: Vec<String> =
+                    users.into_iter().filter(|u| u.ends_with(&format!(":{}", self.server_name))).collect();
+                Ok(self.storage.e2ee.users_sharing_a_room_with_server(origin.as_str(), &local).await?)
+            }
+        }
+    }
+
+    /// Splits requested users into ours and those of other servers.
+    fn split_local<V>(&self, users: BTreeMap<OwnedUserId, V>) -> (BTreeMap<OwnedUserId, V>, BTreeMap<OwnedUserId, V>) {
+        users.into_iter().partition(|(u, _)| u.server_name() == self.server_name)
     }
 
     /// `/keys/upload`: stores what the device sent; the device's one-time key counts.
@@ -105,7 +139,9 @@ impl E2eeService {
             {
                 return Err(ServiceError::BadJson("device_keys needs `keys` and `algorithms`".into()));
             }
-            self.storage.e2ee.set_device_keys(user_id.as_str(), device_id, &value, now_ms()).await?;
+            if self.storage.e2ee.set_device_keys(user_id.as_str(), device_id, &value, now_ms()).await? {
+                self.announce_device(user_id, device_id, &value).await?;
+            }
         }
         let one_time = uploaded(&req.one_time_keys)?;
         if !one_time.is_empty() {
@@ -125,22 +161,32 @@ impl E2eeService {
     }
 
     /// `/keys/query`: the identity keys of the requested users' devices that the requester may
-    /// see; users on other servers are reported as failures until federation exists.
+    /// see; users of other servers are asked for at their servers (failures by server).
     pub async fn query(&self, requester: &UserId, req: get_keys::Request) -> ServiceResult<get_keys::Response> {
+        let (local, remote) = self.split_local(req.device_keys);
+        let mut response = self.local_keys(Viewer::User(requester), &local).await?;
+        let visible = self.visible_users(Viewer::User(requester), remote.keys()).await?;
+        let remote = remote.into_iter().filter(|(u, _)| visible.iter().any(|v| v == u.as_str())).collect();
+        self.query_remote(remote, req.timeout, &mut response).await;
+        Ok(response)
+    }
+
+    /// The identity keys of our users' devices that `viewer` may see.
+    async fn local_keys(&self, viewer: Viewer<'_>, users: &DeviceRequest) -> ServiceResult<get_keys::Response> {
         let mut response = get_keys::Response::new();
-        let visible = self.visible_users(requester, req.device_keys.keys()).await?;
-        for (user, devices) in &req.device_keys {
-            if user.server_name() != self.server_name {
-                response.failures.insert(user.server_name().to_string(), json!({"errcode": "M_UNAVAILABLE"}));
-                continue;
-            }
-            if !visible.iter().any(|v| v == user.as_str()) {
+        let visible = self.visible_users(viewer, users.keys()).await?;
+        let viewer_user = match viewer {
+            Viewer::User(u) => u.as_str(),
+            Viewer::Server(_) => "",
+        };
+        for (user, devices) in users {
+            if user.server_name() != self.server_name || !visible.iter().any(|v| v == user.as_str()) {
                 continue;
             }
             let wanted: Vec<String> = devices.iter().map(ToString::to_string).collect();
             let rows =
                 self.storage.e2ee.device_keys(user.as_str(), (!wanted.is_empty()).then_some(wanted.as_slice())).await?;
-            let signatures = self.storage.e2ee.signatures(user.as_str(), requester.as_str()).await?;
+            let signatures = self.storage.e2ee.signatures(user.as_str(), viewer_user).await?;
             let mut keys = BTreeMap::new();
             for row in rows {
                 let mut value = row.keys;
@@ -165,7 +211,7 @@ impl E2eeService {
                         response.self_signing_keys.insert(user.clone(), raw(&key)?);
                     }
                     // The user-signing key is its owner's business only.
-                    "user_signing" if user.as_str() == requester.as_str() => {
+                    "user_signing" if user.as_str() == viewer_user => {
                         response.user_signing_keys.insert(user.clone(), raw(&key)?);
                     }
                     _ => {}
@@ -175,17 +221,23 @@ impl E2eeService {
         Ok(response)
     }
 
-    /// `/keys/claim`: one key per requested device, for devices of users the claimer may see.
+    /// `/keys/claim`: one key per requested device, for devices of users the claimer may see;
+    /// users of other servers are claimed from at their servers (failures by server).
     pub async fn claim(&self, requester: &UserId, req: claim_keys::Request) -> ServiceResult<claim_keys::Response> {
-        let mut failures = BTreeMap::new();
-        let mut claimed: BTreeMap<OwnedUserId, claim_keys::OneTimeKeys> = BTreeMap::new();
-        let visible = self.visible_users(requester, req.one_time_keys.keys()).await?;
-        for (user, devices) in &req.one_time_keys {
-            if user.server_name() != self.server_name {
-                failures.insert(user.server_name().to_string(), json!({"errcode": "M_UNAVAILABLE"}));
-                continue;
-            }
-            if !visible.iter().any(|v| v == user.as_str()) {
+        let (local, remote) = self.split_local(req.one_time_keys);
+        let mut response = claim_keys::Response::new(self.local_claim(Viewer::User(requester), &local).await?);
+        let visible = self.visible_users(Viewer::User(requester), remote.keys()).await?;
+        let remote = remote.into_iter().filter(|(u, _)| visible.iter().any(|v| v == u.as_str())).collect();
+        self.claim_remote(remote, req.timeout, &mut response).await;
+        Ok(response)
+    }
+
+    /// Claims one key per requested device of our users that `viewer` may see.
+    async fn local_claim(&self, viewer: Viewer<'_>, users: &ClaimRequest) -> ServiceResult<ClaimedKeys> {
+        let mut claimed: ClaimedKeys = BTreeMap::new();
+        let visible = self.visible_users(viewer, users.keys()).await?;
+        for (user, devices) in users {
+            if user.server_name() != self.server_name || !visible.iter().any(|v| v == user.as_str()) {
                 continue;
             }
             for (device, algorithm) in devices {
@@ -198,9 +250,7 @@ impl E2eeService {
                 claimed.entry(user.clone()).or_default().entry(device.clone()).or_default().insert(id, raw(&key)?);
             }
         }
-        let mut response = claim_keys::Response::new(claimed);
-        response.failures = failures;
-        Ok(response)
+        Ok(claimed)
     }
 
     /// `/keys/changes`: whose device lists changed between two sync tokens, and who no longer
@@ -259,7 +309,8 @@ impl E2eeService {
 
     /// Stores checked cross-signing keys.
     pub async fn store_signing_keys(&self, user_id: &UserId, keys: &[(&'static str, JsonValue)]) -> ServiceResult<()> {
-        Ok(self.storage.e2ee.set_cross_signing_keys(user_id.as_str(), keys, now_ms()).await?)
+        self.storage.e2ee.set_cross_signing_keys(user_id.as_str(), keys, now_ms()).await?;
+        self.announce_signing_keys(user_id, keys).await
     }
 
     /// `/keys/signatures/upload`: stores the signatures that `signer` added to keys: their

@@ -28,6 +28,7 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
     ServiceError, ServiceResult,
+    e2ee::E2eeService,
     ephemeral::EphemeralService,
     rooms::{Received, RoomService},
     server_keys::{KeyQuery, ServerKeyService},
@@ -43,9 +44,11 @@ pub struct FederationService {
     client: Arc<FederationClient>,
     keys: Arc<ServerKeyService>,
     ephemeral: Arc<EphemeralService>,
+    e2ee: Arc<E2eeService>,
 }
 
 impl FederationService {
+    #[expect(clippy::too_many_arguments, reason = "each is a distinct dependency, built once in AppState")]
     pub fn new(
         storage: Storage,
         rooms: Arc<RoomService>,
@@ -54,8 +57,9 @@ impl FederationService {
         client: Arc<FederationClient>,
         keys: Arc<ServerKeyService>,
         ephemeral: Arc<EphemeralService>,
+        e2ee: Arc<E2eeService>,
     ) -> Arc<Self> {
-        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral })
+        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee })
     }
 
     pub fn server_name(&self) -> &ServerName {

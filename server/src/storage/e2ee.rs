@@ -44,8 +44,8 @@ impl E2eeStore {
         device_id: &str,
         keys: &JsonValue,
         now: i64,
-    ) -> StorageResult<()> {
-        sqlx::query!(
+    ) -> StorageResult<bool> {
+        let done = sqlx::query!(
             "INSERT INTO e2e_device_keys (user_id, device_id, keys, updated_ts) VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_id, device_id) DO UPDATE SET keys = EXCLUDED.keys, updated_ts = EXCLUDED.updated_ts
              WHERE e2e_device_keys.keys IS DISTINCT FROM EXCLUDED.keys",
@@ -56,7 +56,7 @@ impl E2eeStore {
         )
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     /// Adds one-time keys. A key id uploaded again with the same key is no change; with a
@@ -216,6 +216,70 @@ impl E2eeStore {
             others
         )
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Those of `others` who are joined to or invited into a room where a user of `server` is
+    /// joined or invited: whose profile and keys that server may learn.
+    pub async fn users_sharing_a_room_with_server(
+        &self,
+        server: &str,
+        others: &[String],
+    ) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT DISTINCT theirs.user_id
+             FROM room_memberships mine
+             JOIN room_memberships theirs USING (room_id)
+             WHERE substring(mine.user_id from position(':' in mine.user_id) + 1) = $1
+               AND mine.membership IN ('join', 'invite')
+               AND theirs.user_id = ANY($2) AND theirs.membership IN ('join', 'invite')",
+            server,
+            others
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The other servers whose users share a room (joined) with `user_id`: where changes of the
+    /// user's devices must go.
+    pub async fn servers_sharing_a_room(&self, user_id: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT DISTINCT substring(theirs.user_id from position(':' in theirs.user_id) + 1) AS "server!"
+               FROM room_memberships mine
+               JOIN room_memberships theirs USING (room_id)
+               WHERE mine.user_id = $1 AND mine.membership = 'join' AND theirs.membership = 'join'"#,
+            user_id
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Notes that a user's device list changed (for users of other servers, whose changes no
+    /// trigger sees): a new position of the device-list stream.
+    pub async fn note_device_list_change(&self, user_id: &str) -> StorageResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let pos = sqlx::query_scalar!(
+            "UPDATE stream_heads SET position = position + 1 WHERE stream = 'device_lists' RETURNING position"
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query!("INSERT INTO device_list_changes (stream_id, user_id) VALUES ($1, $2)", pos, user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query!("SELECT pg_notify('poststelle_streams', 'device_lists ' || $1::bigint)", pos)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(pos)
+    }
+
+    /// The latest position of the device-list stream that changed the user's devices (0: none).
+    pub async fn device_list_position(&self, user_id: &str) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT COALESCE(MAX(stream_id), 0) AS "pos!" FROM device_list_changes WHERE user_id = $1"#,
+            user_id
+        )
+        .fetch_one(&self.pool)
         .await?)
     }
 

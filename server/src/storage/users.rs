@@ -109,11 +109,39 @@ impl UserStore {
         .await?;
         sqlx::query!("DELETE FROM devices WHERE user_id = $1", user_id).execute(&mut *tx).await?;
         sqlx::query!("DELETE FROM login_tokens WHERE user_id = $1", user_id).execute(&mut *tx).await?;
+        sqlx::query!("DELETE FROM openid_tokens WHERE user_id = $1", user_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn count(&self) -> StorageResult<i64> {
         Ok(sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM users"#).fetch_one(&self.pool).await?)
+    }
+
+    /// Stores an OpenID token's hash until `expires`, dropping expired ones.
+    pub async fn add_openid_token(&self, hash: &[u8], user_id: &str, expires: i64) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("DELETE FROM openid_tokens WHERE expires_ts < $1", now_ms()).execute(&mut *tx).await?;
+        sqlx::query!(
+            "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
+            hash,
+            user_id,
+            expires
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The user of an unexpired OpenID token.
+    pub async fn openid_user(&self, hash: &[u8], now: i64) -> StorageResult<Option<String>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT user_id FROM openid_tokens WHERE token_hash = $1 AND expires_ts > $2",
+            hash,
+            now
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }

@@ -114,6 +114,7 @@ mod acl;
 mod hostile;
 mod media;
 mod origin;
+mod queries;
 mod rooms;
 mod split;
 mod synapse;

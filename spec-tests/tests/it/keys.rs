@@ -114,12 +114,14 @@ async fn upload_query_and_claim_keys() {
     let r = sync(&s, &alice, "").await;
     assert_eq!(r["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{r}");
 
-    // Eve, never in a room with Alice, still sees nothing; users of other servers are failures.
+    // Eve, never in a room with Alice, still sees nothing; users of other servers she shares no
+    // room with are not even asked for (so their server is no failure either).
     let query = json!({"device_keys": {alice.user_id.clone(): [], "@someone:elsewhere.example": []}});
     let (status, resp) = s.post("/_matrix/client/v3/keys/query", eve.token(), query).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     assert!(resp["device_keys"].get(&alice.user_id).is_none(), "{resp}");
-    assert!(resp["failures"].get("elsewhere.example").is_some(), "{resp}");
+    assert!(resp["device_keys"].get("@someone:elsewhere.example").is_none(), "{resp}");
+    assert!(resp["failures"].get("elsewhere.example").is_none(), "{resp}");
     // Bad input.
     let (status, resp) =
         s.post("/_matrix/client/v3/keys/query", eve.token(), json!({"device_keys": {alice.user_id.clone(): {}}})).await;

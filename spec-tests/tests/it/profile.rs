@@ -109,8 +109,8 @@ async fn private_profiles_by_default() {
     }
     // Unknown local users look the same as private ones (no account enumeration).
     assert_error(&s.get(&profile("@nobody:localhost"), bob.token()).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    // Remote profiles are not available (this server does not federate yet).
-    assert_error(&s.get(&profile("@carol:remote.example"), bob.token()).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    // Users of other servers follow the same rule: no shared room, no question to their server.
+    assert_error(&s.get(&profile("@carol:remote.example"), bob.token()).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // Admins read every local profile.
     let (status, admin) = admin_register(&s, "root", "pw", true).await;
     assert_eq!(status, StatusCode::OK, "{admin}");
@@ -150,7 +150,10 @@ async fn public_profiles_when_configured() {
     for path in [profile("@nobody:localhost"), format!("{}/displayname", profile("@nobody:localhost"))] {
         assert_error(&s.get(&path, bob.token()).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     }
-    assert_error(&s.get(&profile("@carol:remote.example"), None).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    // Remote users are asked for at their server; one that cannot be reached is a gateway
+    // error, not ours.
+    let (status, body) = s.get(&profile("@carol:remote.example"), None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     // Not a user id at all.
     assert_error(&s.get(&profile("alice"), None).await, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 }

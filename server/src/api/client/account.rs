@@ -1,12 +1,13 @@
-//! whoami, password change and deactivation.
+//! whoami, password change, deactivation and OpenID tokens.
 
 use axum::extract::State;
 use ruma::{
     OwnedDeviceId, OwnedUserId,
     api::client::account::{
         ThirdPartyIdRemovalStatus, change_password::v3 as change_password, deactivate::v3 as deactivate,
-        whoami::v3 as whoami,
+        request_openid_token::v3 as openid, whoami::v3 as whoami,
     },
+    authentication::TokenType,
 };
 
 use crate::{
@@ -72,4 +73,14 @@ pub(super) async fn deactivate(
     state.accounts.deactivate(&session.user_id).await?;
     state.uiaa.finish(passed).await?;
     Ok(deactivate::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
+}
+
+/// # `POST /_matrix/client/v3/user/{userId}/openid/request_token`
+pub(super) async fn request_openid_token(
+    State(state): State<AppState>,
+    req: Ruma<openid::Request>,
+) -> ApiResult<openid::Response> {
+    let token = state.accounts.request_openid_token(&req.identity.user_id, &req.body.user_id).await?;
+    let lifetime = crate::service::accounts::OPENID_TOKEN_LIFETIME;
+    Ok(openid::Response::new(token, TokenType::Bearer, state.server_name.clone(), lifetime).into())
 }

@@ -17,6 +17,7 @@ use crate::{
         error::ApiError,
         ruma::{ApiResult, Ruma},
     },
+    service::federation_queries,
     state::AppState,
 };
 
@@ -107,6 +108,14 @@ pub(super) async fn get_public_rooms(
     State(state): State<AppState>,
     req: Ruma<public_rooms::Request>,
 ) -> ApiResult<public_rooms::Response> {
+    if let Some(server) = req.body.server.as_ref().filter(|s| **s != state.server_name) {
+        let b = req.body.clone();
+        let (chunk, next, prev, total) =
+            federation_queries::public_rooms(&state.federation_client, server, b.since, b.limit, None).await?;
+        let mut response = public_rooms::Response::new(chunk);
+        (response.next_batch, response.prev_batch, response.total_room_count_estimate) = (next, prev, total);
+        return Ok(response.into());
+    }
     let (chunk, next, prev, total) =
         state.rooms.public_rooms(req.body.since.as_deref(), limit(req.body.limit), None).await?;
     let mut response = public_rooms::Response::new(chunk.into_iter().map(parse).collect::<Result<_, _>>()?);
@@ -122,6 +131,15 @@ pub(super) async fn get_public_rooms_filtered(
     req: Ruma<public_rooms_filtered::Request>,
 ) -> ApiResult<public_rooms_filtered::Response> {
     let b = req.body;
+    if let Some(server) = b.server.as_ref().filter(|s| **s != state.server_name) {
+        let term = b.filter.generic_search_term.clone();
+        let (chunk, next, prev, total) =
+            federation_queries::public_rooms(&state.federation_client, server, b.since, b.limit, term).await?;
+        let mut response = public_rooms_filtered::Response::new();
+        (response.chunk, response.next_batch, response.prev_batch) = (chunk, next, prev);
+        response.total_room_count_estimate = total;
+        return Ok(response.into());
+    }
     let (chunk, next, prev, total) =
         state.rooms.public_rooms(b.since.as_deref(), limit(b.limit), b.filter.generic_search_term.as_deref()).await?;
     let mut response = public_rooms_filtered::Response::new();

@@ -113,6 +113,9 @@ impl FederationService {
                 }
                 Ok(())
             }
+            Some("m.device_list_update" | "m.signing_key_update") => {
+                self.e2ee.receive_device_change(origin, &content).await
+            }
             Some("m.direct_to_device") => self.ephemeral.receive_to_device(origin.as_str(), &content).await,
             Some(other) => {
                 tracing::debug!(%origin, edu_type = other, "ignored an EDU");
