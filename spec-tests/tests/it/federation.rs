@@ -115,6 +115,7 @@ mod hostile;
 mod media;
 mod origin;
 mod queries;
+mod reads;
 mod rooms;
 mod split;
 mod synapse;

@@ -9,7 +9,8 @@ use ruma::{
         authorization::get_event_authorization::v1 as event_auth,
         backfill::get_backfill::v1 as backfill,
         event::{
-            get_event::v1 as get_event, get_missing_events::v1 as missing_events, get_room_state_ids::v1 as state_ids,
+            get_event::v1 as get_event, get_missing_events::v1 as missing_events, get_room_state::v1 as room_state,
+            get_room_state_ids::v1 as state_ids,
         },
         membership::{
             create_invite::v2 as send_invite, create_join_event::v2 as send_join, create_knock_event::v1 as send_knock,
@@ -40,6 +41,7 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<send_knock::Request, _, _>(create_knock)
         .ruma_route::<get_event::Request, _, _>(event)
         .ruma_route::<state_ids::Request, _, _>(room_state_ids)
+        .ruma_route::<room_state::Request, _, _>(get_room_state)
         .ruma_route::<event_auth::Request, _, _>(event_authorization)
         .ruma_route::<missing_events::Request, _, _>(get_missing_events)
         .ruma_route::<backfill::Request, _, _>(get_backfill)
@@ -149,6 +151,16 @@ async fn room_state_ids(
     let (pdu_ids, chain) =
         state.federation.state_ids(&req.identity, &req.body.room_id, req.body.event_id.as_str()).await?;
     Ok(state_ids::Response::new(ids(chain), ids(pdu_ids)).into())
+}
+
+/// # `GET /_matrix/federation/v1/state/{roomId}`
+async fn get_room_state(
+    State(state): State<AppState>,
+    req: Ruma<room_state::Request>,
+) -> ApiResult<room_state::Response> {
+    let (pdus, chain) =
+        state.federation.room_state(&req.identity, &req.body.room_id, req.body.event_id.as_str()).await?;
+    Ok(room_state::Response::new(chain, pdus).into())
 }
 
 /// # `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`

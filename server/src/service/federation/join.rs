@@ -334,6 +334,26 @@ impl FederationService {
         Ok((state, chain))
     }
 
+    /// `/state`: the state before an event and its auth chain, as PDUs.
+    pub async fn room_state(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &str,
+    ) -> ServiceResult<StateAndAuth> {
+        let pdu = self
+            .storage
+            .federation
+            .pdu(event_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
+        if pdu.room_id != room_id.as_str() || pdu.outlier {
+            return Err(ServiceError::NotFound("unknown event".into()));
+        }
+        self.check_server_in_room(origin, room_id.as_str()).await?;
+        self.state_and_auth(event_id, true).await
+    }
+
     /// `/event_auth`: the auth chain of an event.
     pub async fn event_auth(
         &self,
