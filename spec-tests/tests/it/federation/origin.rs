@@ -23,11 +23,11 @@ use spec_tests::{
     fake_peer::{FakePeer, PeerHandler, SeenRequest},
 };
 
-pub fn enc(id: &str) -> String {
+pub(crate) fn enc(id: &str) -> String {
     id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24").replace('@', "%40")
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
@@ -36,9 +36,9 @@ fn new_key() -> Ed25519KeyPair {
 }
 
 /// Answers the origin gives to requests whose path starts with a prefix: `(prefix, body)`.
-pub type Served = Arc<Mutex<Vec<(String, Value)>>>;
+pub(crate) type Served = Arc<Mutex<Vec<(String, Value)>>>;
 
-pub struct Origin {
+pub(crate) struct Origin {
     pub peer: FakePeer,
     pub name: String,
     key: Ed25519KeyPair,
@@ -48,7 +48,7 @@ pub struct Origin {
 }
 
 /// A room the origin's user joined: the ids a new PDU is built on.
-pub struct Joined {
+pub(crate) struct Joined {
     pub room_id: String,
     pub rules: RoomVersionRules,
     pub user: String,
@@ -66,7 +66,7 @@ pub struct Joined {
 impl Joined {
     /// `auth_events` for an event of the origin's user: create (not listed from v12 on), power
     /// levels, the user's join.
-    pub fn auth(&self) -> Vec<String> {
+    pub(crate) fn auth(&self) -> Vec<String> {
         let mut auth = vec![self.power_levels.clone(), self.join.clone()];
         if !self.rules.authorization.room_create_event_id_as_room_id {
             auth.insert(0, self.create.clone());
@@ -75,14 +75,14 @@ impl Joined {
     }
 
     /// Moves the tip to an event the origin sent (accepted).
-    pub fn advance(&mut self, pdu: &Pdu) {
+    pub(crate) fn advance(&mut self, pdu: &Pdu) {
         self.tip = pdu.id.clone();
         self.depth += 1;
     }
 }
 
 impl Origin {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let der = Ed25519KeyPair::generate();
         let key = Ed25519KeyPair::from_der(&der, "test".to_owned()).unwrap();
         let signer = Ed25519KeyPair::from_der(&der, "test".to_owned()).unwrap();
@@ -117,7 +117,7 @@ impl Origin {
     }
 
     /// An X-Matrix-signed request to `to`'s federation port.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         to: &TestServer,
         method: &str,
@@ -147,7 +147,12 @@ impl Origin {
     }
 
     /// Hashes and signs an event with `key` as this origin; its id and JSON.
-    pub fn sign_with(&self, key: &Ed25519KeyPair, mut event: CanonicalJsonObject, rules: &RoomVersionRules) -> Pdu {
+    pub(crate) fn sign_with(
+        &self,
+        key: &Ed25519KeyPair,
+        mut event: CanonicalJsonObject,
+        rules: &RoomVersionRules,
+    ) -> Pdu {
         for field in ["signatures", "hashes", "event_id", "unsigned"] {
             event.remove(field);
         }
@@ -157,12 +162,12 @@ impl Origin {
     }
 
     /// An event of the room, signed by this origin.
-    pub fn event(&self, room: &Joined, draft: Draft<'_>) -> Pdu {
+    pub(crate) fn event(&self, room: &Joined, draft: Draft<'_>) -> Pdu {
         self.sign_with(&self.key, draft.build(room), &room.rules)
     }
 
     /// Joins `user` (a localpart of this origin) to `room_id` on `to`.
-    pub async fn join(&self, to: &TestServer, room_id: &str, localpart: &str, version: &str) -> Joined {
+    pub(crate) async fn join(&self, to: &TestServer, room_id: &str, localpart: &str, version: &str) -> Joined {
         let user = format!("@{localpart}:{}", self.name);
         let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver={version}", enc(room_id), enc(&user));
         let (status, answer) = self.request(to, "GET", &path, None).await;
@@ -201,12 +206,12 @@ impl Origin {
     }
 
     /// Answers requests whose path starts with `prefix` with `body` (200).
-    pub fn serve(&self, prefix: &str, body: Value) {
+    pub(crate) fn serve(&self, prefix: &str, body: Value) {
         self.served.lock().unwrap().insert(0, (prefix.to_owned(), body));
     }
 
     /// Sends a transaction of PDUs; the status and the answer.
-    pub async fn send(&self, to: &TestServer, txn: &str, pdus: &[&Pdu]) -> (StatusCode, Value) {
+    pub(crate) async fn send(&self, to: &TestServer, txn: &str, pdus: &[&Pdu]) -> (StatusCode, Value) {
         let body = json!({
             "origin": self.name,
             "origin_server_ts": now_ms(),
@@ -219,14 +224,14 @@ impl Origin {
 
 /// A signed PDU: its id (the reference hash) and JSON.
 #[derive(Clone, Debug)]
-pub struct Pdu {
+pub(crate) struct Pdu {
     pub id: String,
     pub json: Value,
 }
 
 impl Pdu {
     /// The same event with other content (its hashes and signatures unchanged).
-    pub fn with_content(&self, content: Value) -> Pdu {
+    pub(crate) fn with_content(&self, content: Value) -> Pdu {
         let mut json = self.json.clone();
         json["content"] = content;
         Pdu { id: self.id.clone(), json }
@@ -234,7 +239,7 @@ impl Pdu {
 }
 
 /// An event to build on a joined room; by default a message of the origin's user on the tip.
-pub struct Draft<'a> {
+pub(crate) struct Draft<'a> {
     pub kind: &'a str,
     pub state_key: Option<&'a str>,
     pub content: Value,
@@ -244,30 +249,30 @@ pub struct Draft<'a> {
 }
 
 impl<'a> Draft<'a> {
-    pub fn message(body: &str) -> Self {
+    pub(crate) fn message(body: &str) -> Self {
         Self::of("m.room.message", None, json!({"msgtype": "m.text", "body": body}))
     }
 
-    pub fn of(kind: &'a str, state_key: Option<&'a str>, content: Value) -> Self {
+    pub(crate) fn of(kind: &'a str, state_key: Option<&'a str>, content: Value) -> Self {
         Self { kind, state_key, content, sender: None, prev: None, auth: None }
     }
 
-    pub fn sender(mut self, sender: &'a str) -> Self {
+    pub(crate) fn sender(mut self, sender: &'a str) -> Self {
         self.sender = Some(sender);
         self
     }
 
-    pub fn prev(mut self, prev: Vec<String>) -> Self {
+    pub(crate) fn prev(mut self, prev: Vec<String>) -> Self {
         self.prev = Some(prev);
         self
     }
 
-    pub fn auth(mut self, auth: Vec<String>) -> Self {
+    pub(crate) fn auth(mut self, auth: Vec<String>) -> Self {
         self.auth = Some(auth);
         self
     }
 
-    pub fn build(self, room: &Joined) -> CanonicalJsonObject {
+    pub(crate) fn build(self, room: &Joined) -> CanonicalJsonObject {
         let mut event = json!({
             "room_id": room.room_id,
             "sender": self.sender.unwrap_or(&room.user),
