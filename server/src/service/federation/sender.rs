@@ -19,6 +19,8 @@ use crate::{service::ServiceResult, storage::now_ms};
 
 /// How many events one pass queues.
 const QUEUE_BATCH: i64 = 500;
+/// How far the stream may run ahead, with nothing of ours in it, before the position moves.
+const IDLE_STRETCH: i64 = 200;
 
 impl FederationService {
     /// Sends for this server while this process holds the sender's lock (one process at a
@@ -104,6 +106,12 @@ impl FederationService {
                 if !destinations.is_empty() {
                     batches.push((position, event_id, destinations));
                 }
+            }
+            // Nothing of ours to send in a short stretch (events other servers sent us): the
+            // position stays, saving a commit per received event; the next local event or a
+            // long stretch moves it.
+            if batches.is_empty() && to - from < IDLE_STRETCH {
+                return Ok(());
             }
             if !self.storage.federation.queue_events(from, to, &batches).await? {
                 return Ok(());
