@@ -48,6 +48,15 @@ fn membership_of(received: &Received) -> Option<String> {
     serde_json::from_str::<JsonValue>(received.pdu.content.get()).ok()?.get("membership")?.as_str().map(str::to_owned)
 }
 
+/// The sender of a PDU already accepted (its membership checked by `accept_member_event`).
+fn received_sender(pdu: &RawJsonValue) -> ServiceResult<String> {
+    #[derive(serde::Deserialize)]
+    struct Sender {
+        sender: String,
+    }
+    serde_json::from_str::<Sender>(pdu.get()).map(|s| s.sender).map_err(|e| ServiceError::BadJson(e.to_string()))
+}
+
 /// The stripped form (type, state_key, sender, content) of invite state, full PDU or stripped.
 fn stripped(state: &[RawStrippedState]) -> JsonValue {
     let items = state
@@ -231,30 +240,7 @@ impl FederationService {
         event_id: &ruma::EventId,
         pdu: &RawJsonValue,
     ) -> ServiceResult<()> {
-        let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
-            return Err(ServiceError::NotFound("unknown room".into()));
-        };
-        self.check_acl(origin, room_id.as_str()).await?;
-        let verified = self.verify_pdu(pdu, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
-        if verified.pdu.event_id != event_id {
-            return Err(ServiceError::BadJson("the event id does not match the event".into()));
-        }
-        let event = received(verified, Some(origin));
-        let sender = event.pdu.sender.clone();
-        if event.pdu.kind.to_string() != "m.room.member"
-            || event.pdu.state_key.as_deref() != Some(sender.as_str())
-            || membership_of(&event).as_deref() != Some("leave")
-        {
-            return Err(ServiceError::BadJson("not a leave event".into()));
-        }
-        self.check_member_origin(origin, &sender)?;
-        match self.accept_with_history(origin, room_id, &rules, &event).await? {
-            Accepted::Stored | Accepted::AlreadyKnown => Ok(()),
-            Accepted::SoftFailed => {
-                Err(ServiceError::Forbidden("the leave is not allowed by the current state".into()))
-            }
-            Accepted::Rejected(reason) => Err(ServiceError::Forbidden(reason)),
-        }
+        self.accept_member_event(origin, room_id, event_id, pdu, "leave").await
     }
 }
 
@@ -342,30 +328,8 @@ impl FederationService {
         event_id: &ruma::EventId,
         pdu: &RawJsonValue,
     ) -> ServiceResult<Vec<RawStrippedState>> {
-        let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
-            return Err(ServiceError::NotFound("unknown room".into()));
-        };
-        self.check_acl(origin, room_id.as_str()).await?;
-        let verified = self.verify_pdu(pdu, &rules, room_id).await.map_err(|e| ServiceError::BadJson(e.to_string()))?;
-        if verified.pdu.event_id != event_id {
-            return Err(ServiceError::BadJson("the event id does not match the event".into()));
-        }
-        let event = received(verified, Some(origin));
-        let sender = event.pdu.sender.clone();
-        if event.pdu.kind.to_string() != "m.room.member"
-            || event.pdu.state_key.as_deref() != Some(sender.as_str())
-            || membership_of(&event).as_deref() != Some("knock")
-        {
-            return Err(ServiceError::BadJson("not a knock event".into()));
-        }
-        self.check_member_origin(origin, &sender)?;
-        match self.accept_with_history(origin, room_id, &rules, &event).await? {
-            Accepted::Stored | Accepted::AlreadyKnown => {}
-            Accepted::SoftFailed => {
-                return Err(ServiceError::Forbidden("the knock is not allowed by the current state".into()));
-            }
-            Accepted::Rejected(reason) => return Err(ServiceError::Forbidden(reason)),
-        }
-        self.invite_state(room_id.as_str(), sender.as_str()).await
+        self.accept_member_event(origin, room_id, event_id, pdu, "knock").await?;
+        let sender = received_sender(pdu)?;
+        self.invite_state(room_id.as_str(), &sender).await
     }
 }

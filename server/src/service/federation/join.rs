@@ -219,6 +219,21 @@ impl FederationService {
         event_id: &ruma::EventId,
         pdu: &RawJsonValue,
     ) -> ServiceResult<StateAndAuth> {
+        self.accept_member_event(origin, room_id, event_id, pdu, "join").await?;
+        self.state_and_auth(event_id.as_str(), true).await
+    }
+
+    /// `/send_join`, `/send_leave`, `/send_knock`: another server's user's own membership
+    /// event, verified (signature, id, that it is that membership of a user of `origin`) and
+    /// accepted through the pipeline.
+    pub(super) async fn accept_member_event(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        pdu: &RawJsonValue,
+        membership: &str,
+    ) -> ServiceResult<()> {
         let Some((_, rules)) = self.rooms.room_rules(room_id.as_str()).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
         };
@@ -228,25 +243,24 @@ impl FederationService {
             return Err(ServiceError::BadJson("the event id does not match the event".into()));
         }
         let sender = verified.pdu.sender.clone();
-        let membership = serde_json::from_str::<serde_json::Value>(verified.pdu.content.get())
+        let content_membership = serde_json::from_str::<serde_json::Value>(verified.pdu.content.get())
             .ok()
             .and_then(|c| c.get("membership").and_then(|m| m.as_str().map(str::to_owned)));
         if verified.pdu.kind.to_string() != "m.room.member"
             || verified.pdu.state_key.as_deref() != Some(sender.as_str())
-            || membership.as_deref() != Some("join")
+            || content_membership.as_deref() != Some(membership)
         {
-            return Err(ServiceError::BadJson("not a join event".into()));
+            return Err(ServiceError::BadJson(format!("not a {membership} event")));
         }
         self.check_member_origin(origin, &sender)?;
         let event = received(verified, Some(origin));
         match self.accept_with_history(origin, room_id, &rules, &event).await? {
-            Accepted::Stored | Accepted::AlreadyKnown => {}
+            Accepted::Stored | Accepted::AlreadyKnown => Ok(()),
             Accepted::SoftFailed => {
-                return Err(ServiceError::Forbidden("the join is not allowed by the current state".into()));
+                Err(ServiceError::Forbidden(format!("the {membership} is not allowed by the current state")))
             }
-            Accepted::Rejected(reason) => return Err(ServiceError::Forbidden(reason)),
+            Accepted::Rejected(reason) => Err(ServiceError::Forbidden(reason)),
         }
-        self.state_and_auth(event_id.as_str(), true).await
     }
 
     /// The state before (or after) a stored event and its auth chain, as PDUs.
