@@ -1,7 +1,20 @@
 //! MLS (RFC 9420) for Poststelle, on openmls.
 //!
-//! This crate will hold, per DESIGN §6: Delivery-Service validation of commits with
-//! `PublicGroup`, KeyPackage validation, the wire types of MLS events, and a client SDK
-//! (device identity, KeyPackages, create/add/remove, encrypt/decrypt, durable state) used by
-//! bridges, Fachverfahren, tests and the command-line client. It has no code yet: MLS arrives
-//! with its own issue.
+//! The MLS profile is DESIGN §6: a room is an MLS group whose id is the room id's bytes; the room
+//! creator's server is the Delivery Service ("hub") that accepts exactly one commit per epoch;
+//! commits are PublicMessages so the hub verifies them fully; application messages are
+//! PrivateMessages in `m.room.encrypted`; KeyPackages are one-time and fallback keys.
+//!
+//! - [`suite`]: ciphersuites and their `m.mls.v1.<name>` algorithm names.
+//! - [`identity`]: the BasicCredential naming a Matrix user and device.
+//! - [`key_package`]: validation of uploaded KeyPackages.
+//! - [`ds`]: the Delivery Service's view of a group (`PublicGroup`), commit and message checks.
+
+pub mod codec;
+pub mod ds;
+pub mod identity;
+pub mod key_package;
+pub mod suite;
+
+pub use identity::DeviceIdentity;
+pub use suite::Suite;
