@@ -1,1 +1,422 @@
+//! The Delivery Service's view of a room's group: the hub tracks the public state of every MLS
+//! room it orders with openmls' `PublicGroup` (no group secrets) and checks each commit fully
+//! (signature, proposals, tree) before it is accepted, each application message's group and epoch,
+//! and each Welcome's recipients.
+//!
+//! Everything here is pure: the state goes in and out as bytes ([`DsGroup::to_bytes`],
+//! [`DsGroup::load`]) so the server stores it in the same PostgreSQL transaction that accepts the
+//! commit. Checks never change the group they are called on; an accepted commit yields the next
+//! group as a new value.
 
+use openmls::prelude::{
+    BasicCredential, Ciphersuite, ContentType, Credential, ExternalProposal, ExternalSender, GroupEpoch, GroupId,
+    LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore, ProtocolMessage,
+    PublicGroup, RatchetTreeIn, SenderExtensionIndex, SignaturePublicKey, WireFormat,
+};
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_memory_storage::MemoryStorage;
+use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
+use tls_codec::{Deserialize as _, Serialize as _};
+
+use crate::{DeviceIdentity, Suite, codec};
+
+/// Why the Delivery Service refused something. Each maps to one Matrix error in the server.
+#[derive(Debug, thiserror::Error)]
+pub enum DsError {
+    #[error("not a well-formed MLS message: {0}")]
+    Malformed(String),
+    #[error("the MLS message is for another group")]
+    GroupMismatch,
+    #[error("unsupported MLS message here: {0}")]
+    Unsupported(&'static str),
+    #[error("the message is for epoch {got}, the group is at epoch {current}")]
+    WrongEpoch { current: u64, got: u64 },
+    #[error("the commit is not valid: {0}")]
+    InvalidCommit(String),
+    #[error("the commit's sender is not the device that submitted it")]
+    SenderMismatch,
+    /// The server's queued removals are kept by the caller, which hands them to the client.
+    #[error("the commit leaves out {0} pending removal proposal(s) of the server")]
+    PendingProposals(usize),
+    #[error("the GroupInfo is not valid: {0}")]
+    InvalidGroupInfo(String),
+    #[error("the Welcome is not valid: {0}")]
+    InvalidWelcome(String),
+    #[error("stored group state is unreadable: {0}")]
+    State(String),
+}
+
+pub type DsResult<T> = Result<T, DsError>;
+
+/// The server's own signing key as an MLS external sender (RFC 9420 §12.1.8.1): it signs Remove
+/// proposals for devices that were deleted and users who left, so the next commit takes them out.
+pub struct ServerSigner {
+    keys: SignatureKeyPair,
+    server_name: String,
+}
+
+impl ServerSigner {
+    /// A new Ed25519 key (every suite Poststelle supports signs with Ed25519).
+    pub fn generate(server_name: &str) -> DsResult<Self> {
+        let keys = SignatureKeyPair::new(openmls::prelude::SignatureScheme::ED25519)
+            .map_err(|e| DsError::State(format!("cannot generate a signing key: {e:?}")))?;
+        Ok(ServerSigner { keys, server_name: server_name.to_owned() })
+    }
+
+    /// Reads a key written by [`ServerSigner::to_bytes`].
+    pub fn from_bytes(server_name: &str, bytes: &[u8]) -> DsResult<Self> {
+        let keys = SignatureKeyPair::tls_deserialize_exact(bytes).map_err(|e| DsError::State(e.to_string()))?;
+        Ok(ServerSigner { keys, server_name: server_name.to_owned() })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.keys.tls_serialize_detached().unwrap_or_default()
+    }
+
+    /// The credential the server signs with: a BasicCredential holding its server name.
+    pub fn credential(&self) -> Credential {
+        BasicCredential::new(self.server_name.as_bytes().to_vec()).into()
+    }
+
+    /// The public key, raw bytes.
+    pub fn public_key(&self) -> &[u8] {
+        self.keys.public()
+    }
+
+    /// What a group creator lists in the ExternalSenders extension.
+    pub fn external_sender(&self) -> ExternalSender {
+        ExternalSender::new(SignaturePublicKey::from(self.keys.public().to_vec()), self.credential())
+    }
+
+    /// The credential TLS-encoded and base64'd, as the client API hands it out.
+    pub fn credential_base64(&self) -> String {
+        codec::encode(&self.credential().tls_serialize_detached().unwrap_or_default())
+    }
+}
+
+/// A commit that passed every check, with what the server needs to act on it.
+#[derive(Debug)]
+pub struct AcceptedCommit {
+    /// The group after the commit.
+    pub group: DsGroup,
+    /// The epoch the commit starts.
+    pub epoch: u64,
+    /// Devices the commit added, with the KeyPackage reference each was added by.
+    pub added: Vec<DeviceIdentity>,
+    /// Devices the commit removed.
+    pub removed: Vec<DeviceIdentity>,
+    /// The devices the accompanying Welcome is for (each one the commit added).
+    pub welcome_recipients: Vec<DeviceIdentity>,
+}
+
+/// The public state of one room's group, as the hub keeps it.
+#[derive(Debug)]
+pub struct DsGroup {
+    storage: MemoryStorage,
+    group: PublicGroup,
+}
+
+/// Decodes base64 of an MLS message.
+fn decode_message(b64: &str) -> DsResult<MlsMessageIn> {
+    let bytes = codec::decode(b64).ok_or_else(|| DsError::Malformed("not base64".into()))?;
+    MlsMessageIn::tls_deserialize_exact(&bytes).map_err(|e| DsError::Malformed(e.to_string()))
+}
+
+fn group_id_of(room_id: &str) -> GroupId {
+    GroupId::from_slice(room_id.as_bytes())
+}
+
+impl DsGroup {
+    /// Starts tracking a room's group from its creator's GroupInfo for epoch 0 (carrying the
+    /// ratchet tree in its extension). The group must be the room's, in a supported suite, hold
+    /// exactly the creator's device and list the server as an external sender.
+    pub fn create(
+        room_id: &str,
+        group_info_b64: &str,
+        creator: &DeviceIdentity,
+        server: &ServerSigner,
+    ) -> DsResult<Self> {
+        let MlsMessageBodyIn::GroupInfo(group_info) = decode_message(group_info_b64)?.extract() else {
+            return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
+        };
+        if group_info.group_id() != &group_id_of(room_id) {
+            return Err(DsError::GroupMismatch);
+        }
+        if Suite::from_ciphersuite(group_info.ciphersuite()).is_none() {
+            return Err(DsError::InvalidGroupInfo("unsupported ciphersuite".into()));
+        }
+        if group_info.epoch().as_u64() != 0 {
+            return Err(DsError::InvalidGroupInfo("a new group starts at epoch 0".into()));
+        }
+        let tree = group_info
+            .extensions()
+            .ratchet_tree()
+            .map(|t| t.ratchet_tree().clone())
+            .ok_or_else(|| DsError::InvalidGroupInfo("the GroupInfo must carry the ratchet tree".into()))?;
+        let storage = MemoryStorage::default();
+        let (group, _) =
+            PublicGroup::from_external(&RustCrypto::default(), &storage, tree, group_info, ProposalStore::new())
+                .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
+        let ds = DsGroup { storage, group };
+        let members: Vec<_> = ds.members().into_iter().map(|(_, id)| id).collect();
+        if members != [creator.clone()] {
+            return Err(DsError::InvalidGroupInfo("the new group must hold exactly the creating device".into()));
+        }
+        if ds.server_sender_index(server).is_none() {
+            return Err(DsError::InvalidGroupInfo("the group must list the server as an external sender".into()));
+        }
+        Ok(ds)
+    }
+
+    /// Reads state written by [`DsGroup::to_bytes`].
+    pub fn load(room_id: &str, bytes: &[u8]) -> DsResult<Self> {
+        let storage = codec::storage_from_bytes(bytes).ok_or_else(|| DsError::State("truncated group state".into()))?;
+        let group = PublicGroup::load(&storage, &group_id_of(room_id))
+            .map_err(|e| DsError::State(e.to_string()))?
+            .ok_or_else(|| DsError::State("no group in the stored state".into()))?;
+        Ok(DsGroup { storage, group })
+    }
+
+    /// The state to store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        codec::storage_to_bytes(&self.storage)
+    }
+
+    fn copy(&self) -> DsResult<Self> {
+        let storage = codec::storage_from_bytes(&codec::storage_to_bytes(&self.storage))
+            .ok_or_else(|| DsError::State("group state does not copy".into()))?;
+        let group = PublicGroup::load(&storage, self.group.group_id())
+            .map_err(|e| DsError::State(e.to_string()))?
+            .ok_or_else(|| DsError::State("group vanished from its copy".into()))?;
+        Ok(DsGroup { storage, group })
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.group.group_context().epoch().as_u64()
+    }
+
+    pub fn ciphersuite(&self) -> Ciphersuite {
+        self.group.ciphersuite()
+    }
+
+    /// The group's leaves and the device each names (leaves with foreign credentials are left out).
+    pub fn members(&self) -> Vec<(u32, DeviceIdentity)> {
+        self.group
+            .members()
+            .filter_map(|m| DeviceIdentity::from_credential(&m.credential).map(|id| (m.index.u32(), id)))
+            .collect()
+    }
+
+    /// The ratchet tree, TLS-encoded, for clients that resynchronise from a GroupInfo.
+    pub fn ratchet_tree(&self) -> Vec<u8> {
+        self.group.export_ratchet_tree().tls_serialize_detached().unwrap_or_default()
+    }
+
+    fn server_sender_index(&self, server: &ServerSigner) -> Option<u32> {
+        let senders = self.group.group_context().extensions().external_senders()?;
+        senders.iter().position(|s| s == &server.external_sender()).map(|i| i as u32)
+    }
+
+    /// Leaves whose removal the server has proposed and no commit has carried out yet.
+    fn pending_removals(&self) -> DsResult<Vec<u32>> {
+        let queued = self.group.queued_proposals(&self.storage).map_err(|e| DsError::State(e.to_string()))?;
+        Ok(queued
+            .iter()
+            .filter_map(|(_, q)| match q.proposal() {
+                openmls::prelude::Proposal::Remove(r) => Some(r.removed().u32()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Checks an application message: a PrivateMessage of this group carrying application data
+    /// at the current epoch.
+    pub fn check_application_message(&self, ciphertext_b64: &str) -> DsResult<()> {
+        let message = decode_message(ciphertext_b64)?;
+        if message.wire_format() != WireFormat::PrivateMessage {
+            return Err(DsError::Unsupported("application messages must be MLS PrivateMessages"));
+        }
+        let protocol = message.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
+        if protocol.group_id() != self.group.group_id() {
+            return Err(DsError::GroupMismatch);
+        }
+        if protocol.content_type() != ContentType::Application {
+            return Err(DsError::Unsupported("only application data may be sent as a room message"));
+        }
+        let got = protocol.epoch().as_u64();
+        if got != self.epoch() {
+            return Err(DsError::WrongEpoch { current: self.epoch(), got });
+        }
+        Ok(())
+    }
+
+    /// Checks a commit submitted by `submitter` (the device whose access token sent it; `None`
+    /// when another server forwarded it for a user, `submitter_user`) at the current epoch, the
+    /// GroupInfo of the epoch it starts and, optionally, the Welcome for the devices it adds.
+    pub fn accept_commit(
+        &self,
+        commit_b64: &str,
+        group_info_b64: &str,
+        welcome_b64: Option<&str>,
+        submitter_user: &str,
+        submitter_device: Option<&str>,
+    ) -> DsResult<AcceptedCommit> {
+        let message = decode_message(commit_b64)?;
+        if message.wire_format() != WireFormat::PublicMessage {
+            return Err(DsError::Unsupported("commits must be MLS PublicMessages"));
+        }
+        let protocol: ProtocolMessage =
+            message.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
+        if protocol.group_id() != self.group.group_id() {
+            return Err(DsError::GroupMismatch);
+        }
+        if protocol.content_type() != ContentType::Commit {
+            return Err(DsError::Unsupported("not a commit"));
+        }
+        let got = protocol.epoch().as_u64();
+        if got != self.epoch() {
+            return Err(DsError::WrongEpoch { current: self.epoch(), got });
+        }
+
+        let mut next = self.copy()?;
+        let processed = next
+            .group
+            .process_message(&RustCrypto::default(), protocol)
+            .map_err(|e| DsError::InvalidCommit(e.to_string()))?;
+        let committer = DeviceIdentity::from_credential(processed.credential()).ok_or(DsError::SenderMismatch)?;
+        if committer.user_id != submitter_user || submitter_device.is_some_and(|d| d != committer.device_id) {
+            return Err(DsError::SenderMismatch);
+        }
+        let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
+            return Err(DsError::Unsupported("not a commit"));
+        };
+
+        // The server's removals must go with the next commit.
+        let removed_leaves: Vec<u32> = staged.remove_proposals().map(|r| r.remove_proposal().removed().u32()).collect();
+        let missing: Vec<u32> = self.pending_removals()?.into_iter().filter(|l| !removed_leaves.contains(l)).collect();
+        if !missing.is_empty() {
+            return Err(DsError::PendingProposals(missing.len()));
+        }
+
+        let crypto = RustCrypto::default();
+        let mut added_refs = Vec::new();
+        for add in staged.add_proposals() {
+            let key_package = add.add_proposal().key_package();
+            let identity = DeviceIdentity::from_credential(key_package.leaf_node().credential())
+                .ok_or_else(|| DsError::InvalidCommit("an added member's credential names no Matrix device".into()))?;
+            let reference = key_package.hash_ref(&crypto).map_err(|e| DsError::InvalidCommit(e.to_string()))?;
+            added_refs.push((reference, identity));
+        }
+        let members_before = self.members();
+        let removed: Vec<DeviceIdentity> =
+            members_before.iter().filter(|(leaf, _)| removed_leaves.contains(leaf)).map(|(_, id)| id.clone()).collect();
+
+        next.group.merge_commit(&next.storage, *staged).map_err(|e| DsError::InvalidCommit(e.to_string()))?;
+        next.check_group_info(group_info_b64)?;
+
+        let welcome_recipients = match welcome_b64 {
+            Some(welcome) => welcome_recipients(welcome, next.ciphersuite(), &added_refs)?,
+            None => Vec::new(),
+        };
+        let epoch = next.epoch();
+        Ok(AcceptedCommit {
+            group: next,
+            epoch,
+            added: added_refs.into_iter().map(|(_, id)| id).collect(),
+            removed,
+            welcome_recipients,
+        })
+    }
+
+    /// A GroupInfo must describe this group at its current epoch, signed by a member.
+    fn check_group_info(&self, group_info_b64: &str) -> DsResult<()> {
+        let MlsMessageBodyIn::GroupInfo(group_info) = decode_message(group_info_b64)?.extract() else {
+            return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
+        };
+        if group_info.group_id() != self.group.group_id() || group_info.epoch().as_u64() != self.epoch() {
+            return Err(DsError::InvalidGroupInfo("not for this group and epoch".into()));
+        }
+        let scratch = MemoryStorage::default();
+        let tree = RatchetTreeIn::from(self.group.export_ratchet_tree());
+        let (_, verified) =
+            PublicGroup::from_external(&RustCrypto::default(), &scratch, tree, group_info, ProposalStore::new())
+                .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
+        if verified.group_context() != self.group.group_context() {
+            return Err(DsError::InvalidGroupInfo("its group context differs from the committed one".into()));
+        }
+        Ok(())
+    }
+
+    /// Proposes, as the server, the removal of every leaf of `devices` still in the group, and
+    /// queues the proposals so the next commit must carry them out. Returns the proposals
+    /// (base64 PublicMessages) for the members; none when no such device is in the group.
+    pub fn propose_removals(&mut self, devices: &[DeviceIdentity], server: &ServerSigner) -> DsResult<Vec<String>> {
+        let index = self
+            .server_sender_index(server)
+            .ok_or_else(|| DsError::State("the server is not an external sender of the group".into()))?;
+        let already = self.pending_removals()?;
+        let leaves: Vec<u32> = self
+            .members()
+            .into_iter()
+            .filter(|(leaf, id)| devices.contains(id) && !already.contains(leaf))
+            .map(|(leaf, _)| leaf)
+            .collect();
+        let mut proposals = Vec::new();
+        for leaf in leaves {
+            let message = ExternalProposal::new_remove::<OpenMlsRustCrypto>(
+                LeafNodeIndex::new(leaf),
+                self.group.group_id().clone(),
+                GroupEpoch::from(self.epoch()),
+                &server.keys,
+                SenderExtensionIndex::new(index),
+            )
+            .map_err(|e| DsError::State(format!("cannot build a remove proposal: {e:?}")))?;
+            let bytes = message.tls_serialize_detached().map_err(|e| DsError::State(e.to_string()))?;
+            let protocol = MlsMessageIn::tls_deserialize_exact(&bytes)
+                .map_err(|e| DsError::State(e.to_string()))?
+                .try_into_protocol_message()
+                .map_err(|e| DsError::State(e.to_string()))?;
+            let processed = self
+                .group
+                .process_message(&RustCrypto::default(), protocol)
+                .map_err(|e| DsError::State(format!("own proposal refused: {e}")))?;
+            let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else {
+                return Err(DsError::State("own proposal processed as something else".into()));
+            };
+            self.group.add_proposal(&self.storage, *queued).map_err(|e| DsError::State(e.to_string()))?;
+            proposals.push(codec::encode(&bytes));
+        }
+        Ok(proposals)
+    }
+}
+
+/// The devices a Welcome is for: each of its secrets must be for a KeyPackage the commit added.
+fn welcome_recipients(
+    welcome_b64: &str,
+    ciphersuite: Ciphersuite,
+    added: &[(openmls::prelude::KeyPackageRef, DeviceIdentity)],
+) -> DsResult<Vec<DeviceIdentity>> {
+    let MlsMessageBodyIn::Welcome(welcome) =
+        decode_message(welcome_b64).map_err(|e| DsError::InvalidWelcome(e.to_string()))?.extract()
+    else {
+        return Err(DsError::InvalidWelcome("not a Welcome".into()));
+    };
+    if welcome.ciphersuite() != ciphersuite {
+        return Err(DsError::InvalidWelcome("another ciphersuite than the group's".into()));
+    }
+    let mut recipients = Vec::new();
+    for secret in welcome.secrets() {
+        let reference = secret.new_member();
+        let (_, identity) = added
+            .iter()
+            .find(|(r, _)| *r == reference)
+            .ok_or_else(|| DsError::InvalidWelcome("it is for a KeyPackage the commit does not add".into()))?;
+        if !recipients.contains(identity) {
+            recipients.push(identity.clone());
+        }
+    }
+    Ok(recipients)
+}
+
+#[cfg(test)]
+mod tests;

@@ -116,3 +116,97 @@ pub fn validate_upload(
     }
     Ok(ValidKeyPackage { suite, reference, identity, not_after, key_package })
 }
+
+#[cfg(test)]
+mod tests {
+    use openmls::prelude::{Capabilities, CredentialWithKey, ExtensionType, Lifetime};
+    use openmls_basic_credential::SignatureKeyPair;
+    use openmls_rust_crypto::OpenMlsRustCrypto;
+    use tls_codec::Serialize as _;
+
+    use super::*;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    /// A KeyPackage of `id` as uploaded: (key name, value).
+    fn upload(id: &DeviceIdentity, suite: Suite, last_resort: bool, lifetime: Option<Lifetime>) -> (String, String) {
+        let provider = OpenMlsRustCrypto::default();
+        let signer = SignatureKeyPair::new(suite.ciphersuite().signature_algorithm()).unwrap();
+        let credential = CredentialWithKey { credential: id.credential(), signature_key: signer.public().into() };
+        let mut builder = KeyPackage::builder();
+        if last_resort {
+            // The leaf must declare the extension it carries.
+            let capabilities = Capabilities::builder().extensions(vec![ExtensionType::LastResort]).build();
+            builder = builder.mark_as_last_resort().leaf_node_capabilities(capabilities);
+        }
+        if let Some(lifetime) = lifetime {
+            builder = builder.key_package_lifetime(lifetime);
+        }
+        let bundle = builder.build(suite.ciphersuite(), &provider, &signer, credential).unwrap();
+        let kp = bundle.key_package();
+        (reference_name(kp), codec::encode(&kp.tls_serialize_detached().unwrap()))
+    }
+
+    #[test]
+    fn uploads_are_checked_against_the_key_id_the_uploader_and_the_clock() {
+        let alice = DeviceIdentity::new("@alice:hub.example", "A1");
+        let alg = Suite::DEFAULT.algorithm();
+        let (name, value) = upload(&alice, Suite::DEFAULT, false, None);
+        let valid = validate_upload(&alg, &name, &value, &alice, false, now()).expect("a good KeyPackage");
+        assert_eq!((valid.suite, valid.identity, valid.reference), (Suite::DEFAULT, alice.clone(), name.clone()));
+
+        assert_eq!(
+            validate_upload(&alg, &name, &value, &alice, true, now()).unwrap_err(),
+            KeyPackageError::LastResortMismatch
+        );
+        let (fb_name, fb_value) = upload(&alice, Suite::DEFAULT, true, None);
+        validate_upload(&alg, &fb_name, &fb_value, &alice, true, now()).expect("a last-resort fallback key");
+        assert_eq!(
+            validate_upload(&alg, &name, &value, &DeviceIdentity::new("@alice:hub.example", "A2"), false, now())
+                .unwrap_err(),
+            KeyPackageError::ForeignCredential
+        );
+        assert_eq!(
+            validate_upload(&alg, &fb_name, &value, &alice, false, now()).unwrap_err(),
+            KeyPackageError::ReferenceMismatch
+        );
+        assert_eq!(
+            validate_upload(&Suite::PQ_HYBRID.algorithm(), &name, &value, &alice, false, now()).unwrap_err(),
+            KeyPackageError::SuiteMismatch
+        );
+        assert_eq!(
+            validate_upload("m.mls.v1.MLS_256_DHKEMP521_AES256GCM_SHA512_P521", &name, &value, &alice, false, now())
+                .unwrap_err(),
+            KeyPackageError::UnsupportedSuite
+        );
+        assert_eq!(validate_upload(&alg, &name, "%%%", &alice, false, now()).unwrap_err(), KeyPackageError::Malformed);
+
+        // A flipped bit in the signed body breaks a signature.
+        let mut bytes = codec::decode(&value).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        let tampered = codec::encode(&bytes);
+        assert!(matches!(
+            validate_upload(&alg, &name, &tampered, &alice, false, now()),
+            Err(KeyPackageError::Invalid(_) | KeyPackageError::Malformed | KeyPackageError::ReferenceMismatch)
+        ));
+
+        // Expired, and valid for far too long.
+        let t = now();
+        let (old_name, old) = upload(&alice, Suite::DEFAULT, false, Some(Lifetime::init(t - 7200, t - 3600)));
+        assert_eq!(validate_upload(&alg, &old_name, &old, &alice, false, t).unwrap_err(), KeyPackageError::Expired);
+        let (long_name, long) =
+            upload(&alice, Suite::DEFAULT, false, Some(Lifetime::init(t - 60, t + 365 * 24 * 3600)));
+        assert!(validate_upload(&alg, &long_name, &long, &alice, false, t).is_err());
+    }
+
+    #[test]
+    fn the_post_quantum_hybrid_suite_is_accepted() {
+        let alice = DeviceIdentity::new("@alice:hub.example", "A1");
+        let (name, value) = upload(&alice, Suite::PQ_HYBRID, false, None);
+        let valid = validate_upload(&Suite::PQ_HYBRID.algorithm(), &name, &value, &alice, false, now()).unwrap();
+        assert_eq!(valid.suite, Suite::PQ_HYBRID);
+    }
+}
