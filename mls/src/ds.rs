@@ -232,22 +232,38 @@ impl DsGroup {
     /// Checks an application message: a PrivateMessage of this group carrying application data
     /// at the current epoch.
     pub fn check_application_message(&self, ciphertext_b64: &str) -> DsResult<()> {
-        let message = decode_message(ciphertext_b64)?;
-        if message.wire_format() != WireFormat::PrivateMessage {
-            return Err(DsError::Unsupported("application messages must be MLS PrivateMessages"));
+        self.framed(
+            ciphertext_b64,
+            (WireFormat::PrivateMessage, "application messages must be MLS PrivateMessages"),
+            (ContentType::Application, "only application data may be sent as a room message"),
+        )
+        .map(drop)
+    }
+
+    /// Decodes a message that must have the given framing and content, for this group at its
+    /// current epoch.
+    fn framed(
+        &self,
+        b64: &str,
+        (wire_format, wire_format_error): (WireFormat, &'static str),
+        (content_type, content_type_error): (ContentType, &'static str),
+    ) -> DsResult<ProtocolMessage> {
+        let message = decode_message(b64)?;
+        if message.wire_format() != wire_format {
+            return Err(DsError::Unsupported(wire_format_error));
         }
         let protocol = message.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
         if protocol.group_id() != self.group.group_id() {
             return Err(DsError::GroupMismatch);
         }
-        if protocol.content_type() != ContentType::Application {
-            return Err(DsError::Unsupported("only application data may be sent as a room message"));
+        if protocol.content_type() != content_type {
+            return Err(DsError::Unsupported(content_type_error));
         }
         let got = protocol.epoch().as_u64();
         if got != self.epoch() {
             return Err(DsError::WrongEpoch { current: self.epoch(), got });
         }
-        Ok(())
+        Ok(protocol)
     }
 
     /// Checks a commit submitted by `submitter` (the device whose access token sent it; `None`
@@ -261,22 +277,11 @@ impl DsGroup {
         submitter_user: &str,
         submitter_device: Option<&str>,
     ) -> DsResult<AcceptedCommit> {
-        let message = decode_message(commit_b64)?;
-        if message.wire_format() != WireFormat::PublicMessage {
-            return Err(DsError::Unsupported("commits must be MLS PublicMessages"));
-        }
-        let protocol: ProtocolMessage =
-            message.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
-        if protocol.group_id() != self.group.group_id() {
-            return Err(DsError::GroupMismatch);
-        }
-        if protocol.content_type() != ContentType::Commit {
-            return Err(DsError::Unsupported("not a commit"));
-        }
-        let got = protocol.epoch().as_u64();
-        if got != self.epoch() {
-            return Err(DsError::WrongEpoch { current: self.epoch(), got });
-        }
+        let protocol = self.framed(
+            commit_b64,
+            (WireFormat::PublicMessage, "commits must be MLS PublicMessages"),
+            (ContentType::Commit, "not a commit"),
+        )?;
 
         let mut next = self.copy()?;
         let processed = next
