@@ -229,43 +229,6 @@ impl DsGroup {
             .collect())
     }
 
-    /// Checks an application message: a PrivateMessage of this group carrying application data
-    /// at the current epoch.
-    pub fn check_application_message(&self, ciphertext_b64: &str) -> DsResult<()> {
-        self.framed(
-            ciphertext_b64,
-            (WireFormat::PrivateMessage, "application messages must be MLS PrivateMessages"),
-            (ContentType::Application, "only application data may be sent as a room message"),
-        )
-        .map(drop)
-    }
-
-    /// Decodes a message that must have the given framing and content, for this group at its
-    /// current epoch.
-    fn framed(
-        &self,
-        b64: &str,
-        (wire_format, wire_format_error): (WireFormat, &'static str),
-        (content_type, content_type_error): (ContentType, &'static str),
-    ) -> DsResult<ProtocolMessage> {
-        let message = decode_message(b64)?;
-        if message.wire_format() != wire_format {
-            return Err(DsError::Unsupported(wire_format_error));
-        }
-        let protocol = message.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
-        if protocol.group_id() != self.group.group_id() {
-            return Err(DsError::GroupMismatch);
-        }
-        if protocol.content_type() != content_type {
-            return Err(DsError::Unsupported(content_type_error));
-        }
-        let got = protocol.epoch().as_u64();
-        if got != self.epoch() {
-            return Err(DsError::WrongEpoch { current: self.epoch(), got });
-        }
-        Ok(protocol)
-    }
-
     /// Checks a commit submitted by `submitter` (the device whose access token sent it; `None`
     /// when another server forwarded it for a user, `submitter_user`) at the current epoch, the
     /// GroupInfo of the epoch it starts and, optionally, the Welcome for the devices it adds.
@@ -277,7 +240,9 @@ impl DsGroup {
         submitter_user: &str,
         submitter_device: Option<&str>,
     ) -> DsResult<AcceptedCommit> {
-        let protocol = self.framed(
+        let protocol = framed(
+            self.group.group_id(),
+            self.epoch(),
             commit_b64,
             (WireFormat::PublicMessage, "commits must be MLS PublicMessages"),
             (ContentType::Commit, "not a commit"),
@@ -393,6 +358,46 @@ impl DsGroup {
         }
         Ok(proposals)
     }
+}
+
+/// Checks an application message for the room's group at `epoch` (the epoch of the room's
+/// current `m.mls.commit`): a PrivateMessage of the group carrying application data at that
+/// epoch. Needs only the message's plaintext header, not the group's state.
+pub fn check_application_message(room_id: &str, epoch: u64, ciphertext_b64: &str) -> DsResult<()> {
+    framed(
+        &group_id_of(room_id),
+        epoch,
+        ciphertext_b64,
+        (WireFormat::PrivateMessage, "application messages must be MLS PrivateMessages"),
+        (ContentType::Application, "only application data may be sent as a room message"),
+    )
+    .map(drop)
+}
+
+/// Decodes a message that must have the given framing and content, for the group at `epoch`.
+fn framed(
+    group_id: &GroupId,
+    epoch: u64,
+    b64: &str,
+    (wire_format, wire_format_error): (WireFormat, &'static str),
+    (content_type, content_type_error): (ContentType, &'static str),
+) -> DsResult<ProtocolMessage> {
+    let message = decode_message(b64)?;
+    if message.wire_format() != wire_format {
+        return Err(DsError::Unsupported(wire_format_error));
+    }
+    let protocol = message.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
+    if protocol.group_id() != group_id {
+        return Err(DsError::GroupMismatch);
+    }
+    if protocol.content_type() != content_type {
+        return Err(DsError::Unsupported(content_type_error));
+    }
+    let got = protocol.epoch().as_u64();
+    if got != epoch {
+        return Err(DsError::WrongEpoch { current: epoch, got });
+    }
+    Ok(protocol)
 }
 
 /// The devices a Welcome is for: each of its secrets must be for a KeyPackage the commit added.

@@ -116,7 +116,8 @@ async fn create_user(
 ) -> anyhow::Result<()> {
     let storage = Storage::new(db.pool.clone());
     let key = signing::load_or_generate(&storage).await?;
-    let state = AppState::new(config.clone(), storage, key)?;
+    let mls_signer = poststelle_server::service::mls::load_server_signer(&storage, &config.server_name).await?;
+    let state = AppState::new(config.clone(), storage, key, mls_signer)?;
     let (password, generated) = match password {
         Some(p) => (p, false),
         None => (tokens::random_alphanumeric(20), true),
@@ -139,11 +140,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let storage = Storage::new(db.pool.clone());
     let key = signing::load_or_generate(&storage).await?;
     tracing::info!(key_id = %key.key_id(), "signing key loaded");
-    let state = AppState::new(config.clone(), storage, key)?;
+    let mls_signer = poststelle_server::service::mls::load_server_signer(&storage, &config.server_name).await?;
+    let state = AppState::new(config.clone(), storage, key, mls_signer)?;
     state.allow_list.start(state.federation_client.tls_config()).await?;
     state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
     state.push.spawn(state.notifier.clone());
     let sender = tokio::spawn(state.federation.clone().run_sender(state.notifier.subscribe()));
+    let welcomes = tokio::spawn(state.mls.clone().run_welcome_dispatcher(state.notifier.subscribe()));
     let listener = TcpListener::bind(config.listeners.client.addr)
         .await
         .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;
@@ -163,6 +166,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     housekeeping.abort();
     sender.abort();
+    welcomes.abort();
     federation.abort();
     tracing::info!("shutting down");
     db.close().await;

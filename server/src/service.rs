@@ -12,6 +12,7 @@ pub mod filter;
 pub mod jwt;
 pub mod key_backup;
 pub mod media;
+pub mod mls;
 pub mod notifier;
 pub mod outbound;
 pub mod passwords;
@@ -108,9 +109,34 @@ pub enum ServiceError {
     #[error("user-interactive authentication required")]
     AuthRequired(Box<ruma::api::client::uiaa::UiaaInfo>),
     #[error("{0}")]
+    Mls(MlsRefusal),
+    #[error("{0}")]
     Storage(#[from] StorageError),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Why the MLS Delivery Service refused a commit or message (DESIGN §6).
+#[derive(Debug, thiserror::Error)]
+pub enum MlsRefusal {
+    /// Someone else's commit was accepted for this epoch first; the group is at `current`.
+    #[error("the group is at epoch {current}")]
+    WrongEpoch { current: u64 },
+    /// The server proposed removals that the commit must carry out; here they are.
+    #[error("the commit must carry out the server's pending removal proposals")]
+    PendingProposals(Vec<String>),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    GroupMismatch(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    InvalidCommit(String),
+    #[error("{0}")]
+    InvalidGroupInfo(String),
+    #[error("{0}")]
+    InvalidWelcome(String),
+}

@@ -9,6 +9,7 @@ pub mod federation;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
+pub mod mls;
 pub mod push;
 pub mod room_writer;
 pub mod rooms;
@@ -109,6 +110,7 @@ pub struct Storage {
     pub e2ee: E2eeStore,
     pub key_backup: KeyBackupStore,
     pub media: MediaStore,
+    pub mls: mls::MlsStore,
     pub search: SearchStore,
     pub server_keys: ServerKeyStore,
     pub push: PushStore,
@@ -129,6 +131,7 @@ impl Storage {
             e2ee: E2eeStore::new(pool.clone()),
             key_backup: KeyBackupStore::new(pool.clone()),
             media: MediaStore::new(pool.clone()),
+            mls: mls::MlsStore::new(pool.clone()),
             search: SearchStore::new(pool.clone()),
             server_keys: ServerKeyStore::new(pool.clone()),
             push: PushStore::new(pool.clone()),

@@ -5,6 +5,7 @@
 //! builds (the server crate's own integration tests need it), or `POSTSTELLE_BIN`.
 
 pub mod fake_peer;
+pub mod mls;
 pub mod synapse;
 
 use std::{
@@ -61,6 +62,34 @@ pub async fn fresh_database() -> String {
         .await
         .expect("creating a test database");
     pg.url(&name)
+}
+
+/// Every row of every table of a test database as text (binary columns as hex), for checking
+/// what the server stored.
+pub async fn dump_database(database_url: &str) -> String {
+    use sqlx::{Connection as _, Row as _};
+    let mut db = sqlx::PgConnection::connect(database_url).await.expect("connecting to the test database");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(table_name) FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name",
+    )
+    .fetch_all(&mut db)
+    .await
+    .expect("listing tables");
+    let mut dump = String::new();
+    for table in tables {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text FROM {table} t")))
+            .fetch_all(&mut db)
+            .await
+            .expect("reading a table");
+        for row in rows {
+            dump.push_str(&table);
+            dump.push('\t');
+            dump.push_str(&row.get::<String, _>(0));
+            dump.push('\n');
+        }
+    }
+    dump
 }
 
 /// The `poststelle` binary under test.

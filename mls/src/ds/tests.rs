@@ -229,19 +229,19 @@ fn application_messages_must_be_private_at_the_current_epoch() {
     let bob = Device::new("@bob:other.example", "B1");
     let (mut group, ds) = hub_with(&alice, &server);
     let at_zero = b64(&group.create_message(&alice.provider, &alice.signer, b"epoch zero").unwrap());
-    ds.check_application_message(&at_zero).expect("current epoch");
+    check_application_message(ROOM, ds.epoch(), &at_zero).expect("current epoch");
 
     let (commit, _, info) = add(&alice, &mut group, &[&bob]);
     let ds = ds.accept_commit(&commit, &info, None, "@alice:hub.example", Some("A1")).unwrap().group;
     group.merge_pending_commit(&alice.provider).unwrap();
-    match ds.check_application_message(&at_zero) {
+    match check_application_message(ROOM, ds.epoch(), &at_zero) {
         Err(DsError::WrongEpoch { current: 1, got: 0 }) => {}
         other => panic!("expected a stale epoch, got {other:?}"),
     }
     let at_one = b64(&group.create_message(&alice.provider, &alice.signer, b"epoch one").unwrap());
-    ds.check_application_message(&at_one).expect("current epoch");
-    assert!(matches!(ds.check_application_message(&commit), Err(DsError::Unsupported(_))));
-    assert!(matches!(ds.check_application_message("AAAA"), Err(DsError::Malformed(_))));
+    check_application_message(ROOM, ds.epoch(), &at_one).expect("current epoch");
+    assert!(matches!(check_application_message(ROOM, ds.epoch(), &commit), Err(DsError::Unsupported(_))));
+    assert!(matches!(check_application_message(ROOM, 1, "AAAA"), Err(DsError::Malformed(_))));
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod json;
 mod key_backup;
 mod media;
 mod membership;
+pub mod mls;
 mod profile;
 mod push;
 mod pushers;
@@ -28,6 +29,9 @@ use crate::{http::RumaRouterExt, state::AppState};
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
     media::routes(r)
+        .ruma_route::<mls::endpoints::external_sender::Request, _, _>(mls::external_sender)
+        .ruma_route::<mls::endpoints::group_info::Request, _, _>(mls::group_info)
+        .ruma_route::<mls::endpoints::list_keys::Request, _, _>(mls::list_keys)
         .ruma_route::<c::discovery::get_supported_versions::Request, _, _>(discovery::versions)
         .ruma_route::<c::discovery::discover_homeserver::Request, _, _>(discovery::well_known_client)
         .ruma_route::<ruma::api::federation::discovery::discover_homeserver::Request, _, _>(

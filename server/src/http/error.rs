@@ -23,6 +23,14 @@ pub enum ApiError {
     Matrix { status: StatusCode, kind: ErrorKind, message: String },
     /// A 401 with the UIA flows (and possibly an error of the last stage).
     Uiaa(Box<ruma::api::client::uiaa::UiaaInfo>),
+    /// An error with one of our own (namespaced) codes and extra fields, which ruma's error
+    /// kinds cannot carry.
+    Custom {
+        status: StatusCode,
+        errcode: &'static str,
+        message: String,
+        extra: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 impl ApiError {
@@ -135,6 +143,7 @@ impl From<ServiceError> for ApiError {
                 let ServiceError::AuthRequired(info) = e else { unreachable!() };
                 return Self::Uiaa(info);
             }
+            ServiceError::Mls(refusal) => return mls_error(refusal),
             ServiceError::Storage(_) | ServiceError::Internal(_) => {
                 // Details go to the log, not to the client.
                 tracing::error!(error = %e, "internal error");
@@ -153,6 +162,29 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// The MLS Delivery Service's refusals, with the `DE.POSTSTELLE.MLS_*` codes clients act on.
+fn mls_error(refusal: &crate::service::MlsRefusal) -> ApiError {
+    use crate::service::MlsRefusal as R;
+    let mut extra = serde_json::Map::new();
+    let (status, errcode) = match refusal {
+        R::WrongEpoch { current } => {
+            extra.insert("current_epoch".into(), (*current).into());
+            (StatusCode::CONFLICT, "DE.POSTSTELLE.MLS_WRONG_EPOCH")
+        }
+        R::PendingProposals(proposals) => {
+            extra.insert("proposals".into(), proposals.clone().into());
+            (StatusCode::CONFLICT, "DE.POSTSTELLE.MLS_PENDING_PROPOSALS")
+        }
+        R::Malformed(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_MALFORMED"),
+        R::GroupMismatch(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_GROUP_MISMATCH"),
+        R::Unsupported(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_UNSUPPORTED_MESSAGE"),
+        R::InvalidCommit(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_COMMIT"),
+        R::InvalidGroupInfo(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_GROUP_INFO"),
+        R::InvalidWelcome(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_WELCOME"),
+    };
+    ApiError::Custom { status, errcode, message: refusal.to_string(), extra }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let result = match self {
@@ -166,6 +198,12 @@ impl IntoResponse for ApiError {
                     .try_into_http_response::<BytesMut>()
             }
             ApiError::Uiaa(info) => UiaaResponse::AuthResponse(*info).try_into_http_response::<BytesMut>(),
+            ApiError::Custom { status, errcode, message, mut extra } => {
+                tracing::debug!(%status, errcode, %message, "request refused");
+                extra.insert("errcode".into(), errcode.into());
+                extra.insert("error".into(), message.into());
+                return (status, axum::Json(serde_json::Value::Object(extra))).into_response();
+            }
         };
         match result {
             Ok(response) => response.map(|b| axum::body::Body::from(b.freeze())).into_response(),

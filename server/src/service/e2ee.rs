@@ -74,6 +74,25 @@ fn uploaded(keys: &BTreeMap<OwnedOneTimeKeyId, Raw<ruma::encryption::OneTimeKey>
         .collect()
 }
 
+/// MLS KeyPackages among uploaded keys (`m.mls.v1.*` algorithms) must pass the Delivery
+/// Service's checks before anybody can claim them: signatures, lifetime, suite, reference, and a
+/// credential naming this user and device (DESIGN §6).
+fn check_key_packages(user_id: &UserId, device_id: &str, keys: &[UploadedKey], fallback: bool) -> ServiceResult<()> {
+    let uploader = poststelle_mls::DeviceIdentity::new(user_id.as_str(), device_id);
+    let now = u64::try_from(now_ms() / 1000).unwrap_or_default();
+    for (algorithm, name, value) in keys {
+        if !poststelle_mls::Suite::is_mls_algorithm(algorithm) {
+            continue;
+        }
+        let value = value.as_str().ok_or_else(|| {
+            ServiceError::InvalidParam(format!("KeyPackage {algorithm}:{name} must be a base64 string"))
+        })?;
+        poststelle_mls::key_package::validate_upload(algorithm, name, value, &uploader, fallback, now)
+            .map_err(|e| ServiceError::InvalidParam(format!("KeyPackage {algorithm}:{name}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// The one-time key counts of a device, with `signed_curve25519` always present: clients decide
 /// from it whether to upload more.
 pub fn one_time_key_counts(counts: &KeyCounts) -> BTreeMap<OneTimeKeyAlgorithm, UInt> {
@@ -118,6 +137,12 @@ impl E2eeService {
         users.into_iter().partition(|(u, _)| u.server_name() == self.server_name)
     }
 
+    /// `/keys/list` (MSC4256): the ids (`algorithm:name`) of the device's unclaimed one-time
+    /// keys and its fallback keys.
+    pub async fn list_keys(&self, user_id: &str, device_id: &str) -> ServiceResult<(Vec<String>, Vec<String>)> {
+        Ok(self.storage.e2ee.key_ids(user_id, device_id).await?)
+    }
+
     /// `/keys/upload`: stores what the device sent; the device's one-time key counts.
     pub async fn upload(
         &self,
@@ -144,6 +169,9 @@ impl E2eeService {
             }
         }
         let one_time = uploaded(&req.one_time_keys)?;
+        let fallback = uploaded(&req.fallback_keys)?;
+        check_key_packages(user_id, device_id, &one_time, false)?;
+        check_key_packages(user_id, device_id, &fallback, true)?;
         if !one_time.is_empty() {
             let conflicts = self.storage.e2ee.add_one_time_keys(user_id.as_str(), device_id, &one_time).await?;
             if !conflicts.is_empty() {
@@ -153,7 +181,6 @@ impl E2eeService {
                 )));
             }
         }
-        let fallback = uploaded(&req.fallback_keys)?;
         if !fallback.is_empty() {
             self.storage.e2ee.set_fallback_keys(user_id.as_str(), device_id, &fallback).await?;
         }

@@ -5,6 +5,7 @@ pub mod client_format;
 mod create;
 mod directory;
 mod membership;
+pub mod mls;
 pub mod persist;
 pub mod power;
 pub mod read;
@@ -64,6 +65,8 @@ pub struct RoomService {
     server_name: OwnedServerName,
     notifier: Arc<Notifier>,
     default_version: RoomVersionId,
+    /// The server's key as the external sender of the MLS groups it orders.
+    mls_signer: Arc<poststelle_mls::ds::ServerSigner>,
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Room versions never change: known ones are kept here.
     versions: std::sync::RwLock<BTreeMap<String, RoomVersionId>>,
@@ -91,6 +94,8 @@ pub struct SendEvent {
     pub content: Map<String, JsonValue>,
     pub redacts: Option<OwnedEventId>,
     pub txn: Option<Txn>,
+    /// The sending device (from the access token), where the endpoint has one.
+    pub sender_device: Option<String>,
 }
 
 impl RoomService {
@@ -100,6 +105,7 @@ impl RoomService {
         server_name: OwnedServerName,
         notifier: Arc<Notifier>,
         default_version: &str,
+        mls_signer: Arc<poststelle_mls::ds::ServerSigner>,
     ) -> ServiceResult<Arc<Self>> {
         let default_version = RoomVersionId::try_from(default_version)
             .map_err(|_| ServiceError::UnsupportedRoomVersion(default_version.to_owned()))?;
@@ -109,6 +115,7 @@ impl RoomService {
             server_name,
             notifier,
             default_version,
+            mls_signer,
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             versions: std::sync::RwLock::default(),
             room_cache: Mutex::default(),
@@ -259,6 +266,28 @@ impl RoomService {
             return Ok(id);
         }
         require_joined(ctx, ev.sender.as_str()).await?;
+        match mls::room_algorithm(ctx).await? {
+            Some(algorithm) => {
+                if let Some(event_id) = self.mls_send(ctx, ev, &algorithm).await? {
+                    return Ok(event_id);
+                }
+            }
+            None if ev.kind == mls::COMMIT_TYPE => {
+                return Err(ServiceError::Forbidden("not an MLS room".into()));
+            }
+            None if ev.kind == "m.room.encryption"
+                && ev
+                    .content
+                    .get("algorithm")
+                    .and_then(JsonValue::as_str)
+                    .is_some_and(poststelle_mls::Suite::is_mls_algorithm) =>
+            {
+                return Err(ServiceError::Forbidden(
+                    "MLS rooms are created as such, with m.room.encryption in initial_state".into(),
+                ));
+            }
+            None => {}
+        }
         if let Some(key) = &ev.state_key
             && let Some(existing) = ctx.same_state(&ev.sender, &ev.kind, key, &ev.content).await?
         {

@@ -73,6 +73,9 @@ pub struct SessionService {
     login_per_ip: RateLimiter,
     failed_logins: Arc<RateLimiter>,
     last_seen: Mutex<HashMap<(String, String), Instant>>,
+    /// The room engine, for taking deleted devices out of MLS groups; set once the room service
+    /// exists (it is built after this one).
+    rooms: std::sync::OnceLock<Arc<super::rooms::RoomService>>,
 }
 
 impl SessionService {
@@ -94,6 +97,7 @@ impl SessionService {
             login_per_ip: RateLimiter::new(rl.enabled, rl.login_per_ip),
             failed_logins,
             last_seen: Mutex::new(HashMap::new()),
+            rooms: std::sync::OnceLock::new(),
         })
     }
 
@@ -344,6 +348,17 @@ impl SessionService {
 
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> ServiceResult<()> {
         self.storage.devices.delete_devices(user_id, device_ids).await?;
-        self.announce_deleted(user_id, device_ids).await
+        self.announce_deleted(user_id, device_ids).await?;
+        if let Some(rooms) = self.rooms.get() {
+            for device_id in device_ids {
+                rooms.mls_device_deleted(user_id, device_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects the room engine (see the `rooms` field).
+    pub fn set_rooms(&self, rooms: Arc<super::rooms::RoomService>) {
+        let _ = self.rooms.set(rooms);
     }
 }

@@ -167,6 +167,28 @@ impl E2eeStore {
         .await?)
     }
 
+    /// The ids (`algorithm:name`) of a device's unclaimed one-time keys, in upload order, and of
+    /// its fallback keys.
+    pub async fn key_ids(&self, user_id: &str, device_id: &str) -> StorageResult<(Vec<String>, Vec<String>)> {
+        let one_time = sqlx::query_scalar!(
+            r#"SELECT algorithm || ':' || key_id AS "id!" FROM e2e_one_time_keys
+               WHERE user_id = $1 AND device_id = $2 ORDER BY seq"#,
+            user_id,
+            device_id
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let fallback = sqlx::query_scalar!(
+            r#"SELECT algorithm || ':' || key_id AS "id!" FROM e2e_fallback_keys
+               WHERE user_id = $1 AND device_id = $2 ORDER BY algorithm"#,
+            user_id,
+            device_id
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((one_time, fallback))
+    }
+
     /// Hands out one key of `algorithm` for a device: its oldest one-time key, which is then
     /// gone, or else its fallback key, which is then marked used. `(key id, key)`.
     pub async fn claim(

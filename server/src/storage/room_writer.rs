@@ -8,7 +8,9 @@ use sqlx::{Postgres, Transaction};
 
 use super::StorageResult;
 
+mod mls;
 mod remote;
+pub use mls::{AcceptedCommitRow, StoredGroup, WelcomeRow};
 pub use remote::{OutlierEvent, RemoteEvent, StoredEventInfo};
 
 /// Snapshots deeper than this are written in full, so reading any state walks at most this many

@@ -11,6 +11,7 @@ mod federation;
 mod keys;
 mod media;
 mod membership;
+mod mls;
 mod multi_process;
 mod profile;
 mod push;

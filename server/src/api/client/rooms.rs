@@ -50,8 +50,9 @@ async fn send(
     txn_id: Option<String>,
 ) -> Result<ruma::OwnedEventId, ApiError> {
     let sender = user_id(&session)?;
+    let sender_device = Some(session.device_id.clone());
     let txn = txn_id.map(|txn_id| Txn { device_id: session.device_id, txn_id });
-    Ok(state.rooms.send(SendEvent { room_id, sender, kind, state_key, content, redacts, txn }).await?)
+    Ok(state.rooms.send(SendEvent { room_id, sender, kind, state_key, content, redacts, txn, sender_device }).await?)
 }
 
 /// A ruma room event filter in the service's terms.
@@ -157,6 +158,7 @@ pub(super) async fn redact_event(
             state_key: None,
             content,
             redacts: Some(req.body.event_id),
+            sender_device: Some(req.identity.device_id.clone()),
             txn: Some(Txn { device_id: req.identity.device_id, txn_id: req.body.txn_id.to_string() }),
         })
         .await?;

@@ -67,9 +67,17 @@ impl RoomService {
             }
             None => None,
         };
-        for (t, _, _) in &req.initial_state {
-            if t == "m.room.create" || t == "m.room.member" {
+        let mut mls = false;
+        for (t, key, content) in &req.initial_state {
+            if t == "m.room.create" || t == "m.room.member" || t == super::mls::COMMIT_TYPE {
                 return Err(ServiceError::BadJson(format!("{t} cannot be part of initial_state")));
+            }
+            if t == "m.room.encryption" && key.is_empty() {
+                super::mls::check_encryption_content(content)?;
+                mls |= content
+                    .get("algorithm")
+                    .and_then(JsonValue::as_str)
+                    .is_some_and(poststelle_mls::Suite::is_mls_algorithm);
             }
         }
 
@@ -205,6 +213,10 @@ impl RoomService {
             "notifications": {"room": 50},
         }));
         power.insert("users".into(), JsonValue::Object(users));
+        if mls && let Some(JsonValue::Object(events)) = power.get_mut("events") {
+            // Every member commits (adds devices, updates keys); MLS decides what a commit may do.
+            events.insert(super::mls::COMMIT_TYPE.into(), 0.into());
+        }
         if let Some(over) = req.power_level_content_override {
             for (k, v) in over {
                 power.insert(k, v);

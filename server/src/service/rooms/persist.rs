@@ -250,6 +250,11 @@ impl RoomCtx {
     }
 
     /// The membership of `user_id` in the current state.
+    /// The sender of the room's create event.
+    pub async fn creator(&mut self) -> ServiceResult<Option<String>> {
+        Ok(self.state_pdu("m.room.create", "").await?.map(|pdu| pdu.sender.to_string()))
+    }
+
     pub async fn membership(&mut self, user_id: &str) -> ServiceResult<Option<String>> {
         Ok(self
             .state_content("m.room.member", user_id)
@@ -389,6 +394,18 @@ impl RoomCtx {
             }
             return Ok(0);
         }
+        let departed: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|p| p.pdu.kind.to_string() == "m.room.member")
+            .filter(|p| {
+                serde_json::from_str::<JsonValue>(p.pdu.content.get())
+                    .ok()
+                    .is_some_and(|c| matches!(c.get("membership").and_then(JsonValue::as_str), Some("leave" | "ban")))
+            })
+            .filter_map(|p| p.pdu.state_key.clone())
+            .collect();
+        service.propose_mls_removals(&mut self, &departed).await?;
         let now = now_ms();
         let room_id = self.writer.room_id().to_owned();
         // The first insert allocates the positions of all: the stream head's row lock orders

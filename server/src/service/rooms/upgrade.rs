@@ -122,6 +122,7 @@ impl RoomService {
             content,
             redacts: None,
             txn: None,
+            sender_device: None,
         };
         self.send(send(
             &room_id,

@@ -1,0 +1,312 @@
+//! MLS rooms in the room engine (DESIGN §6). A room whose `m.room.encryption` names an
+//! `m.mls.v1.*` algorithm is an MLS group ordered by its creator's server, the hub:
+//!
+//! - `m.mls.commit` state events carry a commit bundle from the client (commit, GroupInfo of the
+//!   new epoch, optional Welcome). The hub checks it fully with the group's public state and
+//!   accepts exactly one commit per epoch: the check, the group's new state, the commit record
+//!   and the Welcome's delivery job are written in the room's write transaction, under its lock,
+//!   together with the event. The event keeps only `algorithm`, `ciphertext` and `epoch`.
+//! - `m.room.encrypted` events must be MLS PrivateMessages of the group at the current epoch;
+//!   other message events (plaintext) are refused.
+//! - When a member leaves or is removed, the hub proposes the removal of their devices as the
+//!   group's external sender; the next commit must carry it out.
+
+use poststelle_mls::{
+    DeviceIdentity, Suite,
+    ds::{self, DsError, DsGroup},
+};
+use serde_json::{Map, Value as JsonValue, json};
+use sha2::{Digest, Sha256};
+
+use super::{RoomCtx, RoomService, SendEvent};
+use crate::{
+    service::{MlsRefusal, ServiceError, ServiceResult},
+    storage::{
+        now_ms,
+        room_writer::{AcceptedCommitRow, WelcomeRow},
+    },
+};
+
+/// The event type of accepted commits.
+pub const COMMIT_TYPE: &str = "m.mls.commit";
+/// Bundle fields a client sends alongside a commit, stripped before the event is built.
+const GROUP_INFO_FIELD: &str = "de.poststelle.group_info";
+const WELCOME_FIELD: &str = "de.poststelle.welcome";
+/// The spec's limit on a PDU, and what an event needs besides the commit (ids, hashes,
+/// signatures, auth and prev events): checked before any MLS work, so an oversized commit is
+/// refused with 413 and nothing else happens.
+const MAX_EVENT_BYTES: usize = 65_536;
+const EVENT_OVERHEAD: usize = 2_048;
+/// The to-device type that carries a Welcome to the devices a commit added.
+pub const WELCOME_TYPE: &str = "de.poststelle.mls.welcome";
+
+/// The MLS algorithm of a room's current `m.room.encryption`, if it is an MLS room.
+pub(super) async fn room_algorithm(ctx: &mut RoomCtx) -> ServiceResult<Option<String>> {
+    let content = ctx.state_content("m.room.encryption", "").await?;
+    Ok(content
+        .as_ref()
+        .and_then(|c| c.get("algorithm"))
+        .and_then(JsonValue::as_str)
+        .filter(|a| Suite::is_mls_algorithm(a))
+        .map(str::to_owned))
+}
+
+/// A `m.room.encryption` content naming an MLS algorithm must name a supported suite.
+pub(super) fn check_encryption_content(content: &Map<String, JsonValue>) -> ServiceResult<()> {
+    match content.get("algorithm").and_then(JsonValue::as_str) {
+        Some(a) if Suite::is_mls_algorithm(a) && Suite::from_algorithm(a).is_none() => {
+            Err(ServiceError::InvalidParam(format!("unsupported MLS ciphersuite {a}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn string_field<'a>(content: &'a Map<String, JsonValue>, field: &str) -> ServiceResult<Option<&'a str>> {
+    match content.get(field) {
+        None => Ok(None),
+        Some(JsonValue::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ServiceError::BadJson(format!("{field} must be a string"))),
+    }
+}
+
+impl From<DsError> for ServiceError {
+    fn from(e: DsError) -> Self {
+        let message = e.to_string();
+        ServiceError::Mls(match e {
+            DsError::WrongEpoch { current, .. } => MlsRefusal::WrongEpoch { current },
+            DsError::PendingProposals(_) => MlsRefusal::PendingProposals(Vec::new()),
+            DsError::Malformed(_) => MlsRefusal::Malformed(message),
+            DsError::GroupMismatch => MlsRefusal::GroupMismatch(message),
+            DsError::Unsupported(_) => MlsRefusal::Unsupported(message),
+            DsError::InvalidCommit(_) | DsError::SenderMismatch => MlsRefusal::InvalidCommit(message),
+            DsError::InvalidGroupInfo(_) => MlsRefusal::InvalidGroupInfo(message),
+            DsError::InvalidWelcome(_) => MlsRefusal::InvalidWelcome(message),
+            DsError::State(_) => return ServiceError::Internal(message),
+        })
+    }
+}
+
+impl RoomService {
+    /// Whether this server orders the room's commits: the creator's server is the hub.
+    async fn is_hub(&self, ctx: &mut RoomCtx) -> ServiceResult<bool> {
+        let creator = ctx.creator().await?;
+        Ok(creator
+            .as_deref()
+            .and_then(|c| c.split_once(':'))
+            .is_some_and(|(_, server)| server == self.server_name.as_str()))
+    }
+
+    /// The MLS rules for a client event in an MLS room, before it is built. Returns the event
+    /// id when the event was handled here (commits), `None` when it goes on as usual.
+    pub(super) async fn mls_send(
+        &self,
+        ctx: &mut RoomCtx,
+        ev: &SendEvent,
+        algorithm: &str,
+    ) -> ServiceResult<Option<ruma::OwnedEventId>> {
+        match (ev.kind.as_str(), ev.state_key.as_deref()) {
+            (COMMIT_TYPE, Some("")) => self.append_commit(ctx, ev, algorithm).await.map(Some),
+            (COMMIT_TYPE, _) => Err(ServiceError::BadJson("m.mls.commit has an empty state key".into())),
+            ("m.room.encryption", Some(_)) => {
+                if string_field(&ev.content, "algorithm")? != Some(algorithm) {
+                    return Err(ServiceError::Forbidden("an MLS room's algorithm cannot change".into()));
+                }
+                Ok(None)
+            }
+            ("m.room.encrypted", None) => {
+                if string_field(&ev.content, "algorithm")? != Some(algorithm) {
+                    return Err(ServiceError::Mls(MlsRefusal::Unsupported(format!(
+                        "messages in this room use {algorithm}"
+                    ))));
+                }
+                let ciphertext = string_field(&ev.content, "ciphertext")?
+                    .ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
+                let epoch = current_epoch(ctx).await?;
+                ds::check_application_message(ctx.room_id(), epoch, ciphertext)?;
+                Ok(None)
+            }
+            (_, Some(_)) | ("m.room.redaction", None) => Ok(None),
+            (kind, None) => Err(ServiceError::Forbidden(format!(
+                "{kind} would be plaintext: only m.room.encrypted is sent in MLS rooms"
+            ))),
+        }
+    }
+
+    /// A commit bundle (or the creator's initial GroupInfo) checked by the hub and appended.
+    async fn append_commit(
+        &self,
+        ctx: &mut RoomCtx,
+        ev: &SendEvent,
+        algorithm: &str,
+    ) -> ServiceResult<ruma::OwnedEventId> {
+        if !self.is_hub(ctx).await? {
+            return Err(ServiceError::Forbidden(
+                "commits of this room are ordered by the server that created it".into(),
+            ));
+        }
+        if string_field(&ev.content, "algorithm")? != Some(algorithm) {
+            return Err(ServiceError::InvalidParam(format!("commits in this room use {algorithm}")));
+        }
+        let device = ev
+            .sender_device
+            .as_deref()
+            .ok_or_else(|| ServiceError::Forbidden("commits are sent by a device".into()))?;
+        let submitter = DeviceIdentity::new(ev.sender.as_str(), device);
+        let group_info = string_field(&ev.content, GROUP_INFO_FIELD)?
+            .ok_or_else(|| ServiceError::MissingParam(GROUP_INFO_FIELD.into()))?;
+        let ciphertext = string_field(&ev.content, "ciphertext")?;
+        if ciphertext.is_some_and(|c| c.len() + EVENT_OVERHEAD > MAX_EVENT_BYTES) {
+            return Err(ServiceError::TooLarge("the commit would make an event over 64 KiB".into()));
+        }
+        let welcome = string_field(&ev.content, WELCOME_FIELD)?;
+        let hashed = ciphertext.unwrap_or(group_info);
+        let sha256 = Sha256::digest(hashed.as_bytes()).to_vec();
+        if let Some((_, event_id)) = ctx.writer.mls_commit_by_hash(&sha256).await? {
+            return ruma::OwnedEventId::try_from(event_id).map_err(|e| ServiceError::Internal(e.to_string()));
+        }
+        let stored = ctx.writer.mls_group().await?;
+        let now = now_ms();
+        match (ciphertext, stored) {
+            (None, None) => {
+                if ctx.creator().await?.as_deref() != Some(ev.sender.as_str()) {
+                    return Err(ServiceError::Forbidden("only the room's creator starts its group".into()));
+                }
+                let group = DsGroup::create(ctx.room_id(), group_info, &submitter, &self.mls_signer)?;
+                let mut content = Map::new();
+                content.insert("algorithm".into(), algorithm.into());
+                content.insert("epoch".into(), 0.into());
+                let event_id = self.append_plain(ctx, ev, content).await?;
+                let row = AcceptedCommitRow {
+                    epoch: 0,
+                    event_id: event_id.as_str(),
+                    sha256: &sha256,
+                    sender: ev.sender.as_str(),
+                    state: &group.to_bytes(),
+                    group_info,
+                };
+                ctx.writer.create_mls_group(algorithm, &row, now).await?;
+                Ok(event_id)
+            }
+            (None, Some(stored)) => Err(ServiceError::Mls(MlsRefusal::WrongEpoch { current: stored.epoch as u64 })),
+            (Some(_), None) => Err(ServiceError::Mls(MlsRefusal::InvalidCommit(
+                "the group has not been started: send the creator's GroupInfo first".into(),
+            ))),
+            (Some(ciphertext), Some(stored)) => {
+                let group = DsGroup::load(ctx.room_id(), &stored.state)?;
+                let accepted = group
+                    .accept_commit(ciphertext, group_info, welcome, ev.sender.as_str(), Some(device))
+                    .map_err(|e| match e {
+                    DsError::PendingProposals(_) => {
+                        ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
+                    }
+                    other => other.into(),
+                })?;
+                let epoch = i64::try_from(accepted.epoch).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let mut content = Map::new();
+                content.insert("algorithm".into(), algorithm.into());
+                content.insert("ciphertext".into(), ciphertext.into());
+                content.insert("epoch".into(), epoch.into());
+                let event_id = self.append_plain(ctx, ev, content).await?;
+                let row = AcceptedCommitRow {
+                    epoch,
+                    event_id: event_id.as_str(),
+                    sha256: &sha256,
+                    sender: ev.sender.as_str(),
+                    state: &accepted.group.to_bytes(),
+                    group_info,
+                };
+                ctx.writer.advance_mls_group(&row, now).await?;
+                if let (Some(welcome), false) = (welcome, accepted.welcome_recipients.is_empty()) {
+                    let recipients: Vec<_> =
+                        accepted.welcome_recipients.iter().map(|d| json!([d.user_id, d.device_id])).collect();
+                    let content = json!({"room_id": ctx.room_id(), "algorithm": algorithm, "welcome": welcome});
+                    let row = WelcomeRow {
+                        epoch,
+                        sender: ev.sender.as_str(),
+                        sender_device: device,
+                        recipients: &JsonValue::Array(recipients),
+                        content: &content,
+                    };
+                    ctx.writer.queue_mls_welcome(&row, now).await?;
+                }
+                tracing::info!(
+                    room_id = ctx.room_id(),
+                    epoch,
+                    added = accepted.added.len(),
+                    removed = accepted.removed.len(),
+                    "MLS commit accepted"
+                );
+                Ok(event_id)
+            }
+        }
+    }
+
+    /// Appends the event with the given content in place of the client's.
+    async fn append_plain(
+        &self,
+        ctx: &mut RoomCtx,
+        ev: &SendEvent,
+        content: Map<String, JsonValue>,
+    ) -> ServiceResult<ruma::OwnedEventId> {
+        let proto = poststelle_federation::ProtoEvent {
+            room_id: Some(ev.room_id.clone()),
+            sender: ev.sender.clone(),
+            kind: ev.kind.clone(),
+            state_key: ev.state_key.clone(),
+            content,
+            redacts: None,
+        };
+        Ok(ctx.append(self, proto, ev.txn.clone()).await?.event_id)
+    }
+
+    /// After members left or were removed in a transaction: the hub proposes removing every
+    /// device of theirs still in the room's group, in the same transaction.
+    pub(super) async fn propose_mls_removals(&self, ctx: &mut RoomCtx, departed: &[String]) -> ServiceResult<()> {
+        if departed.is_empty() {
+            return Ok(());
+        }
+        let Some(stored) = ctx.writer.mls_group().await? else { return Ok(()) };
+        let mut group = DsGroup::load(ctx.room_id(), &stored.state)?;
+        let devices: Vec<DeviceIdentity> =
+            group.members().into_iter().map(|(_, id)| id).filter(|id| departed.contains(&id.user_id)).collect();
+        self.propose_device_removals(ctx, &mut group, stored.pending_proposals, &devices).await
+    }
+
+    /// Proposes removing `devices` from the room's group and stores the proposals.
+    pub(super) async fn propose_device_removals(
+        &self,
+        ctx: &mut RoomCtx,
+        group: &mut DsGroup,
+        mut pending: Vec<String>,
+        devices: &[DeviceIdentity],
+    ) -> ServiceResult<()> {
+        let proposals = group.propose_removals(devices, &self.mls_signer)?;
+        if proposals.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(room_id = ctx.room_id(), proposals = proposals.len(), "proposed MLS removals");
+        pending.extend(proposals);
+        ctx.writer.set_mls_proposals(&group.to_bytes(), &pending, now_ms()).await?;
+        Ok(())
+    }
+
+    /// Removes a deleted device from every group this server orders that holds it.
+    pub async fn mls_device_deleted(&self, user_id: &str, device_id: &str) -> ServiceResult<()> {
+        let device = DeviceIdentity::new(user_id, device_id);
+        for room_id in self.storage.mls.hub_rooms_of(user_id).await? {
+            self.write(&room_id, async |ctx| {
+                let Some(stored) = ctx.writer.mls_group().await? else { return Ok(()) };
+                let mut group = DsGroup::load(ctx.room_id(), &stored.state)?;
+                self.propose_device_removals(ctx, &mut group, stored.pending_proposals, std::slice::from_ref(&device))
+                    .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The epoch of the room's current `m.mls.commit` (0 before the first commit).
+async fn current_epoch(ctx: &mut RoomCtx) -> ServiceResult<u64> {
+    Ok(ctx.state_content(COMMIT_TYPE, "").await?.and_then(|c| c.get("epoch").and_then(JsonValue::as_u64)).unwrap_or(0))
+}
