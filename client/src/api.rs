@@ -36,6 +36,11 @@ pub enum SendAnswer {
     },
 }
 
+/// How long a request may take; a long-polling sync gets its polling time on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upload or download of media may take.
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(600);
+
 const WRONG_EPOCH: &str = "DE.POSTSTELLE.MLS_WRONG_EPOCH";
 const PENDING_PROPOSALS: &str = "DE.POSTSTELLE.MLS_PENDING_PROPOSALS";
 
@@ -55,8 +60,7 @@ impl Homeserver {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
-        // Long enough for a long-polling sync, short enough to notice a dead server.
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
         Ok(Homeserver { http, base, token })
     }
 
@@ -77,7 +81,17 @@ impl Homeserver {
     }
 
     async fn call(&self, method: Method, url: Url, body: Option<&Value>) -> Result<(StatusCode, Value), ClientError> {
-        let mut request = self.http.request(method, url);
+        self.call_within(method, url, body, REQUEST_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Value), ClientError> {
+        let mut request = self.http.request(method, url).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -239,7 +253,9 @@ impl Homeserver {
         if let Some(since) = since {
             url.query_pairs_mut().append_pair("since", since);
         }
-        let (status, value) = self.call(Method::GET, url, None).await?;
+        // The server may hold the request for `timeout_ms`; allow for that and the answer.
+        let within = Duration::from_millis(timeout_ms) + REQUEST_TIMEOUT;
+        let (status, value) = self.call_within(Method::GET, url, None, within).await?;
         if status.is_success() { Ok(value) } else { Err(server_error(status, &value)) }
     }
 
@@ -252,8 +268,12 @@ impl Homeserver {
     pub async fn upload(&self, bytes: Vec<u8>, filename: &str) -> Result<String, ClientError> {
         let mut url = self.url("_matrix/media/v3/upload", &[])?;
         url.query_pairs_mut().append_pair("filename", filename);
-        let mut request =
-            self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(bytes);
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(MEDIA_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -276,7 +296,7 @@ impl Homeserver {
             .and_then(|rest| rest.split_once('/'))
             .ok_or_else(|| ClientError::Protocol(format!("not an mxc URI: {mxc}")))?;
         let url = self.url("_matrix/client/v1/media/download/{}/{}", &[server, id])?;
-        let mut request = self.http.get(url);
+        let mut request = self.http.get(url).timeout(MEDIA_TIMEOUT);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -106,7 +106,16 @@ impl Client {
             SyncAction::Welcome { room_id, welcome, .. } => {
                 let welcome = match welcome {
                     WelcomeSource::Inline(welcome) => welcome,
-                    WelcomeSource::Media(url) => welcome_from_media(&self.server.download(&url).await?),
+                    WelcomeSource::Media(url) => match self.server.download(&url).await {
+                        Ok(bytes) => welcome_from_media(&bytes),
+                        // The server refused: retrying the sync would not help.
+                        Err(refused @ ClientError::Server { .. }) => {
+                            report.problems.push(format!("{room_id}: Welcome not downloadable: {refused}"));
+                            return Ok(());
+                        }
+                        // A transport failure: fail the sync so it is repeated from the same token.
+                        Err(other) => return Err(other),
+                    },
                 };
                 match self.mls.join_from_welcome(&welcome) {
                     Ok(joined) if joined == room_id => report.welcomed.push(joined),
