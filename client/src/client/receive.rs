@@ -169,7 +169,76 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
+    use poststelle_mls::client::MlsDevice;
+    use poststelle_mls::{DeviceIdentity, Suite};
+    use serde_json::json;
+
     use super::*;
+    use crate::session::Session;
+
+    const ROOM: &str = "!mailbox:example.org";
+
+    /// A sync as the server would deliver it to Bob: the Welcome, then a message, a commit and
+    /// messages of the commit's epoch; one of them claims a sender that did not encrypt it.
+    #[tokio::test]
+    async fn a_sync_is_applied_in_order() {
+        let bob_dir = tempfile::TempDir::new().unwrap();
+        Session {
+            homeserver: "http://127.0.0.1:9".into(),
+            access_token: "unused".into(),
+            user_id: "@bob:example.org".into(),
+            device_id: "BOB1".into(),
+            next_batch: None,
+        }
+        .save(bob_dir.path())
+        .unwrap();
+        let mut bob = Client::open(bob_dir.path()).unwrap();
+        let (_, bob_package) = bob.mls().key_packages(Suite::DEFAULT, 1).unwrap().remove(0);
+
+        let alice_dir = tempfile::TempDir::new().unwrap();
+        let mut alice = MlsDevice::open(alice_dir.path(), DeviceIdentity::new("@alice:example.org", "ALICE1")).unwrap();
+        alice.create_group(ROOM, Suite::DEFAULT, &[]).unwrap();
+        let add = alice.add_members(ROOM, &[bob_package]).unwrap();
+        alice.commit_accepted(ROOM).unwrap();
+        let event = |text: &str| json!({"type": "m.room.message", "content": {"msgtype": "m.text", "body": text}});
+        let first = alice.encrypt(ROOM, event("eins").to_string().as_bytes()).unwrap();
+        let update = alice.self_update(ROOM).unwrap();
+        alice.commit_accepted(ROOM).unwrap();
+        let second = alice.encrypt(ROOM, event("zwei").to_string().as_bytes()).unwrap();
+        let spoofed = alice.encrypt(ROOM, event("gefälscht").to_string().as_bytes()).unwrap();
+
+        let encrypted = |id: &str, sender: &str, ciphertext: &str| {
+            json!({"type": "m.room.encrypted", "event_id": id, "sender": sender,
+                   "content": {"algorithm": Suite::DEFAULT.algorithm(), "ciphertext": ciphertext}})
+        };
+        let response = json!({
+            "next_batch": "s1",
+            "rooms": {"join": {ROOM: {"timeline": {"events": [
+                {"type": "m.mls.commit", "state_key": "", "event_id": "$add", "sender": "@alice:example.org",
+                 "content": {"ciphertext": add.commit, "epoch": 1}},
+                encrypted("$1", "@alice:example.org", &first),
+                {"type": "m.mls.commit", "state_key": "", "event_id": "$update", "sender": "@alice:example.org",
+                 "content": {"ciphertext": update.commit, "epoch": 2}},
+                encrypted("$2", "@alice:example.org", &second),
+                encrypted("$3", "@mallory:example.org", &spoofed),
+            ]}}}},
+            "to_device": {"events": [{"type": sync::WELCOME_EVENT, "sender": "@alice:example.org",
+                "content": {"room_id": ROOM, "algorithm": Suite::DEFAULT.algorithm(), "welcome": add.welcome}}]},
+        });
+        let batch = sync::parse(&response).unwrap();
+        let mut report = SyncReport::default();
+        for action in batch.actions {
+            bob.apply(action, &mut report).await.unwrap();
+        }
+        assert_eq!(report.welcomed, vec![ROOM.to_owned()]);
+        let bodies: Vec<&Value> = report.received.iter().map(|r| &r.content["body"]).collect();
+        assert_eq!(bodies, vec!["eins", "zwei"]);
+        assert_eq!(report.received[0].device, "ALICE1");
+        assert_eq!(report.received[0].event_type, "m.room.message");
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(report.problems[0].contains("encrypted by @alice:example.org/ALICE1"));
+        assert_eq!(bob.mls().epoch(ROOM).unwrap(), 2);
+    }
 
     #[test]
     fn welcomes_from_media_may_be_base64_or_raw() {
