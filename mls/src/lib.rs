@@ -8,8 +8,10 @@
 //! - [`suite`]: ciphersuites and their `m.mls.v1.<name>` algorithm names.
 //! - [`identity`]: the BasicCredential naming a Matrix user and device.
 //! - [`key_package`]: validation of uploaded KeyPackages.
+//! - [`client`]: the client SDK: a device's groups, commits and messages, kept in a directory.
 //! - [`ds`]: the Delivery Service's view of a group (`PublicGroup`), commit and message checks.
 
+pub mod client;
 pub mod codec;
 pub mod ds;
 pub mod identity;
