@@ -113,6 +113,9 @@ impl Client {
     /// invites the user to the room. Returns the devices added.
     pub async fn invite(&mut self, room_id: &str, user_id: &str) -> Result<Vec<String>, ClientError> {
         let algorithm = self.mls.suite(room_id)?.algorithm();
+        // Invited first: servers show keys only to users who share a room (invites count), and
+        // the Welcome only helps once the user may join.
+        self.server.invite(room_id, user_id).await?;
         let devices = self.server.query_devices(user_id).await?;
         let offering: Vec<String> = devices
             .iter()
@@ -135,7 +138,6 @@ impl Client {
         let key_packages: Vec<String> = claimed.iter().map(|(_, _, value)| value.clone()).collect();
         let room = room_id.to_owned();
         self.commit_with_retry(room_id, move |mls| mls.add_members(&room, &key_packages)).await?;
-        self.server.invite(room_id, user_id).await?;
         Ok(claimed.into_iter().map(|(device, _, _)| device).collect())
     }
 

@@ -589,3 +589,85 @@ async fn mls_rooms_are_created_as_such() {
     .await;
     assert_error(&refused, StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_COMMIT");
 }
+
+/// Runs `poststelle-client` with a state directory; returns stdout, failing on a non-zero exit.
+fn cli(state: &std::path::Path, args: &[&str]) -> String {
+    let binary = spec_tests::binary().with_file_name("poststelle-client");
+    let out = std::process::Command::new(&binary)
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
+    assert!(
+        out.status.success(),
+        "poststelle-client {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Listens until a message arrives (bounded); returns the printed lines.
+fn cli_listen(state: &std::path::Path, download: &std::path::Path) -> Vec<Value> {
+    for _ in 0..20 {
+        let out = cli(
+            state,
+            &["listen", "--once", "--timeout-ms", "500", "--download-dir", download.to_str().expect("utf-8 path")],
+        );
+        let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if !lines.is_empty() {
+            return lines;
+        }
+    }
+    panic!("no message arrived");
+}
+
+/// The command-line client holds a conversation between two users: create an MLS room, invite
+/// (claim, commit, Welcome), join, text both ways, an encrypted file, the group's members.
+#[tokio::test]
+async fn the_command_line_client_holds_a_conversation() {
+    let s = TestServer::start().await;
+    s.register("alice", "pw-alice").await;
+    s.register("bob", "pw-bob").await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (a.path().to_owned(), b.path().to_owned());
+    // The client is blocking; run it off the test's runtime threads.
+    let base = s.base.clone();
+    let (room, a, b, lines_b, lines_a) = tokio::task::spawn_blocking(move || {
+        cli(&a, &["login", "--homeserver", &base, "--user", "alice", "--password", "pw-alice"]);
+        cli(&b, &["login", "--homeserver", &base, "--user", "bob", "--password", "pw-bob"]);
+        let room = cli(&a, &["create-room", "--name", "Akte 4711"]).trim().to_owned();
+        assert!(room.starts_with('!'), "{room}");
+        cli(&a, &["invite", &room, "@bob:localhost"]);
+        let _ = cli(&b, &["listen", "--once", "--timeout-ms", "500"]);
+        cli(&b, &["join", &room]);
+        cli(&a, &["send", &room, "Ihr Bescheid liegt bei"]);
+        let lines_b = cli_listen(&b, &b);
+        let file = b.join("Antrag.txt");
+        std::fs::write(&file, b"Antrag auf Akteneinsicht\n").unwrap();
+        cli(&b, &["send", &room, "Danke, anbei mein Antrag"]);
+        cli(&b, &["send-file", &room, file.to_str().unwrap()]);
+        let mut lines_a = cli_listen(&a, &a);
+        if lines_a.len() < 2 {
+            lines_a.extend(cli_listen(&a, &a));
+        }
+        (room, a, b, lines_b, lines_a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(lines_b[0]["body"], "Ihr Bescheid liegt bei", "{lines_b:?}");
+    assert_eq!(lines_b[0]["sender"], "@alice:localhost");
+    assert_eq!(lines_a[0]["body"], "Danke, anbei mein Antrag", "{lines_a:?}");
+    assert_eq!(lines_a[1]["sender"], "@bob:localhost", "{lines_a:?}");
+    assert_eq!(lines_a[1]["body"], "Antrag.txt", "{lines_a:?}");
+    let downloaded = lines_a[1]["file"].as_str().expect("the attachment was downloaded");
+    assert_eq!(std::fs::read(downloaded).unwrap(), b"Antrag auf Akteneinsicht\n");
+    let members = cli(&a, &["members", &room]);
+    assert!(members.contains("@alice:localhost") && members.contains("@bob:localhost"), "{members}");
+    let _ = b;
+    let dump = spec_tests::dump_database(&s.database_url).await;
+    for secret in ["Ihr Bescheid liegt bei", "Danke, anbei mein Antrag", "Antrag auf Akteneinsicht"] {
+        assert!(!dump.contains(secret), "the database holds {secret:?}");
+    }
+}
