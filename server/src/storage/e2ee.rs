@@ -250,11 +250,15 @@ impl E2eeStore {
     ) -> StorageResult<Vec<String>> {
         Ok(sqlx::query_scalar!(
             "SELECT DISTINCT theirs.user_id
-             FROM room_memberships mine
-             JOIN room_memberships theirs USING (room_id)
-             WHERE substring(mine.user_id from position(':' in mine.user_id) + 1) = $1
-               AND mine.membership IN ('join', 'invite')
-               AND theirs.user_id = ANY($2) AND theirs.membership IN ('join', 'invite')",
+             FROM room_memberships theirs
+             WHERE theirs.user_id = ANY($2) AND theirs.membership IN ('join', 'invite')
+               AND (EXISTS (
+                        SELECT 1 FROM room_memberships mine
+                        WHERE mine.room_id = theirs.room_id AND mine.membership IN ('join', 'invite')
+                          AND substring(mine.user_id from position(':' in mine.user_id) + 1) = $1)
+                    -- Invited by a user of that server (into a room this server has not joined).
+                    OR (theirs.membership = 'invite'
+                        AND substring(theirs.sender from position(':' in theirs.sender) + 1) = $1))",
             server,
             others
         )

@@ -113,6 +113,7 @@ async fn key_document_and_version_over_tls() {
 mod acl;
 mod hostile;
 mod media;
+mod mls;
 mod origin;
 mod queries;
 mod reads;

@@ -4,7 +4,10 @@
 
 use poststelle_mls::{DeviceIdentity, Suite};
 use serde_json::{Value, json};
-use spec_tests::{Account, StatusCode, TestServer, assert_error, mls::MlsTestDevice};
+use spec_tests::{
+    Account, StatusCode, TestServer, assert_error,
+    mls::{MlsTestDevice, cli, cli_listen},
+};
 
 const COMMIT_PATH: &str = "state/m.mls.commit/";
 
@@ -588,39 +591,6 @@ async fn mls_rooms_are_created_as_such() {
     )
     .await;
     assert_error(&refused, StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_COMMIT");
-}
-
-/// Runs `poststelle-client` with a state directory; returns stdout, failing on a non-zero exit.
-fn cli(state: &std::path::Path, args: &[&str]) -> String {
-    let binary = spec_tests::binary().with_file_name("poststelle-client");
-    let out = std::process::Command::new(&binary)
-        .arg("--state")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", binary.display()));
-    assert!(
-        out.status.success(),
-        "poststelle-client {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Listens until a message arrives (bounded); returns the printed lines.
-fn cli_listen(state: &std::path::Path, download: &std::path::Path) -> Vec<Value> {
-    for _ in 0..20 {
-        let out = cli(
-            state,
-            &["listen", "--once", "--timeout-ms", "500", "--download-dir", download.to_str().expect("utf-8 path")],
-        );
-        let lines: Vec<Value> = out.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        if !lines.is_empty() {
-            return lines;
-        }
-    }
-    panic!("no message arrived");
 }
 
 /// The command-line client holds a conversation between two users: create an MLS room, invite
