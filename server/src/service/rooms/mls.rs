@@ -23,7 +23,7 @@ use crate::{
     service::{MlsRefusal, ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{AcceptedCommitRow, WelcomeRow},
+        room_writer::{AcceptedCommitRow, RoomWriter, WelcomeRow},
     },
 };
 
@@ -261,21 +261,21 @@ impl RoomService {
 
     /// After members left or were removed in a transaction: the hub proposes removing every
     /// device of theirs still in the room's group, in the same transaction.
-    pub(super) async fn propose_mls_removals(&self, ctx: &mut RoomCtx, departed: &[String]) -> ServiceResult<()> {
+    pub(super) async fn propose_mls_removals(&self, w: &mut RoomWriter, departed: &[String]) -> ServiceResult<()> {
         if departed.is_empty() {
             return Ok(());
         }
-        let Some(stored) = ctx.writer.mls_group().await? else { return Ok(()) };
-        let mut group = DsGroup::load(ctx.room_id(), &stored.state)?;
+        let Some(stored) = w.mls_group().await? else { return Ok(()) };
+        let mut group = DsGroup::load(w.room_id(), &stored.state)?;
         let devices: Vec<DeviceIdentity> =
             group.members().into_iter().map(|(_, id)| id).filter(|id| departed.contains(&id.user_id)).collect();
-        self.propose_device_removals(ctx, &mut group, stored.pending_proposals, &devices).await
+        self.propose_device_removals(w, &mut group, stored.pending_proposals, &devices).await
     }
 
     /// Proposes removing `devices` from the room's group and stores the proposals.
-    pub(super) async fn propose_device_removals(
+    async fn propose_device_removals(
         &self,
-        ctx: &mut RoomCtx,
+        w: &mut RoomWriter,
         group: &mut DsGroup,
         mut pending: Vec<String>,
         devices: &[DeviceIdentity],
@@ -284,10 +284,46 @@ impl RoomService {
         if proposals.is_empty() {
             return Ok(());
         }
-        tracing::info!(room_id = ctx.room_id(), proposals = proposals.len(), "proposed MLS removals");
+        tracing::info!(room_id = w.room_id(), proposals = proposals.len(), "proposed MLS removals");
         pending.extend(proposals);
-        ctx.writer.set_mls_proposals(&group.to_bytes(), &pending, now_ms()).await?;
+        w.set_mls_proposals(&group.to_bytes(), &pending, now_ms()).await?;
         Ok(())
+    }
+
+    /// Why the hub does not let a received event into an MLS room it orders, if it does not:
+    /// commits are accepted only through its Delivery Service (a commit it did not accept would
+    /// fork the group), and message events must be MLS ciphertexts of the group (no plaintext).
+    pub(super) async fn mls_refusal_of_received(
+        &self,
+        w: &mut RoomWriter,
+        pdu: &poststelle_federation::Pdu,
+    ) -> ServiceResult<Option<String>> {
+        let kind = pdu.kind.to_string();
+        if pdu.state_key.is_some() && kind != COMMIT_TYPE {
+            return Ok(None);
+        }
+        let Some(stored) = w.mls_group().await? else { return Ok(None) };
+        let content: Map<String, JsonValue> = serde_json::from_str(pdu.content.get()).unwrap_or_default();
+        let refusal = match kind.as_str() {
+            COMMIT_TYPE => (!w.mls_commit_event_known(pdu.event_id.as_str()).await?)
+                .then(|| "MLS commits of this room are accepted only through its hub".to_owned()),
+            "m.room.encrypted" => {
+                let ciphertext = content.get("ciphertext").and_then(JsonValue::as_str).unwrap_or_default();
+                let algorithm = content.get("algorithm").and_then(JsonValue::as_str);
+                if algorithm != Some(stored.algorithm.as_str()) {
+                    Some(format!("messages in this room use {}", stored.algorithm))
+                } else {
+                    // Any epoch: a message may have been written just before the last commit.
+                    ds::check_application_message(w.room_id(), u64::MAX, ciphertext)
+                        .err()
+                        .filter(|e| !matches!(e, DsError::WrongEpoch { .. }))
+                        .map(|e| e.to_string())
+                }
+            }
+            "m.room.redaction" => None,
+            other => Some(format!("{other} would be plaintext in an MLS room")),
+        };
+        Ok(refusal)
     }
 
     /// Removes a deleted device from every group this server orders that holds it.
@@ -297,8 +333,8 @@ impl RoomService {
             self.write(&room_id, async |ctx| {
                 let Some(stored) = ctx.writer.mls_group().await? else { return Ok(()) };
                 let mut group = DsGroup::load(ctx.room_id(), &stored.state)?;
-                self.propose_device_removals(ctx, &mut group, stored.pending_proposals, std::slice::from_ref(&device))
-                    .await
+                let pending = stored.pending_proposals;
+                self.propose_device_removals(&mut ctx.writer, &mut group, pending, std::slice::from_ref(&device)).await
             })
             .await?;
         }

@@ -405,7 +405,7 @@ impl RoomCtx {
             })
             .filter_map(|p| p.pdu.state_key.clone())
             .collect();
-        service.propose_mls_removals(&mut self, &departed).await?;
+        service.propose_mls_removals(&mut self.writer, &departed).await?;
         let now = now_ms();
         let room_id = self.writer.room_id().to_owned();
         // The first insert allocates the positions of all: the stream head's row lock orders

@@ -328,6 +328,18 @@ impl RoomService {
             return Ok(Accepted::Rejected(reason));
         }
 
+        // The MLS hub's rules for its rooms (commits only through it, no plaintext): soft failure.
+        if event.origin.is_some()
+            && let Some(reason) = self.mls_refusal_of_received(&mut w, &event.pdu).await?
+        {
+            tracing::info!(event_id = %id, %reason, "soft-failed a received event in an MLS room");
+            row.soft_failed = true;
+            row.state_before = Some(before_snapshot.0);
+            w.insert_outliers(&[row]).await?;
+            w.commit().await?;
+            return Ok(Accepted::SoftFailed);
+        }
+
         // 6. Against the current state: soft failure.
         let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
         let current: StateIds = if head.snapshot_id == 0 {
@@ -474,14 +486,18 @@ impl RoomService {
             .filter(|(t, _, id)| t == "m.room.member" && id.is_some())
             .filter_map(|(_, _, id)| id.clone())
             .collect();
+        let mut departed = Vec::new();
         for (id, text) in w.pdus(&members).await? {
             let pdu = parse_pdu(&id, &text)?;
             let content: JsonValue = serde_json::from_str(pdu.content.get()).unwrap_or_default();
             if let (Some(target), Some(m)) = (&pdu.state_key, content.get("membership").and_then(JsonValue::as_str)) {
                 w.set_membership(target, m, &id, position, pdu.sender.as_str()).await?;
+                if m == "leave" || m == "ban" {
+                    departed.push(target.clone());
+                }
             }
         }
-        Ok(())
+        self.propose_mls_removals(w, &departed).await
     }
 
     /// A membership event another server's user may sign and send back (`/make_join`,

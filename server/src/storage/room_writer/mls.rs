@@ -64,6 +64,17 @@ impl RoomWriter {
         .map(|r| (r.epoch, r.event_id)))
     }
 
+    /// Whether an event is a commit this hub accepted.
+    pub async fn mls_commit_event_known(&mut self, event_id: &str) -> StorageResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM mls_commits WHERE room_id = $1 AND event_id = $2) AS "known!""#,
+            self.room_id,
+            event_id
+        )
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
     /// Starts the room's group at epoch 0 (the creator's GroupInfo, no commit yet).
     pub async fn create_mls_group(
         &mut self,
