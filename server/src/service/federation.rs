@@ -5,6 +5,7 @@
 //! side around it: fetching what a received event depends on, checking signatures with the
 //! origin's keys, and turning other servers' answers into events the engine can accept.
 
+mod backfill;
 mod invite;
 mod join;
 mod receive;
@@ -45,6 +46,8 @@ pub struct FederationService {
     keys: Arc<ServerKeyService>,
     ephemeral: Arc<EphemeralService>,
     e2ee: Arc<E2eeService>,
+    /// Held while history is fetched from other servers (see [`backfill`]).
+    backfilling: tokio::sync::Mutex<()>,
 }
 
 impl FederationService {
@@ -59,7 +62,17 @@ impl FederationService {
         ephemeral: Arc<EphemeralService>,
         e2ee: Arc<E2eeService>,
     ) -> Arc<Self> {
-        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee })
+        Arc::new(Self {
+            storage,
+            rooms,
+            server_name,
+            key,
+            client,
+            keys,
+            ephemeral,
+            e2ee,
+            backfilling: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn server_name(&self) -> &ServerName {

@@ -1,0 +1,88 @@
+//! Where this server's copy of a room's history ends, and the settings in force there: what
+//! pagination needs to know before it asks other servers for older events (`/backfill`).
+
+use super::RoomStore;
+use crate::storage::StorageResult;
+
+/// How many of the oldest timeline events are looked at for unknown predecessors.
+const EDGE_EVENTS: i64 = 20;
+
+impl RoomStore {
+    /// How many timeline events of the room are at or before `position`, counted up to `enough`.
+    pub async fn held_before(&self, room_id: &str, position: i64, enough: i64) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM (
+                   SELECT 1 FROM events WHERE room_id = $1 AND NOT outlier AND stream_ordering <= $2 LIMIT $3) held"#,
+            room_id,
+            position,
+            enough
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The prev events of the room's oldest timeline events that this server does not hold in
+    /// the timeline (nor knows to be rejected): the ends of its copy of the history. Empty
+    /// once the history reaches the create event.
+    pub async fn history_edge(&self, room_id: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT DISTINCT p AS "p!" FROM (
+                   SELECT prev_events FROM events WHERE room_id = $1 AND NOT outlier
+                   ORDER BY stream_ordering LIMIT $2) oldest, unnest(oldest.prev_events) p
+               WHERE NOT EXISTS (SELECT 1 FROM events x
+                                 WHERE x.event_id = p AND (NOT x.outlier OR x.rejected IS NOT NULL))"#,
+            room_id,
+            EDGE_EVENTS
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether a stored event is outside the timeline.
+    pub async fn is_outlier(&self, event_id: &str) -> StorageResult<bool> {
+        Ok(sqlx::query_scalar!("SELECT outlier FROM events WHERE event_id = $1", event_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(true))
+    }
+
+    /// The history of one state key in a room's timeline: `(position, pdu)` in position order,
+    /// led by the value in force before the oldest timeline event (at the position just below
+    /// it), which the state this server was given on joining may hold without its history.
+    pub async fn state_history(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> StorageResult<Vec<(i64, String)>> {
+        Ok(sqlx::query!(
+            r#"WITH RECURSIVE oldest AS (
+                   SELECT stream_ordering, state_before FROM events WHERE room_id = $1 AND NOT outlier
+                   ORDER BY stream_ordering LIMIT 1),
+               chain(snapshot_id, parent_id, level) AS (
+                   SELECT s.snapshot_id, s.parent_id, 0 FROM oldest JOIN state_snapshots s
+                   ON s.snapshot_id = oldest.state_before
+                 UNION ALL
+                   SELECT s.snapshot_id, s.parent_id, c.level + 1 FROM chain c
+                   JOIN state_snapshots s ON s.snapshot_id = c.parent_id),
+               inherited AS (
+                   SELECT x.event_id FROM chain c JOIN state_snapshot_entries x ON x.snapshot_id = c.snapshot_id
+                   JOIN state_keys k ON k.key_nid = x.key_nid
+                   WHERE k.event_type = $2 AND k.state_key = $3 ORDER BY c.level LIMIT 1)
+               SELECT (SELECT stream_ordering - 1 FROM oldest) AS "stream_ordering!", e.pdu AS "pdu!"
+               FROM inherited i JOIN events e ON e.event_id = i.event_id
+               UNION ALL
+               SELECT stream_ordering, pdu FROM events
+               WHERE room_id = $1 AND event_type = $2 AND state_key = $3 AND NOT outlier
+               ORDER BY 1"#,
+            room_id,
+            event_type,
+            state_key
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.stream_ordering, r.pdu))
+        .collect())
+    }
+}
