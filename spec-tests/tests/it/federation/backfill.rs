@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use spec_tests::{Account, ServerOptions, StatusCode, TestServer};
 
+use super::synapse::{Hs, before_join, ids};
+
 fn enc(id: &str) -> String {
     id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24")
 }
@@ -61,36 +63,15 @@ async fn join_and_sync(b: &TestServer, bob: &Account, room: &str, through: &str)
     (sync["next_batch"].as_str().expect("next_batch").to_owned(), prev_batch)
 }
 
-/// Pages back with `/messages` from `from` in pages of 10 until no `end` comes; the events,
-/// newest first.
+/// Pages back from `from` to the end; the events, newest first.
 async fn page_back(s: &TestServer, who: &Account, room: &str, from: &str) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut token = from.to_owned();
-    for _ in 0..100 {
-        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10&from={token}", enc(room));
-        let (status, page) = s.get(&path, who.token()).await;
-        assert_eq!(status, StatusCode::OK, "{page}\nlog:\n{}", s.log());
-        events.extend(page["chunk"].as_array().into_iter().flatten().cloned());
-        match page["end"].as_str() {
-            Some(end) => token = end.to_owned(),
-            None => return events,
-        }
-    }
-    panic!("pagination did not end after 100 pages");
-}
-
-fn ids(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["event_id"].as_str().expect("event id").to_owned()).collect()
+    super::synapse::page_back(&Hs::Ours(s), who, room, Some(from)).await
 }
 
 /// The room's events on A before Bob's join, newest first, as Alice pages them.
 async fn history_on_a(a: &TestServer, alice: &Account, room: &str, bob: &Account) -> Vec<String> {
-    let all = page_back(a, alice, room, &format!("s{}", i64::MAX / 2)).await;
-    let join = all
-        .iter()
-        .position(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
-        .expect("bob's join on A");
-    ids(&all[join + 1..])
+    let all = super::synapse::page_back(&Hs::Ours(a), alice, room, None).await;
+    ids(&before_join(&all, &bob.user_id))
 }
 
 /// Bob pages back through 64 messages and the state changes before his join, in order, down to
