@@ -354,7 +354,7 @@ impl RoomStore {
                LEFT JOIN events r ON r.event_id = e.redacted_by
                WHERE e.relates_to = $1 AND ($2::text IS NULL OR e.rel_type = $2)
                  AND ($3::text IS NULL OR e.event_type = $3)
-                 AND e.stream_ordering < $4 AND e.stream_ordering > $5
+                 AND e.stream_ordering < $4 AND e.stream_ordering > $5 AND NOT e.outlier
                ORDER BY CASE WHEN $7 THEN e.stream_ordering ELSE -e.stream_ordering END LIMIT $6"#,
             event_id,
             rel_type,

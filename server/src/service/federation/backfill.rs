@@ -3,7 +3,7 @@
 //! are fetched from servers in the room, checked like every received PDU, and stored below the
 //! timeline, so the page can be served from the database, now and on every later request.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ruma::{
     OwnedEventId, RoomId, ServerName, UInt, api::federation::backfill::get_backfill::v1 as backfill,
@@ -27,6 +27,8 @@ const MAX_ROUNDS: usize = 5;
 const MAX_BATCH: usize = 100;
 /// How long one server gets to answer before the next one is asked.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// After this long no further request is started for the page; it is served with what is held.
+const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 
 impl FederationService {
     /// `/messages`: a backwards page that would reach past what this server holds of the room
@@ -59,9 +61,13 @@ impl FederationService {
     /// history reaches the room's create event, or no server has more to give.
     async fn backfill_before(&self, room: &RoomId, position: i64, wanted: usize) -> ServiceResult<()> {
         let wanted = i64::try_from(wanted).unwrap_or(i64::MAX);
+        let deadline = Instant::now() + PAGE_DEADLINE;
         // One backfill at a time, so each batch is placed below the previous one.
         let _one = self.backfilling.lock().await;
         for _ in 0..MAX_ROUNDS {
+            if Instant::now() >= deadline {
+                return Ok(());
+            }
             let held = self.storage.rooms.held_before(room.as_str(), position, wanted).await?;
             if held >= wanted {
                 return Ok(());
@@ -71,23 +77,32 @@ impl FederationService {
                 return Ok(());
             }
             let need = usize::try_from(wanted - held).unwrap_or(MAX_BATCH).clamp(10, MAX_BATCH);
-            if self.backfill_round(room, &edge, need).await? == 0 {
+            if self.backfill_round(room, &edge, need, deadline).await? == 0 {
                 return Ok(());
             }
         }
         Ok(())
     }
 
-    /// Asks the room's other servers, one after the other, for up to `limit` events before the
-    /// `edge`, until one gives events this server accepts. Returns how many it stored.
-    async fn backfill_round(&self, room: &RoomId, edge: &[String], limit: usize) -> ServiceResult<usize> {
+    /// Asks the room's other servers, one after the other until `deadline`, for up to `limit`
+    /// events before the `edge`, until one gives events this server accepts. Returns how many
+    /// it stored. A batch, once fetched, is stored whole: its events' positions follow their order.
+    async fn backfill_round(
+        &self,
+        room: &RoomId,
+        edge: &[String],
+        limit: usize,
+        deadline: Instant,
+    ) -> ServiceResult<usize> {
         let Some((_, rules)) = self.rooms.room_rules(room.as_str()).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
         };
         let v: Vec<OwnedEventId> = edge.iter().filter_map(|id| OwnedEventId::try_from(id.as_str()).ok()).collect();
-        let mut servers = self.storage.federation.servers_at(room.as_str(), i64::MAX).await?;
-        servers.sort();
+        let servers = self.storage.rooms.servers_by_join(room.as_str()).await?;
         for server in servers.iter().filter(|s| s.as_str() != self.server_name.as_str()) {
+            if Instant::now() >= deadline {
+                break;
+            }
             let Ok(server) = ServerName::parse(server) else { continue };
             if self.check_acl(&server, room.as_str()).await.is_err() {
                 continue;

@@ -38,6 +38,19 @@ impl RoomStore {
         .await?)
     }
 
+    /// The servers with a member joined in the room, those joined longest first (the likeliest
+    /// to hold its oldest history).
+    pub async fn servers_by_join(&self, room_id: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT substring(user_id from position(':' in user_id) + 1) AS "server!"
+               FROM room_memberships WHERE room_id = $1 AND membership = 'join'
+               GROUP BY 1 ORDER BY MIN(stream_ordering), 1"#,
+            room_id
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Whether a stored event is outside the timeline.
     pub async fn is_outlier(&self, event_id: &str) -> StorageResult<bool> {
         Ok(sqlx::query_scalar!("SELECT outlier FROM events WHERE event_id = $1", event_id)

@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use spec_tests::{Account, ServerOptions, StatusCode, TestServer};
 
-use super::synapse::{Hs, before_join, ids};
+use super::{
+    origin::{Draft, Origin, now_ms},
+    synapse::{Hs, before_join, ids},
+};
 
 fn enc(id: &str) -> String {
     id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24")
@@ -51,6 +54,15 @@ async fn room_with_history(a: &TestServer, alice: &Account, visibility: &str) ->
     room
 }
 
+/// Servers A and B, with Alice on A and Bob on B.
+async fn two_servers() -> (TestServer, TestServer, Account, Account) {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    (a, b, alice, bob)
+}
+
 /// Bob on B joins the room through A; his first `/sync`'s `next_batch` and the room's
 /// `prev_batch` in it.
 async fn join_and_sync(b: &TestServer, bob: &Account, room: &str, through: &str) -> (String, String) {
@@ -79,10 +91,7 @@ async fn history_on_a(a: &TestServer, alice: &Account, room: &str, bob: &Account
 /// none of them reaches Bob's incremental `/sync`. While A is down, B answers with what it holds.
 #[tokio::test]
 async fn a_joining_user_pages_back_through_history_fetched_from_the_rooms_server() {
-    let mut a = TestServer::start_with(ServerOptions::federating()).await;
-    let b = TestServer::start_with(ServerOptions::federating()).await;
-    let alice = a.register("alice", "pw-alice-123").await;
-    let bob = b.register("bob", "pw-bob-123").await;
+    let (mut a, b, alice, bob) = two_servers().await;
     let room = room_with_history(&a, &alice, "shared").await;
     let (next_batch, prev_batch) = join_and_sync(&b, &bob, &room, &a.server_name).await;
 
@@ -130,10 +139,7 @@ async fn a_joining_user_pages_back_through_history_fetched_from_the_rooms_server
 /// `joined`, Bob sees nothing from before his join.
 #[tokio::test]
 async fn fetched_history_obeys_joined_history_visibility() {
-    let a = TestServer::start_with(ServerOptions::federating()).await;
-    let b = TestServer::start_with(ServerOptions::federating()).await;
-    let alice = a.register("alice", "pw-alice-123").await;
-    let bob = b.register("bob", "pw-bob-123").await;
+    let (a, b, alice, bob) = two_servers().await;
     let room = room_with_history(&a, &alice, "joined").await;
     let (_, prev_batch) = join_and_sync(&b, &bob, &room, &a.server_name).await;
     let events = page_back(&b, &bob, &room, &prev_batch).await;
@@ -142,4 +148,41 @@ async fn fetched_history_obeys_joined_history_visibility() {
     assert!(hidden.is_empty(), "pre-join history visible under `joined`: {hidden:?}");
     // Alice on A sees it all, so there was something to hide.
     assert!(history_on_a(&a, &alice, &room, &bob).await.len() > 64);
+}
+
+/// A server in the room that answers `/backfill` with an event of another room, a forged event
+/// and garbage is not believed: with the room's creator A down, B asks it, stores and shows
+/// none of it, and answers with what it holds; once A is back, the history comes from A.
+#[tokio::test]
+async fn history_from_a_lying_server_is_refused_and_another_server_is_asked() {
+    let (mut a, b, alice, bob) = two_servers().await;
+    let room = room_with_history(&a, &alice, "shared").await;
+    let other = room_with_history(&a, &alice, "shared").await;
+    let origin = Origin::start().await;
+    let joined = origin.join(&a, &room, "mallory", "11").await;
+    let joined_other = origin.join(&a, &other, "mallory", "11").await;
+    let wrong_room = origin.event(&joined_other, Draft::message("from another room"));
+    let forged = origin.sign_with(&origin.forger, Draft::message("forged").build(&joined), &joined.rules);
+    let pdus = json!([wrong_room.json, forged.json, {"garbage": true}, "not an event"]);
+    origin.serve(
+        "/_matrix/federation/v1/backfill/",
+        json!({"origin": origin.name, "origin_server_ts": now_ms(), "pdus": pdus}),
+    );
+    let (_, prev_batch) = join_and_sync(&b, &bob, &room, &a.server_name).await;
+
+    a.stop();
+    let held = page_back(&b, &bob, &room, &prev_batch).await;
+    assert!(
+        origin.peer.seen().iter().any(|r| r.path.starts_with("/_matrix/federation/v1/backfill/")),
+        "the other server in the room was not asked"
+    );
+    assert!(held.iter().all(|e| e["content"]["body"].is_null()), "{held:?}");
+    for id in [&wrong_room.id, &forged.id] {
+        let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id));
+        let (status, answer) = b.get(&path, bob.token()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    }
+
+    a.restart().await;
+    assert_eq!(ids(&page_back(&b, &bob, &room, &prev_batch).await), history_on_a(&a, &alice, &room, &bob).await);
 }
