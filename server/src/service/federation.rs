@@ -46,8 +46,6 @@ pub struct FederationService {
     keys: Arc<ServerKeyService>,
     ephemeral: Arc<EphemeralService>,
     e2ee: Arc<E2eeService>,
-    /// Held while history is fetched from other servers (see [`backfill`]).
-    backfilling: tokio::sync::Mutex<()>,
 }
 
 impl FederationService {
@@ -62,17 +60,7 @@ impl FederationService {
         ephemeral: Arc<EphemeralService>,
         e2ee: Arc<E2eeService>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            storage,
-            rooms,
-            server_name,
-            key,
-            client,
-            keys,
-            ephemeral,
-            e2ee,
-            backfilling: tokio::sync::Mutex::new(()),
-        })
+        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee })
     }
 
     pub fn server_name(&self) -> &ServerName {

@@ -62,8 +62,11 @@ impl FederationService {
     async fn backfill_before(&self, room: &RoomId, position: i64, wanted: usize) -> ServiceResult<()> {
         let wanted = i64::try_from(wanted).unwrap_or(i64::MAX);
         let deadline = Instant::now() + PAGE_DEADLINE;
-        // One backfill at a time, so each batch is placed below the previous one.
-        let _one = self.backfilling.lock().await;
+        // One backfill of the room at a time, so each batch is placed below the previous one.
+        let Ok(lock) = tokio::time::timeout(PAGE_DEADLINE, self.storage.rooms.lock_history(room.as_str())).await else {
+            return Ok(());
+        };
+        let _one = lock?;
         for _ in 0..MAX_ROUNDS {
             if Instant::now() >= deadline {
                 return Ok(());

@@ -444,3 +444,18 @@ impl RoomService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_tokens_reach_below_zero_into_fetched_history_and_sync_tokens_do_not() {
+        assert_eq!(parse_position(&position_token(-42)).ok(), Some(-42));
+        assert_eq!(parse_position("t17").ok(), Some(17));
+        assert_eq!(parse_position("s5_3_1").ok(), Some(5));
+        for bad in ["s-1_0", "t", "t-", "x1", "t1.5"] {
+            assert!(parse_position(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -2,12 +2,27 @@
 //! pagination needs to know before it asks other servers for older events (`/backfill`).
 
 use super::RoomStore;
-use crate::storage::StorageResult;
+use crate::storage::{LeaderLock, StorageResult};
 
 /// How many of the oldest timeline events are looked at for unknown predecessors.
 const EDGE_EVENTS: i64 = 20;
+/// The class of the advisory locks on fetching a room's history.
+const HISTORY_LOCK_CLASS: i32 = 0x6869_7374;
+
+/// The history lock's key of a room: the first 4 bytes of SHA-256 over its id.
+fn history_lock_key(room_id: &str) -> i32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(room_id.as_bytes());
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
 
 impl RoomStore {
+    /// Held while history of the room is fetched and stored, by one session of all processes at
+    /// a time, so each batch lands below the one before (released when dropped).
+    pub async fn lock_history(&self, room_id: &str) -> StorageResult<LeaderLock> {
+        LeaderLock::take(&self.pool, (HISTORY_LOCK_CLASS, history_lock_key(room_id))).await
+    }
+
     /// How many timeline events of the room are at or before `position`, counted up to `enough`.
     pub async fn held_before(&self, room_id: &str, position: i64, enough: i64) -> StorageResult<i64> {
         Ok(sqlx::query_scalar!(
