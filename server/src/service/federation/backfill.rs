@@ -17,7 +17,7 @@ use crate::service::{
     rooms::{
         Accepted, Received, StateBefore, StateIds,
         client_format::Viewer,
-        read::{Page, PageRequest, parse_position},
+        read::{Page, PageRequest, parse_position, position_token},
     },
 };
 
@@ -33,7 +33,9 @@ const PAGE_DEADLINE: Duration = Duration::from_secs(30);
 impl FederationService {
     /// `/messages`: a backwards page that would reach past what this server holds of the room
     /// first fetches the missing history from other servers. If none of them answers, the page
-    /// holds what this server has.
+    /// holds what this server has. A page that runs out of held events (they may be hidden from
+    /// the viewer or filtered out) while fetching made progress and the history does not reach
+    /// the create event yet keeps an `end`, so the client pages on.
     pub async fn messages_for(
         &self,
         viewer: Viewer<'_>,
@@ -41,50 +43,63 @@ impl FederationService {
         page: PageRequest<'_>,
         filter: &EventFilter,
     ) -> ServiceResult<Page> {
-        if page.backwards {
+        let mut fetched = 0;
+        let room = RoomId::parse(room_id).ok().filter(|_| page.backwards);
+        if let Some(room) = &room {
             // Only for readers of the room, and never for tokens it refuses anyway.
             self.rooms.reader(room_id, viewer.user_id).await?;
             let position = match page.from {
                 Some(token) => parse_position(token)?,
                 None => self.storage.rooms.stream_head("events").await?,
             };
-            if let Ok(room) = RoomId::parse(room_id)
-                && let Err(e) = self.backfill_before(&room, position, page.limit.clamp(1, MAX_BATCH)).await
-            {
+            fetched = self.backfill_before(room, position, page.limit.clamp(1, MAX_BATCH)).await.unwrap_or_else(|e| {
                 tracing::warn!(room_id, error = %e, "could not fetch older history");
-            }
+                0
+            });
         }
-        self.rooms.messages_for(viewer, room_id, page, filter).await
+        let mut result = self.rooms.messages_for(viewer, room_id, page, filter).await?;
+        if result.end.is_none()
+            && page.to.is_none()
+            && fetched > 0
+            && !self.storage.rooms.history_edge(room_id).await?.is_empty()
+            && let Some(oldest) = self.storage.rooms.oldest_held(room_id).await?
+        {
+            result.end = Some(position_token(oldest - 1));
+        }
+        Ok(result)
     }
 
     /// Fetches history until `wanted` timeline events are held at or before `position`, the
-    /// history reaches the room's create event, or no server has more to give.
-    async fn backfill_before(&self, room: &RoomId, position: i64, wanted: usize) -> ServiceResult<()> {
+    /// history reaches the room's create event, or no server has more to give. Returns how
+    /// many events it stored.
+    async fn backfill_before(&self, room: &RoomId, position: i64, wanted: usize) -> ServiceResult<usize> {
         let wanted = i64::try_from(wanted).unwrap_or(i64::MAX);
         let deadline = Instant::now() + PAGE_DEADLINE;
         // One backfill of the room at a time, so each batch is placed below the previous one.
         let Ok(lock) = tokio::time::timeout(PAGE_DEADLINE, self.storage.rooms.lock_history(room.as_str())).await else {
-            return Ok(());
+            return Ok(0);
         };
         let _one = lock?;
+        let mut stored = 0;
         for _ in 0..MAX_ROUNDS {
             if Instant::now() >= deadline {
-                return Ok(());
+                break;
             }
             let held = self.storage.rooms.held_before(room.as_str(), position, wanted).await?;
             if held >= wanted {
-                return Ok(());
+                break;
             }
             let edge = self.storage.rooms.history_edge(room.as_str()).await?;
             if edge.is_empty() {
-                return Ok(());
+                break;
             }
             let need = usize::try_from(wanted - held).unwrap_or(MAX_BATCH).clamp(10, MAX_BATCH);
-            if self.backfill_round(room, &edge, need, deadline).await? == 0 {
-                return Ok(());
+            match self.backfill_round(room, &edge, need, deadline).await? {
+                0 => break,
+                n => stored += n,
             }
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Asks the room's other servers, one after the other until `deadline`, for up to `limit`

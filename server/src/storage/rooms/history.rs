@@ -36,6 +36,13 @@ impl RoomStore {
         .await?)
     }
 
+    /// The position of the room's oldest timeline event.
+    pub async fn oldest_held(&self, room_id: &str) -> StorageResult<Option<i64>> {
+        Ok(sqlx::query_scalar!("SELECT MIN(stream_ordering) FROM events WHERE room_id = $1 AND NOT outlier", room_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// The prev events of the room's oldest timeline events that this server does not hold in
     /// the timeline (nor knows to be rejected): the ends of its copy of the history. Empty
     /// once the history reaches the create event.

@@ -10,7 +10,7 @@ use spec_tests::{Account, ServerOptions, StatusCode, TestServer};
 
 use super::{
     origin::{Draft, Origin, now_ms},
-    synapse::{Hs, before_join, ids},
+    synapse::{Hs, before_join, ids, page_back_filtered},
 };
 
 fn enc(id: &str) -> String {
@@ -136,18 +136,26 @@ async fn a_joining_user_pages_back_through_history_fetched_from_the_rooms_server
 }
 
 /// History fetched from A obeys the room's history visibility like local history: under
-/// `joined`, Bob sees nothing from before his join.
+/// `joined`, Bob sees no message from before his join, and of the events before it exactly
+/// those a later local joiner on A sees (the ones from before the setting, which count as
+/// `shared`).
 #[tokio::test]
 async fn fetched_history_obeys_joined_history_visibility() {
     let (a, b, alice, bob) = two_servers().await;
     let room = room_with_history(&a, &alice, "joined").await;
     let (_, prev_batch) = join_and_sync(&b, &bob, &room, &a.server_name).await;
-    let events = page_back(&b, &bob, &room, &prev_batch).await;
-    let hidden: Vec<&Value> =
-        events.iter().filter(|e| e["type"] == "m.room.message" || e["type"] == "m.room.create").collect();
-    assert!(hidden.is_empty(), "pre-join history visible under `joined`: {hidden:?}");
-    // Alice on A sees it all, so there was something to hide.
-    assert!(history_on_a(&a, &alice, &room, &bob).await.len() > 64);
+    let seen_by_bob = page_back(&b, &bob, &room, &prev_batch).await;
+    let messages: Vec<&Value> = seen_by_bob.iter().filter(|e| e["type"] == "m.room.message").collect();
+    assert!(messages.is_empty(), "pre-join messages visible under `joined`: {messages:?}");
+
+    let before_bob = history_on_a(&a, &alice, &room, &bob).await;
+    assert!(before_bob.len() > 64, "{before_bob:?}");
+    let carol = a.register("carol", "pw-carol-123").await;
+    let (status, answer) = a.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), carol.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let seen_by_carol = super::synapse::page_back(&Hs::Ours(&a), &carol, &room, None).await;
+    let carol_before_bob: Vec<String> = ids(&seen_by_carol).into_iter().filter(|id| before_bob.contains(id)).collect();
+    assert_eq!(ids(&seen_by_bob), carol_before_bob);
 }
 
 /// A server in the room that answers `/backfill` with an event of another room, a forged event
@@ -185,4 +193,19 @@ async fn history_from_a_lying_server_is_refused_and_another_server_is_asked() {
 
     a.restart().await;
     assert_eq!(ids(&page_back(&b, &bob, &room, &prev_batch).await), history_on_a(&a, &alice, &room, &bob).await);
+}
+
+/// A client that pages with a filter (only messages) gets every message of the fetched history:
+/// a page that runs out of held events matching the filter while history is still being
+/// fetched keeps an `end`.
+#[tokio::test]
+async fn a_filtered_pagination_reaches_every_fetched_message() {
+    let (a, b, alice, bob) = two_servers().await;
+    let room = room_with_history(&a, &alice, "shared").await;
+    let (_, prev_batch) = join_and_sync(&b, &bob, &room, &a.server_name).await;
+    let filter = json!({"types": ["m.room.message"]});
+    let events = page_back_filtered(&Hs::Ours(&b), &bob, &room, Some(&prev_batch), Some(&filter)).await;
+    let bodies: Vec<&str> = events.iter().rev().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, (0..64).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert!(events.iter().all(|e| e["type"] == "m.room.message"));
 }

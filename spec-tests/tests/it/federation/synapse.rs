@@ -81,11 +81,23 @@ async fn bodies(hs: &Hs<'_>, who: &Account, room: &str) -> Vec<String> {
 /// Pages back with `/messages` from `from` (or from the newest event) in pages of 10 until no
 /// `end` comes (at most 100 pages); the events, newest first.
 pub(super) async fn page_back(hs: &Hs<'_>, who: &Account, room: &str, from: Option<&str>) -> Vec<Value> {
+    page_back_filtered(hs, who, room, from, None).await
+}
+
+/// [`page_back`] with a room event filter.
+pub(super) async fn page_back_filtered(
+    hs: &Hs<'_>,
+    who: &Account,
+    room: &str,
+    from: Option<&str>,
+    filter: Option<&Value>,
+) -> Vec<Value> {
+    let filter = filter.map(|f| format!("&filter={}", url_encode(&f.to_string()))).unwrap_or_default();
     let mut events = Vec::new();
     let mut token = from.map(str::to_owned);
     for _ in 0..100 {
         let from = token.as_deref().map(|t| format!("&from={}", enc(t))).unwrap_or_default();
-        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10{from}", enc(room));
+        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10{from}{filter}", enc(room));
         let (status, page) = hs.request("GET", &path, who, None).await;
         assert_eq!(status, StatusCode::OK, "/messages on {}: {page}", hs.describe());
         events.extend(page["chunk"].as_array().into_iter().flatten().cloned());
@@ -95,6 +107,16 @@ pub(super) async fn page_back(hs: &Hs<'_>, who: &Account, room: &str, from: Opti
         }
     }
     panic!("pagination on {} did not end after 100 pages", hs.describe());
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The event ids of events.
