@@ -84,6 +84,13 @@ impl LeaderLock {
         }
     }
 
+    /// Takes the advisory lock `key`, waiting while another session holds it.
+    pub async fn take(pool: &PgPool, key: (i32, i32)) -> StorageResult<Self> {
+        let mut conn = pool.acquire().await?.detach();
+        sqlx::query!("SELECT pg_advisory_lock($1, $2)", key.0, key.1).execute(&mut conn).await?;
+        Ok(Self { conn })
+    }
+
     /// Resolves when the lock's connection is gone (and so, possibly, the lock).
     pub async fn lost(mut self) {
         loop {

@@ -5,6 +5,7 @@
 //! side around it: fetching what a received event depends on, checking signatures with the
 //! origin's keys, and turning other servers' answers into events the engine can accept.
 
+mod backfill;
 mod invite;
 mod join;
 mod receive;

@@ -1,6 +1,7 @@
 //! The room engine for local users: sending messages and state, redactions, room creation,
 //! membership changes, and reading rooms with history visibility applied.
 
+mod backfilled;
 pub mod client_format;
 mod create;
 mod directory;

@@ -10,7 +10,12 @@ use serde_json::Value as JsonValue;
 use super::{
     ServiceError, ServiceResult,
     filter::EventFilter,
-    rooms::{RoomService, client_format::Viewer, read::position_token, visibility::Visibility},
+    rooms::{
+        RoomService,
+        client_format::Viewer,
+        read::{PageRequest, position_token},
+        visibility::Visibility,
+    },
 };
 use crate::storage::{
     Storage,
@@ -204,11 +209,11 @@ impl SearchService {
         let (before, after) = (c.before.min(MAX_CONTEXT), c.after.min(MAX_CONTEXT));
         let before_page = self
             .rooms
-            .messages_for(viewer, &row.room_id, Some(&position_token(pos - 1)), None, true, before, &filter)
+            .messages_for(viewer, &row.room_id, PageRequest::back_from(&position_token(pos - 1), before), &filter)
             .await?;
         let after_page = self
             .rooms
-            .messages_for(viewer, &row.room_id, Some(&position_token(pos)), None, false, after, &filter)
+            .messages_for(viewer, &row.room_id, PageRequest::on_from(&position_token(pos), after), &filter)
             .await?;
         let mut profiles = BTreeMap::new();
         if c.include_profile {

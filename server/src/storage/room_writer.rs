@@ -69,7 +69,8 @@ fn room_lock_key(room_id: &str) -> i64 {
 pub enum StreamSlot {
     /// The first of `n` positions, allocated by this insert (the transaction's first event).
     FirstOf(i64),
-    /// A position allocated earlier in the transaction.
+    /// A position allocated earlier in the transaction, or reserved below the timeline for
+    /// history fetched from other servers.
     At(i64),
 }
 

@@ -5,6 +5,8 @@ use sqlx::PgPool;
 
 use super::StorageResult;
 
+mod history;
+
 /// Stream heads for a `/sync` token.
 #[derive(Clone, Copy, Debug)]
 pub struct SyncPositions {
@@ -288,7 +290,7 @@ impl RoomStore {
                       e.redacted_by, e.sender_device, e.txn_id, p.pdu AS "prev_pdu?", r.pdu AS "redaction_pdu?"
                FROM events e LEFT JOIN events p ON p.event_id = e.replaces_state
                LEFT JOIN events r ON r.event_id = e.redacted_by
-               WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+               WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
                ORDER BY e.stream_ordering DESC LIMIT $4"#,
             room_id,
             from,
@@ -307,7 +309,7 @@ impl RoomStore {
                       e.redacted_by, e.sender_device, e.txn_id, p.pdu AS "prev_pdu?", r.pdu AS "redaction_pdu?"
                FROM events e LEFT JOIN events p ON p.event_id = e.replaces_state
                LEFT JOIN events r ON r.event_id = e.redacted_by
-               WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+               WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
                ORDER BY e.stream_ordering ASC LIMIT $4"#,
             room_id,
             from,
@@ -352,7 +354,7 @@ impl RoomStore {
                LEFT JOIN events r ON r.event_id = e.redacted_by
                WHERE e.relates_to = $1 AND ($2::text IS NULL OR e.rel_type = $2)
                  AND ($3::text IS NULL OR e.event_type = $3)
-                 AND e.stream_ordering < $4 AND e.stream_ordering > $5
+                 AND e.stream_ordering < $4 AND e.stream_ordering > $5 AND NOT e.outlier
                ORDER BY CASE WHEN $7 THEN e.stream_ordering ELSE -e.stream_ordering END LIMIT $6"#,
             event_id,
             rel_type,
@@ -597,28 +599,5 @@ impl RoomStore {
         )
         .fetch_optional(&self.pool)
         .await?)
-    }
-}
-
-impl RoomStore {
-    /// The history of one state key in a room: `(position, pdu)` in position order.
-    pub async fn state_history(
-        &self,
-        room_id: &str,
-        event_type: &str,
-        state_key: &str,
-    ) -> StorageResult<Vec<(i64, String)>> {
-        Ok(sqlx::query!(
-            "SELECT stream_ordering, pdu FROM events
-             WHERE room_id = $1 AND event_type = $2 AND state_key = $3 ORDER BY stream_ordering",
-            room_id,
-            event_type,
-            state_key
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.stream_ordering, r.pdu))
-        .collect())
     }
 }

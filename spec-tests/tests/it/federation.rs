@@ -111,6 +111,7 @@ async fn key_document_and_version_over_tls() {
 }
 
 mod acl;
+mod backfill;
 mod hostile;
 mod media;
 mod mls;

@@ -25,7 +25,7 @@ use crate::{
     },
     service::{
         filter::EventFilter,
-        rooms::{CreateRoom, SendEvent, Txn, client_format::Viewer, persist::raw_content},
+        rooms::{CreateRoom, SendEvent, Txn, client_format::Viewer, persist::raw_content, read::PageRequest},
     },
     state::AppState,
 };
@@ -211,14 +211,16 @@ pub(super) async fn get_message_events(
     let filter = event_filter(&body.filter)?;
     let limit = usize::try_from(u64::from(body.limit)).unwrap_or(usize::MAX);
     let page = state
-        .rooms
+        .federation
         .messages_for(
             viewer(&req.identity),
             body.room_id.as_str(),
-            body.from.as_deref(),
-            body.to.as_deref(),
-            body.dir == Direction::Backward,
-            limit,
+            PageRequest {
+                from: body.from.as_deref(),
+                to: body.to.as_deref(),
+                backwards: body.dir == Direction::Backward,
+                limit,
+            },
             &filter,
         )
         .await?;

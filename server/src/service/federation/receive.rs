@@ -197,7 +197,7 @@ impl FederationService {
     }
 
     /// Fetches and stores the event's auth chain when some of its auth events are unknown.
-    async fn ensure_auth_events(
+    pub(super) async fn ensure_auth_events(
         &self,
         origin: &ServerName,
         room: &RoomId,
@@ -287,6 +287,18 @@ impl FederationService {
             return Ok(None);
         }
         // Still a gap: take the state before the event from its origin.
+        self.reported_state(origin, room, rules, event).await.map(Some)
+    }
+
+    /// The state before an event as `origin` reports it (`/state_ids`), with the events of it
+    /// and their auth chains that this server lacks fetched (`/event`) and stored as outliers.
+    pub(super) async fn reported_state(
+        &self,
+        origin: &ServerName,
+        room: &RoomId,
+        rules: &RoomVersionRules,
+        event: &Received,
+    ) -> ServiceResult<StateIds> {
         let ids = self.call(origin, state_ids::Request::new(event.pdu.event_id.clone(), room.to_owned())).await?;
         let wanted: Vec<String> = ids.pdu_ids.iter().chain(&ids.auth_chain_ids).map(ToString::to_string).collect();
         let known: BTreeSet<String> =
@@ -308,11 +320,11 @@ impl FederationService {
                 state.insert((pdu.kind.to_string(), key), p.event_id);
             }
         }
-        Ok(Some(state))
+        Ok(state)
     }
 
     /// The event's prev events this server does not hold in the timeline.
-    async fn missing_prevs(&self, event: &Received) -> ServiceResult<Vec<String>> {
+    pub(super) async fn missing_prevs(&self, event: &Received) -> ServiceResult<Vec<String>> {
         let ids: Vec<String> = event.pdu.prev_events.iter().map(ToString::to_string).collect();
         let stored = self.storage.federation.pdus(&ids).await?;
         Ok(ids.into_iter().filter(|id| !stored.iter().any(|p| &p.event_id == id && !p.outlier)).collect())

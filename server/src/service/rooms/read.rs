@@ -17,22 +17,44 @@ use crate::{
     storage::{now_ms, rooms::EventRow},
 };
 
-/// A position between events: everything at or before it has been seen (`t<pos>` on the wire;
-/// `/sync` tokens start with `s` and carry it as their first number).
+/// A position between events: everything at or before it has been seen (`t<pos>` on the wire,
+/// negative in history fetched from other servers; `/sync` tokens start with `s` and carry it
+/// as their first number).
 pub fn parse_position(token: &str) -> ServiceResult<i64> {
+    let malformed = || ServiceError::InvalidParam(format!("malformed token {token:?}"));
+    if let Some(digits) = token.strip_prefix('t') {
+        return digits.parse::<i64>().map_err(|_| malformed());
+    }
     let digits = token
-        .strip_prefix('t')
-        .or_else(|| token.strip_prefix('s').map(|s| s.split('_').next().unwrap_or_default()))
+        .strip_prefix('s')
+        .map(|s| s.split('_').next().unwrap_or_default())
         .ok_or_else(|| ServiceError::InvalidParam(format!("unknown pagination token {token:?}")))?;
-    digits
-        .parse::<i64>()
-        .ok()
-        .filter(|p| *p >= 0)
-        .ok_or_else(|| ServiceError::InvalidParam(format!("malformed token {token:?}")))
+    digits.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(malformed)
 }
 
 pub fn position_token(pos: i64) -> String {
     format!("t{pos}")
+}
+
+/// Which page of `/messages` to read: from and to tokens, the direction, the most events.
+#[derive(Clone, Copy, Debug)]
+pub struct PageRequest<'a> {
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub backwards: bool,
+    pub limit: usize,
+}
+
+impl<'a> PageRequest<'a> {
+    /// Up to `limit` events before `from`.
+    pub fn back_from(from: &'a str, limit: usize) -> Self {
+        Self { from: Some(from), to: None, backwards: true, limit }
+    }
+
+    /// Up to `limit` events after `from`.
+    pub fn on_from(from: &'a str, limit: usize) -> Self {
+        Self { from: Some(from), to: None, backwards: false, limit }
+    }
 }
 
 /// A page of `/messages`.
@@ -119,7 +141,7 @@ impl RoomService {
 
     /// The read access of `user`: refused to users who were never in the room (or forgot it),
     /// unless it is world-readable.
-    async fn reader(&self, room_id: &str, user: &str) -> ServiceResult<Visibility> {
+    pub(crate) async fn reader(&self, room_id: &str, user: &str) -> ServiceResult<Visibility> {
         let vis = self.visibility(room_id, user).await?;
         if vis.memberships.is_empty() && vis.settings.last().is_none_or(|(_, s)| s != "world_readable") {
             return Err(ServiceError::Forbidden(format!("{user} is not in this room")));
@@ -135,7 +157,7 @@ impl RoomService {
         // Outliers (events learnt from other servers outside the timeline, among them rejected
         // and soft-failed ones) are not shown, except the viewer's own out-of-band membership
         // (an invite from another server).
-        if row.stream_ordering < 0
+        if self.storage.rooms.is_outlier(&row.event_id).await?
             && self.storage.rooms.membership(room_id, viewer.user_id).await?.is_none_or(|m| m.event_id != row.event_id)
         {
             return Err(not_found());
@@ -301,12 +323,10 @@ impl RoomService {
         &self,
         viewer: Viewer<'_>,
         room_id: &str,
-        from: Option<&str>,
-        to: Option<&str>,
-        backwards: bool,
-        limit: usize,
+        page: PageRequest<'_>,
         filter: &EventFilter,
     ) -> ServiceResult<Page> {
+        let PageRequest { from, to, backwards, limit } = page;
         // Unknown rooms are refused like rooms the viewer is not in.
         let vis = self.reader(room_id, viewer.user_id).await?;
         let rules = self.rules_of(room_id).await?;
@@ -325,7 +345,7 @@ impl RoomService {
         while out.len() < limit {
             let batch = i64::try_from((limit - out.len()).max(20) * 2).unwrap_or(100);
             let rows = if backwards {
-                self.storage.rooms.events_backwards(room_id, stop.unwrap_or(-1), cursor, batch).await?
+                self.storage.rooms.events_backwards(room_id, stop.unwrap_or(i64::MIN), cursor, batch).await?
             } else {
                 self.storage.rooms.events_forwards(room_id, cursor, stop.unwrap_or(head).min(head), batch).await?
             };
@@ -390,12 +410,13 @@ impl RoomService {
         let after_n = limit - before_n;
         let pos = row.stream_ordering;
         let before = if before_n > 0 {
-            self.messages_for(viewer, room_id, Some(&position_token(pos - 1)), None, true, before_n, filter).await?
+            self.messages_for(viewer, room_id, PageRequest::back_from(&position_token(pos - 1), before_n), filter)
+                .await?
         } else {
             Page { chunk: vec![], start: position_token(pos - 1), end: Some(position_token(pos - 1)), state: vec![] }
         };
         let after = if after_n > 0 {
-            self.messages_for(viewer, room_id, Some(&position_token(pos)), None, false, after_n, filter).await?
+            self.messages_for(viewer, room_id, PageRequest::on_from(&position_token(pos), after_n), filter).await?
         } else {
             Page { chunk: vec![], start: position_token(pos), end: Some(position_token(pos)), state: vec![] }
         };
@@ -421,5 +442,20 @@ impl RoomService {
             end: after.end.unwrap_or_else(|| position_token(pos)),
             state: self.render(&state_rows, &rules, viewer),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_tokens_reach_below_zero_into_fetched_history_and_sync_tokens_do_not() {
+        assert_eq!(parse_position(&position_token(-42)).ok(), Some(-42));
+        assert_eq!(parse_position("t17").ok(), Some(17));
+        assert_eq!(parse_position("s5_3_1").ok(), Some(5));
+        for bad in ["s-1_0", "t", "t-", "x1", "t1.5"] {
+            assert!(parse_position(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -119,9 +119,9 @@ impl RoomService {
         let to = q.to.map(parse_position).transpose()?;
         // Positions strictly inside (after, before).
         let (before, after) = if q.backwards {
-            (from.map_or(i64::MAX, |f| f + 1), to.unwrap_or(-1))
+            (from.map_or(i64::MAX, |f| f + 1), to.unwrap_or(i64::MIN))
         } else {
-            (to.map_or(i64::MAX, |t| t + 1), from.unwrap_or(-1))
+            (to.map_or(i64::MAX, |t| t + 1), from.unwrap_or(i64::MIN))
         };
         let (mut rows, depth) = if q.recurse {
             self.relation_tree(q.event_id, before, after).await?

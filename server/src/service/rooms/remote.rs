@@ -67,7 +67,7 @@ fn to_owned_ids(ids: &[OwnedEventId]) -> Vec<String> {
 
 /// The events a transaction on a room has loaded, by id.
 #[derive(Default)]
-struct Loaded(BTreeMap<OwnedEventId, Pdu>);
+pub(super) struct Loaded(BTreeMap<OwnedEventId, Pdu>);
 
 impl Loaded {
     async fn load(&mut self, w: &mut RoomWriter, ids: impl IntoIterator<Item = String>) -> ServiceResult<()> {
@@ -187,6 +187,71 @@ async fn write_full(w: &mut RoomWriter, state: &StateIds) -> ServiceResult<i64> 
     Ok(w.write_snapshot(None, &entries).await?.0)
 }
 
+/// A received event that passed the checks against its auth events and the state before it.
+pub(super) struct Admitted {
+    id: String,
+    kind: String,
+    prev: Vec<String>,
+    auth: Vec<String>,
+    before: StateIds,
+    before_snapshot: (i64, i32),
+}
+
+/// Writes an admitted event into the timeline at `slot`, with the state after it, and applies
+/// it if it is a redaction that may redact its target. Returns its position and the state
+/// after it with that state's snapshot.
+pub(super) async fn into_timeline(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    event: &Received,
+    admitted: &Admitted,
+    slot: StreamSlot,
+) -> ServiceResult<(i64, StateIds, i64)> {
+    let Admitted { id, kind, prev, auth, before, before_snapshot } = admitted;
+    let mut after = before.clone();
+    let mut after_snapshot = *before_snapshot;
+    let mut replaces_state = None;
+    if let Some(key) = &event.pdu.state_key {
+        replaces_state = after.insert((kind.clone(), key.clone()), id.clone());
+        after_snapshot = if before_snapshot.1 + 1 >= MAX_SNAPSHOT_CHAIN {
+            (write_full(w, &after).await?, 0)
+        } else {
+            w.write_snapshot(Some(*before_snapshot), &[(kind.clone(), key.clone(), id.clone())]).await?
+        };
+    }
+    let content: serde_json::Map<String, JsonValue> = serde_json::from_str(event.pdu.content.get()).unwrap_or_default();
+    let relates_to = super::persist::relation_of(&content);
+    let inserted = w
+        .insert_remote_event(
+            &RemoteEvent {
+                event_id: id,
+                depth: i64::try_from(event.pdu.depth).unwrap_or(i64::MAX),
+                event_type: kind,
+                state_key: event.pdu.state_key.as_deref(),
+                sender: event.pdu.sender.as_str(),
+                origin_server_ts: i64::from(event.pdu.origin_server_ts.0),
+                pdu: &event.text,
+                prev_events: prev,
+                auth_events: auth,
+                state_before: before_snapshot.0,
+                state_after: after_snapshot.0,
+                replaces_state: replaces_state.as_deref(),
+                relates_to: relates_to.as_ref().map(|(r, _)| r.as_str()),
+                rel_type: relates_to.as_ref().and_then(|(_, t)| t.as_deref()),
+                received_from: event.origin.as_deref(),
+            },
+            slot,
+        )
+        .await?;
+    if let Some(target) = &event.pdu.redacts
+        && may_redact(w, loaded, rules, &event.pdu, target, before).await?
+    {
+        w.mark_redacted(target.as_str(), id).await?;
+    }
+    Ok((inserted.position, after, after_snapshot.0))
+}
+
 fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> OutlierEvent<'a> {
     OutlierEvent {
         event_id: r.pdu.event_id.as_str(),
@@ -282,51 +347,16 @@ impl RoomService {
         event: &Received,
         state_before: StateBefore,
     ) -> ServiceResult<Accepted> {
-        let Some((_, rules)) = self.room_rules(room_id).await? else {
-            return Err(ServiceError::NotFound("unknown room".into()));
-        };
-        let _guard = self.stripe(room_id).lock().await;
-        let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
-        let id = event.pdu.event_id.to_string();
-        if w.stored_events(std::slice::from_ref(&id)).await?.iter().any(|s| !s.outlier || s.rejected) {
-            return Ok(Accepted::AlreadyKnown);
-        }
+        let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let mut loaded = Loaded::default();
-        let prev = to_owned_ids(&event.pdu.prev_events);
-        let auth = to_owned_ids(&event.pdu.auth_events);
-        let kind = event.pdu.kind.to_string();
-        let needed = with_implied_create(&event.pdu, &rules, auth.clone());
-        loaded.load(&mut w, needed.clone()).await?;
-        if let Some(missing) = needed.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
-            return Err(ServiceError::NotFound(format!("auth event {missing} is unknown")));
-        }
-        let mut row = outlier(event, &prev, &auth);
-        row.event_type = &kind;
-
-        // 4. Against its own auth events.
-        if let Err(reason) = auth::check_against_auth_events(&rules.authorization, &event.pdu, |id| loaded.get(id)) {
-            row.rejected = Some(&reason);
-            w.insert_outliers(&[row]).await?;
-            w.commit().await?;
-            return Ok(Accepted::Rejected(reason));
-        }
-
-        // 5. Against the state before it.
         let replace_head = matches!(state_before, StateBefore::Join(_));
-        let (before, before_snapshot) = match state_before {
-            StateBefore::Reported(state) | StateBefore::Join(state) => {
-                let snapshot = write_full(&mut w, &state).await?;
-                (state, (snapshot, 0))
+        let admitted = match self.admit(&mut w, &mut loaded, &rules, event, state_before).await? {
+            Ok(admitted) => admitted,
+            Err(outcome) => {
+                w.commit().await?;
+                return Ok(outcome);
             }
-            StateBefore::Prevs => self.state_before(&mut w, &mut loaded, &rules, &prev).await?,
         };
-        if let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &before).await? {
-            row.rejected = Some(&reason);
-            row.state_before = Some(before_snapshot.0);
-            w.insert_outliers(&[row]).await?;
-            w.commit().await?;
-            return Ok(Accepted::Rejected(reason));
-        }
 
         // The MLS hub's rules for its rooms (commits only through it, no plaintext): soft failure.
         if event.origin.is_some()
@@ -351,57 +381,19 @@ impl RoomService {
             && event.origin.is_some()
             && let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await?
         {
-            tracing::info!(event_id = %id, %reason, "soft-failed a received event");
+            tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event");
+            let mut row = outlier(event, &admitted.prev, &admitted.auth);
+            row.event_type = &admitted.kind;
             row.soft_failed = true;
-            row.state_before = Some(before_snapshot.0);
+            row.state_before = Some(admitted.before_snapshot.0);
             w.insert_outliers(&[row]).await?;
             w.commit().await?;
             return Ok(Accepted::SoftFailed);
         }
 
-        // Into the timeline, with the state after it.
-        let mut after = before.clone();
-        let mut after_snapshot = before_snapshot;
-        let mut replaces_state = None;
-        if let Some(key) = &event.pdu.state_key {
-            replaces_state = after.insert((kind.clone(), key.clone()), id.clone());
-            after_snapshot = if before_snapshot.1 + 1 >= MAX_SNAPSHOT_CHAIN {
-                (write_full(&mut w, &after).await?, 0)
-            } else {
-                w.write_snapshot(Some(before_snapshot), &[(kind.clone(), key.clone(), id.clone())]).await?
-            };
-        }
-        let content: serde_json::Map<String, JsonValue> =
-            serde_json::from_str(event.pdu.content.get()).unwrap_or_default();
-        let relates_to = super::persist::relation_of(&content);
-        let inserted = w
-            .insert_remote_event(
-                &RemoteEvent {
-                    event_id: &id,
-                    depth: i64::try_from(event.pdu.depth).unwrap_or(i64::MAX),
-                    event_type: &kind,
-                    state_key: event.pdu.state_key.as_deref(),
-                    sender: event.pdu.sender.as_str(),
-                    origin_server_ts: i64::from(event.pdu.origin_server_ts.0),
-                    pdu: &event.text,
-                    prev_events: &prev,
-                    auth_events: &auth,
-                    state_before: before_snapshot.0,
-                    state_after: after_snapshot.0,
-                    replaces_state: replaces_state.as_deref(),
-                    relates_to: relates_to.as_ref().map(|(r, _)| r.as_str()),
-                    rel_type: relates_to.as_ref().and_then(|(_, t)| t.as_deref()),
-                    received_from: event.origin.as_deref(),
-                },
-                StreamSlot::FirstOf(1),
-            )
-            .await?;
-        let position = inserted.position;
-        if let Some(target) = &event.pdu.redacts
-            && may_redact(&mut w, &mut loaded, &rules, &event.pdu, target, &before).await?
-        {
-            w.mark_redacted(target.as_str(), &id).await?;
-        }
+        let (position, after, after_snapshot) =
+            into_timeline(&mut w, &mut loaded, &rules, event, &admitted, StreamSlot::FirstOf(1)).await?;
+        let (id, prev) = (admitted.id, admitted.prev);
 
         // The new forward extremities, and the current state over them.
         // An event accepted with the state another server reported (a join through it) starts
@@ -414,7 +406,7 @@ impl RoomService {
         };
         extremities.insert(0, id.clone());
         let (new_current, new_snapshot) = if replaced_all || head.snapshot_id == 0 {
-            (after, after_snapshot.0)
+            (after, after_snapshot)
         } else {
             let resolved = resolve_states(&mut w, &mut loaded, &rules, &[current.clone(), after]).await?;
             let snapshot = write_full(&mut w, &resolved).await?;
@@ -426,6 +418,69 @@ impl RoomService {
         w.commit().await?;
         self.notifier.bump();
         Ok(Accepted::Stored)
+    }
+
+    /// The rules of a known room, its lock (held until the guard drops) and a transaction on it.
+    pub(super) async fn open_known(
+        &self,
+        room_id: &str,
+    ) -> ServiceResult<(RoomVersionRules, tokio::sync::MutexGuard<'_, ()>, RoomWriter)> {
+        let Some((_, rules)) = self.room_rules(room_id).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        let guard = self.stripe(room_id).lock().await;
+        let w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+        Ok((rules, guard, w))
+    }
+
+    /// The spec's checks 4 and 5 on a received event: against its own auth events and against
+    /// the state before it. `Err` with the outcome when it goes no further: already in the
+    /// timeline, or rejected (then stored as such, to be committed by the caller).
+    pub(super) async fn admit(
+        &self,
+        w: &mut RoomWriter,
+        loaded: &mut Loaded,
+        rules: &RoomVersionRules,
+        event: &Received,
+        state_before: StateBefore,
+    ) -> ServiceResult<Result<Admitted, Accepted>> {
+        let id = event.pdu.event_id.to_string();
+        if w.stored_events(std::slice::from_ref(&id)).await?.iter().any(|s| !s.outlier || s.rejected) {
+            return Ok(Err(Accepted::AlreadyKnown));
+        }
+        let prev = to_owned_ids(&event.pdu.prev_events);
+        let auth = to_owned_ids(&event.pdu.auth_events);
+        let kind = event.pdu.kind.to_string();
+        let needed = with_implied_create(&event.pdu, rules, auth.clone());
+        loaded.load(w, needed.clone()).await?;
+        if let Some(missing) = needed.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
+            return Err(ServiceError::NotFound(format!("auth event {missing} is unknown")));
+        }
+        let mut row = outlier(event, &prev, &auth);
+        row.event_type = &kind;
+
+        // 4. Against its own auth events.
+        if let Err(reason) = auth::check_against_auth_events(&rules.authorization, &event.pdu, |id| loaded.get(id)) {
+            row.rejected = Some(&reason);
+            w.insert_outliers(&[row]).await?;
+            return Ok(Err(Accepted::Rejected(reason)));
+        }
+
+        // 5. Against the state before it.
+        let (before, before_snapshot) = match state_before {
+            StateBefore::Reported(state) | StateBefore::Join(state) => {
+                let snapshot = write_full(w, &state).await?;
+                (state, (snapshot, 0))
+            }
+            StateBefore::Prevs => self.state_before(w, loaded, rules, &prev).await?,
+        };
+        if let Err(reason) = check_against(w, loaded, rules, &event.pdu, &before).await? {
+            row.rejected = Some(&reason);
+            row.state_before = Some(before_snapshot.0);
+            w.insert_outliers(&[row]).await?;
+            return Ok(Err(Accepted::Rejected(reason)));
+        }
+        Ok(Ok(Admitted { id, kind, prev, auth, before, before_snapshot }))
     }
 
     /// The state before an event, over its prev events: the state after each, resolved if they

@@ -92,7 +92,8 @@ impl RoomWriter {
 
     /// Writes a received timeline event at its stream position without moving the room's head
     /// (see [`Self::set_head`]). An outlier of the same id becomes this timeline event (rows that
-    /// refer to it stay valid).
+    /// refer to it stay valid). A negative position (reserved by
+    /// [`Self::reserve_history_positions`]) places it in the history before the timeline.
     pub async fn insert_remote_event(
         &mut self,
         e: &RemoteEvent<'_>,
@@ -109,15 +110,16 @@ impl RoomWriter {
                    RETURNING position),
                pos AS (SELECT COALESCE((SELECT position - $18 + 1 FROM alloc), $3) AS p),
                promoted AS (
-                   UPDATE events SET stream_ordering = pos.p, outlier = FALSE, rejected = NULL, soft_failed = FALSE,
-                       state_before = $10, state_after = $11, replaces_state = $12, relates_to = $13,
+                   UPDATE events SET stream_ordering = pos.p, outlier = FALSE, backfilled = pos.p < 0,
+                       rejected = NULL, soft_failed = FALSE, state_before = $10, state_after = $11, replaces_state = $12, relates_to = $13,
                        rel_type = $14
                    FROM pos WHERE event_id = $1 AND outlier),
                event AS (
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                       rel_type, prev_events, auth_events, received_from)
-                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 FROM pos
+                                       rel_type, prev_events, auth_events, received_from, backfilled)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, pos.p < 0
+                   FROM pos
                    WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = $1))
                SELECT pos.p AS "position!", (SELECT position FROM alloc) AS "last?",
                       (SELECT pg_notify('poststelle_streams', 'events ' || position) FROM alloc) IS NULL AS "notified?"
@@ -144,6 +146,17 @@ impl RoomWriter {
         .fetch_one(&mut *self.tx)
         .await?;
         Ok(super::InsertedEvent { position: row.position, last_allocated: row.last })
+    }
+
+    /// Reserves `n` positions below everything stored for events fetched from the room's
+    /// history, returning the lowest; the caller gives the oldest event the lowest position.
+    pub async fn reserve_history_positions(&mut self, n: i64) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!(
+            "UPDATE stream_heads SET position = position - $1 WHERE stream = 'outliers' RETURNING position",
+            n
+        )
+        .fetch_one(&mut *self.tx)
+        .await?)
     }
 
     /// Moves the room's head: its current snapshot, forward extremities (deepest first) and

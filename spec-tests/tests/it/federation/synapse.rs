@@ -12,7 +12,7 @@ fn enc(id: &str) -> String {
 }
 
 /// Either homeserver, driven through its client API.
-enum Hs<'a> {
+pub(super) enum Hs<'a> {
     Ours(&'a TestServer),
     Synapse(&'a Synapse),
 }
@@ -76,6 +76,61 @@ async fn bodies(hs: &Hs<'_>, who: &Account, room: &str) -> Vec<String> {
         .filter(|e| e["type"] == "m.room.message")
         .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Pages back with `/messages` from `from` (or from the newest event) in pages of 10 until no
+/// `end` comes (at most 100 pages); the events, newest first.
+pub(super) async fn page_back(hs: &Hs<'_>, who: &Account, room: &str, from: Option<&str>) -> Vec<Value> {
+    page_back_filtered(hs, who, room, from, None).await
+}
+
+/// [`page_back`] with a room event filter.
+pub(super) async fn page_back_filtered(
+    hs: &Hs<'_>,
+    who: &Account,
+    room: &str,
+    from: Option<&str>,
+    filter: Option<&Value>,
+) -> Vec<Value> {
+    let filter = filter.map(|f| format!("&filter={}", url_encode(&f.to_string()))).unwrap_or_default();
+    let mut events = Vec::new();
+    let mut token = from.map(str::to_owned);
+    for _ in 0..100 {
+        let from = token.as_deref().map(|t| format!("&from={}", enc(t))).unwrap_or_default();
+        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10{from}{filter}", enc(room));
+        let (status, page) = hs.request("GET", &path, who, None).await;
+        assert_eq!(status, StatusCode::OK, "/messages on {}: {page}", hs.describe());
+        events.extend(page["chunk"].as_array().into_iter().flatten().cloned());
+        match page["end"].as_str() {
+            Some(end) => token = Some(end.to_owned()),
+            None => return events,
+        }
+    }
+    panic!("pagination on {} did not end after 100 pages", hs.describe());
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The event ids of events.
+pub(super) fn ids(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["event_id"].as_str().expect("event id").to_owned()).collect()
+}
+
+/// The events before `user`'s join, newest first, from a list of events newest first.
+pub(super) fn before_join(events: &[Value], user: &str) -> Vec<Value> {
+    let join = events
+        .iter()
+        .position(|e| e["type"] == "m.room.member" && e["state_key"] == user && e["content"]["membership"] == "join")
+        .expect("the user's join");
+    events[join + 1..].to_vec()
 }
 
 /// `who`'s membership of `user` in `room` as `hs` holds it (`None` if it holds none).
@@ -147,14 +202,15 @@ async fn join_talk_leave_rejoin(
     })
     .await;
 
-    // Synapse pulls the history before its user's join from us (`/backfill`). Poststelle does not
-    // yet backfill from other servers, so its users see a joined room from their join on.
-    if let Hs::Synapse(_) = guest_hs {
-        eventually(&format!("v{version}: the history before the join reached Synapse"), ours, synapse, || async {
-            bodies(guest_hs, guest, &room).await.contains(&before)
-        })
-        .await;
-    }
+    // The guest's server pulls the history before its user's join from the host (`/backfill`)
+    // when the guest pages back.
+    eventually(
+        &format!("v{version}: the history before the join reached {}", guest_hs.describe()),
+        ours,
+        synapse,
+        || async { bodies(guest_hs, guest, &room).await.contains(&before) },
+    )
+    .await;
 
     // Messages both ways, each read back with /messages on the other side.
     let from_host = format!("from {} v{version}", host.describe());
@@ -220,4 +276,40 @@ async fn a_synapse_user_joins_poststelle_rooms() {
         join_talk_leave_rejoin((&Hs::Ours(&ours), &alice), (&Hs::Synapse(&synapse), &bob), version, &ours, &synapse)
             .await;
     }
+}
+
+/// A Synapse room with 64 messages and a topic change before a Poststelle user joins: the user
+/// pages back from the room's `prev_batch` in their first sync to the create event, through
+/// history Poststelle fetches from Synapse (`/backfill`), and gets the events Synapse holds
+/// before the join, in Synapse's order, each once.
+#[tokio::test]
+async fn a_poststelle_user_pages_back_through_a_synapse_rooms_history() {
+    let synapse = Synapse::start().await;
+    let ours = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = synapse.register("alice", "pw-alice-123").await;
+    let bob = ours.register("bob", "pw-bob-123").await;
+    let host = Hs::Synapse(&synapse);
+    let room = public_room(&host, &alice, "11").await;
+    for i in 0..64 {
+        send_text(&host, &alice, &room, &format!("m{i}"), &format!("m{i}")).await;
+        if i == 30 {
+            let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+            let (status, answer) = host.request("PUT", &path, &alice, Some(json!({"topic": "older topic"}))).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+        }
+    }
+    let join_path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(host.name()));
+    let (status, answer) = ours.post(&join_path, bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "join: {answer}\n{}", logs(&ours, &synapse));
+    let (status, sync) = ours.get("/_matrix/client/v3/sync", bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{sync}");
+    let prev_batch = sync["rooms"]["join"][&room]["timeline"]["prev_batch"].as_str().expect("prev_batch");
+
+    let got = page_back(&Hs::Ours(&ours), &bob, &room, Some(prev_batch)).await;
+    let on_synapse = before_join(&page_back(&host, &alice, &room, None).await, &bob.user_id);
+    assert_eq!(ids(&got), ids(&on_synapse), "\n{}", logs(&ours, &synapse));
+    assert_eq!(got.last().map(|e| e["type"].clone()), Some(json!("m.room.create")));
+    let bodies: Vec<&str> = got.iter().rev().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, (0..64).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert!(got.iter().any(|e| e["type"] == "m.room.topic" && e["content"]["topic"] == "older topic"));
 }
