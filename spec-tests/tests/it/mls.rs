@@ -641,3 +641,124 @@ async fn the_command_line_client_holds_a_conversation() {
         assert!(!dump.contains(secret), "the database holds {secret:?}");
     }
 }
+
+/// A group of 200 devices: added in commits of 50 (each under the event limit), the last
+/// member's Welcome (with a ratchet tree of 200 leaves, over the to-device limit) travels through
+/// the media repository, and the new member reads the creator's message.
+#[tokio::test]
+async fn a_group_of_200_devices_works_end_to_end() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw").await;
+    let bob = s.register("bob", "pw").await;
+    let mut alice_mls = device_of(&alice);
+    let mut bob_mls = device_of(&bob);
+    upload_key_packages(&s, &bob, &bob_mls, 1).await;
+    let room = create_mls_room(&s, &alice).await;
+    start_group(&s, &alice, &mut alice_mls, &room).await;
+    // 198 devices of people on no server here: the hub checks the group, not who the devices are.
+    let others: Vec<MlsTestDevice> =
+        (0..198).map(|i| MlsTestDevice::new(&format!("@member{i}:elsewhere.example"), "D", Suite::DEFAULT)).collect();
+    for chunk in others.chunks(50) {
+        let packages: Vec<String> = chunk.iter().map(|d| d.key_package(false).1).collect();
+        let bundle = alice_mls.add(&room, &packages);
+        let (status, body) = put_commit(&s, &alice, &room, bundle.body(&alg(), false)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        alice_mls.merge(&room);
+    }
+    let (status, _) = s
+        .post(&format!("/_matrix/client/v3/rooms/{room}/invite"), alice.token(), json!({"user_id": bob.user_id}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, kp) = claim(&s, &alice, &bob.user_id, &bob.device_id).await;
+    let bundle = alice_mls.add(&room, &[kp]);
+    assert!(bundle.welcome.as_ref().is_some_and(|w| w.len() > 64 * 1024), "the Welcome is small");
+    let (status, body) = put_commit(&s, &alice, &room, bundle.body(&alg(), true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    alice_mls.merge(&room);
+    assert_eq!(alice_mls.members(&room).len(), 200);
+
+    let (welcome, _) = next_welcome(&s, &bob, None).await;
+    assert!(welcome.get("welcome").is_none(), "a large Welcome went inline: {}", welcome.to_string().len());
+    let url = welcome["welcome_url"].as_str().expect("a media reference");
+    let path = url.strip_prefix("mxc://").expect("an mxc URI");
+    let response = s
+        .http
+        .get(format!("{}/_matrix/client/v1/media/download/{path}", s.base))
+        .bearer_auth(&bob.access_token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.bytes().await.expect("the Welcome");
+    assert_eq!(bob_mls.join(&poststelle_mls::codec::encode(&bytes)), room);
+    assert_eq!(bob_mls.epoch(&room), 6);
+    let hello = alice_mls.encrypt(&room, "an alle 199");
+    assert_eq!(send_encrypted(&s, &alice, &room, "hello", &hello).await.0, StatusCode::OK);
+    let seen = ciphertexts(&s, &bob, &room).await;
+    assert_eq!(bob_mls.decrypt(&room, seen.last().expect("a message")).as_deref(), Some("an alle 199"));
+}
+
+/// A room in the post-quantum hybrid suite (X25519 + ML-KEM-768): KeyPackages, group, Welcome
+/// and messages in that suite; a KeyPackage of the default suite cannot be claimed for it.
+#[tokio::test]
+async fn a_room_can_use_the_post_quantum_hybrid_suite() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice", "pw").await;
+    let bob = s.register("bob", "pw").await;
+    let pq = Suite::PQ_HYBRID.algorithm();
+    let mut alice_mls = MlsTestDevice::new(&alice.user_id, &alice.device_id, Suite::PQ_HYBRID);
+    let mut bob_mls = MlsTestDevice::new(&bob.user_id, &bob.device_id, Suite::PQ_HYBRID);
+    let (id, kp) = bob_mls.key_package(false);
+    let (status, body) =
+        s.post("/_matrix/client/v3/keys/upload", bob.token(), json!({"one_time_keys": {id: kp}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["one_time_key_counts"][&pq], 1, "{body}");
+    let (status, created) = s
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "private_chat", "invite": [bob.user_id],
+                "initial_state": [{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": pq}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let (_, sender) = s.get("/_matrix/client/unstable/de.poststelle/mls/external_sender", alice.token()).await;
+    let info = alice_mls.create_group(
+        &room,
+        sender["signature_key"].as_str().unwrap(),
+        sender["credential"].as_str().unwrap(),
+    );
+    let (status, body) =
+        put_commit(&s, &alice, &room, json!({"algorithm": pq, "de.poststelle.group_info": info})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, claimed) = s
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            alice.token(),
+            json!({"one_time_keys": {&bob.user_id: {&bob.device_id: pq}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let kp = claimed["one_time_keys"][&bob.user_id][&bob.device_id].as_object().unwrap().values().next().unwrap();
+    let bundle = alice_mls.add(&room, &[kp.as_str().unwrap().to_owned()]);
+    let (status, body) = put_commit(&s, &alice, &room, bundle.body(&pq, true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    alice_mls.merge(&room);
+    let (welcome, _) = next_welcome(&s, &bob, None).await;
+    assert_eq!(welcome["algorithm"], pq.as_str());
+    bob_mls.join(welcome["welcome"].as_str().unwrap());
+    let c = alice_mls.encrypt(&room, "quantensicher");
+    let (status, body) = s
+        .put(
+            &format!("/_matrix/client/v3/rooms/{room}/send/m.room.encrypted/pq"),
+            alice.token(),
+            json!({"algorithm": pq, "ciphertext": c}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(bob_mls.decrypt(&room, &c).as_deref(), Some("quantensicher"));
+    // The default suite's algorithm is not this room's.
+    let refused = send_encrypted(&s, &alice, &room, "classic", &c).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_UNSUPPORTED_MESSAGE");
+}

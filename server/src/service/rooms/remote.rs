@@ -362,9 +362,11 @@ impl RoomService {
         if event.origin.is_some()
             && let Some(reason) = self.mls_refusal_of_received(&mut w, &event.pdu).await?
         {
-            tracing::info!(event_id = %id, %reason, "soft-failed a received event in an MLS room");
+            tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event in an MLS room");
+            let mut row = outlier(event, &admitted.prev, &admitted.auth);
+            row.event_type = &admitted.kind;
             row.soft_failed = true;
-            row.state_before = Some(before_snapshot.0);
+            row.state_before = Some(admitted.before_snapshot.0);
             w.insert_outliers(&[row]).await?;
             w.commit().await?;
             return Ok(Accepted::SoftFailed);
