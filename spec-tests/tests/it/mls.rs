@@ -671,7 +671,8 @@ async fn a_group_of_200_devices_works_end_to_end() {
     assert_eq!(status, StatusCode::OK);
     let (_, kp) = claim(&s, &alice, &bob.user_id, &bob.device_id).await;
     let bundle = alice_mls.add(&room, &[kp]);
-    assert!(bundle.welcome.as_ref().is_some_and(|w| w.len() > 64 * 1024), "the Welcome is small");
+    let welcome_len = bundle.welcome.as_ref().map_or(0, String::len);
+    assert!(welcome_len > 48 * 1024, "the Welcome is small: {welcome_len} bytes");
     let (status, body) = put_commit(&s, &alice, &room, bundle.body(&alg(), true)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     alice_mls.merge(&room);
@@ -691,7 +692,9 @@ async fn a_group_of_200_devices_works_end_to_end() {
     assert_eq!(response.status(), StatusCode::OK);
     let bytes = response.bytes().await.expect("the Welcome");
     assert_eq!(bob_mls.join(&poststelle_mls::codec::encode(&bytes)), room);
-    assert_eq!(bob_mls.epoch(&room), 6);
+    assert_eq!(bob_mls.epoch(&room), 5);
+    let (status, _) = s.post(&format!("/_matrix/client/v3/join/{room}"), bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
     let hello = alice_mls.encrypt(&room, "an alle 199");
     assert_eq!(send_encrypted(&s, &alice, &room, "hello", &hello).await.0, StatusCode::OK);
     let seen = ciphertexts(&s, &bob, &room).await;
