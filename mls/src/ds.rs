@@ -360,6 +360,17 @@ impl DsGroup {
     }
 }
 
+/// The epoch a commit was made at (from its plaintext header), for the server of a member who
+/// forwards it to the hub.
+pub fn commit_epoch(commit_b64: &str) -> DsResult<u64> {
+    let protocol =
+        decode_message(commit_b64)?.try_into_protocol_message().map_err(|e| DsError::Malformed(e.to_string()))?;
+    if protocol.content_type() != ContentType::Commit {
+        return Err(DsError::Unsupported("not a commit"));
+    }
+    Ok(protocol.epoch().as_u64())
+}
+
 /// Checks an application message for the room's group at `epoch` (the epoch of the room's
 /// current `m.mls.commit`): a PrivateMessage of the group carrying application data at that
 /// epoch. Needs only the message's plaintext header, not the group's state.

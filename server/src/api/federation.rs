@@ -27,11 +27,12 @@ use crate::{
 const MAX_NOTARY_SERVERS: usize = 50;
 
 mod media;
+pub mod mls;
 mod queries;
 mod rooms;
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    queries::routes(media::routes(rooms::routes(r)))
+    mls::routes(queries::routes(media::routes(rooms::routes(r))))
         .ruma_route::<server_keys::Request, _, _>(get_server_keys)
         .ruma_route::<version::Request, _, _>(get_version)
         .ruma_route::<notary_one::Request, _, _>(query_keys)

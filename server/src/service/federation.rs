@@ -8,6 +8,7 @@
 mod backfill;
 mod invite;
 mod join;
+mod mls;
 mod receive;
 pub mod sender;
 

@@ -52,7 +52,12 @@ async fn send(
     let sender = user_id(&session)?;
     let sender_device = Some(session.device_id.clone());
     let txn = txn_id.map(|txn_id| Txn { device_id: session.device_id, txn_id });
-    Ok(state.rooms.send(SendEvent { room_id, sender, kind, state_key, content, redacts, txn, sender_device }).await?)
+    let ev = SendEvent { room_id, sender, kind, state_key, content, redacts, txn, sender_device };
+    if ev.kind == crate::service::rooms::mls::COMMIT_TYPE {
+        // Ordered by the room's hub, which may be another server.
+        return Ok(state.federation.send_mls_commit(ev).await?);
+    }
+    Ok(state.rooms.send(ev).await?)
 }
 
 /// A ruma room event filter in the service's terms.

@@ -233,7 +233,7 @@ impl FederationService {
 
     /// Makes the event's predecessors known: missing ones are fetched and accepted first; if a
     /// gap remains, returns the state before the event as its origin reports it.
-    async fn fill_gap(
+    pub(super) async fn fill_gap(
         &self,
         origin: &ServerName,
         room: &RoomId,

@@ -23,7 +23,7 @@ use crate::{
     service::{MlsRefusal, ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{AcceptedCommitRow, RoomWriter, WelcomeRow},
+        room_writer::{AcceptedCommitRow, RoomWriter, StoredGroup, WelcomeRow},
     },
 };
 
@@ -192,50 +192,15 @@ impl RoomService {
                 "the group has not been started: send the creator's GroupInfo first".into(),
             ))),
             (Some(ciphertext), Some(stored)) => {
-                let group = DsGroup::load(ctx.room_id(), &stored.state)?;
-                let accepted = group
-                    .accept_commit(ciphertext, group_info, welcome, ev.sender.as_str(), Some(device))
-                    .map_err(|e| match e {
-                    DsError::PendingProposals(_) => {
-                        ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
-                    }
-                    other => other.into(),
-                })?;
-                let epoch = i64::try_from(accepted.epoch).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let bundle =
+                    CommitBundle { algorithm, ciphertext, group_info, welcome, sender: ev.sender.as_str(), device };
+                let accepted = check_commit(ctx.room_id(), &stored, &bundle)?;
                 let mut content = Map::new();
                 content.insert("algorithm".into(), algorithm.into());
                 content.insert("ciphertext".into(), ciphertext.into());
-                content.insert("epoch".into(), epoch.into());
+                content.insert("epoch".into(), accepted.epoch.into());
                 let event_id = self.append_plain(ctx, ev, content).await?;
-                let row = AcceptedCommitRow {
-                    epoch,
-                    event_id: event_id.as_str(),
-                    sha256: &sha256,
-                    sender: ev.sender.as_str(),
-                    state: &accepted.group.to_bytes(),
-                    group_info,
-                };
-                ctx.writer.advance_mls_group(&row, now).await?;
-                if let (Some(welcome), false) = (welcome, accepted.welcome_recipients.is_empty()) {
-                    let recipients: Vec<_> =
-                        accepted.welcome_recipients.iter().map(|d| json!([d.user_id, d.device_id])).collect();
-                    let content = json!({"room_id": ctx.room_id(), "algorithm": algorithm, "welcome": welcome});
-                    let row = WelcomeRow {
-                        epoch,
-                        sender: ev.sender.as_str(),
-                        sender_device: device,
-                        recipients: &JsonValue::Array(recipients),
-                        content: &content,
-                    };
-                    ctx.writer.queue_mls_welcome(&row, now).await?;
-                }
-                tracing::info!(
-                    room_id = ctx.room_id(),
-                    epoch,
-                    added = accepted.added.len(),
-                    removed = accepted.removed.len(),
-                    "MLS commit accepted"
-                );
+                record_commit(&mut ctx.writer, &bundle, &accepted, event_id.as_str(), &sha256, true).await?;
                 Ok(event_id)
             }
         }
@@ -342,7 +307,203 @@ impl RoomService {
     }
 }
 
+/// A commit as its sender's device submitted it.
+pub(super) struct CommitBundle<'a> {
+    pub algorithm: &'a str,
+    pub ciphertext: &'a str,
+    pub group_info: &'a str,
+    pub welcome: Option<&'a str>,
+    pub sender: &'a str,
+    pub device: &'a str,
+}
+
+/// The Delivery Service's verdict on a commit for the stored group (no writes).
+pub(super) fn check_commit(
+    room_id: &str,
+    stored: &StoredGroup,
+    b: &CommitBundle<'_>,
+) -> ServiceResult<poststelle_mls::ds::AcceptedCommit> {
+    let group = DsGroup::load(room_id, &stored.state)?;
+    group.accept_commit(b.ciphertext, b.group_info, b.welcome, b.sender, Some(b.device)).map_err(|e| match e {
+        DsError::PendingProposals(_) => {
+            ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
+        }
+        other => other.into(),
+    })
+}
+
+/// Records an accepted commit with its event in the room's write transaction: the group's next
+/// state, the commit row (one per epoch), and, when this server delivers it, the Welcome.
+pub(super) async fn record_commit(
+    w: &mut RoomWriter,
+    b: &CommitBundle<'_>,
+    accepted: &poststelle_mls::ds::AcceptedCommit,
+    event_id: &str,
+    sha256: &[u8],
+    deliver_welcome: bool,
+) -> ServiceResult<()> {
+    let epoch = i64::try_from(accepted.epoch).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let now = now_ms();
+    let row = AcceptedCommitRow {
+        epoch,
+        event_id,
+        sha256,
+        sender: b.sender,
+        state: &accepted.group.to_bytes(),
+        group_info: b.group_info,
+    };
+    w.advance_mls_group(&row, now).await?;
+    if let (Some(welcome), false, true) = (b.welcome, accepted.welcome_recipients.is_empty(), deliver_welcome) {
+        let content = json!({"room_id": w.room_id(), "algorithm": b.algorithm, "welcome": welcome});
+        let row = WelcomeRow {
+            epoch,
+            sender: b.sender,
+            sender_device: b.device,
+            recipients: &welcome_recipients_json(&accepted.welcome_recipients),
+            content: &content,
+        };
+        w.queue_mls_welcome(&row, now).await?;
+    }
+    tracing::info!(
+        room_id = w.room_id(),
+        epoch,
+        added = accepted.added.len(),
+        removed = accepted.removed.len(),
+        "MLS commit accepted"
+    );
+    Ok(())
+}
+
+/// `[[user, device], …]`, as the outbox and the forwarding answer list a Welcome's recipients.
+pub(super) fn welcome_recipients_json(recipients: &[DeviceIdentity]) -> JsonValue {
+    JsonValue::Array(recipients.iter().map(|d| json!([d.user_id, d.device_id])).collect())
+}
+
 /// The epoch of the room's current `m.mls.commit` (0 before the first commit).
 async fn current_epoch(ctx: &mut RoomCtx) -> ServiceResult<u64> {
     Ok(ctx.state_content(COMMIT_TYPE, "").await?.and_then(|c| c.get("epoch").and_then(JsonValue::as_u64)).unwrap_or(0))
+}
+
+/// A commit of another server's user, forwarded to this hub with what the event leaves out.
+#[derive(Debug)]
+pub struct ForwardedCommit<'a> {
+    /// The device that made the commit (its server authenticated it).
+    pub device: &'a str,
+    pub group_info: &'a str,
+    pub welcome: Option<&'a str>,
+}
+
+/// A commit of a local user to send to the room's hub on another server: the event, signed by
+/// this server but not stored until the hub accepts it.
+#[derive(Debug)]
+pub struct CommitForHub {
+    pub hub: ruma::OwnedServerName,
+    pub event_id: ruma::OwnedEventId,
+    pub pdu: Box<serde_json::value::RawValue>,
+}
+
+impl RoomService {
+    /// The hub's check of a commit another server forwards, inside the transaction that stores
+    /// its event; returns the devices its Welcome is for (the forwarding server delivers it).
+    pub(super) async fn accept_forwarded_in(
+        &self,
+        w: &mut RoomWriter,
+        pdu: &poststelle_federation::Pdu,
+        f: &ForwardedCommit<'_>,
+    ) -> ServiceResult<Vec<DeviceIdentity>> {
+        if pdu.kind.to_string() != COMMIT_TYPE || pdu.state_key.as_deref() != Some("") {
+            return Err(ServiceError::BadJson("not an m.mls.commit event".into()));
+        }
+        let content: Map<String, JsonValue> =
+            serde_json::from_str(pdu.content.get()).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+        let stored = w
+            .mls_group()
+            .await?
+            .ok_or_else(|| ServiceError::Forbidden("this server orders no MLS group for the room".into()))?;
+        let algorithm = string_field(&content, "algorithm")?.unwrap_or_default();
+        if algorithm != stored.algorithm {
+            return Err(ServiceError::InvalidParam(format!("commits in this room use {}", stored.algorithm)));
+        }
+        let ciphertext =
+            string_field(&content, "ciphertext")?.ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
+        let sha256 = Sha256::digest(ciphertext.as_bytes()).to_vec();
+        if w.mls_commit_by_hash(&sha256).await?.is_some() {
+            return Err(ServiceError::Mls(MlsRefusal::WrongEpoch { current: stored.epoch as u64 }));
+        }
+        let bundle = CommitBundle {
+            algorithm,
+            ciphertext,
+            group_info: f.group_info,
+            welcome: f.welcome,
+            sender: pdu.sender.as_str(),
+            device: f.device,
+        };
+        let accepted = check_commit(w.room_id(), &stored, &bundle)?;
+        if content.get("epoch").and_then(JsonValue::as_u64) != Some(accepted.epoch) {
+            return Err(ServiceError::BadJson("the event's epoch is not the one the commit starts".into()));
+        }
+        record_commit(w, &bundle, &accepted, pdu.event_id.as_str(), &sha256, false).await?;
+        Ok(accepted.welcome_recipients)
+    }
+
+    /// Accepts a forwarded commit's event as a received PDU with the Delivery Service's checks
+    /// in the same transaction: stored and recorded together, or neither.
+    pub async fn accept_forwarded_commit(
+        &self,
+        room_id: &str,
+        event: &super::Received,
+        state_before: super::StateBefore,
+        commit: &ForwardedCommit<'_>,
+    ) -> ServiceResult<Vec<DeviceIdentity>> {
+        match self.accept_remote_with(room_id, event, state_before, Some(commit)).await? {
+            (super::Accepted::Stored, recipients) => Ok(recipients),
+            (super::Accepted::AlreadyKnown, _) => {
+                Err(ServiceError::Mls(MlsRefusal::InvalidCommit("this commit event is known already".into())))
+            }
+            (super::Accepted::Rejected(reason), _) => Err(ServiceError::Forbidden(reason)),
+            (super::Accepted::SoftFailed, _) => {
+                Err(ServiceError::Forbidden("the commit is not allowed by the room's current state".into()))
+            }
+        }
+    }
+
+    /// For a commit in an MLS room whose hub is another server: checks what this server can
+    /// (membership, algorithm, size), builds and signs the event, and returns it without storing
+    /// it. `None` when this server is the hub (the commit goes through [`RoomService::send`]).
+    pub async fn commit_for_hub(&self, ev: &SendEvent) -> ServiceResult<Option<CommitForHub>> {
+        let room_id = ev.room_id.to_string();
+        let _guard = self.stripe(&room_id).lock().await;
+        let mut ctx = RoomCtx::open(self, &room_id).await?;
+        let creator = ctx.creator().await?.unwrap_or_default();
+        let hub = creator.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+        if hub == self.server_name.as_str() {
+            return Ok(None);
+        }
+        let algorithm =
+            room_algorithm(&mut ctx).await?.ok_or_else(|| ServiceError::Forbidden("not an MLS room".into()))?;
+        super::require_joined(&mut ctx, ev.sender.as_str()).await?;
+        if string_field(&ev.content, "algorithm")? != Some(algorithm.as_str()) {
+            return Err(ServiceError::InvalidParam(format!("commits in this room use {algorithm}")));
+        }
+        let ciphertext =
+            string_field(&ev.content, "ciphertext")?.ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
+        if ciphertext.len() + EVENT_OVERHEAD > MAX_EVENT_BYTES {
+            return Err(ServiceError::TooLarge("the commit would make an event over 64 KiB".into()));
+        }
+        string_field(&ev.content, GROUP_INFO_FIELD)?
+            .ok_or_else(|| ServiceError::MissingParam(GROUP_INFO_FIELD.into()))?;
+        let epoch = ds::commit_epoch(ciphertext)? + 1;
+        let mut content = Map::new();
+        content.insert("algorithm".into(), algorithm.into());
+        content.insert("ciphertext".into(), ciphertext.into());
+        content.insert("epoch".into(), epoch.into());
+        let event_id = self.append_plain(&mut ctx, ev, content).await?;
+        let text = ctx.last_built().ok_or_else(|| ServiceError::Internal("no event was built".into()))?.to_owned();
+        // Dropping the context rolls its transaction back: the event is stored once the hub has
+        // accepted it.
+        drop(ctx);
+        let pdu = serde_json::value::RawValue::from_string(text).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let hub = ruma::OwnedServerName::try_from(hub).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Some(CommitForHub { hub, event_id, pdu }))
+    }
 }

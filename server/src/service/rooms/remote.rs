@@ -347,6 +347,18 @@ impl RoomService {
         event: &Received,
         state_before: StateBefore,
     ) -> ServiceResult<Accepted> {
+        Ok(self.accept_remote_with(room_id, event, state_before, None).await?.0)
+    }
+
+    /// [`Self::accept_remote`]; with `commit`, the event is an MLS commit another server forwards
+    /// to this hub, checked by the Delivery Service and recorded in the same transaction.
+    pub(super) async fn accept_remote_with(
+        &self,
+        room_id: &str,
+        event: &Received,
+        state_before: StateBefore,
+        commit: Option<&super::mls::ForwardedCommit<'_>>,
+    ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let mut loaded = Loaded::default();
         let replace_head = matches!(state_before, StateBefore::Join(_));
@@ -354,8 +366,12 @@ impl RoomService {
             Ok(admitted) => admitted,
             Err(outcome) => {
                 w.commit().await?;
-                return Ok(outcome);
+                return Ok((outcome, Vec::new()));
             }
+        };
+        let welcome_recipients = match commit {
+            Some(commit) => self.accept_forwarded_in(&mut w, &event.pdu, commit).await?,
+            None => Vec::new(),
         };
 
         // The MLS hub's rules for its rooms (commits only through it, no plaintext): soft failure.
@@ -369,7 +385,7 @@ impl RoomService {
             row.state_before = Some(admitted.before_snapshot.0);
             w.insert_outliers(&[row]).await?;
             w.commit().await?;
-            return Ok(Accepted::SoftFailed);
+            return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
         // 6. Against the current state: soft failure.
@@ -383,6 +399,10 @@ impl RoomService {
             && event.origin.is_some()
             && let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await?
         {
+            if commit.is_some() {
+                // Nothing of the forwarded commit is kept (the transaction rolls back).
+                return Err(ServiceError::Forbidden(reason));
+            }
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event");
             let mut row = outlier(event, &admitted.prev, &admitted.auth);
             row.event_type = &admitted.kind;
@@ -390,7 +410,7 @@ impl RoomService {
             row.state_before = Some(admitted.before_snapshot.0);
             w.insert_outliers(&[row]).await?;
             w.commit().await?;
-            return Ok(Accepted::SoftFailed);
+            return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
         let (position, after, after_snapshot) =
@@ -419,7 +439,7 @@ impl RoomService {
         w.set_head(new_snapshot, &extremities, max_depth, position).await?;
         w.commit().await?;
         self.notifier.bump();
-        Ok(Accepted::Stored)
+        Ok((Accepted::Stored, welcome_recipients))
     }
 
     /// The rules of a known room, its lock (held until the guard drops) and a transaction on it.

@@ -4,10 +4,10 @@
 //! the command-line client. Neither server's database holds a plaintext.
 
 use poststelle_mls::Suite;
-use serde_json::json;
+use serde_json::{Value, json};
 use spec_tests::{
-    ServerOptions, StatusCode, TestServer, assert_error,
-    mls::{cli, cli_listen},
+    Account, ServerOptions, StatusCode, TestServer, assert_error,
+    mls::{MlsTestDevice, cli, cli_listen},
 };
 
 #[tokio::test]
@@ -51,7 +51,7 @@ async fn two_users_on_two_servers_talk_in_an_mls_room() {
     assert_eq!(lines_b[0]["sender"], alice_id.as_str());
     assert_eq!(lines_a[0]["body"], secrets[1], "{lines_a:?}");
     assert!(members.contains(&alice_id) && members.contains("@bob:"), "{members}");
-    // Only the hub orders commits: the other server refuses to take one from its user.
+    // Commits of the other server's users go to the hub, which checks them like its own.
     let bob = b.login("bob", "pw-bob").await;
     let refused = b
         .put(
@@ -60,7 +60,7 @@ async fn two_users_on_two_servers_talk_in_an_mls_room() {
             json!({"algorithm": Suite::DEFAULT.algorithm(), "ciphertext": "AAAA", "de.poststelle.group_info": "AAAA"}),
         )
         .await;
-    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_error(&refused, StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_MALFORMED");
     // Bob leaves on his server; the hub learns it over federation and proposes his removal.
     let (status, _) = b.post(&format!("/_matrix/client/v3/rooms/{room}/leave"), bob.token(), json!({})).await;
     assert_eq!(status, StatusCode::OK);
@@ -82,4 +82,126 @@ async fn two_users_on_two_servers_talk_in_an_mls_room() {
             assert!(!dump.contains(secret), "{} stored {secret:?}", server.server_name);
         }
     }
+}
+
+async fn put_commit(s: &TestServer, who: &Account, room: &str, body: Value) -> (StatusCode, Value) {
+    s.put(&format!("/_matrix/client/v3/rooms/{room}/state/m.mls.commit/"), who.token(), body).await
+}
+
+/// Waits (bounded) until `who` on `s` sees the room's commit at `epoch`; returns its ciphertext.
+async fn commit_at(s: &TestServer, who: &Account, room: &str, epoch: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, state) = s.get(&format!("/_matrix/client/v3/rooms/{room}/state/m.mls.commit/"), who.token()).await;
+        if state["epoch"] == epoch {
+            return state["ciphertext"].as_str().expect("ciphertext").to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "epoch {epoch} never reached {}: {state}", s.server_name);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A commit of a user of another server goes to the hub through federation: accepted there,
+/// stored on both servers; of two commits for one epoch, one local at the hub and one through
+/// federation, exactly one is accepted and the other gets 409 with the new epoch; the loser
+/// applies the winner and retries.
+#[tokio::test]
+async fn commits_of_other_servers_users_are_ordered_by_the_hub() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice").await;
+    let bob = b.register("bob", "pw-bob").await;
+    let alg = Suite::DEFAULT.algorithm();
+    let mut alice_mls = MlsTestDevice::new(&alice.user_id, &alice.device_id, Suite::DEFAULT);
+    let mut bob_mls = MlsTestDevice::new(&bob.user_id, &bob.device_id, Suite::DEFAULT);
+    let (kp_id, kp) = bob_mls.key_package(false);
+    let (status, body) =
+        b.post("/_matrix/client/v3/keys/upload", bob.token(), json!({"one_time_keys": {kp_id: kp}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, created) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "private_chat",
+                "initial_state": [{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": alg}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let (status, body) = a
+        .post(&format!("/_matrix/client/v3/rooms/{room}/invite"), alice.token(), json!({"user_id": bob.user_id}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, sender) = a.get("/_matrix/client/unstable/de.poststelle/mls/external_sender", alice.token()).await;
+    let info = alice_mls.create_group(
+        &room,
+        sender["signature_key"].as_str().unwrap(),
+        sender["credential"].as_str().unwrap(),
+    );
+    let (status, body) =
+        put_commit(&a, &alice, &room, json!({"algorithm": alg, "de.poststelle.group_info": info})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, claimed) = a
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            alice.token(),
+            json!({"one_time_keys": {&bob.user_id: {&bob.device_id: alg}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    let kp = claimed["one_time_keys"][&bob.user_id][&bob.device_id]
+        .as_object()
+        .and_then(|k| k.values().next())
+        .unwrap_or_else(|| panic!("nothing claimed: {claimed}"))
+        .clone();
+    let bundle = alice_mls.add(&room, &[kp.as_str().unwrap().to_owned()]);
+    let (status, body) = put_commit(&a, &alice, &room, bundle.body(&alg, false)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    alice_mls.merge(&room);
+    bob_mls.join(bundle.welcome.as_deref().unwrap());
+    let (status, body) = b.post(&format!("/_matrix/client/v3/join/{room}"), bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    commit_at(&b, &bob, &room, 1).await;
+
+    // Bob's commit through his server: accepted by the hub, then in the room on both servers.
+    let update = bob_mls.self_update(&room);
+    let (status, body) = put_commit(&b, &bob, &room, update.body(&alg, false)).await;
+    assert_eq!(status, StatusCode::OK, "{body}\nA:\n{}\nB:\n{}", a.log(), b.log());
+    bob_mls.merge(&room);
+    assert_eq!(commit_at(&a, &alice, &room, 2).await, update.commit);
+    assert_eq!(commit_at(&b, &bob, &room, 2).await, update.commit);
+    alice_mls.apply_commit(&room, &update.commit);
+
+    // One local and one forwarded commit for epoch 2: exactly one wins.
+    let from_alice = alice_mls.self_update(&room);
+    let from_bob = bob_mls.self_update(&room);
+    let (at_a, at_b) = tokio::join!(
+        put_commit(&a, &alice, &room, from_alice.body(&alg, false)),
+        put_commit(&b, &bob, &room, from_bob.body(&alg, false)),
+    );
+    let (loser, winner_commit) = match (at_a.0, at_b.0) {
+        (StatusCode::OK, StatusCode::CONFLICT) => (at_b.1.clone(), from_alice.commit.clone()),
+        (StatusCode::CONFLICT, StatusCode::OK) => (at_a.1.clone(), from_bob.commit.clone()),
+        other => panic!("expected one 200 and one 409, got {other:?}: {} / {}", at_a.1, at_b.1),
+    };
+    assert_eq!(loser["errcode"], "DE.POSTSTELLE.MLS_WRONG_EPOCH", "{loser}");
+    assert_eq!(loser["current_epoch"], 3, "{loser}");
+    assert_eq!(commit_at(&a, &alice, &room, 3).await, winner_commit);
+    assert_eq!(commit_at(&b, &bob, &room, 3).await, winner_commit);
+    if at_a.0 == StatusCode::OK {
+        alice_mls.merge(&room);
+        bob_mls.discard(&room);
+        bob_mls.apply_commit(&room, &winner_commit);
+        // The loser retries at the new epoch, through federation.
+        let retry = bob_mls.self_update(&room);
+        assert_eq!(put_commit(&b, &bob, &room, retry.body(&alg, false)).await.0, StatusCode::OK);
+    } else {
+        bob_mls.merge(&room);
+        alice_mls.discard(&room);
+        alice_mls.apply_commit(&room, &winner_commit);
+        let retry = alice_mls.self_update(&room);
+        assert_eq!(put_commit(&a, &alice, &room, retry.body(&alg, false)).await.0, StatusCode::OK);
+    }
+    commit_at(&a, &alice, &room, 4).await;
+    commit_at(&b, &bob, &room, 4).await;
 }
