@@ -86,7 +86,7 @@ pub(super) async fn create_room(
         initial_state.push((kind.to_owned(), key.to_owned(), content));
     }
     let (room_id, _) = state
-        .rooms
+        .federation
         .create_room(CreateRoom {
             creator: user_id(&req.identity)?,
             room_version: body.room_version.map(|v| v.to_string()),

@@ -19,7 +19,7 @@ use super::{FederationService, received};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS, StateBefore},
+        rooms::{Accepted, CreateRoom, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS, StateBefore},
     },
     storage::now_ms,
 };
@@ -125,6 +125,34 @@ impl FederationService {
     }
 
     /// A local user invites someone: here for our users, through the invitee's server for others.
+    /// `createRoom`: the room with its local invitees; users of other servers are then invited
+    /// through their servers (`/invite`), as every remote invite is. A refused remote invite does
+    /// not undo the room (the creator may invite again).
+    pub async fn create_room(&self, req: CreateRoom) -> ServiceResult<(ruma::OwnedRoomId, Option<String>)> {
+        let remote: Vec<ruma::OwnedUserId> =
+            req.invite.iter().filter(|u| u.server_name() != self.server_name).cloned().collect();
+        let (creator, is_direct) = (req.creator.clone(), req.is_direct);
+        let created = self.rooms.create_room(req).await?;
+        for target in remote {
+            let mut extra = serde_json::Map::new();
+            if is_direct {
+                extra.insert("is_direct".into(), true.into());
+            }
+            let change = MembershipChange {
+                room_id: created.0.clone(),
+                sender: creator.clone(),
+                target: target.clone(),
+                membership: "invite".into(),
+                reason: None,
+                extra,
+            };
+            if let Err(e) = self.invite(change).await {
+                tracing::warn!(room_id = %created.0, invitee = %target, error = %e, "could not invite a user of another server");
+            }
+        }
+        Ok(created)
+    }
+
     pub async fn invite(&self, change: MembershipChange) -> ServiceResult<OwnedEventId> {
         if change.target.server_name() == self.server_name {
             return self.rooms.change_membership(change).await;

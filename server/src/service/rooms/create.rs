@@ -272,7 +272,9 @@ impl RoomService {
                 )
                 .await?;
             }
-            for invitee in &req.invite {
+            // Users of other servers are invited through their servers once the room exists
+            // (`FederationService::create_room`).
+            for invitee in req.invite.iter().filter(|u| u.server_name() == self.server_name) {
                 let mut content = obj(json!({"membership": "invite"}));
                 if req.is_direct {
                     content.insert("is_direct".into(), true.into());
