@@ -267,7 +267,7 @@ impl RoomService {
         if pdu.state_key.is_some() && kind != COMMIT_TYPE {
             return Ok(None);
         }
-        let Some(stored) = w.mls_group().await? else { return Ok(None) };
+        let Some(room_algorithm) = w.mls_algorithm().await? else { return Ok(None) };
         let content: Map<String, JsonValue> = serde_json::from_str(pdu.content.get()).unwrap_or_default();
         let refusal = match kind.as_str() {
             COMMIT_TYPE => (!w.mls_commit_event_known(pdu.event_id.as_str()).await?)
@@ -275,8 +275,8 @@ impl RoomService {
             "m.room.encrypted" => {
                 let ciphertext = content.get("ciphertext").and_then(JsonValue::as_str).unwrap_or_default();
                 let algorithm = content.get("algorithm").and_then(JsonValue::as_str);
-                if algorithm != Some(stored.algorithm.as_str()) {
-                    Some(format!("messages in this room use {}", stored.algorithm))
+                if algorithm != Some(room_algorithm.as_str()) {
+                    Some(format!("messages in this room use {room_algorithm}"))
                 } else {
                     // Any epoch: a message may have been written just before the last commit.
                     ds::check_application_message(w.room_id(), u64::MAX, ciphertext)
