@@ -38,7 +38,7 @@ pub(super) fn user_id(session: &crate::service::sessions::Session) -> Result<rum
     ruma::OwnedUserId::try_from(session.user_id.as_str()).map_err(|e| ApiError::bad_json(e.to_string()))
 }
 
-/// Sends an event as the session's user.
+/// Sends an event as the session's user (which counts as the user's activity for presence).
 async fn send(
     state: &AppState,
     session: crate::service::sessions::Session,
@@ -52,7 +52,10 @@ async fn send(
     let sender = user_id(&session)?;
     let sender_device = Some(session.device_id.clone());
     let txn = txn_id.map(|txn_id| Txn { device_id: session.device_id, txn_id });
-    Ok(state.rooms.send(SendEvent { room_id, sender, kind, state_key, content, redacts, txn, sender_device }).await?)
+    let event_id =
+        state.rooms.send(SendEvent { room_id, sender, kind, state_key, content, redacts, txn, sender_device }).await?;
+    state.presence.note_activity(&session.user_id).await;
+    Ok(event_id)
 }
 
 /// A ruma room event filter in the service's terms.

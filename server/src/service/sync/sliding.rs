@@ -298,6 +298,7 @@ impl SyncService {
             full_state: false,
             timeout: Duration::ZERO,
             filter: SyncFilter { timeline: timeline_filter, state: state_filter, ..SyncFilter::default() },
+            set_presence: String::new(),
         };
         let (events, limited, prev_batch, unread) = if m.membership == "join" {
             let since = if known { since } else { None };
