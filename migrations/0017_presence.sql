@@ -3,6 +3,10 @@
 -- between two tokens and the federation sender tells other servers what changed.
 
 INSERT INTO stream_heads (stream, position) VALUES ('presence', 0);
+-- How far the events stream has been read for joins: a server whose user newly joins a room
+-- is sent the presence of our users in it, and our joining user's presence goes to the room's
+-- other servers.
+INSERT INTO stream_heads (stream, position) SELECT 'presence_joins', position FROM stream_heads WHERE stream = 'events';
 
 CREATE TABLE presence (
     user_id          TEXT PRIMARY KEY,

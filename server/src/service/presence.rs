@@ -72,6 +72,19 @@ pub struct PresenceService {
     enabled: bool,
 }
 
+/// An `m.presence` EDU's content about these users.
+fn edu(rows: &[&PresenceRow], now: i64) -> JsonValue {
+    let push: Vec<JsonValue> = rows
+        .iter()
+        .map(|row| {
+            let mut entry = PresenceView::of(row, now).content();
+            entry["user_id"] = row.user_id.clone().into();
+            entry
+        })
+        .collect();
+    json!({ "push": push })
+}
+
 /// The server part of a user id.
 fn server_of(user_id: &str) -> &str {
     user_id.split_once(':').map_or("", |(_, s)| s)
@@ -202,9 +215,7 @@ impl PresenceService {
         if servers.is_empty() {
             return Ok(());
         }
-        let mut entry = PresenceView::of(row, now).content();
-        entry["user_id"] = row.user_id.clone().into();
-        self.storage.federation.queue_edu(&servers, "m.presence", &json!({"push": [entry]}), now).await?;
+        self.storage.federation.queue_edu(&servers, "m.presence", &edu(&[row], now), now).await?;
         tracing::debug!(user_id = %row.user_id, state = %row.state, servers = servers.len(), "presence queued for other servers");
         Ok(())
     }
@@ -268,6 +279,7 @@ impl PresenceService {
 
     async fn timeout_pass(&self) -> ServiceResult<()> {
         let now = now_ms();
+        self.tell_new_room_mates(now).await?;
         for row in self.storage.presence.not_offline().await? {
             let local = server_of(&row.user_id) == self.server_name;
             let due =
@@ -289,6 +301,37 @@ impl PresenceService {
                 if written.is_some_and(|w| w.visible) {
                     self.notifier.bump();
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Servers learn our users' presence when they first share a room: for each join since the
+    /// last pass, a joining user of ours has their presence sent to the room's other servers,
+    /// and another server's joining user brings that server the presence of our members.
+    async fn tell_new_room_mates(&self, now: i64) -> ServiceResult<()> {
+        let head = self.storage.presence.events_position().await?;
+        let Some(from) = self.storage.presence.claim_joins(head).await? else { return Ok(()) };
+        for (room_id, user_id) in self.storage.presence.joins_between(from, head).await? {
+            let (rows, servers) = if server_of(&user_id) == self.server_name {
+                let mut servers = self.storage.federation.servers_at(&room_id, i64::MAX).await?;
+                servers.retain(|s| *s != self.server_name);
+                (self.storage.presence.of_users(&[user_id]).await?, servers)
+            } else {
+                let ours: Vec<String> = self
+                    .storage
+                    .rooms
+                    .members(&room_id)
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.membership == "join" && server_of(&m.user_id) == self.server_name)
+                    .map(|m| m.user_id)
+                    .collect();
+                (self.storage.presence.of_users(&ours).await?, vec![server_of(&user_id).to_owned()])
+            };
+            let rows: Vec<&PresenceRow> = rows.iter().filter(|r| r.state != OFFLINE).collect();
+            if !rows.is_empty() && !servers.is_empty() {
+                self.storage.federation.queue_edu(&servers, "m.presence", &edu(&rows, now), now).await?;
             }
         }
         Ok(())

@@ -173,4 +173,42 @@ impl PresenceStore {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    /// Moves the joins reader to `upto` (the events stream's position) unless it is there
+    /// already; returns where it was, so exactly one process reads each range.
+    pub async fn claim_joins(&self, upto: i64) -> StorageResult<Option<i64>> {
+        Ok(sqlx::query_scalar!(
+            r#"WITH old AS (SELECT position FROM stream_heads WHERE stream = 'presence_joins' FOR UPDATE)
+               UPDATE stream_heads s SET position = $1 FROM old
+               WHERE s.stream = 'presence_joins' AND old.position < $1
+               RETURNING old.position AS "from!""#,
+            upto
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The events stream's position.
+    pub async fn events_position(&self) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!("SELECT position FROM stream_heads WHERE stream = 'events'")
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Current joins whose membership events are in `(from, to]`, as (room, user).
+    pub async fn joins_between(&self, from: i64, to: i64) -> StorageResult<Vec<(String, String)>> {
+        Ok(sqlx::query!(
+            "SELECT room_id, user_id FROM room_memberships
+             WHERE membership = 'join' AND stream_ordering > $1 AND stream_ordering <= $2
+             ORDER BY stream_ordering",
+            from,
+            to
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.room_id, r.user_id))
+        .collect())
+    }
 }

@@ -9,14 +9,18 @@ use spec_tests::{ServerOptions, StatusCode, TestServer};
 use super::rooms::{enc, joined_members, public_room, sync_until};
 use crate::presence::{get_presence, presence_of, set_presence};
 
-/// Alice on A and Bob on B share a room; each one's presence change reaches the other's `/sync`
-/// (state, status message, activity), and `GET /presence` on each server answers for the other.
+/// Alice on A and Bob on B come to share a room: each server learns the other's user's presence
+/// from before (the join brings it), then each one's presence change reaches the other's
+/// `/sync` (state, status message, activity), and `GET /presence` on each server answers for
+/// the other.
 #[tokio::test]
 async fn presence_flows_both_ways_between_servers() {
     let a = TestServer::start_with(ServerOptions::federating()).await;
     let b = TestServer::start_with(ServerOptions::federating()).await;
     let alice = a.register("alice", "pw-alice-123").await;
     let bob = b.register("bob", "pw-bob-123").await;
+    set_presence(&a, &alice, json!({"presence": "online", "status_msg": "before you came"})).await;
+    set_presence(&b, &bob, json!({"presence": "online", "status_msg": "about to join"})).await;
     let room = public_room(&a, &alice, "11").await;
     let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(&a.server_name));
     let (status, answer) = b.post(&path, bob.token(), json!({})).await;
@@ -31,6 +35,16 @@ async fn presence_flows_both_ways_between_servers() {
         assert!(Instant::now() < deadline, "the join never reached A; log:\n{}", a.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Sharing a room brings each server the other's user's presence, unchanged since.
+    sync_until(&b, &bob, "alice's earlier presence", |r| {
+        presence_of(r, &alice.user_id).is_some_and(|p| p["status_msg"] == "before you came")
+    })
+    .await;
+    sync_until(&a, &alice, "bob's earlier presence", |r| {
+        presence_of(r, &bob.user_id).is_some_and(|p| p["status_msg"] == "about to join")
+    })
+    .await;
 
     // A → B.
     set_presence(&a, &alice, json!({"presence": "online", "status_msg": "from A"})).await;
