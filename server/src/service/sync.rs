@@ -104,12 +104,8 @@ impl SyncService {
     /// The user counts as online (per `set_presence`) while the sync runs.
     pub async fn sync(&self, req: SyncRequest) -> ServiceResult<Response> {
         let since = req.since.as_deref().map(SyncToken::parse).transpose()?;
-        if !["", "online", "unavailable", "offline"].contains(&req.set_presence.as_str()) {
-            return Err(ServiceError::InvalidParam(format!("unknown set_presence {:?}", req.set_presence)));
-        }
         let wait = if since.is_some() { req.timeout.min(MAX_TIMEOUT) } else { Duration::ZERO };
-        let until = crate::storage::now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(0));
-        let syncing = self.presence.syncing(req.user_id.as_str(), &req.set_presence, until).await;
+        let syncing = self.presence_syncing(req.user_id.as_str(), &req.set_presence, wait).await?;
         let response = self.sync_until(&req, since, wait).await;
         self.presence.sync_ended(req.user_id.as_str(), syncing).await;
         response

@@ -83,7 +83,8 @@ async fn status_endpoints() {
 /// Presence in `/sync`: one's own presence (set by syncing), changes of room-mates in
 /// incremental syncs (online with a status message, unavailable), nothing about strangers, a
 /// long poll woken by a presence change, `set_presence=unavailable|offline`, sending an event as
-/// activity, the filter's `presence` section and six-part tokens from before presence.
+/// activity, the filter's `presence` section, six-part tokens from before presence, and
+/// simplified sliding sync marking the user online.
 #[tokio::test]
 async fn presence_in_sync() {
     let (s, [alice, bob, carol, dave]) = server_with(["alice", "bob", "carol", "dave"]).await;
@@ -160,6 +161,15 @@ async fn presence_in_sync() {
     assert!(presence_of(&offline_sync, &dave.user_id).is_none_or(|p| p["presence"] == "offline"), "{offline_sync}");
     let bad = s.get("/_matrix/client/v3/sync?set_presence=dancing", dave.token()).await;
     assert_error(&bad, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+
+    // Simplified sliding sync counts as syncing too (its set_presence=offline does not).
+    let sliding = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+    let (status, answer) = s.post(&format!("{sliding}?set_presence=offline"), dave.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(get_presence(&s, &dave, &dave.user_id).await.1["presence"], "offline");
+    let (status, answer) = s.post(sliding, dave.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(get_presence(&s, &dave, &dave.user_id).await.1["presence"], "online");
 }
 
 /// Newly sharing a room brings presence without a presence change: the joiner's next

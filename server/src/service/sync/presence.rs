@@ -5,9 +5,27 @@ use ruma::api::client::sync::sync_events::v3::Presence;
 use serde_json::json;
 
 use super::{SyncRequest, SyncService, SyncToken, raw};
-use crate::service::ServiceResult;
+use crate::{
+    service::{ServiceError, ServiceResult},
+    storage::now_ms,
+};
 
 impl SyncService {
+    /// A sync with `set_presence` (empty: not a client's sync) that may wait `wait` starts;
+    /// returns what `PresenceService::sync_ended` needs when it ends.
+    pub(super) async fn presence_syncing(
+        &self,
+        user: &str,
+        set_presence: &str,
+        wait: std::time::Duration,
+    ) -> ServiceResult<Option<i64>> {
+        if !["", "online", "unavailable", "offline"].contains(&set_presence) {
+            return Err(ServiceError::InvalidParam(format!("unknown set_presence {set_presence:?}")));
+        }
+        let until = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+        Ok(self.presence.syncing(user, set_presence, until).await)
+    }
+
     pub(super) async fn presence_section(
         &self,
         req: &SyncRequest,
