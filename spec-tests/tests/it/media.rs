@@ -81,7 +81,7 @@ fn content_files(s: &TestServer) -> usize {
     files_under(&s.data_dir.path().join("media/content"))
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let img =
         image::RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255]));
     let mut out = Vec::new();
