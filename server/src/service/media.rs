@@ -49,6 +49,14 @@ pub struct Thumbnail {
     pub content_type: String,
 }
 
+impl Thumbnail {
+    /// The file name it is served under.
+    pub fn file_name(&self) -> String {
+        let extension = if self.content_type == "image/jpeg" { "jpg" } else { "png" };
+        format!("thumbnail.{extension}")
+    }
+}
+
 /// An upload's declared metadata.
 #[derive(Debug, Default)]
 pub struct UploadMeta {

@@ -37,7 +37,13 @@ async fn fetch(s: &TestServer, path: String, token: Option<&str>) -> Fetched {
 }
 
 /// Uploads `body`; returns the mxc URI.
-async fn upload(s: &TestServer, who: &Account, content_type: &str, file_name: Option<&str>, body: Vec<u8>) -> String {
+pub(crate) async fn upload(
+    s: &TestServer,
+    who: &Account,
+    content_type: &str,
+    file_name: Option<&str>,
+    body: Vec<u8>,
+) -> String {
     let (status, resp) = upload_raw(s, who, content_type, file_name, body).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     resp["content_uri"].as_str().expect("content_uri").to_owned()
