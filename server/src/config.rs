@@ -31,6 +31,7 @@ pub struct Config {
     pub rooms: Rooms,
     pub media: Media,
     pub push: Push,
+    pub presence: Presence,
     /// The base URL clients should use, published in `/.well-known/matrix/client`.
     /// Empty: `http://<client listener>`.
     pub public_baseurl: String,
@@ -56,6 +57,7 @@ impl Default for Config {
             rooms: Rooms::default(),
             media: Media::default(),
             push: Push::default(),
+            presence: Presence::default(),
             public_baseurl: String::new(),
             log: "info".to_owned(),
             log_json: false,
@@ -295,6 +297,21 @@ pub struct Push {
     /// Allow push gateways on loopback, private and link-local addresses (off: refused, so that
     /// a pusher cannot make the server probe its own network).
     pub allow_private_networks: bool,
+}
+
+/// Presence (online, unavailable, offline) of users.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Presence {
+    /// Track, show and federate presence. Off: the endpoints still answer (everyone reads
+    /// offline), but nothing is stored, sent to other servers or shown in `/sync`.
+    pub enabled: bool,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// What users may learn about each other.

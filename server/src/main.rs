@@ -145,6 +145,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     state.allow_list.start(state.federation_client.tls_config()).await?;
     state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
     state.push.spawn(state.notifier.clone());
+    state.presence.spawn();
     let sender = tokio::spawn(state.federation.clone().run_sender(state.notifier.subscribe()));
     let welcomes = tokio::spawn(state.mls.clone().run_welcome_dispatcher(state.notifier.subscribe()));
     let listener = TcpListener::bind(config.listeners.client.addr)

@@ -16,6 +16,7 @@ pub mod mls;
 pub mod notifier;
 pub mod outbound;
 pub mod passwords;
+pub mod presence;
 pub mod push;
 pub mod rate_limit;
 pub mod registration;

@@ -8,10 +8,10 @@ use crate::{
     service::{
         ServiceError, ServiceResult, account_data::AccountDataService, accounts::AccountService, allow_list::AllowList,
         e2ee::E2eeService, ephemeral::EphemeralService, federation::FederationService, key_backup::KeyBackupService,
-        media::MediaService, mls::MlsService, notifier::Notifier, passwords::PasswordHasherService, push::PushService,
-        rate_limit::RateLimiter, registration::RegistrationService, rooms::RoomService, search::SearchService,
-        server_keys::ServerKeyService, sessions::SessionService, sync::SyncService, typing::TypingService,
-        uiaa::UiaaService,
+        media::MediaService, mls::MlsService, notifier::Notifier, passwords::PasswordHasherService,
+        presence::PresenceService, push::PushService, rate_limit::RateLimiter, registration::RegistrationService,
+        rooms::RoomService, search::SearchService, server_keys::ServerKeyService, sessions::SessionService,
+        sync::SyncService, typing::TypingService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -37,6 +37,7 @@ pub struct AppState {
     /// The MLS hub: external-sender key, GroupInfo, Welcome delivery.
     pub mls: Arc<MlsService>,
     pub notifier: Arc<Notifier>,
+    pub presence: Arc<PresenceService>,
     /// The server's signing key (events, the key document, federation requests).
     pub signing_key: Arc<poststelle_federation::SigningKey>,
     /// Who may federate with us (static and signed lists), shared with `federation_client`.
@@ -102,6 +103,12 @@ impl AppState {
             notaries,
         ));
         let own_name = server_name.clone();
+        let presence = Arc::new(PresenceService::new(
+            storage.clone(),
+            notifier.clone(),
+            config.server_name.clone(),
+            config.presence.enabled,
+        ));
         let rooms = RoomService::new(
             storage.clone(),
             key,
@@ -127,6 +134,7 @@ impl AppState {
             server_keys.clone(),
             ephemeral.clone(),
             e2ee.clone(),
+            presence.clone(),
         );
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let push = PushService::new(
@@ -156,6 +164,7 @@ impl AppState {
             account_data.clone(),
             typing.clone(),
             notifier.clone(),
+            presence.clone(),
         ));
 
         Ok(Self {
@@ -171,6 +180,7 @@ impl AppState {
             sync,
             typing,
             notifier,
+            presence,
             accounts,
             sessions,
             uiaa,

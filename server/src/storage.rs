@@ -10,6 +10,7 @@ pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod mls;
+pub mod presence;
 pub mod push;
 pub mod room_writer;
 pub mod rooms;
@@ -23,9 +24,9 @@ use sqlx::PgPool;
 
 pub use self::{
     account_data::AccountDataStore, devices::DeviceStore, e2ee::E2eeStore, ephemeral::EphemeralStore,
-    federation::FederationStore, key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore, push::PushStore,
-    rooms::RoomStore, search::SearchStore, server_keys::ServerKeyStore, sliding_sync::SlidingSyncStore,
-    uiaa::UiaaStore, users::UserStore,
+    federation::FederationStore, key_backup::KeyBackupStore, keys::KeyStore, media::MediaStore,
+    presence::PresenceStore, push::PushStore, rooms::RoomStore, search::SearchStore, server_keys::ServerKeyStore,
+    sliding_sync::SlidingSyncStore, uiaa::UiaaStore, users::UserStore,
 };
 
 /// Errors of the storage layer. Constraint violations that carry domain meaning are named;
@@ -121,6 +122,7 @@ pub struct Storage {
     pub search: SearchStore,
     pub server_keys: ServerKeyStore,
     pub push: PushStore,
+    pub presence: PresenceStore,
     pub sliding_sync: SlidingSyncStore,
 }
 
@@ -142,6 +144,7 @@ impl Storage {
             search: SearchStore::new(pool.clone()),
             server_keys: ServerKeyStore::new(pool.clone()),
             push: PushStore::new(pool.clone()),
+            presence: PresenceStore::new(pool.clone()),
             sliding_sync: SlidingSyncStore::new(pool.clone()),
             pool,
         }

@@ -12,6 +12,7 @@ mod key_backup;
 mod media;
 mod membership;
 pub mod mls;
+mod presence;
 mod profile;
 mod push;
 mod pushers;
@@ -100,6 +101,8 @@ pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma_route::<c::membership::joined_members::v3::Request, _, _>(membership::get_joined_members)
         .ruma_route::<c::sync::sync_events::v3::Request, _, _>(sync::sync_events)
         .ruma_route::<c::sync::sync_events::v5::Request, _, _>(sync::sliding_sync)
+        .ruma_route::<c::presence::get_presence::v3::Request, _, _>(presence::get_presence)
+        .ruma_route::<c::presence::set_presence::v3::Request, _, _>(presence::set_presence)
         .ruma_route::<c::typing::create_typing_event::v3::Request, _, _>(ephemeral::set_typing)
         .ruma_route::<c::receipt::create_receipt::v3::Request, _, _>(ephemeral::create_receipt)
         .ruma_route::<c::read_marker::set_read_marker::v3::Request, _, _>(ephemeral::set_read_markers)

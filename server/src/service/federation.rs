@@ -32,6 +32,7 @@ use super::{
     ServiceError, ServiceResult,
     e2ee::E2eeService,
     ephemeral::EphemeralService,
+    presence::PresenceService,
     rooms::{Received, RoomService},
     server_keys::{KeyQuery, ServerKeyService},
 };
@@ -47,6 +48,7 @@ pub struct FederationService {
     keys: Arc<ServerKeyService>,
     ephemeral: Arc<EphemeralService>,
     e2ee: Arc<E2eeService>,
+    presence: Arc<PresenceService>,
 }
 
 impl FederationService {
@@ -60,8 +62,9 @@ impl FederationService {
         keys: Arc<ServerKeyService>,
         ephemeral: Arc<EphemeralService>,
         e2ee: Arc<E2eeService>,
+        presence: Arc<PresenceService>,
     ) -> Arc<Self> {
-        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee })
+        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee, presence })
     }
 
     pub fn server_name(&self) -> &ServerName {

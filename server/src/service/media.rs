@@ -49,6 +49,14 @@ pub struct Thumbnail {
     pub content_type: String,
 }
 
+impl Thumbnail {
+    /// The file name it is served under.
+    pub fn file_name(&self) -> String {
+        let extension = if self.content_type == "image/jpeg" { "jpg" } else { "png" };
+        format!("thumbnail.{extension}")
+    }
+}
+
 /// An upload's declared metadata.
 #[derive(Debug, Default)]
 pub struct UploadMeta {
@@ -290,10 +298,13 @@ impl MediaService {
         if width == 0 || height == 0 {
             return Err(ServiceError::InvalidParam("width and height must be positive".into()));
         }
+        // Another server's media: its original is fetched (once, and kept) and thumbnailed here;
+        // thumbnails are kept under the media's origin either way.
         let record = self.servable(server_name, media_id, timeout).await?;
+        let origin = server_name.as_str();
         let (w, h, method) = thumbnail::choose(width, height, method);
         let (tw, th) = (i32::try_from(w).unwrap_or(i32::MAX), i32::try_from(h).unwrap_or(i32::MAX));
-        if let Some(cached) = self.storage.media.thumbnail(&self.server_name, media_id, tw, th, method.as_str()).await?
+        if let Some(cached) = self.storage.media.thumbnail(origin, media_id, tw, th, method.as_str()).await?
             && let Some(bytes) = self.files.read_content(&cached.sha256).await.map_err(io_error)?
         {
             return Ok(Thumbnail { bytes, content_type: cached.content_type });
@@ -327,7 +338,7 @@ impl MediaService {
         };
         let mut lock = self.storage.media.lock_content(&record.sha256).await?;
         self.files.place(staged).await.map_err(io_error)?;
-        lock.insert_thumbnail(&self.server_name, media_id, &record).await?;
+        lock.insert_thumbnail(origin, media_id, &record).await?;
         lock.commit().await?;
         Ok(Thumbnail { bytes: rendered.bytes, content_type: record.content_type })
     }

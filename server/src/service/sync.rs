@@ -1,8 +1,8 @@
 //! `/sync`: everything that changed for a user since a token, read from the streams' positions.
 //! Tokens are opaque vectors of positions,
-//! `s<events>_<receipts>_<to_device>_<account_data>_<typing>_<device_lists>`.
+//! `s<events>_<receipts>_<to_device>_<account_data>_<typing>_<device_lists>_<presence>`.
 //! The request and its token are in `request`, the sections per room in `rooms`, the unread
-//! counts in `unread`.
+//! counts in `unread`, presence in `presence`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,11 +25,13 @@ use super::{
     ServiceError, ServiceResult,
     account_data::AccountDataService,
     notifier::Notifier,
+    presence::PresenceService,
     rooms::{RoomService, client_format::Viewer},
     typing::TypingService,
 };
 use crate::storage::Storage;
 
+mod presence;
 mod request;
 mod rooms;
 mod sliding;
@@ -56,6 +58,7 @@ pub struct SyncService {
     account_data: Arc<AccountDataService>,
     typing: Arc<TypingService>,
     notifier: Arc<Notifier>,
+    presence: Arc<PresenceService>,
     /// Unread counts per (user, room, per-thread) as last computed, so the next sync only
     /// evaluates push rules for the events after them.
     unread: std::sync::Mutex<BTreeMap<(String, String, bool), UnreadCache>>,
@@ -79,8 +82,9 @@ impl SyncService {
         account_data: Arc<AccountDataService>,
         typing: Arc<TypingService>,
         notifier: Arc<Notifier>,
+        presence: Arc<PresenceService>,
     ) -> Self {
-        Self { storage, rooms, account_data, typing, notifier, unread: std::sync::Mutex::default() }
+        Self { storage, rooms, account_data, typing, notifier, presence, unread: std::sync::Mutex::default() }
     }
 
     async fn positions(&self, user_id: &str) -> ServiceResult<SyncToken> {
@@ -92,13 +96,23 @@ impl SyncService {
             account_data: p.account_data,
             typing: self.typing.position(),
             device_lists: p.device_lists,
+            presence: self.presence.position().await?,
         })
     }
 
     /// Answers at once when something changed since the token, else waits up to the timeout.
+    /// The user counts as online (per `set_presence`) while the sync runs.
     pub async fn sync(&self, req: SyncRequest) -> ServiceResult<Response> {
         let since = req.since.as_deref().map(SyncToken::parse).transpose()?;
-        let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
+        let wait = if since.is_some() { req.timeout.min(MAX_TIMEOUT) } else { Duration::ZERO };
+        let syncing = self.presence_syncing(req.user_id.as_str(), &req.set_presence, wait).await?;
+        let response = self.sync_until(&req, since, wait).await;
+        self.presence.sync_ended(req.user_id.as_str(), syncing).await;
+        response
+    }
+
+    async fn sync_until(&self, req: &SyncRequest, since: Option<SyncToken>, wait: Duration) -> ServiceResult<Response> {
+        let deadline = tokio::time::Instant::now() + wait;
         let mut wake = self.notifier.subscribe();
         loop {
             wake.borrow_and_update();
@@ -109,7 +123,7 @@ impl SyncService {
             if waiting && since == Some(now) && self.wait(&mut wake, deadline).await {
                 continue;
             }
-            let response = self.build(&req, since, now).await?;
+            let response = self.build(req, since, now).await?;
             if !waiting || !is_empty(&response) || !self.wait(&mut wake, deadline).await {
                 return Ok(response);
             }
@@ -323,6 +337,7 @@ impl SyncService {
         // device lists it needs anyway), and the device's keys left on the server.
         response.device_lists = self.device_list_changes(user, since, now).await?;
         let (counts, fallback) = self.key_counts(user, &req.device_id).await?;
+        response.presence = self.presence_section(req, since, now).await?;
         response.device_one_time_keys_count = counts;
         response.device_unused_fallback_key_types = Some(fallback);
         response.next_batch = now.render();
@@ -411,6 +426,7 @@ fn is_empty(r: &Response) -> bool {
         && r.account_data.events.is_empty()
         && r.to_device.events.is_empty()
         && r.device_lists.is_empty()
+        && r.presence.is_empty()
 }
 
 #[allow(dead_code)]

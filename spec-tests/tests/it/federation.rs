@@ -116,6 +116,7 @@ mod hostile;
 mod media;
 mod mls;
 mod origin;
+mod presence;
 mod queries;
 mod reads;
 mod rooms;

@@ -13,6 +13,7 @@ mod media;
 mod membership;
 mod mls;
 mod multi_process;
+mod presence;
 mod profile;
 mod push;
 mod push_rules;

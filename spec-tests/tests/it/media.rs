@@ -37,7 +37,13 @@ async fn fetch(s: &TestServer, path: String, token: Option<&str>) -> Fetched {
 }
 
 /// Uploads `body`; returns the mxc URI.
-async fn upload(s: &TestServer, who: &Account, content_type: &str, file_name: Option<&str>, body: Vec<u8>) -> String {
+pub(crate) async fn upload(
+    s: &TestServer,
+    who: &Account,
+    content_type: &str,
+    file_name: Option<&str>,
+    body: Vec<u8>,
+) -> String {
     let (status, resp) = upload_raw(s, who, content_type, file_name, body).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     resp["content_uri"].as_str().expect("content_uri").to_owned()
@@ -81,7 +87,7 @@ fn content_files(s: &TestServer) -> usize {
     files_under(&s.data_dir.path().join("media/content"))
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
     let img =
         image::RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255]));
     let mut out = Vec::new();

@@ -72,8 +72,10 @@ async fn two_processes_share_one_database() {
         "the event sent through the other process is missing: {woken}"
     );
 
-    // Typing through process one reaches a sync waiting on process two.
-    let since = woken["next_batch"].as_str().unwrap().to_owned();
+    // Typing through process one reaches a sync waiting on process two. (First catch up with
+    // what alice's message also changed: she is online now.)
+    let caught_up = sync(&two, &bob, Some(woken["next_batch"].as_str().unwrap()), 0).await;
+    let since = caught_up["next_batch"].as_str().unwrap().to_owned();
     let typing_path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id));
     let (woken, typed) = tokio::join!(sync(&two, &bob, Some(&since), 20_000), async {
         tokio::time::sleep(Duration::from_millis(300)).await;

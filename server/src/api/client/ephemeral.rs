@@ -1,4 +1,5 @@
-//! Typing notifications, receipts, read markers and to-device messages.
+//! Typing notifications, receipts, read markers and to-device messages. Starting to type and
+//! reading count as the user's activity for presence, as sending does.
 
 use axum::extract::State;
 use ruma::api::client::{
@@ -25,7 +26,11 @@ pub(super) async fn set_typing(
         typing::Typing::Yes(info) => Some(info.timeout),
         _ => None,
     };
+    let typing = timeout.is_some();
     state.ephemeral.set_typing(&req.identity.user_id, b.user_id.as_str(), b.room_id.as_str(), timeout).await?;
+    if typing {
+        state.presence.note_activity(&req.identity.user_id).await;
+    }
     Ok(typing::Response::new().into())
 }
 
@@ -45,6 +50,7 @@ pub(super) async fn create_receipt(
         .ephemeral
         .receipt(&req.identity.user_id, b.room_id.as_str(), b.receipt_type.as_str(), &thread, b.event_id.as_str())
         .await?;
+    state.presence.note_activity(&req.identity.user_id).await;
     Ok(receipt::Response::new().into())
 }
 
@@ -64,6 +70,7 @@ pub(super) async fn set_read_markers(
             b.private_read_receipt.as_deref().map(|e| e.as_str()),
         )
         .await?;
+    state.presence.note_activity(&req.identity.user_id).await;
     Ok(read_markers::Response::new().into())
 }
 

@@ -34,7 +34,6 @@ use ruma::{
         },
     },
     http_headers::{ContentDisposition, ContentDispositionType},
-    media::Method as RumaMethod,
 };
 use tokio_util::io::ReaderStream;
 
@@ -47,7 +46,10 @@ use crate::{
     },
     service::{
         ServiceError,
-        media::{Download, Thumbnail, UploadMeta, thumbnail::Method},
+        media::{
+            Download, Thumbnail, UploadMeta,
+            thumbnail::{Method, dimension},
+        },
     },
     state::AppState,
 };
@@ -112,14 +114,8 @@ impl MediaResponse {
     }
 
     fn thumbnail(t: Thumbnail) -> Self {
-        let extension = if t.content_type == "image/jpeg" { "jpg" } else { "png" };
-        Self {
-            length: t.bytes.len() as u64,
-            body: Body::from(t.bytes),
-            content_type: t.content_type,
-            disposition: ContentDisposition::new(ContentDispositionType::Inline)
-                .with_filename(Some(format!("thumbnail.{extension}"))),
-        }
+        let disposition = ContentDisposition::new(ContentDispositionType::Inline).with_filename(Some(t.file_name()));
+        Self { length: t.bytes.len() as u64, body: Body::from(t.bytes), content_type: t.content_type, disposition }
     }
 }
 
@@ -169,18 +165,6 @@ pub(super) fn routes(r: Router<AppState>) -> Router<AppState> {
 
 fn upload_meta(content_type: Option<String>, file_name: Option<String>) -> UploadMeta {
     UploadMeta { content_type, file_name }
-}
-
-fn method(m: Option<&RumaMethod>) -> Result<Method, ApiError> {
-    match m {
-        None | Some(RumaMethod::Scale) => Ok(Method::Scale),
-        Some(RumaMethod::Crop) => Ok(Method::Crop),
-        Some(other) => Err(ApiError::invalid_param(format!("unknown thumbnail method {}", other.as_str()))),
-    }
-}
-
-fn dimension(n: UInt) -> Result<u32, ApiError> {
-    u32::try_from(n).map_err(|_| ApiError::invalid_param("thumbnail dimensions are too large"))
 }
 
 /// # `POST /_matrix/media/v3/upload`
@@ -277,7 +261,7 @@ pub(super) async fn get_thumbnail(
     req: Ruma<thumbnail::Request>,
 ) -> Result<MediaResponse, ApiError> {
     let r = req.body;
-    let (w, h, m) = (dimension(r.width)?, dimension(r.height)?, method(r.method.as_ref())?);
+    let (w, h, m) = (dimension(r.width)?, dimension(r.height)?, Method::from_request(r.method.as_ref())?);
     let thumb = state.media.thumbnail(&r.server_name, &r.media_id, w, h, m, r.timeout_ms).await?;
     Ok(MediaResponse::thumbnail(thumb))
 }
@@ -318,7 +302,7 @@ pub(super) async fn get_legacy_thumbnail(
 ) -> Result<MediaResponse, ApiError> {
     legacy_allowed(&state)?;
     let r = req.body;
-    let (w, h, m) = (dimension(r.width)?, dimension(r.height)?, method(r.method.as_ref())?);
+    let (w, h, m) = (dimension(r.width)?, dimension(r.height)?, Method::from_request(r.method.as_ref())?);
     let thumb = state.media.thumbnail(&r.server_name, &r.media_id, w, h, m, r.timeout_ms).await?;
     Ok(MediaResponse::thumbnail(thumb))
 }

@@ -38,7 +38,7 @@ pub(super) fn user_id(session: &crate::service::sessions::Session) -> Result<rum
     ruma::OwnedUserId::try_from(session.user_id.as_str()).map_err(|e| ApiError::bad_json(e.to_string()))
 }
 
-/// Sends an event as the session's user.
+/// Sends an event as the session's user (which counts as the user's activity for presence).
 async fn send(
     state: &AppState,
     session: crate::service::sessions::Session,
@@ -53,11 +53,14 @@ async fn send(
     let sender_device = Some(session.device_id.clone());
     let txn = txn_id.map(|txn_id| Txn { device_id: session.device_id, txn_id });
     let ev = SendEvent { room_id, sender, kind, state_key, content, redacts, txn, sender_device };
-    if ev.kind == crate::service::rooms::mls::COMMIT_TYPE {
+    let event_id = if ev.kind == crate::service::rooms::mls::COMMIT_TYPE {
         // Ordered by the room's hub, which may be another server.
-        return Ok(state.federation.send_mls_commit(ev).await?);
-    }
-    Ok(state.rooms.send(ev).await?)
+        state.federation.send_mls_commit(ev).await?
+    } else {
+        state.rooms.send(ev).await?
+    };
+    state.presence.note_activity(&session.user_id).await;
+    Ok(event_id)
 }
 
 /// A ruma room event filter in the service's terms.

@@ -39,6 +39,7 @@ pub(super) async fn sync_events(State(state): State<AppState>, req: Ruma<sync::R
             full_state: b.full_state,
             timeout: b.timeout.unwrap_or(Duration::ZERO),
             filter,
+            set_presence: b.set_presence.as_str().to_owned(),
         })
         .await?;
     Ok(response.into())

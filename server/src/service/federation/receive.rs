@@ -76,7 +76,8 @@ impl FederationService {
         Ok(results)
     }
 
-    /// One EDU of a transaction: typing, receipts and to-device messages of the origin's users.
+    /// One EDU of a transaction: typing, receipts, presence and to-device messages of the origin's
+    /// users.
     async fn receive_edu(&self, origin: &ServerName, edu: &Raw<Edu>) -> ServiceResult<()> {
         let edu: serde_json::Value =
             serde_json::from_str(edu.json().get()).map_err(|e| ServiceError::BadJson(e.to_string()))?;
@@ -117,6 +118,7 @@ impl FederationService {
                 self.e2ee.receive_device_change(origin, &content).await
             }
             Some("m.direct_to_device") => self.ephemeral.receive_to_device(origin.as_str(), &content).await,
+            Some("m.presence") => self.presence.receive_edu(origin.as_str(), &content).await,
             Some(other) => {
                 tracing::debug!(%origin, edu_type = other, "ignored an EDU");
                 Ok(())

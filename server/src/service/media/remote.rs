@@ -1,6 +1,6 @@
 //! Media across servers: another server's media fetched once through its
-//! `/_matrix/federation/v1/media/download` and kept under its origin, and our media served to
-//! other servers the same way.
+//! `/_matrix/federation/v1/media/download` and kept under its origin (its thumbnails are made
+//! here from that copy), and our media and its thumbnails served to other servers.
 
 use ruma::{
     ServerName,
@@ -8,7 +8,7 @@ use ruma::{
     http_headers::ContentDisposition,
 };
 
-use super::MediaService;
+use super::{MediaService, Thumbnail, thumbnail::Method};
 use crate::{
     service::{ServiceError, ServiceResult},
     storage::{StorageError, media::MediaRecord, media::StoredContent},
@@ -82,6 +82,20 @@ impl MediaService {
             .map_err(super::io_error)?
             .ok_or_else(|| ServiceError::NotFound("media not found".into()))?;
         Ok((bytes, record.content_type, record.file_name))
+    }
+
+    /// `/federation/v1/media/thumbnail/{mediaId}`: a thumbnail of our own media, for another
+    /// server.
+    pub async fn federated_thumbnail(
+        &self,
+        media_id: &str,
+        width: u32,
+        height: u32,
+        method: Method,
+        timeout: std::time::Duration,
+    ) -> ServiceResult<Thumbnail> {
+        let own = ServerName::parse(&self.server_name).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.thumbnail(&own, media_id, width, height, method, timeout).await
     }
 }
 

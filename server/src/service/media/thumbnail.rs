@@ -6,6 +6,8 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, imageops::FilterType};
 
+use crate::service::{ServiceError, ServiceResult};
+
 /// How a thumbnail fits the requested box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -22,6 +24,20 @@ impl Method {
             Self::Scale => "scale",
         }
     }
+
+    /// A request's method (default: scale).
+    pub fn from_request(m: Option<&ruma::media::Method>) -> ServiceResult<Self> {
+        match m {
+            None | Some(ruma::media::Method::Scale) => Ok(Self::Scale),
+            Some(ruma::media::Method::Crop) => Ok(Self::Crop),
+            Some(other) => Err(ServiceError::InvalidParam(format!("unknown thumbnail method {}", other.as_str()))),
+        }
+    }
+}
+
+/// A request's width or height.
+pub fn dimension(n: ruma::UInt) -> ServiceResult<u32> {
+    u32::try_from(n).map_err(|_| ServiceError::InvalidParam("thumbnail dimensions are too large".into()))
 }
 
 /// The sizes the spec suggests servers generate; requests are answered with one of them, so the

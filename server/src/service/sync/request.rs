@@ -16,17 +16,20 @@ pub struct SyncToken {
     pub account_data: i64,
     pub typing: u64,
     pub device_lists: i64,
+    pub presence: i64,
 }
 
 impl SyncToken {
-    /// Tokens from before the device-list stream (five parts) read as its start.
+    /// Tokens from before the device-list stream (five parts) or the presence stream (six
+    /// parts) read as their start.
     pub fn parse(s: &str) -> ServiceResult<Self> {
         let bad = || ServiceError::InvalidParam(format!("unknown sync token {s:?}"));
         let rest = s.strip_prefix('s').ok_or_else(bad)?;
         let parts: Vec<&str> = rest.split('_').collect();
-        let (e, r, t, a, y, d) = match parts.as_slice() {
-            [e, r, t, a, y] => (e, r, t, a, y, &"0"),
-            [e, r, t, a, y, d] => (e, r, t, a, y, d),
+        let (e, r, t, a, y, d, p) = match parts.as_slice() {
+            [e, r, t, a, y] => (e, r, t, a, y, &"0", &"0"),
+            [e, r, t, a, y, d] => (e, r, t, a, y, d, &"0"),
+            [e, r, t, a, y, d, p] => (e, r, t, a, y, d, p),
             _ => return Err(bad()),
         };
         let n = |x: &str| x.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(bad);
@@ -37,13 +40,20 @@ impl SyncToken {
             account_data: n(a)?,
             typing: y.parse().map_err(|_| bad())?,
             device_lists: n(d)?,
+            presence: n(p)?,
         })
     }
 
     pub fn render(&self) -> String {
         format!(
-            "s{}_{}_{}_{}_{}_{}",
-            self.events, self.receipts, self.to_device, self.account_data, self.typing, self.device_lists
+            "s{}_{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.receipts,
+            self.to_device,
+            self.account_data,
+            self.typing,
+            self.device_lists,
+            self.presence
         )
     }
 }
@@ -57,6 +67,8 @@ pub struct SyncFilter {
     pub ephemeral: EventFilter,
     pub account_data: EventFilter,
     pub room_account_data: EventFilter,
+    /// The filter's `presence` section (types, senders, limit).
+    pub presence: EventFilter,
     pub to_device_limit: usize,
     pub include_leave: bool,
 }
@@ -70,6 +82,7 @@ impl Default for SyncFilter {
             ephemeral: EventFilter::default(),
             account_data: EventFilter::default(),
             room_account_data: EventFilter::default(),
+            presence: EventFilter::default(),
             to_device_limit: 100,
             include_leave: false,
         }
@@ -97,6 +110,7 @@ impl SyncFilter {
             ephemeral: sub("ephemeral")?,
             room_account_data: sub("account_data")?,
             account_data: EventFilter::from_json(v.get("account_data").unwrap_or(&JsonValue::Null)).map_err(bad)?,
+            presence: EventFilter::from_json(v.get("presence").unwrap_or(&JsonValue::Null)).map_err(bad)?,
             to_device_limit: 100,
             include_leave,
         })
@@ -112,6 +126,8 @@ pub struct SyncRequest {
     pub full_state: bool,
     pub timeout: Duration,
     pub filter: SyncFilter,
+    /// `set_presence`: `online` (the default), `unavailable` or `offline` (presence untouched).
+    pub set_presence: String,
 }
 
 #[cfg(test)]
@@ -120,11 +136,29 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_bad_ones_are_refused() {
-        let t = SyncToken { events: 5, receipts: 2, to_device: 9, account_data: 3, typing: 7, device_lists: 4 };
+        let t = SyncToken {
+            events: 5,
+            receipts: 2,
+            to_device: 9,
+            account_data: 3,
+            typing: 7,
+            device_lists: 4,
+            presence: 6,
+        };
         assert_eq!(SyncToken::parse(&t.render()).unwrap(), t);
         let old = SyncToken::parse("s5_2_9_3_7").unwrap();
-        assert_eq!(old, SyncToken { device_lists: 0, ..t });
-        for bad in ["", "s1_2", "x1_2_3_4_5", "s1_2_3_4_x", "s-1_2_3_4_5", "s1_2_3_4_5_x", "s1_2_3_4_5_6_7"] {
+        assert_eq!(old, SyncToken { device_lists: 0, presence: 0, ..t });
+        assert_eq!(SyncToken::parse("s5_2_9_3_7_4").unwrap(), SyncToken { presence: 0, ..t });
+        for bad in [
+            "",
+            "s1_2",
+            "x1_2_3_4_5",
+            "s1_2_3_4_x",
+            "s-1_2_3_4_5",
+            "s1_2_3_4_5_x",
+            "s1_2_3_4_5_6_x",
+            "s1_2_3_4_5_6_7_8",
+        ] {
             assert!(SyncToken::parse(bad).is_err(), "{bad}");
         }
     }

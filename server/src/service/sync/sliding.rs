@@ -87,8 +87,21 @@ fn parse_pos(pos: &str) -> ServiceResult<(i64, SyncToken)> {
 }
 
 impl SyncService {
-    /// Answers at once when something changed since `pos`, else waits up to the timeout.
+    /// Answers at once when something changed since `pos`, else waits up to the timeout. The
+    /// user counts as online (per `set_presence`) while it runs.
     pub async fn sliding_sync(&self, req: SlidingRequest) -> ServiceResult<v5::Response> {
+        let wait = match req.body.pos {
+            Some(_) => req.body.timeout.unwrap_or_default().min(MAX_TIMEOUT),
+            None => Duration::ZERO,
+        };
+        let user = req.user_id.clone();
+        let syncing = self.presence_syncing(user.as_str(), req.body.set_presence.as_str(), wait).await?;
+        let response = self.sliding_sync_until(req).await;
+        self.presence.sync_ended(user.as_str(), syncing).await;
+        response
+    }
+
+    async fn sliding_sync_until(&self, req: SlidingRequest) -> ServiceResult<v5::Response> {
         let user = req.user_id.as_str().to_owned();
         let conn_id = req.body.conn_id.clone().unwrap_or_default();
         if conn_id.len() > 255 {
@@ -298,6 +311,7 @@ impl SyncService {
             full_state: false,
             timeout: Duration::ZERO,
             filter: SyncFilter { timeline: timeline_filter, state: state_filter, ..SyncFilter::default() },
+            set_presence: String::new(),
         };
         let (events, limited, prev_batch, unread) = if m.membership == "join" {
             let since = if known { since } else { None };

@@ -12,6 +12,12 @@ async fn download(s: &TestServer, who: &Account, server: &str, id: &str) -> (Sta
     (status, r.bytes().await.expect("body").to_vec(), content_type)
 }
 
+/// Uploads `body` as `who` on `s`; the media id.
+async fn upload(s: &TestServer, who: &Account, file_name: &str, content_type: &str, body: Vec<u8>) -> String {
+    let uri = crate::media::upload(s, who, content_type, Some(file_name), body).await;
+    uri.rsplit('/').next().expect("a media id").to_owned()
+}
+
 #[tokio::test]
 async fn remote_media_is_fetched_once_and_kept() {
     let mut a = TestServer::start_with(ServerOptions::federating()).await;
@@ -19,19 +25,7 @@ async fn remote_media_is_fetched_once_and_kept() {
     let alice = a.register("alice", "pw-alice-123").await;
     let bob = b.register("bob", "pw-bob-123").await;
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-    let r = a
-        .http
-        .post(format!("{}/_matrix/media/v3/upload?filename=report.bin", a.base))
-        .bearer_auth(&alice.access_token)
-        .header("content-type", "application/octet-stream")
-        .body(body.clone())
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(r.status(), StatusCode::OK);
-    let uri: serde_json::Value = r.json().await.expect("json");
-    let uri = uri["content_uri"].as_str().expect("content_uri").to_owned();
-    let id = uri.rsplit('/').next().unwrap().to_owned();
+    let id = upload(&a, &alice, "report.bin", "application/octet-stream", body.clone()).await;
     let server = a.server_name.clone();
 
     let (status, bytes, content_type) = download(&b, &bob, &server, &id).await;
@@ -45,4 +39,75 @@ async fn remote_media_is_fetched_once_and_kept() {
     a.stop();
     let (status, bytes, _) = download(&b, &bob, &server, &id).await;
     assert_eq!((status, bytes == body), (StatusCode::OK, true));
+}
+
+/// A thumbnail of `mxc://{server}/{id}` through `s`: status, bytes, content type.
+async fn thumbnail(
+    s: &TestServer,
+    who: &Account,
+    server: &str,
+    id: &str,
+    query: &str,
+) -> (StatusCode, Vec<u8>, String) {
+    let url = format!("{}/_matrix/client/v1/media/thumbnail/{server}/{id}?{query}", s.base);
+    let r = s.http.get(url).bearer_auth(&who.access_token).send().await.expect("thumbnail");
+    let status = r.status();
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    (status, r.bytes().await.expect("body").to_vec(), content_type)
+}
+
+/// Thumbnails of another server's media: B fetches the original from A once and thumbnails it
+/// itself, keyed by the media's origin; with A stopped, B still makes new sizes from its copy.
+#[tokio::test]
+async fn remote_media_is_thumbnailed() {
+    let mut a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    let id = upload(&a, &alice, "photo.png", "image/png", crate::media::png(400, 200)).await;
+    let server = a.server_name.clone();
+
+    let (status, bytes, content_type) = thumbnail(&b, &bob, &server, &id, "width=64&height=64&method=scale").await;
+    assert_eq!(status, StatusCode::OK, "{}\nB log:\n{}", String::from_utf8_lossy(&bytes), b.log());
+    assert_eq!(content_type, "image/png");
+    let image = image::load_from_memory(&bytes).expect("a thumbnail image");
+    assert!(image.width() < 400 && image.height() < 200, "{}x{}", image.width(), image.height());
+    assert_eq!(image.width(), 2 * image.height(), "scaled keeps the aspect ratio");
+    // The same size again comes from B's cache.
+    let (status, again, _) = thumbnail(&b, &bob, &server, &id, "width=64&height=64&method=scale").await;
+    assert_eq!((status, again == bytes), (StatusCode::OK, true));
+    let (status, _, _) = thumbnail(&b, &bob, &server, "doesnotexist", "width=64&height=64").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A gone: B thumbnails its copy of the original in another size.
+    a.stop();
+    let (status, bytes, _) = thumbnail(&b, &bob, &server, &id, "width=32&height=32&method=crop").await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let image = image::load_from_memory(&bytes).expect("a cropped thumbnail");
+    assert_eq!((image.width(), image.height()), (32, 32));
+}
+
+/// Our media's thumbnails for other servers (`/_matrix/federation/v1/media/thumbnail`, what
+/// Synapse asks for): a signed request gets a multipart answer with the thumbnail image, an
+/// unsigned one is refused, unknown media is 404.
+#[tokio::test]
+async fn our_thumbnails_are_served_to_other_servers() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let id = upload(&a, &alice, "photo.png", "image/png", crate::media::png(300, 300)).await;
+    let origin = super::origin::Origin::start().await;
+
+    let path = format!("/_matrix/federation/v1/media/thumbnail/{id}?width=32&height=32&method=crop");
+    let (status, content_type, body) = origin.get_bytes(&a, &path).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(content_type.starts_with("multipart/mixed"), "{content_type}");
+    let png_at = body.windows(4).position(|w| w == b"\x89PNG").expect("a PNG part");
+    let image = image::load_from_memory(&body[png_at..]).expect("the thumbnail");
+    assert_eq!((image.width(), image.height()), (32, 32));
+
+    let (status, _, _) = origin.get_bytes(&a, "/_matrix/federation/v1/media/thumbnail/nope?width=32&height=32").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let unsigned = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let r = unsigned.get(format!("{}{path}", a.federation_base)).send().await.expect("unsigned request");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }

@@ -124,6 +124,21 @@ impl Origin {
         path: &str,
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
+        let response = self.signed(to, method, path, body).await;
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An X-Matrix-signed `GET` whose answer is not JSON: status, content type, body.
+    pub(crate) async fn get_bytes(&self, to: &TestServer, path: &str) -> (StatusCode, String, Vec<u8>) {
+        let response = self.signed(to, "GET", path, None).await;
+        let status = response.status();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        (status, content_type, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn signed(&self, to: &TestServer, method: &str, path: &str, body: Option<&Value>) -> reqwest::Response {
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
         let request = http::Request::builder().method(method).uri(path).body(bytes.clone()).unwrap();
         let origin = OwnedServerName::try_from(self.name.as_str()).unwrap();
@@ -141,9 +156,7 @@ impl Origin {
         if body.is_some() {
             builder = builder.header("content-type", "application/json").body(bytes);
         }
-        let response = builder.send().await.unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
+        builder.send().await.unwrap()
     }
 
     /// Hashes and signs an event with `key` as this origin; its id and JSON.

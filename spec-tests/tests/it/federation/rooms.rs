@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use spec_tests::{Account, ServerOptions, StatusCode, TestServer};
 
-fn enc(id: &str) -> String {
+pub(super) fn enc(id: &str) -> String {
     id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24")
 }
 
 /// Creates a public room of the given version on `s`; its id.
-async fn public_room(s: &TestServer, owner: &Account, version: &str) -> String {
+pub(super) async fn public_room(s: &TestServer, owner: &Account, version: &str) -> String {
     let (status, body) = s
         .post(
             "/_matrix/client/v3/createRoom",
@@ -58,7 +58,7 @@ async fn wait_for_message(s: &TestServer, who: &Account, room: &str, body: &str)
     }
 }
 
-async fn joined_members(s: &TestServer, who: &Account, room: &str) -> Vec<String> {
+pub(super) async fn joined_members(s: &TestServer, who: &Account, room: &str) -> Vec<String> {
     let (status, answer) = s.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room)), who.token()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let mut members: Vec<String> =
@@ -206,7 +206,7 @@ async fn sync(s: &TestServer, who: &Account, since: Option<&str>) -> Value {
 }
 
 /// Syncs `who` on `s` until `check` holds for a response (up to 30 s); returns it.
-async fn sync_until(s: &TestServer, who: &Account, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn sync_until(s: &TestServer, who: &Account, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut since: Option<String> = None;
     loop {
