@@ -212,6 +212,12 @@ impl DsGroup {
         self.group.export_ratchet_tree().tls_serialize_detached().unwrap_or_default()
     }
 
+    /// Whether the group still lists the server as an external sender (a commit could drop it,
+    /// and then the server could no longer propose removals).
+    pub fn lists_external_sender(&self, server: &ServerSigner) -> bool {
+        self.server_sender_index(server).is_some()
+    }
+
     fn server_sender_index(&self, server: &ServerSigner) -> Option<u32> {
         let senders = self.group.group_context().extensions().external_senders()?;
         senders.iter().position(|s| s == &server.external_sender()).map(|i| i as u32)

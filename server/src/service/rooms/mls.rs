@@ -194,7 +194,7 @@ impl RoomService {
             (Some(ciphertext), Some(stored)) => {
                 let bundle =
                     CommitBundle { algorithm, ciphertext, group_info, welcome, sender: ev.sender.as_str(), device };
-                let accepted = check_commit(ctx.room_id(), &stored, &bundle)?;
+                let accepted = check_commit(ctx.room_id(), &stored, &bundle, &self.mls_signer)?;
                 let mut content = Map::new();
                 content.insert("algorithm".into(), algorithm.into());
                 content.insert("ciphertext".into(), ciphertext.into());
@@ -245,7 +245,15 @@ impl RoomService {
         mut pending: Vec<String>,
         devices: &[DeviceIdentity],
     ) -> ServiceResult<()> {
-        let proposals = group.propose_removals(devices, &self.mls_signer)?;
+        // A membership change or a device deletion never fails because of the group: a group the
+        // server cannot propose into is logged and left for its members to fix.
+        let proposals = match group.propose_removals(devices, &self.mls_signer) {
+            Ok(proposals) => proposals,
+            Err(e) => {
+                tracing::warn!(room_id = w.room_id(), error = %e, "could not propose MLS removals");
+                return Ok(());
+            }
+        };
         if proposals.is_empty() {
             return Ok(());
         }
@@ -322,14 +330,22 @@ pub(super) fn check_commit(
     room_id: &str,
     stored: &StoredGroup,
     b: &CommitBundle<'_>,
+    server: &poststelle_mls::ds::ServerSigner,
 ) -> ServiceResult<poststelle_mls::ds::AcceptedCommit> {
     let group = DsGroup::load(room_id, &stored.state)?;
-    group.accept_commit(b.ciphertext, b.group_info, b.welcome, b.sender, Some(b.device)).map_err(|e| match e {
-        DsError::PendingProposals(_) => {
-            ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
-        }
-        other => other.into(),
-    })
+    let accepted =
+        group.accept_commit(b.ciphertext, b.group_info, b.welcome, b.sender, Some(b.device)).map_err(|e| match e {
+            DsError::PendingProposals(_) => {
+                ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
+            }
+            other => other.into(),
+        })?;
+    if !accepted.group.lists_external_sender(server) {
+        return Err(ServiceError::Mls(MlsRefusal::InvalidCommit(
+            "the commit removes the server from the group's external senders".into(),
+        )));
+    }
+    Ok(accepted)
 }
 
 /// Records an accepted commit with its event in the room's write transaction: the group's next
@@ -438,7 +454,7 @@ impl RoomService {
             sender: pdu.sender.as_str(),
             device: f.device,
         };
-        let accepted = check_commit(w.room_id(), &stored, &bundle)?;
+        let accepted = check_commit(w.room_id(), &stored, &bundle, &self.mls_signer)?;
         if content.get("epoch").and_then(JsonValue::as_u64) != Some(accepted.epoch) {
             return Err(ServiceError::BadJson("the event's epoch is not the one the commit starts".into()));
         }
