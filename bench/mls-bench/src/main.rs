@@ -593,9 +593,9 @@ fn print_tables(stages: &[Stage], keys: &Value) {
         );
     }
     println!(
-        "\n| members | Welcome for one device, bytes | join from it, ms | hub state, bytes | state load / save, ms p50 | first update before filling: bytes, status, HTTP ms, DS ms |"
+        "\n| members | Welcome for one device, bytes | join from it, ms | hub state, bytes | state load / save, ms p50 | GroupInfo check, ms p50 | first update before filling: bytes, status, HTTP ms, DS ms |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for s in stages {
         let u = s.unfilled_update.clone().unwrap_or_default();
         println!(
