@@ -10,8 +10,8 @@
 
 use openmls::prelude::{
     BasicCredential, Ciphersuite, ContentType, Credential, ExternalProposal, ExternalSender, GroupEpoch, GroupId,
-    LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, ProcessedMessageContent, ProposalStore, ProtocolMessage,
-    PublicGroup, RatchetTreeIn, SenderExtensionIndex, SignaturePublicKey, WireFormat,
+    LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, OpenMlsSignaturePublicKey, ProcessedMessageContent, ProposalStore,
+    ProtocolMessage, PublicGroup, SenderExtensionIndex, SignaturePublicKey, Verifiable, WireFormat,
 };
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_memory_storage::MemoryStorage;
@@ -263,6 +263,9 @@ impl DsGroup {
         if committer.user_id != submitter_user || submitter_device.is_some_and(|d| d != committer.device_id) {
             return Err(DsError::SenderMismatch);
         }
+        let openmls::prelude::Sender::Member(committer_leaf) = *processed.sender() else {
+            return Err(DsError::InvalidCommit("commits come from members of the group".into()));
+        };
         let ProcessedMessageContent::StagedCommitMessage(staged) = processed.into_content() else {
             return Err(DsError::Unsupported("not a commit"));
         };
@@ -288,7 +291,7 @@ impl DsGroup {
             members_before.iter().filter(|(leaf, _)| removed_leaves.contains(leaf)).map(|(_, id)| id.clone()).collect();
 
         next.group.merge_commit(&next.storage, *staged).map_err(|e| DsError::InvalidCommit(e.to_string()))?;
-        next.check_group_info(group_info_b64)?;
+        next.check_group_info(group_info_b64, committer_leaf)?;
 
         let welcome_recipients = match welcome_b64 {
             Some(welcome) => welcome_recipients(welcome, next.ciphersuite(), &added_refs)?,
@@ -304,23 +307,31 @@ impl DsGroup {
         })
     }
 
-    /// A GroupInfo must describe this group at its current epoch, signed by a member.
-    fn check_group_info(&self, group_info_b64: &str) -> DsResult<()> {
+    /// A GroupInfo must describe this group at its current epoch (its group context, which
+    /// holds the tree hash, equal to the committed one) and be signed by the committer. Checked
+    /// against the tree the hub holds: the tree a GroupInfo may carry is not rebuilt here
+    /// (members check it against the tree hash when they use it).
+    fn check_group_info(&self, group_info_b64: &str, signer: LeafNodeIndex) -> DsResult<()> {
         let MlsMessageBodyIn::GroupInfo(group_info) = decode_message(group_info_b64)?.extract() else {
             return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
         };
         if group_info.group_id() != self.group.group_id() || group_info.epoch().as_u64() != self.epoch() {
             return Err(DsError::InvalidGroupInfo("not for this group and epoch".into()));
         }
-        let scratch = MemoryStorage::default();
-        let tree = RatchetTreeIn::from(self.group.export_ratchet_tree());
-        let (_, verified) =
-            PublicGroup::from_external(&RustCrypto::default(), &scratch, tree, group_info, ProposalStore::new())
-                .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
-        if verified.group_context() != self.group.group_context() {
+        if group_info.group_context() != self.group.group_context() {
             return Err(DsError::InvalidGroupInfo("its group context differs from the committed one".into()));
         }
-        Ok(())
+        let leaf = self
+            .group
+            .leaf(signer)
+            .ok_or_else(|| DsError::InvalidGroupInfo("the committer is not in the group".into()))?;
+        let key = OpenMlsSignaturePublicKey::from_signature_key(
+            leaf.signature_key().clone(),
+            self.ciphersuite().signature_algorithm(),
+        );
+        group_info
+            .verify_no_out(&RustCrypto::default(), &key)
+            .map_err(|_| DsError::InvalidGroupInfo("not signed by the committer".into()))
     }
 
     /// Proposes, as the server, the removal of every leaf of `devices` still in the group, and

@@ -312,3 +312,33 @@ fn a_new_group_must_be_the_creators_alone_and_name_the_server() {
     let restored = ServerSigner::from_bytes("hub.example", &server.to_bytes()).unwrap();
     DsGroup::create(ROOM, &alice.group_info(&group), &alice.id, &restored).expect("the same key after a restart");
 }
+
+#[test]
+fn the_group_info_must_be_the_committers() {
+    let server = ServerSigner::generate("hub.example").unwrap();
+    let alice = Device::new("@alice:hub.example", "A1");
+    let bob = Device::new("@bob:other.example", "B1");
+    let (mut group, ds) = hub_with(&alice, &server);
+    let (commit, welcome, info) = add(&alice, &mut group, &[&bob]);
+    let ds = ds.accept_commit(&commit, &info, Some(&welcome), "@alice:hub.example", Some("A1")).unwrap().group;
+    group.merge_pending_commit(&alice.provider).unwrap();
+    let mut bob_group = bob.join(&welcome);
+
+    let (update, _, update_info) =
+        group.self_update(&alice.provider, &alice.signer, Default::default()).unwrap().into_messages();
+    let update_info = codec::encode(&update_info.unwrap().tls_serialize_detached().unwrap());
+    // Bob applies Alice's commit and signs a GroupInfo of the same epoch and context himself.
+    let message = decode_message(&b64(&update)).unwrap().try_into_protocol_message().unwrap();
+    let ProcessedMessageContent::StagedCommitMessage(staged) =
+        bob_group.process_message(&bob.provider, message).unwrap().into_content()
+    else {
+        panic!("a commit")
+    };
+    bob_group.merge_staged_commit(&bob.provider, *staged).unwrap();
+    let bobs_info = bob.group_info(&bob_group);
+    assert!(matches!(
+        ds.accept_commit(&b64(&update), &bobs_info, None, "@alice:hub.example", Some("A1")),
+        Err(DsError::InvalidGroupInfo(_))
+    ));
+    ds.accept_commit(&b64(&update), &update_info, None, "@alice:hub.example", Some("A1")).expect("Alice's own");
+}
