@@ -12,13 +12,10 @@ use crate::{
         ephemeral::DeviceTarget,
         rooms::{
             SendEvent, StateBefore,
-            mls::{ForwardedCommit, WELCOME_TYPE},
+            mls::{ForwardedCommit, GROUP_INFO_FIELD, WELCOME_FIELD, WELCOME_TYPE},
         },
     },
 };
-
-const GROUP_INFO_FIELD: &str = "de.poststelle.group_info";
-const WELCOME_FIELD: &str = "de.poststelle.welcome";
 
 fn field<'a>(ev: &'a SendEvent, name: &str) -> Option<&'a str> {
     ev.content.get(name).and_then(serde_json::Value::as_str)

@@ -30,8 +30,8 @@ use crate::{
 /// The event type of accepted commits.
 pub const COMMIT_TYPE: &str = "m.mls.commit";
 /// Bundle fields a client sends alongside a commit, stripped before the event is built.
-const GROUP_INFO_FIELD: &str = "de.poststelle.group_info";
-const WELCOME_FIELD: &str = "de.poststelle.welcome";
+pub const GROUP_INFO_FIELD: &str = "de.poststelle.group_info";
+pub const WELCOME_FIELD: &str = "de.poststelle.welcome";
 /// The spec's limit on a PDU, and what an event needs besides the commit (ids, hashes,
 /// signatures, auth and prev events): checked before any MLS work, so an oversized commit is
 /// refused with 413 and nothing else happens.
