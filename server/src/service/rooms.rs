@@ -12,6 +12,7 @@ pub mod power;
 pub mod read;
 pub mod relations;
 mod remote;
+mod remote_run;
 mod upgrade;
 pub mod visibility;
 

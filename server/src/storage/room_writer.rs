@@ -369,6 +369,25 @@ impl RoomWriter {
         Ok(())
     }
 
+    /// Marks the point [`Self::rollback_to_savepoint`] returns to (one at a time), so that one
+    /// step of a transaction that writes many events can fail alone.
+    pub async fn savepoint(&mut self) -> StorageResult<()> {
+        sqlx::query("SAVEPOINT step").execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    /// Keeps what was written since [`Self::savepoint`].
+    pub async fn release_savepoint(&mut self) -> StorageResult<()> {
+        sqlx::query("RELEASE SAVEPOINT step").execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
+    /// Undoes what was written since [`Self::savepoint`]; the transaction goes on.
+    pub async fn rollback_to_savepoint(&mut self) -> StorageResult<()> {
+        sqlx::query("ROLLBACK TO SAVEPOINT step").execute(&mut *self.tx).await?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> StorageResult<()> {
         self.tx.commit().await?;
         Ok(())

@@ -35,6 +35,36 @@ const MISSING_EVENTS_LIMIT: u32 = 20;
 /// What a transaction's PDUs came to: per event id, `Ok` or the reason it was not accepted.
 pub type PduResults = BTreeMap<OwnedEventId, Result<(), String>>;
 
+/// A transaction's PDUs by room, rooms in the order they first appear; PDUs without a room id
+/// are dropped.
+fn by_room(pdus: &[Box<RawJsonValue>]) -> Vec<(OwnedRoomId, Vec<&RawJsonValue>)> {
+    #[derive(serde::Deserialize)]
+    struct RoomOnly {
+        room_id: OwnedRoomId,
+    }
+    let mut rooms: Vec<(OwnedRoomId, Vec<&RawJsonValue>)> = Vec::new();
+    for raw in pdus {
+        let Ok(RoomOnly { room_id }) = serde_json::from_str::<RoomOnly>(raw.get()) else { continue };
+        match rooms.iter_mut().find(|(r, _)| *r == room_id) {
+            Some((_, raws)) => raws.push(raw),
+            None => rooms.push((room_id, vec![raw])),
+        }
+    }
+    rooms
+}
+
+/// How an outcome is reported for a PDU in the transaction's answer.
+fn outcome_result(origin: &ServerName, event: &Received, outcome: ServiceResult<Accepted>) -> Result<(), String> {
+    match outcome {
+        Ok(Accepted::Stored | Accepted::AlreadyKnown | Accepted::SoftFailed) => Ok(()),
+        Ok(Accepted::Rejected(reason)) => Err(reason),
+        Err(e) => {
+            tracing::warn!(%origin, event_id = %event.pdu.event_id, error = %e, "could not accept a PDU");
+            Err(e.to_string())
+        }
+    }
+}
+
 impl FederationService {
     /// Handles a transaction from `origin` (already authenticated).
     pub async fn receive_transaction(
@@ -59,10 +89,8 @@ impl FederationService {
                 .collect());
         }
         let mut results = PduResults::new();
-        for raw in pdus {
-            if let Some((id, result)) = self.receive_pdu(origin, raw).await {
-                results.insert(id, result);
-            }
+        for (room, raws) in by_room(pdus) {
+            self.receive_room_pdus(origin, &room, &raws, &mut results).await;
         }
         for edu in edus {
             if let Err(e) = self.receive_edu(origin, edu).await {
@@ -140,47 +168,123 @@ impl FederationService {
         }
     }
 
-    /// One PDU of a transaction. `None` when it cannot even be attributed to an event id.
-    async fn receive_pdu(&self, origin: &ServerName, raw: &RawJsonValue) -> Option<(OwnedEventId, Result<(), String>)> {
-        #[derive(serde::Deserialize)]
-        struct RoomOnly {
-            room_id: OwnedRoomId,
-        }
-        let room = serde_json::from_str::<RoomOnly>(raw.get()).ok()?.room_id;
-        let (_, rules) = match self.rooms.room_rules(room.as_str()).await {
-            Ok(Some(r)) => r,
+    /// The PDUs of one room in a transaction: checked and verified one by one; then those whose
+    /// auth events and predecessors are known (stored, or earlier in the transaction) are
+    /// accepted together in one commit, and the others one at a time after fetching what they
+    /// depend on.
+    async fn receive_room_pdus(
+        &self,
+        origin: &ServerName,
+        room: &RoomId,
+        raws: &[&RawJsonValue],
+        results: &mut PduResults,
+    ) {
+        let rules = match self.rooms.room_rules(room.as_str()).await {
+            Ok(Some((_, rules))) => rules,
             _ => {
-                tracing::info!(%origin, room_id = %room, "dropped a PDU of a room this server is not in");
-                return None;
+                tracing::info!(%origin, room_id = %room, pdus = raws.len(), "dropped PDUs of a room this server is not in");
+                return;
             }
         };
         let acl = self.check_acl(origin, room.as_str()).await;
-        let parsed = match poststelle_federation::incoming::parse(raw, &rules, Some(&room)) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU");
-                return None;
+        let mut events = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let id = match poststelle_federation::incoming::parse(raw, &rules, Some(room)) {
+                Ok(p) => p.pdu.event_id,
+                Err(e) => {
+                    tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU");
+                    continue;
+                }
+            };
+            if let Err(e) = &acl {
+                results.insert(id, Err(e.to_string()));
+                continue;
             }
-        };
-        let id = parsed.pdu.event_id.clone();
-        if let Err(e) = acl {
-            return Some((id, Err(e.to_string())));
+            match self.verify_pdu(raw, &rules, room).await {
+                Ok(v) => events.push(received(v, Some(origin))),
+                Err(e) => {
+                    results.insert(id, Err(e.to_string()));
+                }
+            }
         }
-        let verified = match self.verify_pdu(raw, &rules, &room).await {
-            Ok(v) => v,
-            Err(e) => return Some((id, Err(e.to_string()))),
-        };
-        let event = received(verified, Some(origin));
-        let outcome = self.accept_with_history(origin, &room, &rules, &event).await;
-        let result = match outcome {
-            Ok(Accepted::Stored | Accepted::AlreadyKnown | Accepted::SoftFailed) => Ok(()),
-            Ok(Accepted::Rejected(reason)) => Err(reason),
+        // Predecessors first; a sender may list them in any order.
+        events.sort_by_key(|e| e.pdu.depth);
+        let (run, alone) = match self.split_known(&rules, &events).await {
+            Ok(split) => split,
             Err(e) => {
-                tracing::warn!(%origin, event_id = %id, error = %e, "could not accept a PDU");
-                Err(e.to_string())
+                tracing::warn!(%origin, room_id = %room, error = %e, "could not look up what received PDUs depend on");
+                (Vec::new(), events.iter().collect())
             }
         };
-        Some((id, result))
+        let mut later: Vec<&Received> = alone;
+        if !run.is_empty() {
+            match self.rooms.accept_remote_run(room.as_str(), &run).await {
+                Ok(answers) => {
+                    for (event, answer) in run.iter().zip(answers) {
+                        match answer {
+                            Some(outcome) => {
+                                results.insert(event.pdu.event_id.clone(), outcome_result(origin, event, outcome));
+                            }
+                            None => later.push(event),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%origin, room_id = %room, error = %e, "could not accept a run of received PDUs");
+                    later.extend(run);
+                }
+            }
+        }
+        later.sort_by_key(|e| e.pdu.depth);
+        for event in later {
+            let outcome = self.accept_with_history(origin, room, &rules, event).await;
+            results.insert(event.pdu.event_id.clone(), outcome_result(origin, event, outcome));
+        }
+    }
+
+    /// Splits a room's received events (sorted by depth) into those whose auth events are
+    /// stored and whose prev events are in the timeline, counting the events before them in the
+    /// list as both, and the rest.
+    async fn split_known<'a>(
+        &self,
+        rules: &RoomVersionRules,
+        events: &'a [Received],
+    ) -> ServiceResult<(Vec<&'a Received>, Vec<&'a Received>)> {
+        let needs = |e: &Received| {
+            let auth = crate::service::rooms::with_implied_create(
+                &e.pdu,
+                rules,
+                e.pdu.auth_events.iter().map(ToString::to_string).collect(),
+            );
+            (auth, e.pdu.prev_events.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let mut wanted: Vec<String> = events
+            .iter()
+            .flat_map(|e| {
+                let (auth, prev) = needs(e);
+                auth.into_iter().chain(prev)
+            })
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let stored = self.storage.federation.pdus(&wanted).await?;
+        let mut known_auth: BTreeSet<String> = stored.iter().map(|p| p.event_id.clone()).collect();
+        let mut in_timeline: BTreeSet<String> = stored.into_iter().filter(|p| !p.outlier).map(|p| p.event_id).collect();
+        let (mut run, mut alone) = (Vec::new(), Vec::new());
+        for e in events {
+            let (auth, prev) = needs(e);
+            if !prev.is_empty()
+                && auth.iter().all(|a| known_auth.contains(a))
+                && prev.iter().all(|p| in_timeline.contains(p))
+            {
+                known_auth.insert(e.pdu.event_id.to_string());
+                in_timeline.insert(e.pdu.event_id.to_string());
+                run.push(e);
+            } else {
+                alone.push(e);
+            }
+        }
+        Ok((run, alone))
     }
 
     /// Accepts a verified event after fetching what it depends on.

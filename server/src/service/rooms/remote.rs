@@ -5,7 +5,7 @@
 //! state before it resolved over its prev events, and the room's current state resolved over
 //! the new forward extremities.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use poststelle_federation::{Pdu, auth, resolve};
 use ruma::{OwnedEventId, RoomVersionId, events::StateEventType, room_version_rules::RoomVersionRules};
@@ -16,7 +16,7 @@ use crate::{
     service::{ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{MAX_SNAPSHOT_CHAIN, OutlierEvent, RemoteEvent, RoomWriter, StreamSlot},
+        room_writer::{MAX_SNAPSHOT_CHAIN, OutlierEvent, RemoteEvent, RoomWriter, StoredEventInfo, StreamSlot},
     },
 };
 
@@ -65,11 +65,32 @@ fn to_owned_ids(ids: &[OwnedEventId]) -> Vec<String> {
     ids.iter().map(ToString::to_string).collect()
 }
 
-/// The events a transaction on a room has loaded, by id.
+/// The events a transaction on a room has loaded, by id, and the last states it read or wrote,
+/// by snapshot id. A snapshot never changes and its id is never reused (not even after a
+/// rollback), so a kept state is right for its id whatever else happened.
 #[derive(Default)]
-pub(super) struct Loaded(BTreeMap<OwnedEventId, Pdu>);
+pub(super) struct Loaded(BTreeMap<OwnedEventId, Pdu>, Vec<KeptState>);
+
+/// A state kept by [`Loaded`]: snapshot id, chain depth, the state.
+type KeptState = (i64, i32, Arc<StateIds>);
+
+/// How many states [`Loaded`] keeps: the current one, and the states after the last events.
+const KEPT_STATES: usize = 4;
 
 impl Loaded {
+    /// The state of a snapshot, with its chain depth, if kept.
+    fn state(&self, snapshot: i64) -> Option<(i32, Arc<StateIds>)> {
+        self.1.iter().find(|(id, _, _)| *id == snapshot).map(|(_, depth, state)| (*depth, state.clone()))
+    }
+
+    fn keep_state(&mut self, snapshot: i64, depth: i32, state: Arc<StateIds>) {
+        self.1.retain(|(id, _, _)| *id != snapshot);
+        if self.1.len() >= KEPT_STATES {
+            self.1.remove(0);
+        }
+        self.1.push((snapshot, depth, state));
+    }
+
     async fn load(&mut self, w: &mut RoomWriter, ids: impl IntoIterator<Item = String>) -> ServiceResult<()> {
         let missing: Vec<String> =
             ids.into_iter().filter(|id| !self.0.keys().any(|k| k.as_str() == id.as_str())).collect();
@@ -136,7 +157,7 @@ async fn resolve_states(
     w: &mut RoomWriter,
     loaded: &mut Loaded,
     rules: &RoomVersionRules,
-    states: &[StateIds],
+    states: &[&StateIds],
 ) -> ServiceResult<StateIds> {
     let mut ids: Vec<String> = states.iter().flat_map(|s| s.values().cloned()).collect();
     ids.sort();
@@ -193,13 +214,13 @@ pub(super) struct Admitted {
     kind: String,
     prev: Vec<String>,
     auth: Vec<String>,
-    before: StateIds,
+    before: Arc<StateIds>,
     before_snapshot: (i64, i32),
 }
 
 /// Writes an admitted event into the timeline at `slot`, with the state after it, and applies
 /// it if it is a redaction that may redact its target. Returns its position and the state
-/// after it with that state's snapshot.
+/// after it with that state's snapshot `(id, chain depth)`.
 pub(super) async fn into_timeline(
     w: &mut RoomWriter,
     loaded: &mut Loaded,
@@ -207,15 +228,16 @@ pub(super) async fn into_timeline(
     event: &Received,
     admitted: &Admitted,
     slot: StreamSlot,
-) -> ServiceResult<(i64, StateIds, i64)> {
+) -> ServiceResult<(i64, Arc<StateIds>, (i64, i32))> {
     let Admitted { id, kind, prev, auth, before, before_snapshot } = admitted;
     let mut after = before.clone();
     let mut after_snapshot = *before_snapshot;
     let mut replaces_state = None;
     if let Some(key) = &event.pdu.state_key {
-        replaces_state = after.insert((kind.clone(), key.clone()), id.clone());
+        let changed = Arc::make_mut(&mut after);
+        replaces_state = changed.insert((kind.clone(), key.clone()), id.clone());
         after_snapshot = if before_snapshot.1 + 1 >= MAX_SNAPSHOT_CHAIN {
-            (write_full(w, &after).await?, 0)
+            (write_full(w, changed).await?, 0)
         } else {
             w.write_snapshot(Some(*before_snapshot), &[(kind.clone(), key.clone(), id.clone())]).await?
         };
@@ -249,7 +271,7 @@ pub(super) async fn into_timeline(
     {
         w.mark_redacted(target.as_str(), id).await?;
     }
-    Ok((inserted.position, after, after_snapshot.0))
+    Ok((inserted.position, after, after_snapshot))
 }
 
 fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> OutlierEvent<'a> {
@@ -268,6 +290,16 @@ fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> Outli
         state_before: None,
         received_from: r.origin.as_deref(),
     }
+}
+
+/// Keeps a received event out of the timeline as soft-failed, with the state before it.
+async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) -> ServiceResult<()> {
+    let mut row = outlier(event, &admitted.prev, &admitted.auth);
+    row.event_type = &admitted.kind;
+    row.soft_failed = true;
+    row.state_before = Some(admitted.before_snapshot.0);
+    w.insert_outliers(&[row]).await?;
+    Ok(())
 }
 
 impl RoomService {
@@ -360,61 +392,72 @@ impl RoomService {
         commit: Option<&super::mls::ForwardedCommit<'_>>,
     ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
-        let mut loaded = Loaded::default();
+        let outcome = self.accept_in(&mut w, &mut Loaded::default(), &rules, event, state_before, commit).await?;
+        w.commit().await?;
+        if outcome.0 == Accepted::Stored {
+            self.notifier.bump();
+        }
+        Ok(outcome)
+    }
+
+    /// Accepts a received event inside the room's open write transaction (the spec's checks 4–6,
+    /// then the timeline, the head and the current state); the caller commits. An `Err` leaves
+    /// the transaction with partial writes: roll it (or its savepoint) back.
+    pub(super) async fn accept_in(
+        &self,
+        w: &mut RoomWriter,
+        loaded: &mut Loaded,
+        rules: &RoomVersionRules,
+        event: &Received,
+        state_before: StateBefore,
+        commit: Option<&super::mls::ForwardedCommit<'_>>,
+    ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
         let replace_head = matches!(state_before, StateBefore::Join(_));
-        let admitted = match self.admit(&mut w, &mut loaded, &rules, event, state_before).await? {
+        let admitted = match self.admit(w, loaded, rules, event, state_before).await? {
             Ok(admitted) => admitted,
-            Err(outcome) => {
-                w.commit().await?;
-                return Ok((outcome, Vec::new()));
-            }
+            Err(outcome) => return Ok((outcome, Vec::new())),
         };
         let welcome_recipients = match commit {
-            Some(commit) => self.accept_forwarded_in(&mut w, &event.pdu, commit).await?,
+            Some(commit) => self.accept_forwarded_in(w, &event.pdu, commit).await?,
             None => Vec::new(),
         };
 
         // The MLS hub's rules for its rooms (commits only through it, no plaintext): soft failure.
         if event.origin.is_some()
-            && let Some(reason) = self.mls_refusal_of_received(&mut w, &event.pdu).await?
+            && let Some(reason) = self.mls_refusal_of_received(w, &event.pdu).await?
         {
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event in an MLS room");
-            let mut row = outlier(event, &admitted.prev, &admitted.auth);
-            row.event_type = &admitted.kind;
-            row.soft_failed = true;
-            row.state_before = Some(admitted.before_snapshot.0);
-            w.insert_outliers(&[row]).await?;
-            w.commit().await?;
+            soft_fail(w, event, &admitted).await?;
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
         // 6. Against the current state: soft failure.
         let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-        let current: StateIds = if head.snapshot_id == 0 {
-            StateIds::new()
+        let current: Arc<StateIds> = if head.snapshot_id == 0 {
+            Arc::default()
+        } else if let Some((_, kept)) = loaded.state(head.snapshot_id) {
+            kept
         } else {
-            w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect()
+            let read: Arc<StateIds> =
+                Arc::new(w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect());
+            loaded.keep_state(head.snapshot_id, head.snapshot_depth, read.clone());
+            read
         };
         if head.snapshot_id != 0
             && event.origin.is_some()
-            && let Err(reason) = check_against(&mut w, &mut loaded, &rules, &event.pdu, &current).await?
+            && let Err(reason) = check_against(w, loaded, rules, &event.pdu, &current).await?
         {
             if commit.is_some() {
                 // Nothing of the forwarded commit is kept (the transaction rolls back).
                 return Err(ServiceError::Forbidden(reason));
             }
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event");
-            let mut row = outlier(event, &admitted.prev, &admitted.auth);
-            row.event_type = &admitted.kind;
-            row.soft_failed = true;
-            row.state_before = Some(admitted.before_snapshot.0);
-            w.insert_outliers(&[row]).await?;
-            w.commit().await?;
+            soft_fail(w, event, &admitted).await?;
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
         let (position, after, after_snapshot) =
-            into_timeline(&mut w, &mut loaded, &rules, event, &admitted, StreamSlot::FirstOf(1)).await?;
+            into_timeline(w, loaded, rules, event, &admitted, StreamSlot::FirstOf(1)).await?;
         let (id, prev) = (admitted.id, admitted.prev);
 
         // The new forward extremities, and the current state over them.
@@ -430,15 +473,14 @@ impl RoomService {
         let (new_current, new_snapshot) = if replaced_all || head.snapshot_id == 0 {
             (after, after_snapshot)
         } else {
-            let resolved = resolve_states(&mut w, &mut loaded, &rules, &[current.clone(), after]).await?;
-            let snapshot = write_full(&mut w, &resolved).await?;
-            (resolved, snapshot)
+            let resolved = resolve_states(w, loaded, rules, &[&current, &after]).await?;
+            let snapshot = write_full(w, &resolved).await?;
+            (Arc::new(resolved), (snapshot, 0))
         };
-        self.move_head(&mut w, &current, &new_current, position).await?;
+        self.move_head(w, &current, &new_current, position).await?;
         let max_depth = head.max_depth.max(i64::try_from(event.pdu.depth).unwrap_or(0));
-        w.set_head(new_snapshot, &extremities, max_depth, position).await?;
-        w.commit().await?;
-        self.notifier.bump();
+        w.set_head(new_snapshot.0, &extremities, max_depth, position).await?;
+        loaded.keep_state(new_snapshot.0, new_snapshot.1, new_current);
         Ok((Accepted::Stored, welcome_recipients))
     }
 
@@ -467,10 +509,13 @@ impl RoomService {
         state_before: StateBefore,
     ) -> ServiceResult<Result<Admitted, Accepted>> {
         let id = event.pdu.event_id.to_string();
-        if w.stored_events(std::slice::from_ref(&id)).await?.iter().any(|s| !s.outlier || s.rejected) {
+        let prev = to_owned_ids(&event.pdu.prev_events);
+        // The event and its predecessors in one read.
+        let asked: Vec<String> = std::iter::once(id.clone()).chain(prev.iter().cloned()).collect();
+        let infos = w.stored_events(&asked).await?;
+        if infos.iter().any(|s| s.event_id == id && (!s.outlier || s.rejected)) {
             return Ok(Err(Accepted::AlreadyKnown));
         }
-        let prev = to_owned_ids(&event.pdu.prev_events);
         let auth = to_owned_ids(&event.pdu.auth_events);
         let kind = event.pdu.kind.to_string();
         let needed = with_implied_create(&event.pdu, rules, auth.clone());
@@ -492,9 +537,9 @@ impl RoomService {
         let (before, before_snapshot) = match state_before {
             StateBefore::Reported(state) | StateBefore::Join(state) => {
                 let snapshot = write_full(w, &state).await?;
-                (state, (snapshot, 0))
+                (Arc::new(state), (snapshot, 0))
             }
-            StateBefore::Prevs => self.state_before(w, loaded, rules, &prev).await?,
+            StateBefore::Prevs => self.state_before(w, loaded, rules, &prev, &infos).await?,
         };
         if let Err(reason) = check_against(w, loaded, rules, &event.pdu, &before).await? {
             row.rejected = Some(&reason);
@@ -505,16 +550,16 @@ impl RoomService {
         Ok(Ok(Admitted { id, kind, prev, auth, before, before_snapshot }))
     }
 
-    /// The state before an event, over its prev events: the state after each, resolved if they
-    /// differ. Returns it with its snapshot `(id, chain depth)`.
+    /// The state before an event, over its prev events (`infos`: what is stored of them): the
+    /// state after each, resolved if they differ. Returns it with its snapshot `(id, chain depth)`.
     async fn state_before(
         &self,
         w: &mut RoomWriter,
         loaded: &mut Loaded,
         rules: &RoomVersionRules,
         prev: &[String],
-    ) -> ServiceResult<(StateIds, (i64, i32))> {
-        let infos = w.stored_events(prev).await?;
+        infos: &[StoredEventInfo],
+    ) -> ServiceResult<(Arc<StateIds>, (i64, i32))> {
         let mut snapshots: Vec<i64> = Vec::new();
         for p in prev {
             let info = infos.iter().find(|i| &i.event_id == p);
@@ -528,17 +573,22 @@ impl RoomService {
         match snapshots.as_slice() {
             [] => Err(ServiceError::BadJson("an event without prev events".into())),
             [one] => {
+                if let Some((depth, kept)) = loaded.state(*one) {
+                    return Ok((kept, (*one, depth)));
+                }
                 let depth = w.snapshot_depth(*one).await?;
-                Ok((state_of(w, *one).await?, (*one, depth)))
+                let state = Arc::new(state_of(w, *one).await?);
+                loaded.keep_state(*one, depth, state.clone());
+                Ok((state, (*one, depth)))
             }
             many => {
                 let mut states = Vec::new();
                 for s in many {
                     states.push(state_of(w, *s).await?);
                 }
-                let resolved = resolve_states(w, loaded, rules, &states).await?;
+                let resolved = resolve_states(w, loaded, rules, &states.iter().collect::<Vec<_>>()).await?;
                 let snapshot = write_full(w, &resolved).await?;
-                Ok((resolved, (snapshot, 0)))
+                Ok((Arc::new(resolved), (snapshot, 0)))
             }
         }
     }
@@ -546,6 +596,9 @@ impl RoomService {
     /// Moves the current state from `old` to `new`: the changed rows, and the memberships of
     /// the member events that changed (at `position`).
     async fn move_head(&self, w: &mut RoomWriter, old: &StateIds, new: &StateIds, position: i64) -> ServiceResult<()> {
+        if std::ptr::eq(old, new) {
+            return Ok(());
+        }
         let mut changes: Vec<(String, String, Option<String>)> = Vec::new();
         for (k, id) in new {
             if old.get(k) != Some(id) {
@@ -556,6 +609,9 @@ impl RoomService {
             if !new.contains_key(k) {
                 changes.push((k.0.clone(), k.1.clone(), None));
             }
+        }
+        if changes.is_empty() {
+            return Ok(());
         }
         w.change_current_state(&changes).await?;
         let members: Vec<String> = changes

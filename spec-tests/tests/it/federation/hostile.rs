@@ -367,3 +367,62 @@ async fn a_reported_state_after_a_gap_does_not_roll_the_room_back() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(state(&a, &alice, &room.room_id, "m.room.name", "").await["name"], "renamed");
 }
+
+/// The PDUs of one transaction that build on each other, sent in any order, are accepted
+/// together: a chain of 46 of Mallory's events (her display-name change and a redaction of
+/// one of her own messages among them), sent newest first beside an event that fails the auth
+/// rules. The chain is in Alice's timeline in its order, the state change and the redaction
+/// applied, the rejected event nowhere; the room goes on from the chain's end.
+#[tokio::test]
+async fn a_transaction_of_events_building_on_each_other_is_accepted_in_order() {
+    let (a, alice, origin, mut room) = setup("11").await;
+    let mallory = room.user.clone();
+    let member_auth = vec![room.create.clone(), room.power_levels.clone(), room.join_rules.clone(), room.join.clone()];
+    let mut chain: Vec<Pdu> = Vec::new();
+    for i in 0..46 {
+        let draft = match i {
+            20 => {
+                Draft::of("m.room.member", Some(&mallory), json!({"membership": "join", "displayname": "Mallory M."}))
+                    .auth(member_auth.clone())
+            }
+            30 => Draft::of("m.room.redaction", None, json!({"redacts": chain[5].id})),
+            _ => Draft::message(&format!("run {i}")),
+        };
+        let pdu = origin.event(&room, draft);
+        room.advance(&pdu);
+        chain.push(pdu);
+    }
+    let rename = origin
+        .event(&room, Draft::of("m.room.name", Some(""), json!({"name": "hijacked"})).prev(vec![chain[10].id.clone()]));
+    let mut sent: Vec<&Pdu> = chain.iter().rev().collect();
+    sent.insert(17, &rename);
+    let (status, answer) = origin.send(&a, "run1", &sent).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for pdu in &chain {
+        assert_accepted(&answer, pdu);
+    }
+    assert_refused(&answer, &rename);
+
+    let seen = timeline(&a, &alice, &room.room_id).await;
+    let chain_ids: Vec<&str> = chain.iter().map(|p| p.id.as_str()).collect();
+    let mut in_timeline: Vec<&str> = ids(&seen).into_iter().filter(|id| chain_ids.contains(id)).collect();
+    in_timeline.reverse();
+    assert_eq!(in_timeline, chain_ids, "the chain is not in the timeline in its order");
+    assert!(!ids(&seen).contains(&rename.id.as_str()));
+    assert_not_found(&event(&a, &alice, &room.room_id, &rename.id).await, "a rejected event");
+    assert_eq!(state(&a, &alice, &room.room_id, "m.room.name", "").await["name"], "shared");
+    assert_eq!(state(&a, &alice, &room.room_id, "m.room.member", &mallory).await["displayname"], "Mallory M.");
+    let (status, redacted) = event(&a, &alice, &room.room_id, &chain[5].id).await;
+    assert_eq!((status, &redacted["content"]), (StatusCode::OK, &json!({})), "{redacted}");
+
+    // The room's head is the chain's end: Alice's next message follows it, and so does Mallory's.
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/after-run", enc(&room.room_id));
+    let (status, reply) = a.put(&path, alice.token(), json!({"msgtype": "m.text", "body": "after the run"})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, stored) = event(&a, &alice, &room.room_id, reply["event_id"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    let path = format!("/_matrix/federation/v1/event/{}", enc(reply["event_id"].as_str().unwrap()));
+    let (status, served) = origin.request(&a, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{served}");
+    assert_eq!(served["pdus"][0]["prev_events"], json!([chain[45].id]), "{served}");
+}
