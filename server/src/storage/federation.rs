@@ -54,6 +54,9 @@ impl FederationStore {
         .await?)
     }
 
+    /// Records the answer to an inbound transaction without waiting for the WAL flush: what the
+    /// transaction carried is stored already (durably, by its own commits), and should this
+    /// record be lost in a crash, the sender's retry finds its events known.
     pub async fn record_inbound_txn(
         &self,
         origin: &str,
@@ -61,6 +64,7 @@ impl FederationStore {
         response: &serde_json::Value,
         now: i64,
     ) -> StorageResult<()> {
+        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         sqlx::query!(
             "INSERT INTO federation_inbound_txns (origin, txn_id, response, received_ts) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
@@ -69,8 +73,9 @@ impl FederationStore {
             response,
             now
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -334,6 +334,36 @@ impl RoomWriter {
         Ok(())
     }
 
+    /// Records the membership changes of a state change at one position:
+    /// `(user, membership, event id, sender)`, one per user.
+    pub async fn set_memberships(
+        &mut self,
+        changes: &[(String, String, String, String)],
+        stream_ordering: i64,
+    ) -> StorageResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (users, (memberships, (events, senders))): (Vec<&str>, (Vec<&str>, (Vec<&str>, Vec<&str>))) =
+            changes.iter().map(|(u, m, e, s)| (u.as_str(), (m.as_str(), (e.as_str(), s.as_str())))).unzip();
+        sqlx::query!(
+            "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering, sender)
+             SELECT $1, u, m, e, $5, s FROM UNNEST($2::text[], $3::text[], $4::text[], $6::text[]) AS c(u, m, e, s)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership,
+                 event_id = EXCLUDED.event_id, stream_ordering = EXCLUDED.stream_ordering,
+                 sender = EXCLUDED.sender, forgotten = FALSE",
+            self.room_id,
+            &users as &[&str],
+            &memberships as &[&str],
+            &events as &[&str],
+            stream_ordering,
+            &senders as &[&str]
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Marks an event of this room redacted (the redaction itself has passed auth).
     pub async fn mark_redacted(&mut self, target: &str, redaction_id: &str) -> StorageResult<()> {
         sqlx::query!(

@@ -88,6 +88,7 @@ impl FederationService {
                 .map(|(id, e)| (id, e.map_or(Ok(()), Err)))
                 .collect());
         }
+        let started = std::time::Instant::now();
         let mut results = PduResults::new();
         for (room, raws) in by_room(pdus) {
             self.receive_room_pdus(origin, &room, &raws, &mut results).await;
@@ -101,6 +102,10 @@ impl FederationService {
             results.iter().map(|(id, r)| (id, r.as_ref().err())).collect();
         let answer = serde_json::to_value(stored).map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.storage.federation.record_inbound_txn(origin.as_str(), txn_id, &answer, now_ms()).await?;
+        tracing::debug!(
+            %origin, txn_id, pdus = pdus.len(), edus = edus.len(), ms = started.elapsed().as_millis(),
+            "received a transaction"
+        );
         Ok(results)
     }
 

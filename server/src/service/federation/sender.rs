@@ -169,6 +169,7 @@ impl FederationService {
         let sent_edus: Vec<i64> = pending.edus.iter().map(|(p, _, _)| *p).collect();
         match self.client.send(destination, request).await {
             Ok(response) => {
+                tracing::debug!(%destination, pdus = sent_pdus.len(), edus = sent_edus.len(), "sent a transaction");
                 for (event_id, result) in &response.pdus {
                     if let Err(reason) = result {
                         tracing::info!(%destination, %event_id, %reason, "a server did not accept our event");

@@ -92,8 +92,7 @@ impl Loaded {
     }
 
     async fn load(&mut self, w: &mut RoomWriter, ids: impl IntoIterator<Item = String>) -> ServiceResult<()> {
-        let missing: Vec<String> =
-            ids.into_iter().filter(|id| !self.0.keys().any(|k| k.as_str() == id.as_str())).collect();
+        let missing: Vec<String> = ids.into_iter().filter(|id| !self.has(id)).collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -102,6 +101,10 @@ impl Loaded {
             self.0.insert(pdu.event_id.clone(), pdu);
         }
         Ok(())
+    }
+
+    fn has(&self, id: &str) -> bool {
+        <&ruma::EventId>::try_from(id).is_ok_and(|id| self.0.contains_key(id))
     }
 
     fn get(&self, id: &ruma::EventId) -> Option<Pdu> {
@@ -346,28 +349,34 @@ impl RoomService {
         for e in &sorted {
             loaded.0.insert(e.pdu.event_id.clone(), e.pdu.clone());
         }
+        // Checked in order of depth (auth events first), written together.
+        let mut checked = Vec::with_capacity(sorted.len());
         for e in sorted {
             let needed = with_implied_create(&e.pdu, rules, to_owned_ids(&e.pdu.auth_events));
             loaded.load(w, needed.clone()).await?;
-            if let Some(missing) = needed.iter().find(|id| !loaded.0.keys().any(|k| k.as_str() == id.as_str())) {
+            if let Some(missing) = needed.iter().find(|id| !loaded.has(id)) {
                 // Not rejected: we lack what decides it. It can be fetched and stored later.
                 tracing::info!(event_id = %e.pdu.event_id, %missing, "skipped an event whose auth event is unknown");
                 continue;
             }
             let verdict = auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id));
-            let prev = to_owned_ids(&e.pdu.prev_events);
-            let auth = to_owned_ids(&e.pdu.auth_events);
-            let kind = e.pdu.kind.to_string();
-            let mut row = outlier(e, &prev, &auth);
-            row.event_type = &kind;
-            let reason = verdict.err();
-            row.rejected = reason.as_deref();
-            if let Some(reason) = &reason {
+            if let Err(reason) = &verdict {
                 tracing::info!(event_id = %e.pdu.event_id, %reason, "rejected a received auth or state event");
                 loaded.0.remove(&e.pdu.event_id);
             }
-            w.insert_outliers(&[row]).await?;
+            let ids = (to_owned_ids(&e.pdu.prev_events), to_owned_ids(&e.pdu.auth_events));
+            checked.push((e, ids, e.pdu.kind.to_string(), verdict.err()));
         }
+        let rows: Vec<OutlierEvent<'_>> = checked
+            .iter()
+            .map(|(e, (prev, auth), kind, reason)| {
+                let mut row = outlier(e, prev, auth);
+                row.event_type = kind;
+                row.rejected = reason.as_deref();
+                row
+            })
+            .collect();
+        w.insert_outliers(&rows).await?;
         Ok(())
     }
 
@@ -520,7 +529,7 @@ impl RoomService {
         let kind = event.pdu.kind.to_string();
         let needed = with_implied_create(&event.pdu, rules, auth.clone());
         loaded.load(w, needed.clone()).await?;
-        if let Some(missing) = needed.iter().find(|a| !loaded.0.keys().any(|k| k.as_str() == a.as_str())) {
+        if let Some(missing) = needed.iter().find(|a| !loaded.has(a)) {
             return Err(ServiceError::NotFound(format!("auth event {missing} is unknown")));
         }
         let mut row = outlier(event, &prev, &auth);
@@ -620,16 +629,18 @@ impl RoomService {
             .filter_map(|(_, _, id)| id.clone())
             .collect();
         let mut departed = Vec::new();
+        let mut memberships = Vec::with_capacity(members.len());
         for (id, text) in w.pdus(&members).await? {
             let pdu = parse_pdu(&id, &text)?;
             let content: JsonValue = serde_json::from_str(pdu.content.get()).unwrap_or_default();
-            if let (Some(target), Some(m)) = (&pdu.state_key, content.get("membership").and_then(JsonValue::as_str)) {
-                w.set_membership(target, m, &id, position, pdu.sender.as_str()).await?;
+            if let (Some(target), Some(m)) = (pdu.state_key, content.get("membership").and_then(JsonValue::as_str)) {
                 if m == "leave" || m == "ban" {
                     departed.push(target.clone());
                 }
+                memberships.push((target, m.to_owned(), id, pdu.sender.to_string()));
             }
         }
+        w.set_memberships(&memberships, position).await?;
         self.propose_mls_removals(w, &departed).await
     }
 

@@ -57,8 +57,11 @@ pub struct StoredEventInfo {
 
 impl RoomWriter {
     /// Stores events outside the timeline, each at a fresh negative position; events already
-    /// stored are left as they are.
+    /// stored are left as they are. Many at once (an auth chain, a room's state) in one statement.
     pub async fn insert_outliers(&mut self, events: &[OutlierEvent<'_>]) -> StorageResult<()> {
+        if events.len() > 1 {
+            return self.insert_many_outliers(events).await;
+        }
         for e in events {
             sqlx::query!(
                 r#"WITH pos AS (
@@ -87,6 +90,50 @@ impl RoomWriter {
             .execute(&mut *self.tx)
             .await?;
         }
+        Ok(())
+    }
+
+    /// [`Self::insert_outliers`] for many: the rows travel as one JSON array (their arrays of
+    /// ids differ in length, which parallel arrays cannot carry); positions are taken in one step.
+    async fn insert_many_outliers(&mut self, events: &[OutlierEvent<'_>]) -> StorageResult<()> {
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .zip(1_i64..)
+            .map(|(e, i)| {
+                serde_json::json!({
+                    "i": i, "event_id": e.event_id, "depth": e.depth, "event_type": e.event_type,
+                    "state_key": e.state_key, "sender": e.sender, "origin_server_ts": e.origin_server_ts,
+                    "pdu": e.pdu, "prev_events": e.prev_events, "auth_events": e.auth_events,
+                    "rejected": e.rejected, "soft_failed": e.soft_failed, "state_before": e.state_before,
+                    "received_from": e.received_from,
+                })
+            })
+            .collect();
+        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        sqlx::query!(
+            r#"WITH r AS (
+                   SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
+                       i bigint, event_id text, depth bigint, event_type text, state_key text, sender text,
+                       origin_server_ts bigint, pdu text, prev_events text[], auth_events text[], rejected text,
+                       soft_failed boolean, state_before bigint, received_from text)),
+               pos AS (
+                   UPDATE stream_heads SET position = position - $3 WHERE stream = 'outliers'
+                   RETURNING position + $3 AS top)
+               INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
+                                   origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
+                                   outlier, rejected, soft_failed, received_from)
+               SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
+                      r.origin_server_ts, r.pdu, r.state_before, r.state_before, r.prev_events, r.auth_events,
+                      TRUE, r.rejected, r.soft_failed, r.received_from
+               FROM r, pos
+               ORDER BY r.i
+               ON CONFLICT (event_id) DO NOTHING"#,
+            self.room_id,
+            serde_json::Value::Array(rows),
+            count
+        )
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
