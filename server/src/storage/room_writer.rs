@@ -344,8 +344,9 @@ impl RoomWriter {
         if changes.is_empty() {
             return Ok(());
         }
-        let (users, (memberships, (events, senders))): (Vec<&str>, (Vec<&str>, (Vec<&str>, Vec<&str>))) =
-            changes.iter().map(|(u, m, e, s)| (u.as_str(), (m.as_str(), (e.as_str(), s.as_str())))).unzip();
+        let column = |pick: fn(&(String, String, String, String)) -> &str| changes.iter().map(pick).collect::<Vec<_>>();
+        let (users, memberships) = (column(|c| &c.0), column(|c| &c.1));
+        let (events, senders) = (column(|c| &c.2), column(|c| &c.3));
         sqlx::query!(
             "INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream_ordering, sender)
              SELECT $1, u, m, e, $5, s FROM UNNEST($2::text[], $3::text[], $4::text[], $6::text[]) AS c(u, m, e, s)
