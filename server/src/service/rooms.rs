@@ -73,6 +73,8 @@ pub struct RoomService {
     /// Room versions never change: known ones are kept here.
     versions: std::sync::RwLock<BTreeMap<String, RoomVersionId>>,
     room_cache: Mutex<RoomCache>,
+    /// What each room's last acceptance of received events loaded (see [`remote::Loaded`]).
+    received_cache: Mutex<BTreeMap<String, remote::Loaded>>,
     /// Sends waiting for their room's lock. Whoever takes a room's lock next persists all of the
     /// room's waiting sends in one transaction: concurrent senders share one commit.
     queued_sends: Mutex<BTreeMap<String, Vec<QueuedSend>>>,
@@ -121,6 +123,7 @@ impl RoomService {
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             versions: std::sync::RwLock::default(),
             room_cache: Mutex::default(),
+            received_cache: Mutex::default(),
             queued_sends: Mutex::default(),
             me: me.clone(),
         }))

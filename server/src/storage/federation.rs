@@ -205,13 +205,15 @@ impl FederationStore {
 
     /// Queues local events from the events stream for their destinations and advances the
     /// stream consumer `federation`, in one transaction: `(position, event id, destinations)`.
+    /// Committed without waiting for the WAL flush: the rows derive from stored events, and a
+    /// crash that loses them loses the consumer's move with them, so they are queued again.
     pub async fn queue_events(
         &self,
         from: i64,
         to: i64,
         batches: &[(i64, String, Vec<String>)],
     ) -> StorageResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         let moved = sqlx::query!(
             "UPDATE stream_consumers SET position = $2 WHERE name = 'federation' AND position = $1",
             from,
@@ -346,9 +348,10 @@ impl FederationStore {
     }
 
     /// A transaction was answered with 200: its PDUs and EDUs leave the queue and the
-    /// destination's backoff resets.
+    /// destination's backoff resets. Committed without waiting for the WAL flush: should a crash
+    /// lose it, the transaction is sent again under the same id, which the receiver answers once.
     pub async fn sent(&self, destination: &str, pdus: &[i64], edus: &[i64]) -> StorageResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         sqlx::query!(
             "DELETE FROM federation_outbound_pdus WHERE destination = $1 AND stream_ordering = ANY($2)",
             destination,

@@ -103,6 +103,11 @@ impl Loaded {
         Ok(())
     }
 
+    /// Roughly how many entries it holds, for bounding the cache of them.
+    fn weight(&self) -> usize {
+        self.0.len() + self.1.iter().map(|(_, _, state)| state.len()).sum::<usize>()
+    }
+
     fn has(&self, id: &str) -> bool {
         <&ruma::EventId>::try_from(id).is_ok_and(|id| self.0.contains_key(id))
     }
@@ -306,6 +311,27 @@ async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) ->
 }
 
 impl RoomService {
+    /// What the room's last acceptance of received events in this process loaded, to start the
+    /// next one with (taken under the room's lock). Everything in it is keyed by what never
+    /// changes (event ids, snapshot ids), so it stays right whoever wrote to the room since.
+    pub(super) fn take_loaded(&self, room_id: &str) -> Loaded {
+        let mut cache = self.received_cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(room_id).unwrap_or_default()
+    }
+
+    /// Keeps what an acceptance loaded once its transaction committed, within the cache's bound.
+    pub(super) fn keep_loaded(&self, room_id: &str, loaded: Loaded) {
+        if loaded.weight() > super::ROOM_CACHE_MAX_ROOM {
+            return;
+        }
+        let mut cache = self.received_cache.lock().unwrap_or_else(|e| e.into_inner());
+        while cache.values().map(Loaded::weight).sum::<usize>() + loaded.weight() > super::ROOM_CACHE_WEIGHT {
+            let Some(victim) = cache.keys().next().cloned() else { break };
+            cache.remove(&victim);
+        }
+        cache.insert(room_id.to_owned(), loaded);
+    }
+
     /// The rules of a stored room's version.
     pub async fn room_rules(&self, room_id: &str) -> ServiceResult<Option<(RoomVersionId, RoomVersionRules)>> {
         let Some(version) = self.storage.rooms.room_version(room_id).await? else { return Ok(None) };
@@ -401,8 +427,10 @@ impl RoomService {
         commit: Option<&super::mls::ForwardedCommit<'_>>,
     ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
-        let outcome = self.accept_in(&mut w, &mut Loaded::default(), &rules, event, state_before, commit).await?;
+        let mut loaded = self.take_loaded(room_id);
+        let outcome = self.accept_in(&mut w, &mut loaded, &rules, event, state_before, commit).await?;
         w.commit().await?;
+        self.keep_loaded(room_id, loaded);
         if outcome.0 == Accepted::Stored {
             self.notifier.bump();
         }
@@ -479,7 +507,9 @@ impl RoomService {
             head.forward_extremities.iter().filter(|x| !prev.contains(x)).cloned().collect()
         };
         extremities.insert(0, id.clone());
-        let (new_current, new_snapshot) = if replaced_all || head.snapshot_id == 0 {
+        // Forks that changed no state (messages sent on both sides) need no resolution.
+        let same_state = head.snapshot_id == after_snapshot.0 || *current == *after;
+        let (new_current, new_snapshot) = if replaced_all || head.snapshot_id == 0 || same_state {
             (after, after_snapshot)
         } else {
             let resolved = resolve_states(w, loaded, rules, &[&current, &after]).await?;

@@ -23,7 +23,8 @@ impl RoomService {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let in_run: BTreeSet<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
         let mut stored: BTreeSet<&str> = BTreeSet::new();
-        let mut loaded = Loaded::default();
+        let mut loaded = self.take_loaded(room_id);
+        let mut failed = false;
         let mut answers = Vec::with_capacity(events.len());
         for event in events {
             let waits =
@@ -45,12 +46,16 @@ impl RoomService {
                     w.rollback_to_savepoint().await?;
                     // What it loaded may name rows that are gone now.
                     loaded = Loaded::default();
+                    failed = true;
                     tracing::info!(event_id = %event.pdu.event_id, error = %e, "could not accept a received event");
                     answers.push(Some(Err(e)));
                 }
             }
         }
         w.commit().await?;
+        if !failed {
+            self.keep_loaded(room_id, loaded);
+        }
         if !stored.is_empty() {
             self.notifier.bump();
         }
