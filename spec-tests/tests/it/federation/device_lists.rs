@@ -127,6 +127,40 @@ async fn updates_are_applied_in_their_chain_and_a_gap_fetches_the_whole_list() {
     assert!(origin.seen(KEYS_QUERY).is_empty(), "A asked the origin although it holds the list");
 }
 
+/// A keeps a user's list while one of its users shares a joined room with them, and forgets it
+/// when none does any more (Sytest "Server correctly resyncs when server leaves and rejoins a
+/// room"): after Alice leaves the last room she shared with Mallory, the next update, though
+/// it follows the chain, makes A fetch the list again once Bob shares a room with Mallory.
+#[tokio::test]
+async fn a_list_is_forgotten_when_no_room_is_shared_and_fetched_again() {
+    let (a, alice, origin, mallory) = alice_and_mallory().await;
+    let first = a.get("/_matrix/client/v3/joined_rooms", alice.token()).await.1["joined_rooms"][0].clone();
+    let second = public_room(&a, &alice, "11").await;
+    origin.join(&a, &second, "mallory", "11").await;
+    origin.serve(DEVICES, snapshot(&mallory, 11, &["D1"]));
+    send_update(&origin, &a, "f1", update(&mallory, "D1", 11, &[10], false)).await;
+    assert_eq!(origin.seen(DEVICES).len(), 1);
+
+    // Still sharing the second room: the list is kept and follows the chain.
+    let leave = |room: &str| format!("/_matrix/client/v3/rooms/{}/leave", enc(room));
+    let (status, answer) = a.post(&leave(first.as_str().unwrap()), alice.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    send_update(&origin, &a, "f2", update(&mallory, "D2", 12, &[11], false)).await;
+    assert_eq!(devices_seen(&a, &alice, &mallory).await, ["D1", "D2"]);
+    assert_eq!(origin.seen(DEVICES).len(), 1, "a kept list was fetched");
+
+    // No room shared: forgotten. Bob shares one later; the next update finds no list.
+    let (status, answer) = a.post(&leave(&second), alice.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let bob = a.register("bob", "pw-bob-123").await;
+    let third = public_room(&a, &bob, "11").await;
+    origin.join(&a, &third, "mallory", "11").await;
+    origin.serve(DEVICES, snapshot(&mallory, 13, &["D1", "D2", "D3"]));
+    send_update(&origin, &a, "f3", update(&mallory, "D3", 13, &[12], false)).await;
+    assert_eq!(origin.seen(DEVICES).len(), 2, "the list outlived the shared rooms");
+    assert_eq!(devices_seen(&a, &bob, &mallory).await, ["D1", "D2", "D3"]);
+}
+
 /// A's own user's device changes reach a server in her room as `m.device_list_update` EDUs
 /// (Sytest "Local device key changes get to remote servers with correct prev_id"): increasing
 /// stream ids, the first naming no predecessor, each next one naming the one before; a new
