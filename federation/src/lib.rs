@@ -6,13 +6,15 @@
 //! ruma-state-res ([`auth`]), server discovery ([`discovery`]), the address guard and TLS client
 //! configuration ([`net`]) and the outbound client that signs requests with X-Matrix
 //! ([`client`]); the first steps of accepting a received PDU ([`incoming`]) and state
-//! resolution over loaded events ([`resolve`]). Only the client and discovery
+//! resolution over loaded events ([`resolve`]); whether a received device-list update applies or
+//! shows a gap ([`device_lists`]). Only the client and discovery
 //! touch the network, and never a database; `poststelle-server` supplies events, state and the
 //! allow-list policy.
 
 pub mod auth;
 pub mod builder;
 pub mod client;
+pub mod device_lists;
 pub mod discovery;
 pub mod incoming;
 pub mod keys;

@@ -2,6 +2,7 @@
 //! a pool handle; queries are compile-time checked (`sqlx::query!`) against the offline cache.
 
 pub mod account_data;
+pub mod device_lists;
 pub mod devices;
 pub mod e2ee;
 pub mod ephemeral;
@@ -116,6 +117,7 @@ pub struct Storage {
     pub ephemeral: EphemeralStore,
     pub federation: FederationStore,
     pub e2ee: E2eeStore,
+    pub device_lists: device_lists::DeviceListStore,
     pub key_backup: KeyBackupStore,
     pub media: MediaStore,
     pub mls: mls::MlsStore,
@@ -138,6 +140,7 @@ impl Storage {
             ephemeral: EphemeralStore::new(pool.clone()),
             federation: FederationStore::new(pool.clone()),
             e2ee: E2eeStore::new(pool.clone()),
+            device_lists: device_lists::DeviceListStore::new(pool.clone()),
             key_backup: KeyBackupStore::new(pool.clone()),
             media: MediaStore::new(pool.clone()),
             mls: mls::MlsStore::new(pool.clone()),
@@ -155,6 +158,30 @@ impl Storage {
         sqlx::query!("SELECT 1 AS one").fetch_one(&self.pool).await?;
         Ok(())
     }
+}
+
+/// Where a consumer of a stream (`stream_consumers`) stands.
+async fn consumer_position(pool: &PgPool, name: &str) -> StorageResult<i64> {
+    Ok(sqlx::query_scalar!("SELECT position FROM stream_consumers WHERE name = $1", name)
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or(0))
+}
+
+/// Moves a stream consumer from `from` to `to` inside the transaction that does its work;
+/// `false` if another process moved it first.
+async fn advance_consumer(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    name: &str,
+    from: i64,
+    to: i64,
+) -> StorageResult<bool> {
+    let moved =
+        sqlx::query!("UPDATE stream_consumers SET position = $3 WHERE name = $1 AND position = $2", name, from, to)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    Ok(moved > 0)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -4,9 +4,8 @@
 //! `/keys/changes` says whose devices changed. Keys are visible only to the user themselves and
 //! to users who share a room with them (joined or invited), as public-sector deployments require.
 
+mod device_lists;
 mod federation;
-
-pub use self::federation::announce_deleted_devices;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -164,9 +163,8 @@ impl E2eeService {
             {
                 return Err(ServiceError::BadJson("device_keys needs `keys` and `algorithms`".into()));
             }
-            if self.storage.e2ee.set_device_keys(user_id.as_str(), device_id, &value, now_ms()).await? {
-                self.announce_device(user_id, device_id, &value).await?;
-            }
+            // Other servers learn of new keys from the device-list stream.
+            self.storage.e2ee.set_device_keys(user_id.as_str(), device_id, &value, now_ms()).await?;
         }
         let one_time = uploaded(&req.one_time_keys)?;
         let fallback = uploaded(&req.fallback_keys)?;
@@ -188,12 +186,14 @@ impl E2eeService {
     }
 
     /// `/keys/query`: the identity keys of the requested users' devices that the requester may
-    /// see; users of other servers are asked for at their servers (failures by server).
+    /// see; users of other servers from the lists held for them, or else asked for at their
+    /// servers (failures by server).
     pub async fn query(&self, requester: &UserId, req: get_keys::Request) -> ServiceResult<get_keys::Response> {
         let (local, remote) = self.split_local(req.device_keys);
         let mut response = self.local_keys(Viewer::User(requester), &local).await?;
         let visible = self.visible_users(Viewer::User(requester), remote.keys()).await?;
-        let remote = remote.into_iter().filter(|(u, _)| visible.iter().any(|v| v == u.as_str())).collect();
+        let mut remote = remote.into_iter().filter(|(u, _)| visible.iter().any(|v| v == u.as_str())).collect();
+        self.held_remote_keys(&mut remote, &mut response).await?;
         self.query_remote(remote, req.timeout, &mut response).await;
         Ok(response)
     }

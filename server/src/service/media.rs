@@ -298,16 +298,20 @@ impl MediaService {
         if width == 0 || height == 0 {
             return Err(ServiceError::InvalidParam("width and height must be positive".into()));
         }
-        // Another server's media: its original is fetched (once, and kept) and thumbnailed here;
-        // thumbnails are kept under the media's origin either way.
-        let record = self.servable(server_name, media_id, timeout).await?;
+        // Thumbnails are kept under the media's origin. Another server's media is thumbnailed
+        // by that server when we hold no original (see `remote`); only a server without the
+        // thumbnail endpoint makes us fetch the original and thumbnail it here.
         let origin = server_name.as_str();
         let (w, h, method) = thumbnail::choose(width, height, method);
         let (tw, th) = (i32::try_from(w).unwrap_or(i32::MAX), i32::try_from(h).unwrap_or(i32::MAX));
-        if let Some(cached) = self.storage.media.thumbnail(origin, media_id, tw, th, method.as_str()).await?
-            && let Some(bytes) = self.files.read_content(&cached.sha256).await.map_err(io_error)?
+        if origin != self.server_name
+            && let Some(thumbnail) = self.remote_thumbnail(server_name, media_id, (w, h, method)).await?
         {
-            return Ok(Thumbnail { bytes, content_type: cached.content_type });
+            return Ok(thumbnail);
+        }
+        let record = self.servable(server_name, media_id, timeout).await?;
+        if let Some(cached) = self.cached_thumbnail(origin, media_id, (tw, th, method)).await? {
+            return Ok(cached);
         }
         let (sha256, size) = record.content().ok_or_else(|| ServiceError::NotFound("media not found".into()))?;
         if u64::try_from(size).unwrap_or(u64::MAX) > self.config.max_thumbnail_source_bytes {
@@ -341,6 +345,20 @@ impl MediaService {
         lock.insert_thumbnail(origin, media_id, &record).await?;
         lock.commit().await?;
         Ok(Thumbnail { bytes: rendered.bytes, content_type: record.content_type })
+    }
+
+    /// A thumbnail of this size and method made or fetched before.
+    async fn cached_thumbnail(
+        &self,
+        origin: &str,
+        media_id: &str,
+        (width, height, method): (i32, i32, Method),
+    ) -> ServiceResult<Option<Thumbnail>> {
+        let Some(cached) = self.storage.media.thumbnail(origin, media_id, width, height, method.as_str()).await? else {
+            return Ok(None);
+        };
+        let bytes = self.files.read_content(&cached.sha256).await.map_err(io_error)?;
+        Ok(bytes.map(|bytes| Thumbnail { bytes, content_type: cached.content_type }))
     }
 
     /// Deletes local media (admin): rows, thumbnails, and files nothing else names.

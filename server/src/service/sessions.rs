@@ -293,30 +293,15 @@ impl SessionService {
 
     /// `/logout`: the session's device goes away with all its tokens.
     pub async fn logout(&self, session: &Session) -> ServiceResult<()> {
-        if self.storage.devices.delete_device(&session.user_id, &session.device_id).await? {
-            self.announce_deleted(&session.user_id, std::slice::from_ref(&session.device_id)).await?;
-        }
+        // Other servers learn of it from the device-list stream.
+        self.storage.devices.delete_device(&session.user_id, &session.device_id).await?;
         Ok(())
     }
 
     /// `/logout/all`, and password changes that log out other devices.
     pub async fn logout_all(&self, user_id: &str, keep_device: Option<&str>) -> ServiceResult<()> {
-        let gone: Vec<String> = self
-            .storage
-            .devices
-            .list(user_id)
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .filter(|d| Some(d.as_str()) != keep_device)
-            .collect();
         self.storage.devices.delete_all_devices(user_id, keep_device).await?;
-        self.announce_deleted(user_id, &gone).await
-    }
-
-    /// Other servers whose users share a room with the user learn that the devices are gone.
-    async fn announce_deleted(&self, user_id: &str, device_ids: &[String]) -> ServiceResult<()> {
-        super::e2ee::announce_deleted_devices(&self.storage, &self.server_name, user_id, device_ids).await
+        Ok(())
     }
 
     pub async fn devices(&self, user_id: &str) -> ServiceResult<Vec<DeviceRecord>> {
@@ -348,7 +333,6 @@ impl SessionService {
 
     pub async fn delete_devices(&self, user_id: &str, device_ids: &[String]) -> ServiceResult<()> {
         self.storage.devices.delete_devices(user_id, device_ids).await?;
-        self.announce_deleted(user_id, device_ids).await?;
         if let Some(rooms) = self.rooms.get() {
             for device_id in device_ids {
                 rooms.mls_device_deleted(user_id, device_id).await?;

@@ -214,15 +214,7 @@ impl FederationStore {
         batches: &[(i64, String, Vec<String>)],
     ) -> StorageResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
-        let moved = sqlx::query!(
-            "UPDATE stream_consumers SET position = $2 WHERE name = 'federation' AND position = $1",
-            from,
-            to
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 0 {
+        if !super::advance_consumer(&mut tx, "federation", from, to).await? {
             // Another process queued this range first.
             return Ok(false);
         }
@@ -250,10 +242,7 @@ impl FederationStore {
 
     /// Where the federation consumer of the events stream stands.
     pub async fn consumer_position(&self) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar!("SELECT position FROM stream_consumers WHERE name = 'federation'")
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
+        super::consumer_position(&self.pool, "federation").await
     }
 
     /// Local timeline events after `from` up to `to`: `(position, event id, room, type,

@@ -4,7 +4,7 @@
 
 use sqlx::PgPool;
 
-use super::{StorageResult, now_ms};
+use super::{StorageError, StorageResult, now_ms};
 
 /// A media id as the index knows it.
 #[derive(Clone, Debug)]
@@ -278,10 +278,16 @@ impl ContentLock {
         content: StoredContent<'_>,
     ) -> StorageResult<()> {
         let now = now_ms();
-        sqlx::query!(
+        // Another server's media of which only thumbnails were held gets its original.
+        let done = sqlx::query!(
             r#"INSERT INTO media (origin, media_id, uploader, content_type, file_name, size_bytes, sha256,
                                   created_ts, uploaded_ts)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"#,
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+               ON CONFLICT (origin, media_id) DO UPDATE
+               SET content_type = EXCLUDED.content_type, file_name = EXCLUDED.file_name,
+                   size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256,
+                   uploaded_ts = EXCLUDED.uploaded_ts, thumbnails_only = FALSE
+               WHERE media.thumbnails_only"#,
             origin,
             media_id,
             uploader,
@@ -290,6 +296,23 @@ impl ContentLock {
             content.size_bytes,
             content.sha256,
             now
+        )
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StorageError::Conflict("media_pkey".into()));
+        }
+        Ok(())
+    }
+
+    /// Holds another server's media id for thumbnails fetched without its original.
+    pub async fn insert_thumbnails_only(&mut self, origin: &str, media_id: &str) -> StorageResult<()> {
+        sqlx::query!(
+            "INSERT INTO media (origin, media_id, created_ts, thumbnails_only) VALUES ($1, $2, $3, TRUE)
+             ON CONFLICT (origin, media_id) DO NOTHING",
+            origin,
+            media_id,
+            now_ms()
         )
         .execute(&mut *self.tx)
         .await?;

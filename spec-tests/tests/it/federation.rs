@@ -112,7 +112,9 @@ async fn key_document_and_version_over_tls() {
 
 mod acl;
 mod backfill;
+mod device_lists;
 mod hostile;
+mod inbound;
 mod media;
 mod mls;
 mod origin;

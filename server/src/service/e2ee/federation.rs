@@ -1,7 +1,7 @@
 //! Keys across servers: asking other servers for their users' device keys and one-time keys
 //! (grouped by server, each failure reported under its server's name), answering other servers'
 //! questions about ours (only users who share a room with one of the asking server's users),
-//! and device-list updates both ways (`m.device_list_update`, `m.signing_key_update`).
+//! and our users' new cross-signing keys (`m.signing_key_update`); device lists in [`super::device_lists`].
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -17,10 +17,10 @@ use ruma::{
 };
 use serde_json::{Value as JsonValue, json};
 
-use super::{ClaimRequest, DeviceRequest, E2eeService, Viewer, raw};
+use super::{ClaimRequest, DeviceRequest, E2eeService, Viewer, add_signatures, raw};
 use crate::{
     service::{ServiceError, ServiceResult},
-    storage::{Storage, now_ms},
+    storage::now_ms,
 };
 
 /// How long a client's query waits for other servers when it names no timeout.
@@ -147,8 +147,12 @@ impl E2eeService {
         let position = self.storage.e2ee.device_list_position(user.as_str()).await?;
         let stream_id = UInt::try_from(u64::try_from(position).unwrap_or_default()).unwrap_or_default();
         let mut response = fed_devices::Response::new(user.to_owned(), stream_id);
+        // With the owner's own signatures, as the updates carry them.
+        let signatures = self.storage.e2ee.signatures(user.as_str(), "").await?;
         for row in self.storage.e2ee.device_keys(user.as_str(), None).await? {
-            let mut device = fed_devices::UserDevice::new(row.device_id.into(), raw(&row.keys)?);
+            let mut keys = row.keys;
+            add_signatures(&mut keys, &row.device_id, &signatures);
+            let mut device = fed_devices::UserDevice::new(row.device_id.into(), raw(&keys)?);
             device.device_display_name = row.display_name;
             response.devices.push(device);
         }
@@ -160,12 +164,6 @@ impl E2eeService {
             }
         }
         Ok(response)
-    }
-
-    /// Tells the servers whose users share a room with `user` that one of the user's devices
-    /// changed (`keys`: its new identity keys).
-    pub(super) async fn announce_device(&self, user: &UserId, device_id: &str, keys: &JsonValue) -> ServiceResult<()> {
-        announce(&self.storage, self.server_name.as_str(), user.as_str(), device_id, Some(keys)).await
     }
 
     /// Tells the servers whose users share a room with `user` about the user's new master or
@@ -186,81 +184,18 @@ impl E2eeService {
         if content.get("master_key").is_none() && content.get("self_signing_key").is_none() {
             return Ok(());
         }
-        let servers = self.other_servers(user).await?;
+        let servers = self.other_servers(user.as_str()).await?;
         if !servers.is_empty() {
             self.storage.federation.queue_edu(&servers, "m.signing_key_update", &content, now_ms()).await?;
         }
         Ok(())
     }
 
-    async fn other_servers(&self, user: &UserId) -> ServiceResult<Vec<String>> {
-        other_servers(&self.storage, self.server_name.as_str(), user.as_str()).await
+    /// The other servers whose users share a joined room with `user_id`: where changes of the
+    /// user's keys go.
+    pub(super) async fn other_servers(&self, user_id: &str) -> ServiceResult<Vec<String>> {
+        let mut servers = self.storage.e2ee.servers_sharing_a_room(user_id).await?;
+        servers.retain(|s| s != self.server_name.as_str());
+        Ok(servers)
     }
-
-    /// An `m.device_list_update` or `m.signing_key_update` from `origin`: the user's device
-    /// list is marked changed, so our users who share a room with them see it in `/sync` and
-    /// their next `/keys/query` asks `origin` again (remote keys are not cached).
-    pub async fn receive_device_change(&self, origin: &ServerName, content: &JsonValue) -> ServiceResult<()> {
-        let user = content
-            .get("user_id")
-            .and_then(JsonValue::as_str)
-            .and_then(|u| OwnedUserId::try_from(u).ok())
-            .ok_or_else(|| ServiceError::BadJson("a device-list update without a valid user_id".into()))?;
-        if user.server_name() != origin {
-            return Err(ServiceError::Forbidden(format!("{origin} cannot speak for {user}")));
-        }
-        let user_ids = [user.to_string()];
-        let ours = self.storage.e2ee.users_sharing_a_room_with_server(self.server_name.as_str(), &user_ids).await?;
-        if ours.is_empty() {
-            tracing::debug!(%origin, %user, "ignored a device-list update of a user nobody here shares a room with");
-            return Ok(());
-        }
-        self.storage.e2ee.note_device_list_change(user.as_str()).await?;
-        Ok(())
-    }
-}
-
-/// The other servers whose users share a room with `user_id`.
-async fn other_servers(storage: &Storage, own_server: &str, user_id: &str) -> ServiceResult<Vec<String>> {
-    let mut servers = storage.e2ee.servers_sharing_a_room(user_id).await?;
-    servers.retain(|s| s != own_server);
-    Ok(servers)
-}
-
-/// Queues an `m.device_list_update` for the servers whose users share a room with `user_id`:
-/// the device's new identity keys, or (`None`) that it was deleted.
-async fn announce(
-    storage: &Storage,
-    own_server: &str,
-    user_id: &str,
-    device_id: &str,
-    keys: Option<&JsonValue>,
-) -> ServiceResult<()> {
-    let servers = other_servers(storage, own_server, user_id).await?;
-    if servers.is_empty() {
-        return Ok(());
-    }
-    let stream_id = storage.e2ee.device_list_position(user_id).await?;
-    let mut content = json!({
-        "user_id": user_id, "device_id": device_id, "stream_id": stream_id, "prev_id": [],
-        "deleted": keys.is_none(),
-    });
-    if let Some(keys) = keys {
-        content["keys"] = keys.clone();
-    }
-    storage.federation.queue_edu(&servers, "m.device_list_update", &content, now_ms()).await?;
-    Ok(())
-}
-
-/// Tells the servers whose users share a room with `user_id` that these devices are gone.
-pub async fn announce_deleted_devices(
-    storage: &Storage,
-    own_server: &str,
-    user_id: &str,
-    device_ids: &[String],
-) -> ServiceResult<()> {
-    for device_id in device_ids {
-        announce(storage, own_server, user_id, device_id, None).await?;
-    }
-    Ok(())
 }

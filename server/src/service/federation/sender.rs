@@ -3,7 +3,8 @@
 //! of a membership change), advancing its stored position in the same transaction; then each
 //! destination's queue drains one transaction (at most 50 PDUs, 100 EDUs) at a time, rows
 //! leaving the queue only on a 200. Failures back off exponentially per destination; after a
-//! restart, whatever was queued is sent. One process at a time sends (an advisory lock).
+//! restart, whatever was queued is sent. One process at a time sends (an advisory lock). The
+//! same loop queues our users' device-list updates from the device-list stream.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -49,6 +50,9 @@ impl FederationService {
         loop {
             if let Err(e) = self.queue_new_events().await {
                 tracing::warn!(error = %e, "could not queue events for other servers");
+            }
+            if let Err(e) = self.e2ee.queue_device_list_updates().await {
+                tracing::warn!(error = %e, "could not queue device-list updates for other servers");
             }
             match self.storage.federation.ready_destinations(now_ms()).await {
                 Ok(ready) => {

@@ -56,15 +56,18 @@ async fn thumbnail(
     (status, r.bytes().await.expect("body").to_vec(), content_type)
 }
 
-/// Thumbnails of another server's media: B fetches the original from A once and thumbnails it
-/// itself, keyed by the media's origin; with A stopped, B still makes new sizes from its copy.
+/// Thumbnails of another server's media: B asks A's thumbnail endpoint and keeps what A made,
+/// without fetching the original (with A stopped, the kept size is served, but a new size and
+/// the original are not to be had). Once a client downloads the original through B, B makes new
+/// sizes from its copy, with A stopped again.
 #[tokio::test]
 async fn remote_media_is_thumbnailed() {
     let mut a = TestServer::start_with(ServerOptions::federating()).await;
     let b = TestServer::start_with(ServerOptions::federating()).await;
     let alice = a.register("alice", "pw-alice-123").await;
     let bob = b.register("bob", "pw-bob-123").await;
-    let id = upload(&a, &alice, "photo.png", "image/png", crate::media::png(400, 200)).await;
+    let original = crate::media::png(400, 200);
+    let id = upload(&a, &alice, "photo.png", "image/png", original.clone()).await;
     let server = a.server_name.clone();
 
     let (status, bytes, content_type) = thumbnail(&b, &bob, &server, &id, "width=64&height=64&method=scale").await;
@@ -79,7 +82,19 @@ async fn remote_media_is_thumbnailed() {
     let (status, _, _) = thumbnail(&b, &bob, &server, "doesnotexist", "width=64&height=64").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // A gone: B thumbnails its copy of the original in another size.
+    // A gone: B still has the thumbnail it kept, but never had the original.
+    a.stop();
+    let (status, kept, _) = thumbnail(&b, &bob, &server, &id, "width=64&height=64&method=scale").await;
+    assert_eq!((status, kept == bytes), (StatusCode::OK, true));
+    let (status, body, _) = thumbnail(&b, &bob, &server, &id, "width=32&height=32&method=crop").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{}", String::from_utf8_lossy(&body));
+    let (status, body, _) = download(&b, &bob, &server, &id).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "B had the original: {} bytes", body.len());
+
+    // The original downloaded through B; then, A gone again, B thumbnails its copy itself.
+    a.restart().await;
+    let (status, body, _) = download(&b, &bob, &server, &id).await;
+    assert_eq!((status, body == original), (StatusCode::OK, true), "{}", b.log());
     a.stop();
     let (status, bytes, _) = thumbnail(&b, &bob, &server, &id, "width=32&height=32&method=crop").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));

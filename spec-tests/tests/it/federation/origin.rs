@@ -179,8 +179,15 @@ impl Origin {
         self.sign_with(&self.key, draft.build(room), &room.rules)
     }
 
-    /// Joins `user` (a localpart of this origin) to `room_id` on `to`.
-    pub(crate) async fn join(&self, to: &TestServer, room_id: &str, localpart: &str, version: &str) -> Joined {
+    /// The join of `user` (a localpart of this origin) to `room_id` on `to`, from `to`'s
+    /// `/make_join` template, signed by this origin but not sent: the event and its depth.
+    pub(crate) async fn signed_join(
+        &self,
+        to: &TestServer,
+        room_id: &str,
+        localpart: &str,
+        version: &str,
+    ) -> (Pdu, u64) {
         let user = format!("@{localpart}:{}", self.name);
         let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver={version}", enc(room_id), enc(&user));
         let (status, answer) = self.request(to, "GET", &path, None).await;
@@ -190,7 +197,14 @@ impl Origin {
         let mut template: CanonicalJsonObject = serde_json::from_value(answer["event"].clone()).unwrap();
         template.insert("origin_server_ts".into(), ruma::CanonicalJsonValue::Integer(now_ms().try_into().unwrap()));
         let depth = answer["event"]["depth"].as_u64().expect("depth");
-        let join = self.sign_with(&self.key, template, &rules);
+        (self.sign_with(&self.key, template, &rules), depth)
+    }
+
+    /// Joins `user` (a localpart of this origin) to `room_id` on `to`.
+    pub(crate) async fn join(&self, to: &TestServer, room_id: &str, localpart: &str, version: &str) -> Joined {
+        let user = format!("@{localpart}:{}", self.name);
+        let rules = ruma::RoomVersionId::try_from(version).unwrap().rules().unwrap();
+        let (join, depth) = self.signed_join(to, room_id, localpart, version).await;
         let path = format!("/_matrix/federation/v2/send_join/{}/{}", enc(room_id), enc(&join.id));
         let (status, answer) = self.request(to, "PUT", &path, Some(&join.json)).await;
         assert_eq!(status, StatusCode::OK, "send_join: {answer}\n{}", to.log());
@@ -225,13 +239,23 @@ impl Origin {
 
     /// Sends a transaction of PDUs; the status and the answer.
     pub(crate) async fn send(&self, to: &TestServer, txn: &str, pdus: &[&Pdu]) -> (StatusCode, Value) {
-        let body = json!({
-            "origin": self.name,
-            "origin_server_ts": now_ms(),
-            "pdus": pdus.iter().map(|p| p.json.clone()).collect::<Vec<_>>(),
-            "edus": [],
-        });
+        self.transaction(to, txn, pdus.iter().map(|p| p.json.clone()).collect(), Vec::new()).await
+    }
+
+    /// Sends a transaction of EDUs (`(edu_type, content)`); the status and the answer.
+    pub(crate) async fn send_edus(&self, to: &TestServer, txn: &str, edus: &[(&str, Value)]) -> (StatusCode, Value) {
+        let edus = edus.iter().map(|(kind, content)| json!({"edu_type": kind, "content": content})).collect();
+        self.transaction(to, txn, Vec::new(), edus).await
+    }
+
+    async fn transaction(&self, to: &TestServer, txn: &str, pdus: Vec<Value>, edus: Vec<Value>) -> (StatusCode, Value) {
+        let body = json!({"origin": self.name, "origin_server_ts": now_ms(), "pdus": pdus, "edus": edus});
         self.request(to, "PUT", &format!("/_matrix/federation/v1/send/{txn}"), Some(&body)).await
+    }
+
+    /// The requests this origin received whose path starts with `prefix`.
+    pub(crate) fn seen(&self, prefix: &str) -> Vec<SeenRequest> {
+        self.peer.seen().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
     }
 }
 

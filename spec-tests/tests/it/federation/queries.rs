@@ -269,10 +269,11 @@ async fn wait_for_changed(s: &TestServer, who: &Account, since: &str, user: &str
 
 /// When Bob on B uploads new device keys or a cross-signing key, or a device of his logs out,
 /// B sends A an `m.device_list_update` / `m.signing_key_update`: Alice's `/sync` lists Bob in
-/// `device_lists.changed`, and her next `/keys/query` returns his current keys.
+/// `device_lists.changed`, and her next `/keys/query` returns his current keys, which A keeps
+/// and still answers with B stopped.
 #[tokio::test]
 async fn device_list_updates_reach_the_other_server() {
-    let p = pair().await;
+    let mut p = pair().await;
     let (a, b, alice, bob) = (&p.a, &p.b, &p.alice, &p.bob);
     let (status, first) = a.get("/_matrix/client/v3/sync?timeout=0", alice.token()).await;
     assert_eq!(status, StatusCode::OK, "{first}");
@@ -310,9 +311,18 @@ async fn device_list_updates_reach_the_other_server() {
     let (status, answer) = b.post("/_matrix/client/v3/logout", phone.token(), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     wait_for_changed(a, alice, &since, &bob.user_id, "the deletion of Bob's phone").await;
-    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query).await;
+    let (_, keys) = a.post("/_matrix/client/v3/keys/query", alice.token(), query.clone()).await;
     assert!(keys["device_keys"][&bob.user_id].get(&phone.device_id).is_none(), "{keys}");
     assert!(keys["device_keys"][&bob.user_id].get(&bob.device_id).is_some(), "{keys}");
+
+    // A kept Bob's list from the updates (Sytest "Device list doesn't change if remote server
+    // is down"): with B stopped, the same answer, no failure.
+    p.b.stop();
+    let (status, down) = p.a.post("/_matrix/client/v3/keys/query", p.alice.token(), query).await;
+    assert_eq!(status, StatusCode::OK, "{down}");
+    assert!(down["failures"].as_object().is_none_or(|f| f.is_empty()), "{down}");
+    assert_eq!(down["device_keys"], keys["device_keys"], "{down}");
+    assert_eq!(down["master_keys"], keys["master_keys"], "{down}");
 }
 
 /// Alice requests an OpenID token from A; another party redeems it at A's
