@@ -203,6 +203,18 @@ impl FederationStore {
         .await?)
     }
 
+    /// The users of `server` that have a membership in the room (any, also a past one).
+    pub async fn server_users(&self, room_id: &str, server: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT user_id FROM room_memberships WHERE room_id = $1
+               AND substring(user_id from position(':' in user_id) + 1) = $2",
+            room_id,
+            server
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Queues local events from the events stream for their destinations and advances the
     /// stream consumer `federation`, in one transaction: `(position, event id, destinations)`.
     /// Committed without waiting for the WAL flush: the rows derive from stored events, and a

@@ -18,7 +18,7 @@ use crate::{
         ServiceError, ServiceResult,
         rooms::{Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS},
     },
-    storage::now_ms,
+    storage::{federation::StoredPdu, now_ms},
 };
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
@@ -322,7 +322,8 @@ impl FederationService {
             .filter(|p| !p.rejected)
             .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
         self.check_server_in_room(origin, &pdu.room_id).await?;
-        raw(pdu.pdu)
+        let room_id = pdu.room_id.clone();
+        self.for_server(origin, &room_id, vec![pdu]).await?.pop().ok_or_else(|| internal("no event"))
     }
 
     /// `/state_ids`: the state before an event and its auth chain, as ids.
@@ -411,7 +412,7 @@ impl FederationService {
                 i64::try_from(limit.min(100)).unwrap_or(100),
             )
             .await?;
-        self.ordered_pdus(&ids).await
+        self.ordered_pdus(origin, room_id, &ids).await
     }
 
     /// `/backfill`.
@@ -429,11 +430,19 @@ impl FederationService {
             .federation
             .backfill(room_id.as_str(), &from, i64::try_from(limit.min(100)).unwrap_or(100))
             .await?;
-        self.ordered_pdus(&ids).await
+        self.ordered_pdus(origin, room_id, &ids).await
     }
 
-    async fn ordered_pdus(&self, ids: &[String]) -> ServiceResult<Vec<Box<RawJsonValue>>> {
-        let stored = self.storage.federation.pdus(ids).await?;
-        ids.iter().filter_map(|id| stored.iter().find(|p| &p.event_id == id)).map(|p| raw(p.pdu.clone())).collect()
+    /// The events of `ids` in that order, as `origin` may have them.
+    async fn ordered_pdus(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        ids: &[String],
+    ) -> ServiceResult<Vec<Box<RawJsonValue>>> {
+        let mut stored: std::collections::BTreeMap<String, StoredPdu> =
+            self.storage.federation.pdus(ids).await?.into_iter().map(|p| (p.event_id.clone(), p)).collect();
+        let ordered = ids.iter().filter_map(|id| stored.remove(id)).collect();
+        self.for_server(origin, room_id.as_str(), ordered).await
     }
 }

@@ -37,6 +37,14 @@ impl Visibility {
         }
     }
 
+    /// Whether the event at `pos` goes unredacted to a server that has this user among its
+    /// users: as for the user, except that `shared` history is visible to every server in the
+    /// room, as Synapse treats servers.
+    pub fn allows_server(&self, pos: i64) -> bool {
+        let settings = [false, true].map(|after| at(&self.settings, pos, after).unwrap_or("shared"));
+        settings.iter().any(|s| matches!(*s, "shared" | "world_readable")) || self.allows(pos)
+    }
+
     /// The user's membership right now.
     pub fn current_membership(&self) -> Option<&str> {
         self.memberships.last().map(|(_, m)| m.as_str())
@@ -89,6 +97,21 @@ mod tests {
         let vis = v(&[(2, "joined")], &[(10, "join"), (20, "leave")]);
         assert!(vis.allows(10) && vis.allows(20));
         assert!(!vis.allows(21));
+    }
+
+    #[test]
+    fn servers_see_shared_history_and_joined_history_only_while_one_of_their_users_is_joined() {
+        let joined_later = v(&[(2, "joined")], &[(10, "join")]);
+        assert!(!joined_later.allows_server(5));
+        assert!(joined_later.allows_server(11));
+        let shared = v(&[(2, "shared")], &[(10, "join")]);
+        assert!(shared.allows_server(5));
+        let invited = v(&[(2, "invited")], &[(8, "invite"), (10, "join")]);
+        assert!(!invited.allows_server(5));
+        assert!(invited.allows_server(9));
+        let changed = v(&[(2, "shared"), (20, "joined")], &[(10, "join"), (30, "leave")]);
+        assert!(changed.allows_server(25));
+        assert!(!changed.allows_server(35));
     }
 
     #[test]

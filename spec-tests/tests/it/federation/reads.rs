@@ -90,3 +90,82 @@ async fn other_servers_read_a_room_they_are_in() {
         stranger.request(&a, "GET", &format!("/_matrix/federation/v1/event/{}", enc(&joined.join)), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// Events a server's users may not see by the room's history visibility go to it redacted
+/// (Sytest "Inbound federation can return missing events for world_readable / shared / invited
+/// / joined visibility"): in a room with `joined` history, the messages sent before the
+/// origin's user joined come back from `/event`, `/backfill` and `/get_missing_events` without
+/// their content but still signed by A (their ids unchanged); those after the join, and all of
+/// them once the history is `world_readable`, whole.
+#[tokio::test]
+async fn events_a_server_may_not_see_are_sent_redacted() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let (status, created) = a
+        .post(
+            "/_matrix/client/v3/createRoom",
+            alice.token(),
+            json!({"preset": "public_chat", "room_version": "11",
+                   "initial_state": [{"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    let send = |body: &'static str, txn: &'static str| {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(&room));
+        let (a, token) = (&a, alice.token().to_owned());
+        async move {
+            let (status, sent) = a.put(&path, token, json!({"msgtype": "m.text", "body": body})).await;
+            assert_eq!(status, StatusCode::OK, "{sent}");
+            sent["event_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let before = send("before the join", "t1").await;
+    let origin = Origin::start().await;
+    let joined = origin.join(&a, &room, "mallory", "11").await;
+    let rules = &joined.rules;
+    let after = send("after the join", "t2").await;
+
+    let event = |id: String| {
+        let (origin, a) = (&origin, &a);
+        async move {
+            let (status, got) =
+                origin.request(a, "GET", &format!("/_matrix/federation/v1/event/{}", enc(&id)), None).await;
+            assert_eq!(status, StatusCode::OK, "{got}");
+            assert_eq!(ids(&got["pdus"], rules), vec![id], "the event's id changed: {got}");
+            got["pdus"][0].clone()
+        }
+    };
+    let early = event(before.clone()).await;
+    assert_eq!(early["content"], json!({}), "{early}");
+    assert!(early["signatures"].get(&a.server_name).is_some(), "{early}");
+    assert_eq!(event(after.clone()).await["content"]["body"], "after the join");
+
+    let path = format!("/_matrix/federation/v1/backfill/{}?v={}&limit=50", enc(&room), enc(&after));
+    let (status, page) = origin.request(&a, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let by_id = |pdus: &Value, id: &str| {
+        let position = ids(pdus, rules).iter().position(|x| x == id).unwrap_or_else(|| panic!("{id} missing: {pdus}"));
+        pdus[position].clone()
+    };
+    assert_eq!(by_id(&page["pdus"], &before)["content"], json!({}), "{page}");
+    assert_eq!(by_id(&page["pdus"], &after)["content"]["body"], "after the join");
+    // State events are still there in full: the room's creation and its settings.
+    assert!(
+        page["pdus"].as_array().unwrap().iter().any(|p| p["type"] == "m.room.create" && p["content"] != json!({})),
+        "{page}"
+    );
+
+    let body = json!({"earliest_events": [joined.create], "latest_events": [after], "limit": 20, "min_depth": 0});
+    let path = format!("/_matrix/federation/v1/get_missing_events/{}", enc(&room));
+    let (status, missing) = origin.request(&a, "POST", &path, Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{missing}");
+    assert_eq!(by_id(&missing["events"], &before)["content"], json!({}), "{missing}");
+
+    // World-readable history goes whole to every server in the room.
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/", enc(&room));
+    let (status, set) = a.put(&path, alice.token(), json!({"history_visibility": "world_readable"})).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    let late = send("readable by all", "t3").await;
+    assert_eq!(event(late).await["content"]["body"], "readable by all");
+}

@@ -1,0 +1,55 @@
+//! What other servers get of a room's timeline (`/event`, `/backfill`, `/get_missing_events`):
+//! events that none of the asking server's users may see by the room's history visibility
+//! (`joined` or `invited` history from before any of them was in the room) go out redacted, as
+//! the spec asks of servers ("Servers should ... only send events that the requesting server
+//! is allowed to see"). Redacted events still verify: signatures cover the redacted form.
+
+use ruma::{CanonicalJsonObject, ServerName, room_version_rules::RoomVersionRules};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::FederationService;
+use crate::{
+    service::{ServiceError, ServiceResult, rooms::visibility::Visibility},
+    storage::federation::StoredPdu,
+};
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+/// An event with its content and other non-essential keys removed.
+fn redacted(text: &str, rules: &RoomVersionRules) -> ServiceResult<Box<RawJsonValue>> {
+    let object: CanonicalJsonObject = serde_json::from_str(text).map_err(internal)?;
+    let object = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(internal)?;
+    RawJsonValue::from_string(serde_json::to_string(&object).map_err(internal)?).map_err(internal)
+}
+
+impl FederationService {
+    /// The events of one room as `origin` may have them, in the order given: whole where one of
+    /// its users may see them (outliers, auth and state learnt from others, always), else
+    /// redacted.
+    pub(super) async fn for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        pdus: Vec<StoredPdu>,
+    ) -> ServiceResult<Vec<Box<RawJsonValue>>> {
+        let Some((_, rules)) = self.rooms.room_rules(room_id).await? else {
+            return Err(ServiceError::NotFound("unknown room".into()));
+        };
+        let mut readers: Vec<Visibility> = Vec::new();
+        for user in self.storage.federation.server_users(room_id, origin.as_str()).await? {
+            readers.push(self.rooms.visibility(room_id, &user).await?);
+        }
+        pdus.into_iter()
+            .map(|p| {
+                if p.outlier || readers.iter().any(|r| r.allows_server(p.stream_ordering)) {
+                    RawJsonValue::from_string(p.pdu).map_err(internal)
+                } else {
+                    tracing::debug!(%origin, event_id = p.event_id, "an event sent redacted by history visibility");
+                    redacted(&p.pdu, &rules)
+                }
+            })
+            .collect()
+    }
+}
