@@ -32,6 +32,7 @@ use super::{
     ServiceError, ServiceResult,
     e2ee::E2eeService,
     ephemeral::EphemeralService,
+    mls::MlsService,
     presence::PresenceService,
     rooms::{Received, RoomService},
     server_keys::{KeyQuery, ServerKeyService},
@@ -49,6 +50,7 @@ pub struct FederationService {
     ephemeral: Arc<EphemeralService>,
     e2ee: Arc<E2eeService>,
     presence: Arc<PresenceService>,
+    mls: Arc<MlsService>,
 }
 
 impl FederationService {
@@ -63,8 +65,9 @@ impl FederationService {
         ephemeral: Arc<EphemeralService>,
         e2ee: Arc<E2eeService>,
         presence: Arc<PresenceService>,
+        mls: Arc<MlsService>,
     ) -> Arc<Self> {
-        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee, presence })
+        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee, presence, mls })
     }
 
     pub fn server_name(&self) -> &ServerName {
