@@ -921,3 +921,54 @@ async fn two_processes_never_use_a_group_the_other_replaced() {
     assert_eq!(alice_mls.members(&room), vec![DeviceIdentity::new(&alice.user_id, &alice.device_id)]);
     assert_eq!(group_epoch(&two, &alice, &room).await, 6);
 }
+
+/// The client library under `poststelle-client` sends a commit over the event limit by
+/// reference on its own, and the command-line client of a member applies it from the media
+/// repository (after checking it) and reads the message that follows.
+#[tokio::test]
+async fn the_client_sends_and_applies_commits_by_reference() {
+    let s = TestServer::start().await;
+    s.register("alice", "pw-alice").await;
+    s.register("bob", "pw-bob").await;
+    let bob_id = format!("@bob:{}", s.server_name);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let state_b = dir_b.path().to_owned();
+    let base = s.base.clone();
+    let login_b = state_b.clone();
+    tokio::task::spawn_blocking(move || {
+        cli(&login_b, &["login", "--homeserver", &base, "--user", "bob", "--password", "pw-bob"]);
+    })
+    .await
+    .unwrap();
+    let mut alice = poststelle_client::Client::login(dir_a.path(), &s.base, "alice", "pw-alice").await.unwrap();
+    let room = alice.create_room(Some("Sammelakte"), Suite::DEFAULT).await.unwrap();
+    alice.invite(&room, &bob_id).await.unwrap();
+    let (joined_b, joined_room) = (state_b.clone(), room.clone());
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..40 {
+            let _ = cli(&joined_b, &["listen", "--once", "--timeout-ms", "500"]);
+            if cli(&joined_b, &["rooms"]).contains(&joined_room) {
+                cli(&joined_b, &["join", &joined_room]);
+                return;
+            }
+        }
+        panic!("no Welcome reached bob");
+    })
+    .await
+    .unwrap();
+
+    let packages: Vec<String> = (0..170)
+        .map(|i| MlsTestDevice::new(&format!("@member{i}:elsewhere.example"), "D", Suite::DEFAULT).key_package(false).1)
+        .collect();
+    let event_id = alice.commit_with_retry(&room, |mls| mls.add_members(&room, &packages)).await.unwrap();
+    let reader = s.login("alice", "pw-alice").await;
+    let (status, event) = s.get(&format!("/_matrix/client/v3/rooms/{room}/event/{event_id}"), reader.token()).await;
+    assert_eq!(status, StatusCode::OK, "{event}");
+    assert!(event["content"].get("ciphertext").is_none(), "the large commit went inline");
+    assert!(event["content"]["de.poststelle.ciphertext_ref"]["url"].is_string(), "{event}");
+    assert_eq!(alice.members(&room).unwrap().len(), 172);
+
+    alice.send_text(&room, "nach dem großen Commit").await.unwrap();
+    let lines = tokio::task::spawn_blocking(move || cli_listen(&state_b, &state_b)).await.unwrap();
+    assert_eq!(lines.last().unwrap()["body"], "nach dem großen Commit", "{lines:?}");
+}
