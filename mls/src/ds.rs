@@ -4,9 +4,10 @@
 //! and each Welcome's recipients.
 //!
 //! Everything here is pure: the state goes in and out as bytes ([`DsGroup::to_bytes`],
-//! [`DsGroup::load`]) so the server stores it in the same PostgreSQL transaction that accepts the
-//! commit. Checks never change the group they are called on; an accepted commit yields the next
-//! group as a new value.
+//! [`DsGroup::load`]; a compact encoding, see `state`) so the server stores it in the same
+//! PostgreSQL transaction that accepts the commit, and may keep the group in memory between
+//! commits. A refused commit leaves the group as it was; an accepted one moves it to the next
+//! epoch in place, without copying the state.
 
 use openmls::prelude::{
     BasicCredential, Ciphersuite, ContentType, Credential, ExternalProposal, ExternalSender, GroupContext, GroupEpoch,
