@@ -6,7 +6,8 @@ mod receive;
 use std::path::{Path, PathBuf};
 
 use poststelle_mls::client::{CommitBundle, MlsClientError, MlsDevice};
-use poststelle_mls::{DeviceIdentity, Suite};
+use poststelle_mls::reference::{self, MediaRef};
+use poststelle_mls::{DeviceIdentity, Suite, codec};
 use serde_json::{Value, json};
 
 pub use receive::{Received, SyncReport};
@@ -221,9 +222,16 @@ impl Client {
             let bundle = build(&mut self.mls)?;
             let mut body = json!({
                 "algorithm": algorithm,
-                "ciphertext": bundle.commit,
                 "de.poststelle.group_info": bundle.group_info,
             });
+            if reference::commit_needs_reference(&bundle.commit) {
+                // Too large for an event: the commit goes through the media repository.
+                let bytes = codec::decode(&bundle.commit).ok_or(MlsClientError::Malformed("commit"))?;
+                let url = self.server.upload(bytes.clone(), "commit.mls").await?;
+                body[reference::COMMIT_REF_FIELD] = json!(MediaRef::of(&url, &bytes));
+            } else {
+                body["ciphertext"] = json!(bundle.commit);
+            }
             if let Some(welcome) = &bundle.welcome {
                 body["de.poststelle.welcome"] = json!(welcome);
             }

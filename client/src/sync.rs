@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use poststelle_mls::reference::{COMMIT_REF_FIELD, MediaRef};
 use serde_json::Value;
 
 /// The to-device event type that carries a Welcome.
@@ -20,7 +21,7 @@ pub enum SyncAction {
     /// Join the group a Welcome invites this device to.
     Welcome { room_id: String, algorithm: String, welcome: WelcomeSource },
     /// Apply an accepted commit.
-    Commit { room_id: String, event_id: String, ciphertext: String, epoch: Option<u64> },
+    Commit { room_id: String, event_id: String, commit: CommitSource, epoch: Option<u64> },
     /// Decrypt an application message.
     Message { room_id: String, event_id: String, sender: String, ciphertext: String },
     /// The user was invited to a room (network membership).
@@ -32,6 +33,13 @@ pub enum SyncAction {
 pub enum WelcomeSource {
     Inline(String),
     Media(String),
+}
+
+/// Where a commit is: inline, or in the media repository when it was too large for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitSource {
+    Inline(String),
+    Media(MediaRef),
 }
 
 /// What one sync response holds for this client.
@@ -105,20 +113,27 @@ fn welcome(event: &Value) -> Option<SyncAction> {
 
 fn timeline_action(room_id: &str, event: &Value) -> Option<SyncAction> {
     let event_id = str_at(event, "/event_id")?.to_owned();
-    let ciphertext = str_at(event, "/content/ciphertext")?.to_owned();
+    let content = event.get("content")?;
     match str_at(event, "/type")? {
-        // The epoch-0 initialisation carries no ciphertext and was skipped above.
-        COMMIT_EVENT if str_at(event, "/state_key") == Some("") => Some(SyncAction::Commit {
-            room_id: room_id.to_owned(),
-            event_id,
-            ciphertext,
-            epoch: event.pointer("/content/epoch").and_then(Value::as_u64),
-        }),
+        // The epoch-0 initialisation carries neither ciphertext nor reference: skipped.
+        COMMIT_EVENT if str_at(event, "/state_key") == Some("") => {
+            let commit = match (str_at(content, "/ciphertext"), content.get(COMMIT_REF_FIELD)) {
+                (Some(inline), _) => CommitSource::Inline(inline.to_owned()),
+                (None, Some(reference)) => CommitSource::Media(serde_json::from_value(reference.clone()).ok()?),
+                (None, None) => return None,
+            };
+            Some(SyncAction::Commit {
+                room_id: room_id.to_owned(),
+                event_id,
+                commit,
+                epoch: content.get("epoch").and_then(Value::as_u64),
+            })
+        }
         "m.room.encrypted" => Some(SyncAction::Message {
             room_id: room_id.to_owned(),
             event_id,
             sender: str_at(event, "/sender")?.to_owned(),
-            ciphertext,
+            ciphertext: str_at(content, "/ciphertext")?.to_owned(),
         }),
         _ => None,
     }
@@ -168,6 +183,10 @@ mod tests {
                     commit("$c2", Some("CCC"), 2),
                     {"type": "m.room.message", "event_id": "$plain", "sender": "@a:x", "content": {"body": "x"}},
                     message("$m2", "BBB"),
+                    {"type": COMMIT_EVENT, "state_key": "", "event_id": "$c3", "content": {"epoch": 3,
+                        COMMIT_REF_FIELD: {"url": "mxc://x/big", "sha256": "SHA", "size": 70000}}},
+                    {"type": COMMIT_EVENT, "state_key": "", "event_id": "$bad", "content": {"epoch": 4,
+                        COMMIT_REF_FIELD: {"url": "mxc://x/big"}}},
                     {"type": "m.mls.commit", "state_key": "other", "event_id": "$odd", "content": {"ciphertext": "Z"}},
                     {"type": "m.room.encrypted", "content": {"ciphertext": "no event id"}},
                     "not even an object",
@@ -211,7 +230,7 @@ mod tests {
                 SyncAction::Commit {
                     room_id: ROOM.into(),
                     event_id: "$c2".into(),
-                    ciphertext: "CCC".into(),
+                    commit: CommitSource::Inline("CCC".into()),
                     epoch: Some(2)
                 },
                 SyncAction::Message {
@@ -219,6 +238,16 @@ mod tests {
                     event_id: "$m2".into(),
                     sender: "@a:x".into(),
                     ciphertext: "BBB".into()
+                },
+                SyncAction::Commit {
+                    room_id: ROOM.into(),
+                    event_id: "$c3".into(),
+                    commit: CommitSource::Media(MediaRef {
+                        url: "mxc://x/big".into(),
+                        sha256: "SHA".into(),
+                        size: 70_000
+                    }),
+                    epoch: Some(3)
                 },
             ]
         );

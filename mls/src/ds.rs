@@ -4,21 +4,24 @@
 //! and each Welcome's recipients.
 //!
 //! Everything here is pure: the state goes in and out as bytes ([`DsGroup::to_bytes`],
-//! [`DsGroup::load`]) so the server stores it in the same PostgreSQL transaction that accepts the
-//! commit. Checks never change the group they are called on; an accepted commit yields the next
-//! group as a new value.
+//! [`DsGroup::load`]; a compact encoding, see `state`) so the server stores it in the same
+//! PostgreSQL transaction that accepts the commit, and may keep the group in memory between
+//! commits. A refused commit leaves the group as it was; an accepted one moves it to the next
+//! epoch in place, without copying the state.
 
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, ContentType, Credential, ExternalProposal, ExternalSender, GroupEpoch, GroupId,
-    LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, OpenMlsSignaturePublicKey, ProcessedMessageContent, ProposalStore,
-    ProtocolMessage, PublicGroup, SenderExtensionIndex, SignaturePublicKey, Verifiable, WireFormat,
+    BasicCredential, Ciphersuite, ContentType, Credential, ExternalProposal, ExternalSender, GroupContext, GroupEpoch,
+    GroupId, LeafNodeIndex, MlsMessageBodyIn, MlsMessageIn, OpenMlsSignaturePublicKey, ProcessedMessageContent,
+    ProposalStore, ProtocolMessage, PublicGroup, SenderExtensionIndex, SignaturePublicKey, Verifiable, WireFormat,
 };
 use openmls_basic_credential::SignatureKeyPair;
-use openmls_memory_storage::MemoryStorage;
 use openmls_rust_crypto::{OpenMlsRustCrypto, RustCrypto};
 use tls_codec::{Deserialize as _, Serialize as _};
 
 use crate::{DeviceIdentity, Suite, codec};
+
+mod state;
+use state::GroupStorage;
 
 /// Why the Delivery Service refused something. Each maps to one Matrix error in the server.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +100,6 @@ impl ServerSigner {
 /// A commit that passed every check, with what the server needs to act on it.
 #[derive(Debug)]
 pub struct AcceptedCommit {
-    /// The group after the commit.
-    pub group: DsGroup,
     /// The epoch the commit starts.
     pub epoch: u64,
     /// Devices the commit added, with the KeyPackage reference each was added by.
@@ -112,7 +113,7 @@ pub struct AcceptedCommit {
 /// The public state of one room's group, as the hub keeps it.
 #[derive(Debug)]
 pub struct DsGroup {
-    storage: MemoryStorage,
+    storage: GroupStorage,
     group: PublicGroup,
 }
 
@@ -153,7 +154,7 @@ impl DsGroup {
             .ratchet_tree()
             .map(|t| t.ratchet_tree().clone())
             .ok_or_else(|| DsError::InvalidGroupInfo("the GroupInfo must carry the ratchet tree".into()))?;
-        let storage = MemoryStorage::default();
+        let storage = GroupStorage::default();
         let (group, _) =
             PublicGroup::from_external(&RustCrypto::default(), &storage, tree, group_info, ProposalStore::new())
                 .map_err(|e| DsError::InvalidGroupInfo(e.to_string()))?;
@@ -168,27 +169,26 @@ impl DsGroup {
         Ok(ds)
     }
 
-    /// Reads state written by [`DsGroup::to_bytes`].
+    /// Reads state written by [`DsGroup::to_bytes`] (or by earlier versions, which stored
+    /// openmls' in-memory storage as JSON).
     pub fn load(room_id: &str, bytes: &[u8]) -> DsResult<Self> {
-        let storage = codec::storage_from_bytes(bytes).ok_or_else(|| DsError::State("truncated group state".into()))?;
-        let group = PublicGroup::load(&storage, &group_id_of(room_id))
+        let group_id = group_id_of(room_id);
+        let storage = GroupStorage::from_bytes(bytes, &group_id).map_err(|e| DsError::State(e.to_string()))?;
+        let group = PublicGroup::load(&storage, &group_id)
             .map_err(|e| DsError::State(e.to_string()))?
             .ok_or_else(|| DsError::State("no group in the stored state".into()))?;
         Ok(DsGroup { storage, group })
     }
 
-    /// The state to store.
+    /// The state to store: the group's values in a compact binary encoding, about the size of
+    /// its ratchet tree.
     pub fn to_bytes(&self) -> Vec<u8> {
-        codec::storage_to_bytes(&self.storage)
+        self.storage.to_bytes()
     }
 
-    fn copy(&self) -> DsResult<Self> {
-        let storage = codec::storage_from_bytes(&codec::storage_to_bytes(&self.storage))
-            .ok_or_else(|| DsError::State("group state does not copy".into()))?;
-        let group = PublicGroup::load(&storage, self.group.group_id())
-            .map_err(|e| DsError::State(e.to_string()))?
-            .ok_or_else(|| DsError::State("group vanished from its copy".into()))?;
-        Ok(DsGroup { storage, group })
+    /// An independent copy, through the stored form.
+    pub fn try_clone(&self) -> DsResult<Self> {
+        Self::load(&String::from_utf8_lossy(self.group.group_id().as_slice()), &self.to_bytes())
     }
 
     pub fn epoch(&self) -> u64 {
@@ -212,10 +212,9 @@ impl DsGroup {
         self.group.export_ratchet_tree().tls_serialize_detached().unwrap_or_default()
     }
 
-    /// Whether the group still lists the server as an external sender (a commit could drop it,
-    /// and then the server could no longer propose removals).
-    pub fn lists_external_sender(&self, server: &ServerSigner) -> bool {
-        self.server_sender_index(server).is_some()
+    /// The group's external senders (the server's own listed among them).
+    pub fn external_senders(&self) -> Vec<ExternalSender> {
+        self.group.group_context().extensions().external_senders().cloned().unwrap_or_default()
     }
 
     fn server_sender_index(&self, server: &ServerSigner) -> Option<u32> {
@@ -236,10 +235,16 @@ impl DsGroup {
     }
 
     /// Checks a commit submitted by `submitter` (the device whose access token sent it; `None`
-    /// when another server forwarded it for a user, `submitter_user`) at the current epoch, the
-    /// GroupInfo of the epoch it starts and, optionally, the Welcome for the devices it adds.
+    /// when another server forwarded it for a user, `submitter_user`) at the current epoch (it
+    /// must keep `server` an external sender, so the server can still propose removals), the
+    /// GroupInfo of the epoch it starts and, optionally, the Welcome for the devices it adds;
+    /// then moves the group to that epoch in place (no copy of the state is made).
+    ///
+    /// On every refusal the group is left as it was; only [`DsError::State`] (the storage failed
+    /// while merging) may leave it half-changed, and the caller must then drop it.
     pub fn accept_commit(
-        &self,
+        &mut self,
+        server: &ExternalSender,
         commit_b64: &str,
         group_info_b64: &str,
         welcome_b64: Option<&str>,
@@ -254,8 +259,7 @@ impl DsGroup {
             (ContentType::Commit, "not a commit"),
         )?;
 
-        let mut next = self.copy()?;
-        let processed = next
+        let processed = self
             .group
             .process_message(&RustCrypto::default(), protocol)
             .map_err(|e| DsError::InvalidCommit(e.to_string()))?;
@@ -286,52 +290,40 @@ impl DsGroup {
             let reference = key_package.hash_ref(&crypto).map_err(|e| DsError::InvalidCommit(e.to_string()))?;
             added_refs.push((reference, identity));
         }
-        let members_before = self.members();
         let removed: Vec<DeviceIdentity> =
-            members_before.iter().filter(|(leaf, _)| removed_leaves.contains(leaf)).map(|(_, id)| id.clone()).collect();
+            self.members().into_iter().filter(|(leaf, _)| removed_leaves.contains(leaf)).map(|(_, id)| id).collect();
 
-        next.group.merge_commit(&next.storage, *staged).map_err(|e| DsError::InvalidCommit(e.to_string()))?;
-        next.check_group_info(group_info_b64, committer_leaf)?;
-
+        // The committer signs the GroupInfo with the key of its leaf in the new epoch: the one its
+        // UpdatePath brings, else the one it has.
+        let signer_key = match staged.update_path_leaf_node() {
+            Some(leaf) => leaf.signature_key().clone(),
+            None => self
+                .group
+                .leaf(committer_leaf)
+                .ok_or_else(|| DsError::InvalidGroupInfo("the committer is not in the group".into()))?
+                .signature_key()
+                .clone(),
+        };
+        let senders = staged.group_context().extensions().external_senders();
+        if !senders.is_some_and(|senders| senders.contains(server)) {
+            return Err(DsError::InvalidCommit(
+                "the commit removes the server from the group's external senders".into(),
+            ));
+        }
+        check_group_info(group_info_b64, staged.group_context(), signer_key)?;
+        let epoch = staged.group_context().epoch().as_u64();
         let welcome_recipients = match welcome_b64 {
-            Some(welcome) => welcome_recipients(welcome, next.ciphersuite(), &added_refs)?,
+            Some(welcome) => welcome_recipients(welcome, self.ciphersuite(), &added_refs)?,
             None => Vec::new(),
         };
-        let epoch = next.epoch();
+
+        self.group.merge_commit(&self.storage, *staged).map_err(|e| DsError::State(e.to_string()))?;
         Ok(AcceptedCommit {
-            group: next,
             epoch,
             added: added_refs.into_iter().map(|(_, id)| id).collect(),
             removed,
             welcome_recipients,
         })
-    }
-
-    /// A GroupInfo must describe this group at its current epoch (its group context, which
-    /// holds the tree hash, equal to the committed one) and be signed by the committer. Checked
-    /// against the tree the hub holds: the tree a GroupInfo may carry is not rebuilt here
-    /// (members check it against the tree hash when they use it).
-    fn check_group_info(&self, group_info_b64: &str, signer: LeafNodeIndex) -> DsResult<()> {
-        let MlsMessageBodyIn::GroupInfo(group_info) = decode_message(group_info_b64)?.extract() else {
-            return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
-        };
-        if group_info.group_id() != self.group.group_id() || group_info.epoch().as_u64() != self.epoch() {
-            return Err(DsError::InvalidGroupInfo("not for this group and epoch".into()));
-        }
-        if group_info.group_context() != self.group.group_context() {
-            return Err(DsError::InvalidGroupInfo("its group context differs from the committed one".into()));
-        }
-        let leaf = self
-            .group
-            .leaf(signer)
-            .ok_or_else(|| DsError::InvalidGroupInfo("the committer is not in the group".into()))?;
-        let key = OpenMlsSignaturePublicKey::from_signature_key(
-            leaf.signature_key().clone(),
-            self.ciphersuite().signature_algorithm(),
-        );
-        group_info
-            .verify_no_out(&RustCrypto::default(), &key)
-            .map_err(|_| DsError::InvalidGroupInfo("not signed by the committer".into()))
     }
 
     /// Proposes, as the server, the removal of every leaf of `devices` still in the group, and
@@ -426,6 +418,26 @@ fn framed(
         return Err(DsError::WrongEpoch { current: epoch, got });
     }
     Ok(protocol)
+}
+
+/// A GroupInfo must describe the group at the epoch the commit starts (its group context, which
+/// holds the tree hash, equal to the staged one) and be signed by the committer. Checked against
+/// the tree the hub holds: the tree a GroupInfo may carry is not rebuilt here (members check it
+/// against the tree hash when they use it).
+fn check_group_info(group_info_b64: &str, context: &GroupContext, signer: SignaturePublicKey) -> DsResult<()> {
+    let MlsMessageBodyIn::GroupInfo(group_info) = decode_message(group_info_b64)?.extract() else {
+        return Err(DsError::InvalidGroupInfo("not a GroupInfo".into()));
+    };
+    if group_info.group_id() != context.group_id() || group_info.epoch() != context.epoch() {
+        return Err(DsError::InvalidGroupInfo("not for this group and epoch".into()));
+    }
+    if group_info.group_context() != context {
+        return Err(DsError::InvalidGroupInfo("its group context differs from the committed one".into()));
+    }
+    let key = OpenMlsSignaturePublicKey::from_signature_key(signer, context.ciphersuite().signature_algorithm());
+    group_info
+        .verify_no_out(&RustCrypto::default(), &key)
+        .map_err(|_| DsError::InvalidGroupInfo("not signed by the committer".into()))
 }
 
 /// The devices a Welcome is for: each of its secrets must be for a KeyPackage the commit added.

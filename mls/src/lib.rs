@@ -10,12 +10,14 @@
 //! - [`key_package`]: validation of uploaded KeyPackages.
 //! - [`client`]: the client SDK: a device's groups, commits and messages, kept in a directory.
 //! - [`ds`]: the Delivery Service's view of a group (`PublicGroup`), commit and message checks.
+//! - [`reference`]: MLS messages too large for an event, named by their upload in the media repository.
 
 pub mod client;
 pub mod codec;
 pub mod ds;
 pub mod identity;
 pub mod key_package;
+pub mod reference;
 pub mod suite;
 
 pub use identity::DeviceIdentity;

@@ -140,4 +140,7 @@ pub enum MlsRefusal {
     InvalidGroupInfo(String),
     #[error("{0}")]
     InvalidWelcome(String),
+    /// A commit sent by reference whose media is missing or not the referenced bytes.
+    #[error("{0}")]
+    BadReference(String),
 }

@@ -135,6 +135,7 @@ impl AppState {
             ephemeral.clone(),
             e2ee.clone(),
             presence.clone(),
+            mls.clone(),
         );
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let push = PushService::new(

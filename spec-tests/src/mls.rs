@@ -11,6 +11,7 @@ use openmls::prelude::{
 use openmls_basic_credential::SignatureKeyPair;
 use openmls_rust_crypto::OpenMlsRustCrypto;
 use openmls_traits::OpenMlsProvider as _;
+use poststelle_mls::reference::{COMMIT_REF_FIELD, MediaRef};
 use poststelle_mls::{DeviceIdentity, Suite, codec, key_package::reference_name};
 use serde_json::{Value, json};
 use tls_codec::{Deserialize as _, Serialize as _};
@@ -44,6 +45,52 @@ impl Bundle {
         }
         body
     }
+
+    /// The commit's bytes (TLS-encoded), as uploaded when it goes by reference.
+    pub fn commit_bytes(&self) -> Vec<u8> {
+        codec::decode(&self.commit).expect("base64")
+    }
+
+    /// The request body with the commit sent by reference to its upload at `url`.
+    pub fn body_by_reference(&self, algorithm: &str, url: &str, with_welcome: bool) -> Value {
+        let mut body = self.body(algorithm, with_welcome);
+        body.as_object_mut().expect("an object").remove("ciphertext");
+        body[COMMIT_REF_FIELD] = json!(MediaRef::of(url, &self.commit_bytes()));
+        body
+    }
+}
+
+/// Uploads bytes to a server's media repository as `token`'s user; returns the `mxc://` URI.
+pub async fn upload(s: &crate::TestServer, token: Option<&str>, bytes: Vec<u8>) -> String {
+    let (status, body) = s.raw("POST", "/_matrix/media/v3/upload?filename=commit.mls", token, bytes).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    body["content_uri"].as_str().expect("content_uri").to_owned()
+}
+
+/// Downloads `mxc://server/id` through a server's authenticated media endpoint.
+pub async fn download(s: &crate::TestServer, token: &str, mxc: &str) -> Vec<u8> {
+    let path = mxc.strip_prefix("mxc://").expect("an mxc URI");
+    let response = s
+        .http
+        .get(format!("{}/_matrix/client/v1/media/download/{path}", s.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "downloading {mxc}");
+    response.bytes().await.expect("the media").to_vec()
+}
+
+/// The commit an `m.mls.commit` content carries (base64): inline, or fetched through `s` by its
+/// reference and checked against it.
+pub async fn commit_of(s: &crate::TestServer, token: &str, content: &Value) -> String {
+    if let Some(inline) = content["ciphertext"].as_str() {
+        return inline.to_owned();
+    }
+    let reference: MediaRef = serde_json::from_value(content[COMMIT_REF_FIELD].clone()).expect("a reference");
+    let bytes = download(s, token, &reference.url).await;
+    reference.check(&bytes).expect("the referenced commit");
+    codec::encode(&bytes)
 }
 
 fn b64(message: &MlsMessageOut) -> String {
@@ -149,6 +196,16 @@ impl MlsTestDevice {
         let group = self.groups.get_mut(room_id).expect("group");
         let (commit, welcome, info) = group.add_members(provider, signer, &packages).expect("add");
         Self::bundle(commit, Some(welcome), info.map(MlsMessageOut::from))
+    }
+
+    /// A commit that replaces the group's context extensions with none, dropping the server
+    /// from the external senders; left pending.
+    pub fn drop_external_senders(&mut self, room_id: &str) -> Bundle {
+        let (provider, signer) = (&self.provider, &self.signer);
+        let group = self.groups.get_mut(room_id).expect("group");
+        let (commit, welcome, info) =
+            group.update_group_context_extensions(provider, Extensions::empty(), signer).expect("extensions");
+        Self::bundle(commit, welcome, info.map(MlsMessageOut::from))
     }
 
     /// A commit that only refreshes the device's own keys; left pending.

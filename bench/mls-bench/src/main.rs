@@ -286,10 +286,13 @@ impl Bench {
                 (&a.user_id, &a.device_id, &a.token)
             }
         };
+        // The check moves the group it runs on: it runs on a copy, kept if the server accepts.
+        let mut next = self.shadow.try_clone()?;
+        let server = self.shadow.external_senders().into_iter().next().context("no external sender")?;
         let start = Instant::now();
-        let checked = self.shadow.accept_commit(&bundle.commit, &bundle.group_info, None, user, Some(device));
+        let checked = next.accept_commit(&server, &bundle.commit, &bundle.group_info, None, user, Some(device));
         let ds_ms = ms(start.elapsed());
-        let next = checked.context("the in-process Delivery Service refused the commit")?.group;
+        checked.context("the in-process Delivery Service refused the commit")?;
         let body = bundle.body(&self.algorithm, false);
         let request_bytes = serde_json::to_vec(&body)?.len();
         let token = token.clone();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Client;
-use crate::sync::{self, SyncAction, WelcomeSource};
+use crate::sync::{self, CommitSource, SyncAction, WelcomeSource};
 use crate::{ClientError, keys};
 
 /// Messages received while the client waited for a commit, kept until the next sync hands
@@ -128,10 +128,27 @@ impl Client {
                 }
             }
             SyncAction::Invite { room_id, .. } => report.invites.push(room_id),
-            SyncAction::Commit { room_id, event_id, ciphertext, .. } => {
+            SyncAction::Commit { room_id, event_id, commit, .. } => {
                 if !self.mls.rooms().contains(&room_id) {
                     return Ok(());
                 }
+                let ciphertext = match commit {
+                    CommitSource::Inline(ciphertext) => ciphertext,
+                    CommitSource::Media(reference) => match self.server.download(&reference.url).await {
+                        Ok(bytes) => match reference.check(&bytes) {
+                            Ok(()) => codec::encode(&bytes),
+                            Err(e) => {
+                                report.problems.push(format!("{room_id} {event_id}: commit not applied: {e}"));
+                                return Ok(());
+                            }
+                        },
+                        Err(refused @ ClientError::Server { .. }) => {
+                            report.problems.push(format!("{room_id} {event_id}: commit not downloadable: {refused}"));
+                            return Ok(());
+                        }
+                        Err(other) => return Err(other),
+                    },
+                };
                 match self.mls.process_commit(&room_id, &ciphertext) {
                     Ok(outcome) if outcome.removed_self => report.removed_from.push(room_id),
                     Ok(_) => {}

@@ -101,23 +101,25 @@ fn a_commit_is_accepted_once_per_epoch_and_its_welcome_reaches_exactly_the_added
     let alice = Device::new("@alice:hub.example", "A1");
     let bob = Device::new("@bob:other.example", "B1");
     let carol = Device::new("@carol:other.example", "C1");
-    let (mut group, ds) = hub_with(&alice, &server);
+    let (mut group, mut ds) = hub_with(&alice, &server);
     assert_eq!(ds.epoch(), 0);
     assert_eq!(ds.members(), vec![(0, alice.id.clone())]);
 
     let (commit, welcome, info) = add(&alice, &mut group, &[&bob, &carol]);
-    let accepted = ds.accept_commit(&commit, &info, Some(&welcome), "@alice:hub.example", Some("A1")).unwrap();
+    let accepted = ds
+        .accept_commit(&server.external_sender(), &commit, &info, Some(&welcome), "@alice:hub.example", Some("A1"))
+        .unwrap();
     assert_eq!(accepted.epoch, 1);
     assert_eq!(accepted.added, vec![bob.id.clone(), carol.id.clone()]);
     assert_eq!(accepted.welcome_recipients, vec![bob.id.clone(), carol.id.clone()]);
     assert!(accepted.removed.is_empty());
-    assert_eq!(ds.epoch(), 0, "checking a commit does not change the group it was checked against");
+    assert_eq!(ds.epoch(), 1, "an accepted commit moves the group to its epoch");
 
     // The same commit again, or any other commit for epoch 0, is stale now.
-    let next = DsGroup::load(ROOM, &accepted.group.to_bytes()).expect("state round trip");
+    let mut next = DsGroup::load(ROOM, &ds.to_bytes()).expect("state round trip");
     assert_eq!(next.epoch(), 1);
     assert_eq!(next.members().len(), 3);
-    match next.accept_commit(&commit, &info, None, "@alice:hub.example", Some("A1")) {
+    match next.accept_commit(&server.external_sender(), &commit, &info, None, "@alice:hub.example", Some("A1")) {
         Err(DsError::WrongEpoch { current: 1, got: 0 }) => {}
         other => panic!("expected a stale epoch, got {other:?}"),
     }
@@ -133,40 +135,43 @@ fn commits_that_are_not_valid_are_refused_and_the_epoch_stays() {
     let server = ServerSigner::generate("hub.example").unwrap();
     let alice = Device::new("@alice:hub.example", "A1");
     let bob = Device::new("@bob:other.example", "B1");
-    let (mut group, ds) = hub_with(&alice, &server);
+    let (mut group, mut ds) = hub_with(&alice, &server);
 
     // A commit by a forged group with the same id: its signer is no member the hub knows.
     let mallory = Device::new("@alice:hub.example", "A1");
     let mut forged = mallory.create_group(Some(&server));
     let (commit, _, info) = add(&mallory, &mut forged, &[&bob]);
-    match ds.accept_commit(&commit, &info, None, "@alice:hub.example", Some("A1")) {
+    match ds.accept_commit(&server.external_sender(), &commit, &info, None, "@alice:hub.example", Some("A1")) {
         Err(DsError::InvalidCommit(_)) => {}
         other => panic!("expected an invalid commit, got {other:?}"),
     }
 
     // A real commit submitted by someone else than its signer.
     let (commit, welcome, info) = add(&alice, &mut group, &[&bob]);
-    assert!(matches!(ds.accept_commit(&commit, &info, None, "@bob:other.example", None), Err(DsError::SenderMismatch)));
     assert!(matches!(
-        ds.accept_commit(&commit, &info, None, "@alice:hub.example", Some("A2")),
+        ds.accept_commit(&server.external_sender(), &commit, &info, None, "@bob:other.example", None),
+        Err(DsError::SenderMismatch)
+    ));
+    assert!(matches!(
+        ds.accept_commit(&server.external_sender(), &commit, &info, None, "@alice:hub.example", Some("A2")),
         Err(DsError::SenderMismatch)
     ));
     // With the GroupInfo of the wrong epoch.
     let old_info = alice.group_info(&group);
     assert!(matches!(
-        ds.accept_commit(&commit, &old_info, None, "@alice:hub.example", Some("A1")),
+        ds.accept_commit(&server.external_sender(), &commit, &old_info, None, "@alice:hub.example", Some("A1")),
         Err(DsError::InvalidGroupInfo(_))
     ));
     // Garbage, a Welcome in place of a commit, a commit for another group.
     assert!(matches!(
-        ds.accept_commit("not base64!", &info, None, "@alice:hub.example", None),
+        ds.accept_commit(&server.external_sender(), "not base64!", &info, None, "@alice:hub.example", None),
         Err(DsError::Malformed(_))
     ));
     assert!(matches!(
-        ds.accept_commit(&welcome, &info, None, "@alice:hub.example", None),
+        ds.accept_commit(&server.external_sender(), &welcome, &info, None, "@alice:hub.example", None),
         Err(DsError::Unsupported(_))
     ));
-    let elsewhere = DsGroup::create(
+    let mut elsewhere = DsGroup::create(
         "!other:hub.example",
         &{
             let provider = &alice.provider;
@@ -192,12 +197,13 @@ fn commits_that_are_not_valid_are_refused_and_the_epoch_stays() {
     )
     .unwrap();
     assert!(matches!(
-        elsewhere.accept_commit(&commit, &info, None, "@alice:hub.example", None),
+        elsewhere.accept_commit(&server.external_sender(), &commit, &info, None, "@alice:hub.example", None),
         Err(DsError::GroupMismatch)
     ));
     assert_eq!(ds.epoch(), 0);
     // And the real one still goes through afterwards.
-    ds.accept_commit(&commit, &info, Some(&welcome), "@alice:hub.example", Some("A1")).unwrap();
+    ds.accept_commit(&server.external_sender(), &commit, &info, Some(&welcome), "@alice:hub.example", Some("A1"))
+        .unwrap();
 }
 
 #[test]
@@ -206,18 +212,25 @@ fn a_welcome_for_devices_the_commit_does_not_add_is_refused() {
     let alice = Device::new("@alice:hub.example", "A1");
     let bob = Device::new("@bob:other.example", "B1");
     let carol = Device::new("@carol:other.example", "C1");
-    let (mut group, ds) = hub_with(&alice, &server);
+    let (mut group, mut ds) = hub_with(&alice, &server);
     // A Welcome from another (never submitted) commit that adds Carol.
     let alice_elsewhere = Device::new("@alice:hub.example", "A1");
     let mut side = alice_elsewhere.create_group(Some(&server));
     let (_, foreign_welcome, _) = add(&alice_elsewhere, &mut side, &[&carol]);
     let (commit, _, info) = add(&alice, &mut group, &[&bob]);
     assert!(matches!(
-        ds.accept_commit(&commit, &info, Some(&foreign_welcome), "@alice:hub.example", Some("A1")),
+        ds.accept_commit(
+            &server.external_sender(),
+            &commit,
+            &info,
+            Some(&foreign_welcome),
+            "@alice:hub.example",
+            Some("A1")
+        ),
         Err(DsError::InvalidWelcome(_))
     ));
     assert!(matches!(
-        ds.accept_commit(&commit, &info, Some(&commit), "@alice:hub.example", Some("A1")),
+        ds.accept_commit(&server.external_sender(), &commit, &info, Some(&commit), "@alice:hub.example", Some("A1")),
         Err(DsError::InvalidWelcome(_))
     ));
 }
@@ -227,12 +240,12 @@ fn application_messages_must_be_private_at_the_current_epoch() {
     let server = ServerSigner::generate("hub.example").unwrap();
     let alice = Device::new("@alice:hub.example", "A1");
     let bob = Device::new("@bob:other.example", "B1");
-    let (mut group, ds) = hub_with(&alice, &server);
+    let (mut group, mut ds) = hub_with(&alice, &server);
     let at_zero = b64(&group.create_message(&alice.provider, &alice.signer, b"epoch zero").unwrap());
     check_application_message(ROOM, ds.epoch(), &at_zero).expect("current epoch");
 
     let (commit, _, info) = add(&alice, &mut group, &[&bob]);
-    let ds = ds.accept_commit(&commit, &info, None, "@alice:hub.example", Some("A1")).unwrap().group;
+    ds.accept_commit(&server.external_sender(), &commit, &info, None, "@alice:hub.example", Some("A1")).unwrap();
     group.merge_pending_commit(&alice.provider).unwrap();
     match check_application_message(ROOM, ds.epoch(), &at_zero) {
         Err(DsError::WrongEpoch { current: 1, got: 0 }) => {}
@@ -250,23 +263,31 @@ fn the_server_proposes_removals_and_the_next_commit_must_carry_them_out() {
     let alice = Device::new("@alice:hub.example", "A1");
     let bob = Device::new("@bob:other.example", "B1");
     let carol = Device::new("@carol:other.example", "C1");
-    let (mut group, ds) = hub_with(&alice, &server);
+    let (mut group, mut ds) = hub_with(&alice, &server);
     let (commit, welcome, info) = add(&alice, &mut group, &[&bob, &carol]);
-    let mut ds = ds.accept_commit(&commit, &info, Some(&welcome), "@alice:hub.example", Some("A1")).unwrap().group;
+    ds.accept_commit(&server.external_sender(), &commit, &info, Some(&welcome), "@alice:hub.example", Some("A1"))
+        .unwrap();
     group.merge_pending_commit(&alice.provider).unwrap();
     let mut bob_group = bob.join(&welcome);
 
     let proposals = ds.propose_removals(std::slice::from_ref(&carol.id), &server).unwrap();
     assert_eq!(proposals.len(), 1);
     assert!(ds.propose_removals(std::slice::from_ref(&carol.id), &server).unwrap().is_empty(), "proposed once");
-    let ds = DsGroup::load(ROOM, &ds.to_bytes()).expect("queued proposals survive a reload");
+    let mut ds = DsGroup::load(ROOM, &ds.to_bytes()).expect("queued proposals survive a reload");
 
     // A commit that ignores the proposal (Alice updates herself) is refused.
     let (update, _, update_info) =
         group.self_update(&alice.provider, &alice.signer, Default::default()).unwrap().into_messages();
     let update_info = codec::encode(&update_info.unwrap().tls_serialize_detached().unwrap());
     assert!(matches!(
-        ds.accept_commit(&b64(&update), &update_info, None, "@alice:hub.example", Some("A1")),
+        ds.accept_commit(
+            &server.external_sender(),
+            &b64(&update),
+            &update_info,
+            None,
+            "@alice:hub.example",
+            Some("A1")
+        ),
         Err(DsError::PendingProposals(1))
     ));
     group.clear_pending_commit(alice.provider.storage()).unwrap();
@@ -278,10 +299,12 @@ fn the_server_proposes_removals_and_the_next_commit_must_carry_them_out() {
     bob_group.store_pending_proposal(bob.provider.storage(), *queued).unwrap();
     let (commit, _, info) = bob_group.commit_to_pending_proposals(&bob.provider, &bob.signer).unwrap();
     let info = codec::encode(&MlsMessageOut::from(info.unwrap()).tls_serialize_detached().unwrap());
-    let accepted = ds.accept_commit(&b64(&commit), &info, None, "@bob:other.example", Some("B1")).unwrap();
+    let accepted = ds
+        .accept_commit(&server.external_sender(), &b64(&commit), &info, None, "@bob:other.example", Some("B1"))
+        .unwrap();
     assert_eq!(accepted.removed, vec![carol.id.clone()]);
     assert_eq!(accepted.epoch, 2);
-    assert!(!accepted.group.members().iter().any(|(_, id)| id == &carol.id));
+    assert!(!ds.members().iter().any(|(_, id)| id == &carol.id));
 }
 
 #[test]
@@ -318,9 +341,10 @@ fn the_group_info_must_be_the_committers() {
     let server = ServerSigner::generate("hub.example").unwrap();
     let alice = Device::new("@alice:hub.example", "A1");
     let bob = Device::new("@bob:other.example", "B1");
-    let (mut group, ds) = hub_with(&alice, &server);
+    let (mut group, mut ds) = hub_with(&alice, &server);
     let (commit, welcome, info) = add(&alice, &mut group, &[&bob]);
-    let ds = ds.accept_commit(&commit, &info, Some(&welcome), "@alice:hub.example", Some("A1")).unwrap().group;
+    ds.accept_commit(&server.external_sender(), &commit, &info, Some(&welcome), "@alice:hub.example", Some("A1"))
+        .unwrap();
     group.merge_pending_commit(&alice.provider).unwrap();
     let mut bob_group = bob.join(&welcome);
 
@@ -337,8 +361,76 @@ fn the_group_info_must_be_the_committers() {
     bob_group.merge_staged_commit(&bob.provider, *staged).unwrap();
     let bobs_info = bob.group_info(&bob_group);
     assert!(matches!(
-        ds.accept_commit(&b64(&update), &bobs_info, None, "@alice:hub.example", Some("A1")),
+        ds.accept_commit(&server.external_sender(), &b64(&update), &bobs_info, None, "@alice:hub.example", Some("A1")),
         Err(DsError::InvalidGroupInfo(_))
     ));
-    ds.accept_commit(&b64(&update), &update_info, None, "@alice:hub.example", Some("A1")).expect("Alice's own");
+    ds.accept_commit(&server.external_sender(), &b64(&update), &update_info, None, "@alice:hub.example", Some("A1"))
+        .expect("Alice's own");
+}
+
+#[test]
+fn a_commit_that_drops_the_server_as_external_sender_is_refused_and_changes_nothing() {
+    let server = ServerSigner::generate("hub.example").unwrap();
+    let alice = Device::new("@alice:hub.example", "A1");
+    let (mut group, mut ds) = hub_with(&alice, &server);
+    let before = ds.to_bytes();
+    let (commit, _, info) =
+        group.update_group_context_extensions(&alice.provider, Extensions::empty(), &alice.signer).unwrap();
+    let info = codec::encode(&MlsMessageOut::from(info.unwrap()).tls_serialize_detached().unwrap());
+    match ds.accept_commit(&server.external_sender(), &b64(&commit), &info, None, "@alice:hub.example", Some("A1")) {
+        Err(DsError::InvalidCommit(reason)) => assert!(reason.contains("external senders"), "{reason}"),
+        other => panic!("expected the commit refused, got {other:?}"),
+    }
+    assert_eq!(ds.epoch(), 0);
+    assert_eq!(ds.to_bytes(), before, "a refused commit leaves the group as it was");
+}
+
+#[test]
+fn the_stored_state_is_compact_and_states_of_the_earlier_format_still_load() {
+    let server = ServerSigner::generate("hub.example").unwrap();
+    let alice = Device::new("@alice:hub.example", "A1");
+    let others: Vec<Device> = (0..30).map(|i| Device::new(&format!("@u{i}:other.example"), "D")).collect();
+    let (mut group, mut ds) = hub_with(&alice, &server);
+    let (commit, welcome, info) = add(&alice, &mut group, &others.iter().collect::<Vec<_>>());
+    ds.accept_commit(&server.external_sender(), &commit, &info, Some(&welcome), "@alice:hub.example", Some("A1"))
+        .unwrap();
+    group.merge_pending_commit(&alice.provider).unwrap();
+    let proposals = ds.propose_removals(std::slice::from_ref(&others[3].id), &server).unwrap();
+
+    // The same group as openmls' in-memory storage kept it (JSON values), the earlier format.
+    let MlsMessageBodyIn::GroupInfo(group_info) = decode_message(&info).unwrap().extract() else { panic!("info") };
+    let tree = group_info.extensions().ratchet_tree().unwrap().ratchet_tree().clone();
+    let memory = openmls_memory_storage::MemoryStorage::default();
+    let (mut public, _) =
+        PublicGroup::from_external(&RustCrypto::default(), &memory, tree, group_info, ProposalStore::new()).unwrap();
+    let proposal = decode_message(&proposals[0]).unwrap().try_into_protocol_message().unwrap();
+    let processed = public.process_message(&RustCrypto::default(), proposal).unwrap();
+    let ProcessedMessageContent::ProposalMessage(queued) = processed.into_content() else { panic!("a proposal") };
+    public.add_proposal(&memory, *queued).unwrap();
+    let legacy = codec::storage_to_bytes(&memory);
+
+    let compact = ds.to_bytes();
+    let tree_size = ds.ratchet_tree().len();
+    assert!(compact.len() < tree_size * 2, "state {} bytes for a tree of {tree_size}", compact.len());
+    assert!(compact.len() * 2 < legacy.len(), "compact {} bytes, earlier format {}", compact.len(), legacy.len());
+
+    let mut from_legacy = DsGroup::load(ROOM, &legacy).expect("a state of the earlier format loads");
+    assert_eq!(from_legacy.to_bytes(), compact, "both formats hold the same group");
+    assert_eq!(from_legacy.members(), ds.members());
+    // And the group goes on from it: the next commit must carry the queued removal.
+    let (update, _, update_info) =
+        group.self_update(&alice.provider, &alice.signer, Default::default()).unwrap().into_messages();
+    let update_info = codec::encode(&update_info.unwrap().tls_serialize_detached().unwrap());
+    assert!(matches!(
+        from_legacy.accept_commit(
+            &server.external_sender(),
+            &b64(&update),
+            &update_info,
+            None,
+            "@alice:hub.example",
+            Some("A1")
+        ),
+        Err(DsError::PendingProposals(1))
+    ));
+    assert!(DsGroup::load(ROOM, &compact[..compact.len() - 1]).is_err(), "a cut state is refused");
 }

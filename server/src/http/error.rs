@@ -181,6 +181,7 @@ fn mls_error(refusal: &crate::service::MlsRefusal) -> ApiError {
         R::InvalidCommit(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_COMMIT"),
         R::InvalidGroupInfo(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_GROUP_INFO"),
         R::InvalidWelcome(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_INVALID_WELCOME"),
+        R::BadReference(_) => (StatusCode::BAD_REQUEST, "DE.POSTSTELLE.MLS_BAD_REFERENCE"),
     };
     ApiError::Custom { status, errcode, message: refusal.to_string(), extra }
 }

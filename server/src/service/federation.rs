@@ -33,6 +33,7 @@ use super::{
     ServiceError, ServiceResult,
     e2ee::E2eeService,
     ephemeral::EphemeralService,
+    mls::MlsService,
     presence::PresenceService,
     rooms::{Received, RoomService},
     server_keys::{KeyQuery, ServerKeyService},
@@ -50,6 +51,7 @@ pub struct FederationService {
     ephemeral: Arc<EphemeralService>,
     e2ee: Arc<E2eeService>,
     presence: Arc<PresenceService>,
+    mls: Arc<MlsService>,
 }
 
 impl FederationService {
@@ -64,8 +66,9 @@ impl FederationService {
         ephemeral: Arc<EphemeralService>,
         e2ee: Arc<E2eeService>,
         presence: Arc<PresenceService>,
+        mls: Arc<MlsService>,
     ) -> Arc<Self> {
-        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee, presence })
+        Arc::new(Self { storage, rooms, server_name, key, client, keys, ephemeral, e2ee, presence, mls })
     }
 
     pub fn server_name(&self) -> &ServerName {

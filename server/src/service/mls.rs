@@ -9,15 +9,21 @@
 
 use std::sync::Arc;
 
-use poststelle_mls::{codec, ds::ServerSigner};
+use poststelle_mls::{
+    codec,
+    ds::ServerSigner,
+    reference::{MAX_COMMIT_BYTES, MediaRef},
+};
 use serde_json::{Value as JsonValue, json};
 
-use super::{ServiceError, ServiceResult, media::MediaService, rooms::mls::WELCOME_TYPE};
+use super::{MlsRefusal, ServiceError, ServiceResult, media::MediaService, rooms::mls::WELCOME_TYPE};
 use crate::storage::{Storage, mls::OutboxRow, now_ms};
 
 /// Welcomes larger than this travel through the media repository: a to-device message must fit
 /// in a federation transaction's EDU (the spec's 64 KiB event limit, with room for the envelope).
 const INLINE_WELCOME_MAX: usize = 48 * 1024;
+/// How long fetching a referenced commit waits for an upload still in progress.
+const REFERENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Loads the external-sender key all processes on the database share, generating it once.
 pub async fn load_server_signer(storage: &Storage, server_name: &str) -> ServiceResult<Arc<ServerSigner>> {
@@ -143,22 +149,66 @@ impl MlsService {
         let Some(welcome) = row.content.get("welcome").and_then(JsonValue::as_str) else {
             return Ok(row.content.clone());
         };
+        let algorithm = row.content.get("algorithm").and_then(JsonValue::as_str).unwrap_or_default();
+        self.welcome_content(&row.room_id, algorithm, welcome, &row.sender, row.epoch).await
+    }
+
+    /// The to-device content that carries a Welcome of the commit that started `epoch`: inline,
+    /// or uploaded to the media repository (as `uploader`) and named by `welcome_url` when it
+    /// is too large for a to-device message.
+    pub async fn welcome_content(
+        &self,
+        room_id: &str,
+        algorithm: &str,
+        welcome: &str,
+        uploader: &str,
+        epoch: i64,
+    ) -> ServiceResult<JsonValue> {
         if welcome.len() <= INLINE_WELCOME_MAX {
-            return Ok(row.content.clone());
+            return Ok(json!({"room_id": room_id, "algorithm": algorithm, "welcome": welcome}));
         }
-        let bytes =
-            codec::decode(welcome).ok_or_else(|| ServiceError::Internal("stored Welcome is not base64".into()))?;
+        let bytes = codec::decode(welcome).ok_or_else(|| ServiceError::Internal("the Welcome is not base64".into()))?;
         let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))]);
         let meta = super::media::UploadMeta {
             content_type: Some("message/mls".into()),
-            file_name: Some(format!("welcome-{}.mls", row.epoch)),
+            file_name: Some(format!("welcome-{epoch}.mls")),
         };
-        let mxc = self.media.upload(&row.sender, meta, body, None).await?;
-        let mut content = row.content.clone();
-        if let Some(object) = content.as_object_mut() {
-            object.remove("welcome");
-            object.insert("welcome_url".into(), mxc.to_string().into());
+        let mxc = self.media.upload(uploader, meta, body, None).await?;
+        Ok(json!({"room_id": room_id, "algorithm": algorithm, "welcome_url": mxc.to_string()}))
+    }
+
+    /// The commit a reference names, base64: fetched from the media repository (this server's,
+    /// or the uploader's server over federation) and checked against the reference's size and
+    /// SHA-256 before anyone uses it.
+    pub async fn fetch_commit(&self, reference: &MediaRef) -> ServiceResult<String> {
+        let refused = |why: String| ServiceError::Mls(MlsRefusal::BadReference(why));
+        if reference.size > MAX_COMMIT_BYTES {
+            return Err(ServiceError::TooLarge(format!("commits are accepted up to {MAX_COMMIT_BYTES} bytes")));
         }
-        Ok(content)
+        let (server, media_id) =
+            reference.server_and_id().ok_or_else(|| refused(format!("{} is not an mxc:// URI", reference.url)))?;
+        let server = ruma::OwnedServerName::try_from(server).map_err(|e| refused(format!("{}: {e}", reference.url)))?;
+        let download = match self.media.download(&server, media_id, REFERENCE_WAIT).await {
+            Ok(download) => download,
+            Err(ServiceError::NotFound(_) | ServiceError::NotYetUploaded) => {
+                return Err(refused(format!("{} was not found", reference.url)));
+            }
+            Err(other) => return Err(other),
+        };
+        if download.size != reference.size {
+            return Err(refused(format!(
+                "{} has {} bytes, the reference says {}",
+                reference.url, download.size, reference.size
+            )));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(reference.size).unwrap_or_default());
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut tokio::io::AsyncReadExt::take(download.file, reference.size + 1),
+            &mut bytes,
+        )
+        .await
+        .map_err(|e| ServiceError::Internal(format!("reading {}: {e}", reference.url)))?;
+        reference.check(&bytes).map_err(|e| refused(format!("{}: {e}", reference.url)))?;
+        Ok(codec::encode(&bytes))
     }
 }

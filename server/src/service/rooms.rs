@@ -69,6 +69,8 @@ pub struct RoomService {
     default_version: RoomVersionId,
     /// The server's key as the external sender of the MLS groups it orders.
     mls_signer: Arc<poststelle_mls::ds::ServerSigner>,
+    /// The MLS groups this process ordered last, kept while they are the stored state.
+    mls_groups: mls::GroupCache,
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Room versions never change: known ones are kept here.
     versions: std::sync::RwLock<BTreeMap<String, RoomVersionId>>,
@@ -120,6 +122,7 @@ impl RoomService {
             notifier,
             default_version,
             mls_signer,
+            mls_groups: mls::GroupCache::default(),
             locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             versions: std::sync::RwLock::default(),
             room_cache: Mutex::default(),

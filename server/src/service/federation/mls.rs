@@ -2,6 +2,7 @@
 //! server is forwarded there and stored here only once the hub accepted it; the hub's side of
 //! the same request accepts or refuses it exactly as it answers its own users.
 
+use poststelle_mls::reference::COMMIT_REF_FIELD;
 use ruma::{OwnedEventId, ServerName};
 
 use super::{FederationService, received};
@@ -12,7 +13,7 @@ use crate::{
         ephemeral::DeviceTarget,
         rooms::{
             SendEvent, StateBefore,
-            mls::{ForwardedCommit, GROUP_INFO_FIELD, WELCOME_FIELD, WELCOME_TYPE},
+            mls::{ForwardedCommit, GROUP_INFO_FIELD, WELCOME_FIELD, WELCOME_TYPE, commit_reference},
         },
     },
 };
@@ -24,7 +25,18 @@ fn field<'a>(ev: &'a SendEvent, name: &str) -> Option<&'a str> {
 impl FederationService {
     /// A local user's commit: ordered here when this server is the room's hub, else forwarded to
     /// the hub; the hub's answer (409 for a lost epoch and the rest) is the client's answer.
-    pub async fn send_mls_commit(&self, ev: SendEvent) -> ServiceResult<OwnedEventId> {
+    pub async fn send_mls_commit(&self, mut ev: SendEvent) -> ServiceResult<OwnedEventId> {
+        // A commit sent by reference is fetched before the room's transaction begins; the room
+        // engine checks it against the reference again.
+        if let Some(reference) = commit_reference(&ev.content)? {
+            if ev.content.contains_key("ciphertext") {
+                return Err(ServiceError::BadJson(format!(
+                    "a commit is sent as ciphertext or as {COMMIT_REF_FIELD}, not both"
+                )));
+            }
+            let ciphertext = self.mls.fetch_commit(&reference).await?;
+            ev.content.insert("ciphertext".into(), ciphertext.into());
+        }
         let Some(forward) = self.rooms.commit_for_hub(&ev).await? else {
             return self.rooms.send(ev).await;
         };
@@ -59,9 +71,12 @@ impl FederationService {
             .map_err(|e| ServiceError::Internal(format!("our own commit event: {e}")))?;
         self.rooms.accept_remote(ev.room_id.as_str(), &received(verified, None), StateBefore::Prevs).await?;
         if let (Some(welcome), false) = (welcome, accepted.welcome_recipients.is_empty()) {
-            let content = serde_json::json!({
-                "room_id": ev.room_id, "algorithm": field(&ev, "algorithm"), "welcome": welcome,
-            });
+            // Too large for a to-device message, it goes through the media repository as the
+            // hub's Welcomes do.
+            let algorithm = field(&ev, "algorithm").unwrap_or_default();
+            let epoch = forward.epoch;
+            let content =
+                self.mls.welcome_content(ev.room_id.as_str(), algorithm, &welcome, ev.sender.as_str(), epoch).await?;
             let messages = accepted
                 .welcome_recipients
                 .into_iter()
@@ -93,8 +108,23 @@ impl FederationService {
         let event = received(verified, Some(origin));
         self.ensure_auth_events(origin, room, &rules, &event).await?;
         let state_before = self.fill_gap(origin, room, &rules, &event).await?;
-        let commit =
-            ForwardedCommit { device: &req.device_id, group_info: &req.group_info, welcome: req.welcome.as_deref() };
+        let content: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(event.pdu.content.get()).map_err(|e| ServiceError::BadJson(e.to_string()))?;
+        let fetched = match commit_reference(&content) {
+            Ok(Some(reference)) => match self.mls.fetch_commit(&reference).await {
+                Ok(ciphertext) => Some(ciphertext),
+                Err(ServiceError::Mls(refusal)) => return Ok(refused(refusal)),
+                Err(other) => return Err(other),
+            },
+            Ok(None) => None,
+            Err(other) => return Err(other),
+        };
+        let commit = ForwardedCommit {
+            device: &req.device_id,
+            ciphertext: fetched.as_deref(),
+            group_info: &req.group_info,
+            welcome: req.welcome.as_deref(),
+        };
         let state_before = state_before.map_or(StateBefore::Prevs, StateBefore::Reported);
         match self.rooms.accept_forwarded_commit(room.as_str(), &event, state_before, &commit).await {
             Ok(recipients) => Ok(forward_commit::Response {
@@ -104,12 +134,14 @@ impl FederationService {
                 }),
                 refused: None,
             }),
-            Err(ServiceError::Mls(refusal)) => {
-                Ok(forward_commit::Response { accepted: None, refused: Some(refused_of(refusal)) })
-            }
+            Err(ServiceError::Mls(refusal)) => Ok(refused(refusal)),
             Err(other) => Err(other),
         }
     }
+}
+
+fn refused(refusal: MlsRefusal) -> forward_commit::Response {
+    forward_commit::Response { accepted: None, refused: Some(refused_of(refusal)) }
 }
 
 /// The hub's refusal as data for the forwarding server.
@@ -124,6 +156,7 @@ fn refused_of(refusal: MlsRefusal) -> forward_commit::Refused {
         MlsRefusal::InvalidCommit(_) => ("DE.POSTSTELLE.MLS_INVALID_COMMIT", None, None),
         MlsRefusal::InvalidGroupInfo(_) => ("DE.POSTSTELLE.MLS_INVALID_GROUP_INFO", None, None),
         MlsRefusal::InvalidWelcome(_) => ("DE.POSTSTELLE.MLS_INVALID_WELCOME", None, None),
+        MlsRefusal::BadReference(_) => ("DE.POSTSTELLE.MLS_BAD_REFERENCE", None, None),
     };
     forward_commit::Refused { errcode: errcode.to_owned(), error, current_epoch, proposals }
 }
@@ -140,6 +173,7 @@ fn refusal_of(refused: forward_commit::Refused) -> MlsRefusal {
         "DE.POSTSTELLE.MLS_UNSUPPORTED_MESSAGE" => MlsRefusal::Unsupported(refused.error),
         "DE.POSTSTELLE.MLS_INVALID_GROUP_INFO" => MlsRefusal::InvalidGroupInfo(refused.error),
         "DE.POSTSTELLE.MLS_INVALID_WELCOME" => MlsRefusal::InvalidWelcome(refused.error),
+        "DE.POSTSTELLE.MLS_BAD_REFERENCE" => MlsRefusal::BadReference(refused.error),
         _ => MlsRefusal::InvalidCommit(refused.error),
     }
 }

@@ -5,7 +5,10 @@
 //!   new epoch, optional Welcome). The hub checks it fully with the group's public state and
 //!   accepts exactly one commit per epoch: the check, the group's new state, the commit record
 //!   and the Welcome's delivery job are written in the room's write transaction, under its lock,
-//!   together with the event. The event keeps only `algorithm`, `ciphertext` and `epoch`.
+//!   together with the event. The event keeps only `algorithm`, `ciphertext` and `epoch`; a
+//!   commit too large for an event is uploaded to the media repository and the event carries a
+//!   reference to it (`de.poststelle.ciphertext_ref`: `mxc://` URI, SHA-256, size) instead of
+//!   the ciphertext. The bytes are fetched and checked before the room's transaction begins.
 //! - `m.room.encrypted` events must be MLS PrivateMessages of the group at the current epoch;
 //!   other message events (plaintext) are refused.
 //! - When a member leaves or is removed, the hub proposes the removal of their devices as the
@@ -14,11 +17,14 @@
 use poststelle_mls::{
     DeviceIdentity, Suite,
     ds::{self, DsError, DsGroup},
+    reference::{self, COMMIT_REF_FIELD, MediaRef},
 };
 use serde_json::{Map, Value as JsonValue, json};
 use sha2::{Digest, Sha256};
 
 use super::{RoomCtx, RoomService, SendEvent};
+
+mod groups;
 use crate::{
     service::{MlsRefusal, ServiceError, ServiceResult},
     storage::{
@@ -26,17 +32,13 @@ use crate::{
         room_writer::{AcceptedCommitRow, RoomWriter, StoredGroup, WelcomeRow},
     },
 };
+pub(super) use groups::GroupCache;
 
 /// The event type of accepted commits.
 pub const COMMIT_TYPE: &str = "m.mls.commit";
 /// Bundle fields a client sends alongside a commit, stripped before the event is built.
 pub const GROUP_INFO_FIELD: &str = "de.poststelle.group_info";
 pub const WELCOME_FIELD: &str = "de.poststelle.welcome";
-/// The spec's limit on a PDU, and what an event needs besides the commit (ids, hashes,
-/// signatures, auth and prev events): checked before any MLS work, so an oversized commit is
-/// refused with 413 and nothing else happens.
-const MAX_EVENT_BYTES: usize = 65_536;
-const EVENT_OVERHEAD: usize = 2_048;
 /// The to-device type that carries a Welcome to the devices a commit added.
 pub const WELCOME_TYPE: &str = "de.poststelle.mls.welcome";
 
@@ -154,10 +156,8 @@ impl RoomService {
         let submitter = DeviceIdentity::new(ev.sender.as_str(), device);
         let group_info = string_field(&ev.content, GROUP_INFO_FIELD)?
             .ok_or_else(|| ServiceError::MissingParam(GROUP_INFO_FIELD.into()))?;
-        let ciphertext = string_field(&ev.content, "ciphertext")?;
-        if ciphertext.is_some_and(|c| c.len() + EVENT_OVERHEAD > MAX_EVENT_BYTES) {
-            return Err(ServiceError::TooLarge("the commit would make an event over 64 KiB".into()));
-        }
+        let commit = commit_of(&ev.content, None)?;
+        let ciphertext = commit.as_ref().map(|c| c.ciphertext);
         let welcome = string_field(&ev.content, WELCOME_FIELD)?;
         let hashed = ciphertext.unwrap_or(group_info);
         let sha256 = Sha256::digest(hashed.as_bytes()).to_vec();
@@ -172,10 +172,7 @@ impl RoomService {
                     return Err(ServiceError::Forbidden("only the room's creator starts its group".into()));
                 }
                 let group = DsGroup::create(ctx.room_id(), group_info, &submitter, &self.mls_signer)?;
-                let mut content = Map::new();
-                content.insert("algorithm".into(), algorithm.into());
-                content.insert("epoch".into(), 0.into());
-                let event_id = self.append_plain(ctx, ev, content).await?;
+                let event_id = self.append_plain(ctx, ev, commit_content(algorithm, None, 0)).await?;
                 let row = AcceptedCommitRow {
                     epoch: 0,
                     event_id: event_id.as_str(),
@@ -184,7 +181,8 @@ impl RoomService {
                     state: &group.to_bytes(),
                     group_info,
                 };
-                ctx.writer.create_mls_group(algorithm, &row, now).await?;
+                let serial = ctx.writer.create_mls_group(algorithm, &row, now).await?;
+                self.mls_groups.put(ctx.room_id(), serial, group);
                 Ok(event_id)
             }
             (None, Some(stored)) => Err(ServiceError::Mls(MlsRefusal::WrongEpoch { current: stored.epoch as u64 })),
@@ -194,13 +192,13 @@ impl RoomService {
             (Some(ciphertext), Some(stored)) => {
                 let bundle =
                     CommitBundle { algorithm, ciphertext, group_info, welcome, sender: ev.sender.as_str(), device };
-                let accepted = check_commit(ctx.room_id(), &stored, &bundle, &self.mls_signer)?;
-                let mut content = Map::new();
-                content.insert("algorithm".into(), algorithm.into());
-                content.insert("ciphertext".into(), ciphertext.into());
-                content.insert("epoch".into(), accepted.epoch.into());
+                let (group, accepted) = self.check_commit(&mut ctx.writer, &stored, &bundle).await?;
+                let content = commit_content(algorithm, commit.as_ref(), accepted.epoch);
                 let event_id = self.append_plain(ctx, ev, content).await?;
-                record_commit(&mut ctx.writer, &bundle, &accepted, event_id.as_str(), &sha256, true).await?;
+                let commit =
+                    RecordedCommit { bundle: &bundle, accepted: &accepted, group: &group, event_id: event_id.as_str() };
+                let serial = record_commit(&mut ctx.writer, &commit, &sha256, true).await?;
+                self.mls_groups.put(ctx.room_id(), serial, group);
                 Ok(event_id)
             }
         }
@@ -231,22 +229,23 @@ impl RoomService {
             return Ok(());
         }
         let Some(stored) = w.mls_group().await? else { return Ok(()) };
-        let mut group = DsGroup::load(w.room_id(), &stored.state)?;
+        let group = self.group_of(w, &stored).await?;
         let devices: Vec<DeviceIdentity> =
             group.members().into_iter().map(|(_, id)| id).filter(|id| departed.contains(&id.user_id)).collect();
-        self.propose_device_removals(w, &mut group, stored.pending_proposals, &devices).await
+        self.propose_device_removals(w, group, stored, &devices).await
     }
 
     /// Proposes removing `devices` from the room's group and stores the proposals.
     async fn propose_device_removals(
         &self,
         w: &mut RoomWriter,
-        group: &mut DsGroup,
-        mut pending: Vec<String>,
+        mut group: DsGroup,
+        stored: StoredGroup,
         devices: &[DeviceIdentity],
     ) -> ServiceResult<()> {
         // A membership change or a device deletion never fails because of the group: a group the
-        // server cannot propose into is logged and left for its members to fix.
+        // server cannot propose into is logged and left for its members to fix (and not kept, as
+        // some of the proposals may have been queued in it).
         let proposals = match group.propose_removals(devices, &self.mls_signer) {
             Ok(proposals) => proposals,
             Err(e) => {
@@ -255,12 +254,59 @@ impl RoomService {
             }
         };
         if proposals.is_empty() {
+            self.mls_groups.put(w.room_id(), stored.state_serial, group);
             return Ok(());
         }
         tracing::info!(room_id = w.room_id(), proposals = proposals.len(), "proposed MLS removals");
+        let mut pending = stored.pending_proposals;
         pending.extend(proposals);
-        w.set_mls_proposals(&group.to_bytes(), &pending, now_ms()).await?;
+        let serial = w.set_mls_proposals(&group.to_bytes(), &pending, now_ms()).await?;
+        self.mls_groups.put(w.room_id(), serial, group);
         Ok(())
+    }
+
+    /// The room's group as stored: the one this process keeps, if it is still the stored state,
+    /// else read from the database.
+    async fn group_of(&self, w: &mut RoomWriter, stored: &StoredGroup) -> ServiceResult<DsGroup> {
+        if let Some(group) = self.mls_groups.take(w.room_id(), stored.state_serial) {
+            return Ok(group);
+        }
+        let state = w
+            .mls_group_state(stored.state_serial)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("the group's state changed under the room's lock".into()))?;
+        Ok(DsGroup::load(w.room_id(), &state)?)
+    }
+
+    /// The Delivery Service's verdict on a commit for the stored group: the group moved to the
+    /// commit's epoch (not stored yet), or the refusal, the group then kept unchanged.
+    pub(super) async fn check_commit(
+        &self,
+        w: &mut RoomWriter,
+        stored: &StoredGroup,
+        b: &CommitBundle<'_>,
+    ) -> ServiceResult<(DsGroup, poststelle_mls::ds::AcceptedCommit)> {
+        let mut group = self.group_of(w, stored).await?;
+        match group.accept_commit(
+            &self.mls_signer.external_sender(),
+            b.ciphertext,
+            b.group_info,
+            b.welcome,
+            b.sender,
+            Some(b.device),
+        ) {
+            Ok(accepted) => Ok((group, accepted)),
+            Err(DsError::State(e)) => Err(ServiceError::Internal(e)),
+            Err(refused) => {
+                self.mls_groups.put(w.room_id(), stored.state_serial, group);
+                Err(match refused {
+                    DsError::PendingProposals(_) => {
+                        ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
+                    }
+                    other => other.into(),
+                })
+            }
+        }
     }
 
     /// Why the hub does not let a received event into an MLS room it orders, if it does not:
@@ -305,9 +351,8 @@ impl RoomService {
         for room_id in self.storage.mls.hub_rooms_of(user_id).await? {
             self.write(&room_id, async |ctx| {
                 let Some(stored) = ctx.writer.mls_group().await? else { return Ok(()) };
-                let mut group = DsGroup::load(ctx.room_id(), &stored.state)?;
-                let pending = stored.pending_proposals;
-                self.propose_device_removals(&mut ctx.writer, &mut group, pending, std::slice::from_ref(&device)).await
+                let group = self.group_of(&mut ctx.writer, &stored).await?;
+                self.propose_device_removals(&mut ctx.writer, group, stored, std::slice::from_ref(&device)).await
             })
             .await?;
         }
@@ -325,50 +370,35 @@ pub(super) struct CommitBundle<'a> {
     pub device: &'a str,
 }
 
-/// The Delivery Service's verdict on a commit for the stored group (no writes).
-pub(super) fn check_commit(
-    room_id: &str,
-    stored: &StoredGroup,
-    b: &CommitBundle<'_>,
-    server: &poststelle_mls::ds::ServerSigner,
-) -> ServiceResult<poststelle_mls::ds::AcceptedCommit> {
-    let group = DsGroup::load(room_id, &stored.state)?;
-    let accepted =
-        group.accept_commit(b.ciphertext, b.group_info, b.welcome, b.sender, Some(b.device)).map_err(|e| match e {
-            DsError::PendingProposals(_) => {
-                ServiceError::Mls(MlsRefusal::PendingProposals(stored.pending_proposals.clone()))
-            }
-            other => other.into(),
-        })?;
-    if !accepted.group.lists_external_sender(server) {
-        return Err(ServiceError::Mls(MlsRefusal::InvalidCommit(
-            "the commit removes the server from the group's external senders".into(),
-        )));
-    }
-    Ok(accepted)
+/// An accepted commit, its group in the new epoch and its event, to record.
+pub(super) struct RecordedCommit<'a> {
+    pub bundle: &'a CommitBundle<'a>,
+    pub accepted: &'a poststelle_mls::ds::AcceptedCommit,
+    pub group: &'a DsGroup,
+    pub event_id: &'a str,
 }
 
 /// Records an accepted commit with its event in the room's write transaction: the group's next
 /// state, the commit row (one per epoch), and, when this server delivers it, the Welcome.
+/// Returns the serial of the state written.
 pub(super) async fn record_commit(
     w: &mut RoomWriter,
-    b: &CommitBundle<'_>,
-    accepted: &poststelle_mls::ds::AcceptedCommit,
-    event_id: &str,
+    c: &RecordedCommit<'_>,
     sha256: &[u8],
     deliver_welcome: bool,
-) -> ServiceResult<()> {
+) -> ServiceResult<i64> {
+    let (b, accepted) = (c.bundle, c.accepted);
     let epoch = i64::try_from(accepted.epoch).map_err(|e| ServiceError::Internal(e.to_string()))?;
     let now = now_ms();
     let row = AcceptedCommitRow {
         epoch,
-        event_id,
+        event_id: c.event_id,
         sha256,
         sender: b.sender,
-        state: &accepted.group.to_bytes(),
+        state: &c.group.to_bytes(),
         group_info: b.group_info,
     };
-    w.advance_mls_group(&row, now).await?;
+    let serial = w.advance_mls_group(&row, now).await?;
     if let (Some(welcome), false, true) = (b.welcome, accepted.welcome_recipients.is_empty(), deliver_welcome) {
         let content = json!({"room_id": w.room_id(), "algorithm": b.algorithm, "welcome": welcome});
         let row = WelcomeRow {
@@ -387,7 +417,69 @@ pub(super) async fn record_commit(
         removed = accepted.removed.len(),
         "MLS commit accepted"
     );
-    Ok(())
+    Ok(serial)
+}
+
+/// The commit an `m.mls.commit` content carries: inline, or by reference with its bytes.
+#[derive(Debug)]
+pub(crate) struct CommitCiphertext<'a> {
+    /// The commit, base64.
+    pub ciphertext: &'a str,
+    /// Where it was uploaded, when it went by reference.
+    pub reference: Option<MediaRef>,
+}
+
+/// The reference of a commit content, if it has one.
+pub(crate) fn commit_reference(content: &Map<String, JsonValue>) -> ServiceResult<Option<MediaRef>> {
+    content
+        .get(COMMIT_REF_FIELD)
+        .map(|r| serde_json::from_value::<MediaRef>(r.clone()))
+        .transpose()
+        .map_err(|e| ServiceError::BadJson(format!("{COMMIT_REF_FIELD}: {e}")))
+}
+
+/// The commit of a content: its inline `ciphertext` (at most what an event can hold), or its
+/// reference together with the bytes fetched for it, base64: `fetched`, or the content's
+/// `ciphertext` the sending path put there after fetching. Checked against the reference here,
+/// so whatever path the content took, a reference never stands for other bytes.
+pub(crate) fn commit_of<'a>(
+    content: &'a Map<String, JsonValue>,
+    fetched: Option<&'a str>,
+) -> ServiceResult<Option<CommitCiphertext<'a>>> {
+    let inline = string_field(content, "ciphertext")?;
+    let Some(reference) = commit_reference(content)? else {
+        if inline.is_some_and(reference::commit_needs_reference) {
+            return Err(ServiceError::TooLarge(format!(
+                "the commit would make an event over 64 KiB: upload it and send {COMMIT_REF_FIELD}"
+            )));
+        }
+        return Ok(inline.map(|ciphertext| CommitCiphertext { ciphertext, reference: None }));
+    };
+    let ciphertext = fetched
+        .or(inline)
+        .ok_or_else(|| ServiceError::Mls(MlsRefusal::BadReference("the referenced commit was not fetched".into())))?;
+    let bytes = poststelle_mls::codec::decode(ciphertext)
+        .ok_or_else(|| ServiceError::Mls(MlsRefusal::Malformed("the commit is not base64".into())))?;
+    reference.check(&bytes).map_err(|e| ServiceError::Mls(MlsRefusal::BadReference(e.to_string())))?;
+    Ok(Some(CommitCiphertext { ciphertext, reference: Some(reference) }))
+}
+
+/// The content of a commit's event: the algorithm, the epoch the commit starts and the commit
+/// itself or its reference (none for the group's start at epoch 0).
+fn commit_content(algorithm: &str, commit: Option<&CommitCiphertext<'_>>, epoch: u64) -> Map<String, JsonValue> {
+    let mut content = Map::new();
+    content.insert("algorithm".into(), algorithm.into());
+    match commit {
+        Some(CommitCiphertext { reference: Some(reference), .. }) => {
+            content.insert(COMMIT_REF_FIELD.into(), json!(reference));
+        }
+        Some(CommitCiphertext { ciphertext, reference: None }) => {
+            content.insert("ciphertext".into(), (*ciphertext).into());
+        }
+        None => {}
+    }
+    content.insert("epoch".into(), epoch.into());
+    content
 }
 
 /// `[[user, device], …]`, as the outbox and the forwarding answer list a Welcome's recipients.
@@ -405,6 +497,8 @@ async fn current_epoch(ctx: &mut RoomCtx) -> ServiceResult<u64> {
 pub struct ForwardedCommit<'a> {
     /// The device that made the commit (its server authenticated it).
     pub device: &'a str,
+    /// The commit (base64) fetched for the event's reference, when it has one.
+    pub ciphertext: Option<&'a str>,
     pub group_info: &'a str,
     pub welcome: Option<&'a str>,
 }
@@ -415,6 +509,8 @@ pub struct ForwardedCommit<'a> {
 pub struct CommitForHub {
     pub hub: ruma::OwnedServerName,
     pub event_id: ruma::OwnedEventId,
+    /// The epoch the commit starts.
+    pub epoch: i64,
     pub pdu: Box<serde_json::value::RawValue>,
 }
 
@@ -440,8 +536,9 @@ impl RoomService {
         if algorithm != stored.algorithm {
             return Err(ServiceError::InvalidParam(format!("commits in this room use {}", stored.algorithm)));
         }
-        let ciphertext =
-            string_field(&content, "ciphertext")?.ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
+        let commit =
+            commit_of(&content, f.ciphertext)?.ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
+        let ciphertext = commit.ciphertext;
         let sha256 = Sha256::digest(ciphertext.as_bytes()).to_vec();
         if w.mls_commit_by_hash(&sha256).await?.is_some() {
             return Err(ServiceError::Mls(MlsRefusal::WrongEpoch { current: stored.epoch as u64 }));
@@ -454,11 +551,14 @@ impl RoomService {
             sender: pdu.sender.as_str(),
             device: f.device,
         };
-        let accepted = check_commit(w.room_id(), &stored, &bundle, &self.mls_signer)?;
+        let (group, accepted) = self.check_commit(w, &stored, &bundle).await?;
         if content.get("epoch").and_then(JsonValue::as_u64) != Some(accepted.epoch) {
             return Err(ServiceError::BadJson("the event's epoch is not the one the commit starts".into()));
         }
-        record_commit(w, &bundle, &accepted, pdu.event_id.as_str(), &sha256, false).await?;
+        let commit =
+            RecordedCommit { bundle: &bundle, accepted: &accepted, group: &group, event_id: pdu.event_id.as_str() };
+        let serial = record_commit(w, &commit, &sha256, false).await?;
+        self.mls_groups.put(w.room_id(), serial, group);
         Ok(accepted.welcome_recipients)
     }
 
@@ -501,18 +601,11 @@ impl RoomService {
         if string_field(&ev.content, "algorithm")? != Some(algorithm.as_str()) {
             return Err(ServiceError::InvalidParam(format!("commits in this room use {algorithm}")));
         }
-        let ciphertext =
-            string_field(&ev.content, "ciphertext")?.ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
-        if ciphertext.len() + EVENT_OVERHEAD > MAX_EVENT_BYTES {
-            return Err(ServiceError::TooLarge("the commit would make an event over 64 KiB".into()));
-        }
+        let commit = commit_of(&ev.content, None)?.ok_or_else(|| ServiceError::MissingParam("ciphertext".into()))?;
         string_field(&ev.content, GROUP_INFO_FIELD)?
             .ok_or_else(|| ServiceError::MissingParam(GROUP_INFO_FIELD.into()))?;
-        let epoch = ds::commit_epoch(ciphertext)? + 1;
-        let mut content = Map::new();
-        content.insert("algorithm".into(), algorithm.into());
-        content.insert("ciphertext".into(), ciphertext.into());
-        content.insert("epoch".into(), epoch.into());
+        let epoch = ds::commit_epoch(commit.ciphertext)? + 1;
+        let content = commit_content(&algorithm, Some(&commit), epoch);
         let event_id = self.append_plain(&mut ctx, ev, content).await?;
         let text = ctx.last_built().ok_or_else(|| ServiceError::Internal("no event was built".into()))?.to_owned();
         // Dropping the context rolls its transaction back: the event is stored once the hub has
@@ -520,6 +613,7 @@ impl RoomService {
         drop(ctx);
         let pdu = serde_json::value::RawValue::from_string(text).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let hub = ruma::OwnedServerName::try_from(hub).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(Some(CommitForHub { hub, event_id, pdu }))
+        let epoch = i64::try_from(epoch).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Some(CommitForHub { hub, event_id, epoch, pdu }))
     }
 }

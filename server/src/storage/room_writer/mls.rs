@@ -5,12 +5,14 @@
 use super::RoomWriter;
 use crate::storage::StorageResult;
 
-/// A room's group as the hub last stored it.
+/// A room's group as the hub last stored it, without its state (which is read only when the
+/// process does not hold the group in memory already).
 #[derive(Debug)]
 pub struct StoredGroup {
     pub algorithm: String,
     pub epoch: i64,
-    pub state: Vec<u8>,
+    /// Changes with every write of the state (see migration 0021).
+    pub state_serial: i64,
     pub pending_proposals: Vec<String>,
 }
 
@@ -39,7 +41,7 @@ impl RoomWriter {
     /// The room's group, if the hub tracks one.
     pub async fn mls_group(&mut self) -> StorageResult<Option<StoredGroup>> {
         let row = sqlx::query!(
-            "SELECT algorithm, epoch, state, pending_proposals FROM mls_groups WHERE room_id = $1",
+            "SELECT algorithm, epoch, state_serial, pending_proposals FROM mls_groups WHERE room_id = $1",
             self.room_id
         )
         .fetch_optional(&mut *self.tx)
@@ -47,9 +49,20 @@ impl RoomWriter {
         Ok(row.map(|r| StoredGroup {
             algorithm: r.algorithm,
             epoch: r.epoch,
-            state: r.state,
+            state_serial: r.state_serial,
             pending_proposals: serde_json::from_value(r.pending_proposals).unwrap_or_default(),
         }))
+    }
+
+    /// The group's stored state, if it is still the one numbered `state_serial`.
+    pub async fn mls_group_state(&mut self, state_serial: i64) -> StorageResult<Option<Vec<u8>>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT state FROM mls_groups WHERE room_id = $1 AND state_serial = $2",
+            self.room_id,
+            state_serial
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?)
     }
 
     /// The room's MLS algorithm, if the hub tracks its group (without loading the group's state).
@@ -82,45 +95,47 @@ impl RoomWriter {
         .await?)
     }
 
-    /// Starts the room's group at epoch 0 (the creator's GroupInfo, no commit yet).
+    /// Starts the room's group at epoch 0 (the creator's GroupInfo, no commit yet); returns the
+    /// state's serial.
     pub async fn create_mls_group(
         &mut self,
         algorithm: &str,
         c: &AcceptedCommitRow<'_>,
         now: i64,
-    ) -> StorageResult<()> {
-        sqlx::query!(
+    ) -> StorageResult<i64> {
+        let serial = sqlx::query_scalar!(
             "INSERT INTO mls_groups (room_id, algorithm, epoch, state, group_info, updated_ts)
-             VALUES ($1, $2, 0, $3, $4, $5)",
+             VALUES ($1, $2, 0, $3, $4, $5) RETURNING state_serial",
             self.room_id,
             algorithm,
             c.state,
             c.group_info,
             now
         )
-        .execute(&mut *self.tx)
+        .fetch_one(&mut *self.tx)
         .await?;
-        self.insert_mls_commit(c).await
+        self.insert_mls_commit(c).await?;
+        Ok(serial)
     }
 
     /// Moves the group from `epoch - 1` to `c.epoch`; `Conflict` if it is not at `epoch - 1`.
-    pub async fn advance_mls_group(&mut self, c: &AcceptedCommitRow<'_>, now: i64) -> StorageResult<()> {
-        let moved = sqlx::query!(
-            "UPDATE mls_groups SET epoch = $2::bigint, state = $3, group_info = $4, pending_proposals = '[]', updated_ts = $5
-             WHERE room_id = $1 AND epoch = $2::bigint - 1",
+    /// Returns the new state's serial.
+    pub async fn advance_mls_group(&mut self, c: &AcceptedCommitRow<'_>, now: i64) -> StorageResult<i64> {
+        let serial = sqlx::query_scalar!(
+            "UPDATE mls_groups SET epoch = $2::bigint, state = $3, group_info = $4, pending_proposals = '[]',
+                 updated_ts = $5, state_serial = nextval('mls_group_state_serial')
+             WHERE room_id = $1 AND epoch = $2::bigint - 1 RETURNING state_serial",
             self.room_id,
             c.epoch,
             c.state,
             c.group_info,
             now
         )
-        .execute(&mut *self.tx)
+        .fetch_optional(&mut *self.tx)
         .await?
-        .rows_affected();
-        if moved != 1 {
-            return Err(crate::storage::StorageError::Conflict("the group is not at the commit's epoch".into()));
-        }
-        self.insert_mls_commit(c).await
+        .ok_or_else(|| crate::storage::StorageError::Conflict("the group is not at the commit's epoch".into()))?;
+        self.insert_mls_commit(c).await?;
+        Ok(serial)
     }
 
     async fn insert_mls_commit(&mut self, c: &AcceptedCommitRow<'_>) -> StorageResult<()> {
@@ -157,17 +172,19 @@ impl RoomWriter {
 }
 
 impl RoomWriter {
-    /// Stores the group's state with new server proposals queued in it (no epoch change).
-    pub async fn set_mls_proposals(&mut self, state: &[u8], proposals: &[String], now: i64) -> StorageResult<()> {
-        sqlx::query!(
-            "UPDATE mls_groups SET state = $2, pending_proposals = $3, updated_ts = $4 WHERE room_id = $1",
+    /// Stores the group's state with new server proposals queued in it (no epoch change);
+    /// returns the new state's serial.
+    pub async fn set_mls_proposals(&mut self, state: &[u8], proposals: &[String], now: i64) -> StorageResult<i64> {
+        Ok(sqlx::query_scalar!(
+            "UPDATE mls_groups SET state = $2, pending_proposals = $3, updated_ts = $4,
+                 state_serial = nextval('mls_group_state_serial')
+             WHERE room_id = $1 RETURNING state_serial",
             self.room_id,
             state,
             serde_json::json!(proposals),
             now
         )
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        .fetch_one(&mut *self.tx)
+        .await?)
     }
 }
