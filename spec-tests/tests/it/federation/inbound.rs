@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use spec_tests::{Account, ServerOptions, StatusCode, TestServer, assert_error};
 
 use super::{
-    origin::{Origin, enc, now_ms},
+    origin::{Draft, Origin, enc, now_ms},
     rooms::public_room,
 };
 
@@ -194,4 +194,28 @@ async fn typing_and_receipts_only_for_the_servers_own_users() {
 /// The users with an `m.read` receipt for `event_id` in a receipt event.
 fn receipt_users(event: &Value, event_id: &str) -> Vec<String> {
     event["content"][event_id]["m.read"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// `/send_leave` takes the asking server's own user's leave only: Eve's leave, signed by her
+/// server but relayed by another, is refused and she stays joined (Sytest "Inbound
+/// /v1/send_leave rejects leaves from other servers"); the same leave from her own server is
+/// accepted.
+#[tokio::test]
+async fn send_leave_takes_only_the_servers_own_users_leave() {
+    let (a, alice, room) = alice_and_her_room().await;
+    let relay = Origin::start().await;
+    let third = Origin::start().await;
+    let joined = third.join(&a, &room, "eve", "11").await;
+    let eve = joined.user.clone();
+    assert_eq!(membership(&a, &alice, &room, &eve).await.as_deref(), Some("join"));
+    let leave = third.event(&joined, Draft::of("m.room.member", Some(&eve), json!({"membership": "leave"})));
+    let send_leave = format!("/_matrix/federation/v2/send_leave/{}/{}", enc(&room), enc(&leave.id));
+
+    let answer = relay.request(&a, "PUT", &send_leave, Some(&leave.json)).await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert_eq!(membership(&a, &alice, &room, &eve).await.as_deref(), Some("join"));
+
+    let (status, answer) = third.request(&a, "PUT", &send_leave, Some(&leave.json)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    assert_eq!(membership(&a, &alice, &room, &eve).await.as_deref(), Some("leave"));
 }
