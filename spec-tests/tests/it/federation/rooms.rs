@@ -365,3 +365,58 @@ async fn a_user_knocks_on_a_remote_room_and_is_let_in() {
     assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
     wait_for_membership(&a, &alice, &room, &bob.user_id, "join").await;
 }
+
+/// A room upgrade over federation: Alice on A upgrades a v11 room Bob on B is in to v12; the
+/// tombstone reaches B, Bob follows it into the replacement room through A (whose create event
+/// names the old room as predecessor on B too), messages flow there both ways, and the old
+/// room no longer lets Bob speak (its power levels were raised by the upgrade).
+#[tokio::test]
+async fn a_room_upgrade_is_followed_across_servers() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    let old = public_room(&a, &alice, "11").await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&old), enc(&a.server_name));
+    let (status, answer) = b.post(&path, bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    wait_for_membership(&a, &alice, &old, &bob.user_id, "join").await;
+
+    let (status, upgraded) = a
+        .post(&format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old)), alice.token(), json!({"new_version": "12"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{upgraded}");
+    let new = upgraded["replacement_room"].as_str().expect("replacement room").to_owned();
+
+    // The tombstone reaches B.
+    let tombstone = format!("/_matrix/client/v3/rooms/{}/state/m.room.tombstone/", enc(&old));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, content) = b.get(&tombstone, bob.token()).await;
+        if status == StatusCode::OK {
+            assert_eq!(content["replacement_room"], new.as_str(), "{content}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tombstone never reached B; log:\n{}", b.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Bob follows it through A.
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&new), enc(&a.server_name));
+    let (status, answer) = b.post(&path, bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
+    let (status, create) =
+        b.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create/", enc(&new)), bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{create}");
+    assert_eq!(create["predecessor"]["room_id"], old.as_str(), "{create}");
+    wait_for_membership(&a, &alice, &new, &bob.user_id, "join").await;
+    send_text(&a, &alice, &new, "up-a", "in the new room from A").await;
+    wait_for_message(&b, &bob, &new, "in the new room from A").await;
+    send_text(&b, &bob, &new, "up-b", "in the new room from B").await;
+    wait_for_message(&a, &alice, &new, "in the new room from B").await;
+
+    // The old room is closed to him.
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/old-b", enc(&old));
+    let (status, answer) = b.put(&path, bob.token(), json!({"msgtype": "m.text", "body": "too late"})).await;
+    assert_eq!((status, answer["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{answer}");
+}
