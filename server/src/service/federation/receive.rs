@@ -214,7 +214,7 @@ impl FederationService {
         }
         // Predecessors first; a sender may list them in any order.
         events.sort_by_key(|e| e.pdu.depth);
-        let (run, alone) = match self.split_known(&rules, &events).await {
+        let (run, alone) = match self.split_known(room, &rules, &events).await {
             Ok(split) => split,
             Err(e) => {
                 tracing::warn!(%origin, room_id = %room, error = %e, "could not look up what received PDUs depend on");
@@ -248,10 +248,11 @@ impl FederationService {
     }
 
     /// Splits a room's received events (sorted by depth) into those whose auth events are
-    /// stored and whose prev events are in the timeline, counting the events before them in the
-    /// list as both, and the rest.
+    /// stored and whose prev events are in the room's timeline, counting the events before them
+    /// in the list as both, and the rest.
     async fn split_known<'a>(
         &self,
+        room: &RoomId,
         rules: &RoomVersionRules,
         events: &'a [Received],
     ) -> ServiceResult<(Vec<&'a Received>, Vec<&'a Received>)> {
@@ -272,7 +273,8 @@ impl FederationService {
             .collect();
         wanted.sort();
         wanted.dedup();
-        let stored = self.storage.federation.pdus(&wanted).await?;
+        let mut stored = self.storage.federation.pdus(&wanted).await?;
+        stored.retain(|p| p.room_id == room.as_str());
         let mut known_auth: BTreeSet<String> = stored.iter().map(|p| p.event_id.clone()).collect();
         let mut in_timeline: BTreeSet<String> = stored.into_iter().filter(|p| !p.outlier).map(|p| p.event_id).collect();
         let (mut run, mut alone) = (Vec::new(), Vec::new());

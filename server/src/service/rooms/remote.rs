@@ -565,6 +565,24 @@ impl RoomService {
         let mut row = outlier(event, &prev, &auth);
         row.event_type = &kind;
 
+        // Its predecessors and auth events must be events of this room: another room's would
+        // lend it that room's history and state.
+        let foreign_prev = infos.iter().find(|s| s.event_id != id && s.room_id != w.room_id());
+        let foreign_auth = needed.iter().find(|a| {
+            <&ruma::EventId>::try_from(a.as_str())
+                .ok()
+                .and_then(|a| loaded.get(a))
+                .is_some_and(|pdu| pdu.room_id.as_ref().is_some_and(|r| r.as_str() != w.room_id()))
+        });
+        if let Some(reason) = foreign_prev
+            .map(|p| format!("prev event {} is in another room", p.event_id))
+            .or_else(|| foreign_auth.map(|a| format!("auth event {a} is in another room")))
+        {
+            row.rejected = Some(&reason);
+            w.insert_outliers(&[row]).await?;
+            return Ok(Err(Accepted::Rejected(reason)));
+        }
+
         // 4. Against its own auth events.
         if let Err(reason) = auth::check_against_auth_events(&rules.authorization, &event.pdu, |id| loaded.get(id)) {
             row.rejected = Some(&reason);

@@ -48,6 +48,7 @@ pub struct RemoteEvent<'a> {
 #[derive(Clone, Debug)]
 pub struct StoredEventInfo {
     pub event_id: String,
+    pub room_id: String,
     pub outlier: bool,
     pub rejected: bool,
     pub state_before: Option<i64>,
@@ -267,7 +268,7 @@ impl RoomWriter {
     pub async fn stored_events(&mut self, ids: &[String]) -> StorageResult<Vec<StoredEventInfo>> {
         Ok(sqlx::query_as!(
             StoredEventInfo,
-            r#"SELECT event_id, outlier, rejected IS NOT NULL AS "rejected!", state_before, state_after, depth
+            r#"SELECT event_id, room_id, outlier, rejected IS NOT NULL AS "rejected!", state_before, state_after, depth
                FROM events WHERE event_id = ANY($1)"#,
             ids
         )

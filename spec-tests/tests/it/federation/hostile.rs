@@ -426,3 +426,31 @@ async fn a_transaction_of_events_building_on_each_other_is_accepted_in_order() {
     assert_eq!(status, StatusCode::OK, "{served}");
     assert_eq!(served["pdus"][0]["prev_events"], json!([chain[45].id]), "{served}");
 }
+
+/// Events must build on their own room (Sytest "Backfilled events whose prev_events are in a
+/// different room do not allow cross-room back-pagination", here for received events, which
+/// share the checks with backfilled ones): a PDU whose predecessor, or one of whose auth
+/// events, is an event of another room this server holds is rejected and not in the timeline;
+/// a proper PDU in the same transaction is accepted.
+#[tokio::test]
+async fn events_building_on_another_room_are_rejected() {
+    let (a, alice, origin, room) = setup("11").await;
+    let other_id = public_room(&a, &alice, "11").await;
+    let other = origin.join(&a, &other_id, "mallory", "11").await;
+    let cross_prev = origin.event(&room, Draft::message("after another room's event").prev(vec![other.tip.clone()]));
+    let mut auth = room.auth();
+    auth[1] = other.power_levels.clone();
+    let cross_auth = origin.event(&room, Draft::message("authorised by another room").auth(auth));
+    let fine = origin.event(&room, Draft::message("of this room"));
+    let (status, answer) = origin.send(&a, "cross", &[&cross_prev, &cross_auth, &fine]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_refused(&answer, &cross_prev);
+    assert_refused(&answer, &cross_auth);
+    assert_accepted(&answer, &fine);
+    for pdu in [&cross_prev, &cross_auth] {
+        assert_not_found(&event(&a, &alice, &room.room_id, &pdu.id).await, "an event built on another room");
+    }
+    let seen = timeline(&a, &alice, &room.room_id).await;
+    assert!(ids(&seen).contains(&fine.id.as_str()));
+    assert!(!seen.iter().any(|e| e["room_id"] != room.room_id.as_str()), "{seen:?}");
+}
