@@ -164,6 +164,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let housekeeping = tokio::spawn(housekeeping(state.clone()));
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Answers go out at once rather than waiting for the client's acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     housekeeping.abort();
     sender.abort();

@@ -104,6 +104,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Answers go out at once rather than waiting for the peer's acknowledgement.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
