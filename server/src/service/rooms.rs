@@ -48,11 +48,52 @@ const ROOM_CACHE_WEIGHT: usize = 200_000;
 /// Rooms with more state than this are not cached; their state is read per transaction.
 const ROOM_CACHE_MAX_ROOM: usize = 20_000;
 
-/// What each room's last write transaction in this process left behind.
-#[derive(Debug, Default)]
-struct RoomCache {
-    rooms: BTreeMap<String, CachedRoom>,
+/// What each room's last write transaction of one kind in this process left behind, bounded
+/// by weight (entries in it); taken out under the room's lock and put back after the commit.
+#[derive(Debug)]
+struct RoomCache<T> {
+    rooms: BTreeMap<String, T>,
     weight: usize,
+}
+
+impl<T> Default for RoomCache<T> {
+    fn default() -> Self {
+        Self { rooms: BTreeMap::new(), weight: 0 }
+    }
+}
+
+/// Roughly how many entries a cached value holds, for bounding a [`RoomCache`].
+trait Weighed {
+    fn weight(&self) -> usize;
+}
+
+impl<T: Weighed> RoomCache<T> {
+    fn take(cache: &Mutex<Self>, room_id: &str) -> Option<T> {
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        let room = cache.rooms.remove(room_id)?;
+        cache.weight -= room.weight();
+        Some(room)
+    }
+
+    /// Keeps `room`, evicting others to stay bounded; a room above the bound alone is not kept.
+    fn put(cache: &Mutex<Self>, room_id: &str, room: T) {
+        let weight = room.weight();
+        if weight > ROOM_CACHE_MAX_ROOM {
+            return;
+        }
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = cache.rooms.remove(room_id) {
+            cache.weight -= old.weight();
+        }
+        while cache.weight + weight > ROOM_CACHE_WEIGHT {
+            let Some(victim) = cache.rooms.keys().next().cloned() else { break };
+            if let Some(old) = cache.rooms.remove(&victim) {
+                cache.weight -= old.weight();
+            }
+        }
+        cache.weight += weight;
+        cache.rooms.insert(room_id.to_owned(), room);
+    }
 }
 
 /// A send waiting for its room's writer, and where its outcome goes.
@@ -74,9 +115,9 @@ pub struct RoomService {
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Room versions never change: known ones are kept here.
     versions: std::sync::RwLock<BTreeMap<String, RoomVersionId>>,
-    room_cache: Mutex<RoomCache>,
+    room_cache: Mutex<RoomCache<CachedRoom>>,
     /// What each room's last acceptance of received events loaded (see [`remote::Loaded`]).
-    received_cache: Mutex<BTreeMap<String, remote::Loaded>>,
+    received_cache: Mutex<RoomCache<remote::Loaded>>,
     /// Sends waiting for their room's lock. Whoever takes a room's lock next persists all of the
     /// room's waiting sends in one transaction: concurrent senders share one commit.
     queued_sends: Mutex<BTreeMap<String, Vec<QueuedSend>>>,
@@ -134,30 +175,12 @@ impl RoomService {
 
     /// Takes a room's cached state out of the cache (the caller holds the room's lock).
     fn take_cached_room(&self, room_id: &str) -> Option<CachedRoom> {
-        let mut cache = self.room_cache.lock().unwrap_or_else(|e| e.into_inner());
-        let room = cache.rooms.remove(room_id)?;
-        cache.weight -= room.weight();
-        Some(room)
+        RoomCache::take(&self.room_cache, room_id)
     }
 
     /// Caches a room's state as a committed transaction left it, evicting others to stay bounded.
     fn put_cached_room(&self, room_id: &str, room: CachedRoom) {
-        let weight = room.weight();
-        if weight > ROOM_CACHE_MAX_ROOM {
-            return;
-        }
-        let mut cache = self.room_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = cache.rooms.remove(room_id) {
-            cache.weight -= old.weight();
-        }
-        while cache.weight + weight > ROOM_CACHE_WEIGHT {
-            let Some(victim) = cache.rooms.keys().next().cloned() else { break };
-            if let Some(old) = cache.rooms.remove(&victim) {
-                cache.weight -= old.weight();
-            }
-        }
-        cache.weight += weight;
-        cache.rooms.insert(room_id.to_owned(), room);
+        RoomCache::put(&self.room_cache, room_id, room);
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -37,9 +37,15 @@ impl FederationService {
         let Some((_, rules)) = self.rooms.room_rules(room_id).await? else {
             return Err(ServiceError::NotFound("unknown room".into()));
         };
-        let mut readers: Vec<Visibility> = Vec::new();
-        for user in self.storage.federation.server_users(room_id, origin.as_str()).await? {
-            readers.push(self.rooms.visibility(room_id, &user).await?);
+        let settings = self.rooms.history_settings(room_id).await?;
+        // Shared or world-readable history goes whole without asking who the server's users are.
+        let anyone = Visibility { settings: settings.clone(), memberships: Vec::new() };
+        let mut readers = vec![anyone];
+        if !pdus.iter().all(|p| p.outlier || readers[0].allows_server(p.stream_ordering)) {
+            for user in self.storage.federation.server_users(room_id, origin.as_str()).await? {
+                let memberships = self.rooms.membership_history(room_id, &user).await?;
+                readers.push(Visibility { settings: settings.clone(), memberships });
+            }
         }
         pdus.into_iter()
             .map(|p| {

@@ -62,9 +62,8 @@ pub(super) struct CachedRoom {
     pdus: BTreeMap<OwnedEventId, Pdu>,
 }
 
-impl CachedRoom {
-    /// Roughly how many entries it holds, for bounding the cache.
-    pub(super) fn weight(&self) -> usize {
+impl super::Weighed for CachedRoom {
+    fn weight(&self) -> usize {
         self.state.len() + self.pdus.len()
     }
 }

@@ -112,31 +112,38 @@ impl RoomService {
 
     /// The facts that decide what `user` may read in `room_id`.
     pub async fn visibility(&self, room_id: &str, user: &str) -> ServiceResult<Visibility> {
-        let value = |pdu: &str, field: &str| {
-            content_of(pdu).get(field).and_then(JsonValue::as_str).unwrap_or_default().to_owned()
-        };
-        let settings = self
-            .storage
-            .rooms
-            .state_history(room_id, "m.room.history_visibility", "")
-            .await?
-            .into_iter()
-            .map(|(p, pdu)| (p, value(&pdu, "history_visibility")))
-            .collect();
+        let settings = self.history_settings(room_id).await?;
         // A forgotten room's history is no longer the user's to read (until they come back).
         let forgotten = self.storage.rooms.membership(room_id, user).await?.is_some_and(|m| m.forgotten);
-        let memberships = if forgotten {
-            Vec::new()
-        } else {
-            self.storage
-                .rooms
-                .state_history(room_id, "m.room.member", user)
-                .await?
-                .into_iter()
-                .map(|(p, pdu)| (p, value(&pdu, "membership")))
-                .collect()
-        };
+        let memberships = if forgotten { Vec::new() } else { self.membership_history(room_id, user).await? };
         Ok(Visibility { settings, memberships })
+    }
+
+    /// The room's `history_visibility` settings over time: `(position, value)`.
+    pub async fn history_settings(&self, room_id: &str) -> ServiceResult<Vec<(i64, String)>> {
+        self.state_values(room_id, "m.room.history_visibility", "", "history_visibility").await
+    }
+
+    /// `user`'s memberships of the room over time: `(position, membership)`.
+    pub async fn membership_history(&self, room_id: &str, user: &str) -> ServiceResult<Vec<(i64, String)>> {
+        self.state_values(room_id, "m.room.member", user, "membership").await
+    }
+
+    async fn state_values(
+        &self,
+        room_id: &str,
+        kind: &str,
+        key: &str,
+        field: &str,
+    ) -> ServiceResult<Vec<(i64, String)>> {
+        Ok(self
+            .storage
+            .rooms
+            .state_history(room_id, kind, key)
+            .await?
+            .into_iter()
+            .map(|(p, pdu)| (p, content_of(&pdu).get(field).and_then(JsonValue::as_str).unwrap_or_default().to_owned()))
+            .collect())
     }
 
     /// The read access of `user`: refused to users who were never in the room (or forgot it),

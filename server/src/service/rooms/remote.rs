@@ -77,6 +77,12 @@ type KeptState = (i64, i32, Arc<StateIds>);
 /// How many states [`Loaded`] keeps: the current one, and the states after the last events.
 const KEPT_STATES: usize = 4;
 
+impl super::Weighed for Loaded {
+    fn weight(&self) -> usize {
+        self.0.len() + self.1.iter().map(|(_, _, state)| state.len()).sum::<usize>()
+    }
+}
+
 impl Loaded {
     /// The state of a snapshot, with its chain depth, if kept.
     fn state(&self, snapshot: i64) -> Option<(i32, Arc<StateIds>)> {
@@ -101,11 +107,6 @@ impl Loaded {
             self.0.insert(pdu.event_id.clone(), pdu);
         }
         Ok(())
-    }
-
-    /// Roughly how many entries it holds, for bounding the cache of them.
-    fn weight(&self) -> usize {
-        self.0.len() + self.1.iter().map(|(_, _, state)| state.len()).sum::<usize>()
     }
 
     fn has(&self, id: &str) -> bool {
@@ -315,21 +316,12 @@ impl RoomService {
     /// next one with (taken under the room's lock). Everything in it is keyed by what never
     /// changes (event ids, snapshot ids), so it stays right whoever wrote to the room since.
     pub(super) fn take_loaded(&self, room_id: &str) -> Loaded {
-        let mut cache = self.received_cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.remove(room_id).unwrap_or_default()
+        super::RoomCache::take(&self.received_cache, room_id).unwrap_or_default()
     }
 
     /// Keeps what an acceptance loaded once its transaction committed, within the cache's bound.
     pub(super) fn keep_loaded(&self, room_id: &str, loaded: Loaded) {
-        if loaded.weight() > super::ROOM_CACHE_MAX_ROOM {
-            return;
-        }
-        let mut cache = self.received_cache.lock().unwrap_or_else(|e| e.into_inner());
-        while cache.values().map(Loaded::weight).sum::<usize>() + loaded.weight() > super::ROOM_CACHE_WEIGHT {
-            let Some(victim) = cache.keys().next().cloned() else { break };
-            cache.remove(&victim);
-        }
-        cache.insert(room_id.to_owned(), loaded);
+        super::RoomCache::put(&self.received_cache, room_id, loaded);
     }
 
     /// The rules of a stored room's version.
