@@ -89,6 +89,13 @@ fn add(adder: &Device, group: &mut MlsGroup, devices: &[&Device]) -> (String, St
     (b64(&commit), b64(&welcome), codec::encode(&MlsMessageOut::from(info).tls_serialize_detached().unwrap()))
 }
 
+/// A commit updating `device`'s own leaf, as (commit, group info of the next epoch); left pending.
+fn self_update(device: &Device, group: &mut MlsGroup) -> (String, String) {
+    let (commit, _, info) =
+        group.self_update(&device.provider, &device.signer, Default::default()).unwrap().into_messages();
+    (b64(&commit), codec::encode(&info.unwrap().tls_serialize_detached().unwrap()))
+}
+
 fn hub_with(alice: &Device, server: &ServerSigner) -> (MlsGroup, DsGroup) {
     let group = alice.create_group(Some(server));
     let ds = DsGroup::create(ROOM, &alice.group_info(&group), &alice.id, server).expect("group accepted");
@@ -276,18 +283,9 @@ fn the_server_proposes_removals_and_the_next_commit_must_carry_them_out() {
     let mut ds = DsGroup::load(ROOM, &ds.to_bytes()).expect("queued proposals survive a reload");
 
     // A commit that ignores the proposal (Alice updates herself) is refused.
-    let (update, _, update_info) =
-        group.self_update(&alice.provider, &alice.signer, Default::default()).unwrap().into_messages();
-    let update_info = codec::encode(&update_info.unwrap().tls_serialize_detached().unwrap());
+    let (update, update_info) = self_update(&alice, &mut group);
     assert!(matches!(
-        ds.accept_commit(
-            &server.external_sender(),
-            &b64(&update),
-            &update_info,
-            None,
-            "@alice:hub.example",
-            Some("A1")
-        ),
+        ds.accept_commit(&server.external_sender(), &update, &update_info, None, "@alice:hub.example", Some("A1")),
         Err(DsError::PendingProposals(1))
     ));
     group.clear_pending_commit(alice.provider.storage()).unwrap();
@@ -348,11 +346,9 @@ fn the_group_info_must_be_the_committers() {
     group.merge_pending_commit(&alice.provider).unwrap();
     let mut bob_group = bob.join(&welcome);
 
-    let (update, _, update_info) =
-        group.self_update(&alice.provider, &alice.signer, Default::default()).unwrap().into_messages();
-    let update_info = codec::encode(&update_info.unwrap().tls_serialize_detached().unwrap());
+    let (update, update_info) = self_update(&alice, &mut group);
     // Bob applies Alice's commit and signs a GroupInfo of the same epoch and context himself.
-    let message = decode_message(&b64(&update)).unwrap().try_into_protocol_message().unwrap();
+    let message = decode_message(&update).unwrap().try_into_protocol_message().unwrap();
     let ProcessedMessageContent::StagedCommitMessage(staged) =
         bob_group.process_message(&bob.provider, message).unwrap().into_content()
     else {
@@ -361,10 +357,10 @@ fn the_group_info_must_be_the_committers() {
     bob_group.merge_staged_commit(&bob.provider, *staged).unwrap();
     let bobs_info = bob.group_info(&bob_group);
     assert!(matches!(
-        ds.accept_commit(&server.external_sender(), &b64(&update), &bobs_info, None, "@alice:hub.example", Some("A1")),
+        ds.accept_commit(&server.external_sender(), &update, &bobs_info, None, "@alice:hub.example", Some("A1")),
         Err(DsError::InvalidGroupInfo(_))
     ));
-    ds.accept_commit(&server.external_sender(), &b64(&update), &update_info, None, "@alice:hub.example", Some("A1"))
+    ds.accept_commit(&server.external_sender(), &update, &update_info, None, "@alice:hub.example", Some("A1"))
         .expect("Alice's own");
 }
 
@@ -418,13 +414,11 @@ fn the_stored_state_is_compact_and_states_of_the_earlier_format_still_load() {
     assert_eq!(from_legacy.to_bytes(), compact, "both formats hold the same group");
     assert_eq!(from_legacy.members(), ds.members());
     // And the group goes on from it: the next commit must carry the queued removal.
-    let (update, _, update_info) =
-        group.self_update(&alice.provider, &alice.signer, Default::default()).unwrap().into_messages();
-    let update_info = codec::encode(&update_info.unwrap().tls_serialize_detached().unwrap());
+    let (update, update_info) = self_update(&alice, &mut group);
     assert!(matches!(
         from_legacy.accept_commit(
             &server.external_sender(),
-            &b64(&update),
+            &update,
             &update_info,
             None,
             "@alice:hub.example",
