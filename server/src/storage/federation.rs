@@ -55,8 +55,9 @@ impl FederationStore {
     }
 
     /// Records the answer to an inbound transaction without waiting for the WAL flush: what the
-    /// transaction carried is stored already (durably, by its own commits), and should this
-    /// record be lost in a crash, the sender's retry finds its events known.
+    /// transaction carried is stored already (durably, by its own commits). Should this record
+    /// be lost in a crash, a retry of the transaction finds its PDUs known, while its EDUs
+    /// (typing, receipts, to-device messages) are applied a second time.
     pub async fn record_inbound_txn(
         &self,
         origin: &str,
