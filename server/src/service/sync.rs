@@ -107,7 +107,11 @@ impl SyncService {
         let wait = if since.is_some() { req.timeout.min(MAX_TIMEOUT) } else { Duration::ZERO };
         let syncing = self.presence_syncing(req.user_id.as_str(), &req.set_presence, wait).await?;
         let response = self.sync_until(&req, since, wait).await;
-        self.presence.sync_ended(req.user_id.as_str(), syncing).await;
+        if syncing.is_some() {
+            // Noted after the answer leaves, not before it.
+            let (presence, user) = (self.presence.clone(), req.user_id.clone());
+            tokio::spawn(async move { presence.sync_ended(user.as_str(), syncing).await });
+        }
         response
     }
 

@@ -29,8 +29,18 @@ pub struct StoredPdu {
 /// (queued position, type, content).
 #[derive(Debug, Default)]
 pub struct PendingTransaction {
-    pub pdus: Vec<(i64, String)>,
+    pub pdus: Vec<(i64, String, String)>,
     pub edus: Vec<(i64, String, serde_json::Value)>,
+}
+
+/// A local event the federation sender has not queued yet, with the servers in its room then.
+#[derive(Debug)]
+pub struct LocalEventToSend {
+    pub position: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub servers: Vec<String>,
 }
 
 impl FederationStore {
@@ -217,40 +227,54 @@ impl FederationStore {
     }
 
     /// Queues local events from the events stream for their destinations and advances the
-    /// stream consumer `federation`, in one transaction: `(position, event id, destinations)`.
+    /// stream consumer `federation`, in one statement: `(position, event id, destinations)`.
     /// Committed without waiting for the WAL flush: the rows derive from stored events, and a
     /// crash that loses them loses the consumer's move with them, so they are queued again.
+    /// `false` if another process moved the consumer first.
     pub async fn queue_events(
         &self,
         from: i64,
         to: i64,
         batches: &[(i64, String, Vec<String>)],
     ) -> StorageResult<bool> {
+        let mut destinations = Vec::new();
+        let mut positions = Vec::new();
+        let mut event_ids = Vec::new();
+        for (position, event_id, servers) in batches {
+            for server in servers {
+                destinations.push(server.clone());
+                positions.push(*position);
+                event_ids.push(event_id.clone());
+            }
+        }
         let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
-        if !super::advance_consumer(&mut tx, "federation", from, to).await? {
-            // Another process queued this range first.
-            return Ok(false);
-        }
-        for (position, event_id, destinations) in batches {
-            sqlx::query!(
-                "INSERT INTO federation_destinations (destination) SELECT unnest($1::text[])
-                 ON CONFLICT DO NOTHING",
-                destinations
-            )
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query!(
-                "INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)
-                 SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING",
-                destinations,
-                position,
-                event_id
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
+        // The queue rows reference their destination, whose row the same statement may add:
+        // foreign keys are checked at the statement's end, after every part of it.
+        let moved = sqlx::query_scalar!(
+            r#"WITH moved AS (
+                   UPDATE stream_consumers SET position = $2 WHERE name = 'federation' AND position = $1
+                   RETURNING 1
+               ), queued AS (
+                   SELECT * FROM unnest($3::text[], $4::bigint[], $5::text[]) AS q(destination, stream_ordering, event_id)
+                   WHERE EXISTS (SELECT 1 FROM moved)
+               ), known AS (
+                   INSERT INTO federation_destinations (destination) SELECT DISTINCT destination FROM queued
+                   ON CONFLICT DO NOTHING
+               ), pdus AS (
+                   INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)
+                   SELECT destination, stream_ordering, event_id FROM queued ON CONFLICT DO NOTHING
+               )
+               SELECT EXISTS (SELECT 1 FROM moved) AS "moved!""#,
+            from,
+            to,
+            &destinations,
+            &positions,
+            &event_ids
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(moved)
     }
 
     /// Where the federation consumer of the events stream stands.
@@ -258,28 +282,53 @@ impl FederationStore {
         super::consumer_position(&self.pool, "federation").await
     }
 
-    /// Local timeline events after `from` up to `to`: `(position, event id, room, type,
-    /// state_key)`.
-    pub async fn local_events(
+    /// The events stream's head, and the local timeline events after `from` up to it (at most
+    /// `limit`) with the servers that had a member joined in the room at each: joined at or
+    /// before it, or gone only after it. One round trip, since every local event waits for it
+    /// before it leaves for other servers. (A user id's server is everything after its first
+    /// colon: server names may carry a port.)
+    pub async fn local_events_to_send(
         &self,
         from: i64,
-        to: i64,
         server_name: &str,
         limit: i64,
-    ) -> StorageResult<Vec<(i64, String, String, String, Option<String>)>> {
+    ) -> StorageResult<(i64, Vec<LocalEventToSend>)> {
         let rows = sqlx::query!(
-            "SELECT stream_ordering, event_id, room_id, event_type, state_key FROM events
-             WHERE stream_ordering > $1 AND stream_ordering <= $2 AND received_from IS NULL
-               AND substring(sender from position(':' in sender) + 1) = $3
-             ORDER BY stream_ordering LIMIT $4",
+            r#"SELECT h.head AS "head!", e.stream_ordering AS "position?", e.event_id AS "event_id?",
+                      e.event_type AS "event_type?", e.state_key,
+                      ARRAY(SELECT DISTINCT substring(m.user_id from position(':' in m.user_id) + 1)
+                            FROM room_memberships m WHERE m.room_id = e.room_id
+                              AND ((m.membership = 'join' AND m.stream_ordering <= e.stream_ordering)
+                                   OR (m.membership IN ('leave', 'ban') AND m.stream_ordering > e.stream_ordering))
+                      ) AS "servers!"
+               FROM (SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS head) h
+               LEFT JOIN LATERAL (
+                   SELECT stream_ordering, event_id, room_id, event_type, state_key FROM events
+                   WHERE stream_ordering > $1 AND stream_ordering <= h.head AND received_from IS NULL
+                     AND substring(sender from position(':' in sender) + 1) = $2
+                   ORDER BY stream_ordering LIMIT $3
+               ) e ON true
+               ORDER BY e.stream_ordering"#,
             from,
-            to,
             server_name,
             limit
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|r| (r.stream_ordering, r.event_id, r.room_id, r.event_type, r.state_key)).collect())
+        let head = rows.first().map_or(from, |r| r.head);
+        let events = rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(LocalEventToSend {
+                    position: r.position?,
+                    event_id: r.event_id?,
+                    event_type: r.event_type?,
+                    state_key: r.state_key,
+                    servers: r.servers,
+                })
+            })
+            .collect();
+        Ok((head, events))
     }
 
     /// Queues an EDU for destinations.
@@ -324,17 +373,18 @@ impl FederationStore {
         .await?)
     }
 
-    /// The next transaction for a destination: its oldest 50 PDUs and 100 EDUs.
+    /// The next transaction for a destination: its oldest 50 PDUs with their JSON and 100 EDUs.
     pub async fn pending(&self, destination: &str) -> StorageResult<PendingTransaction> {
         let pdus = sqlx::query!(
-            "SELECT stream_ordering, event_id FROM federation_outbound_pdus WHERE destination = $1
-             ORDER BY stream_ordering LIMIT 50",
+            "SELECT q.stream_ordering, q.event_id, e.pdu FROM federation_outbound_pdus q
+             JOIN events e ON e.event_id = q.event_id
+             WHERE q.destination = $1 ORDER BY q.stream_ordering LIMIT 50",
             destination
         )
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|r| (r.stream_ordering, r.event_id))
+        .map(|r| (r.stream_ordering, r.event_id, r.pdu))
         .collect();
         let edus = sqlx::query!(
             "SELECT position, edu_type, content FROM federation_outbound_edus WHERE destination = $1

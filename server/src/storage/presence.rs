@@ -83,6 +83,12 @@ impl PresenceStore {
             .fetch_one(&mut *tx)
             .await?;
         }
+        if !write.visible {
+            // Bookkeeping nobody is told of (when a sync ended, activity within the
+            // granularity): lost in a crash it only makes the user look idle or offline a
+            // little early, so the commit need not wait for the WAL flush.
+            sqlx::query!("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        }
         let r = &write.row;
         sqlx::query!(
             "INSERT INTO presence (user_id, state, status_msg, last_active_ts, currently_active, last_seen_ts,

@@ -47,11 +47,18 @@ impl FederationService {
     async fn send_forever(self: Arc<Self>, mut wake: tokio::sync::watch::Receiver<u64>) {
         let mut in_flight: JoinSet<OwnedServerName> = JoinSet::new();
         let mut busy: BTreeSet<OwnedServerName> = BTreeSet::new();
+        // The consumer's position, kept here while this process holds the sender's lock; read
+        // again when another process turns out to have moved it.
+        let mut position: Option<i64> = None;
         loop {
-            if let Err(e) = self.queue_new_events().await {
+            let started = std::time::Instant::now();
+            let (events, devices) =
+                tokio::join!(self.queue_new_events(&mut position), self.e2ee.queue_device_list_updates());
+            if let Err(e) = events {
+                position = None;
                 tracing::warn!(error = %e, "could not queue events for other servers");
             }
-            if let Err(e) = self.e2ee.queue_device_list_updates().await {
+            if let Err(e) = devices {
                 tracing::warn!(error = %e, "could not queue device-list updates for other servers");
             }
             match self.storage.federation.ready_destinations(now_ms()).await {
@@ -61,6 +68,7 @@ impl FederationService {
                         if !busy.insert(destination.clone()) {
                             continue;
                         }
+                        tracing::debug!(%destination, queue_us = started.elapsed().as_micros(), "sending to a destination");
                         let me = self.clone();
                         in_flight.spawn(async move {
                             me.send_one_transaction(&destination).await;
@@ -81,26 +89,26 @@ impl FederationService {
         }
     }
 
-    /// Queues local events after the consumer's position for their destinations.
-    async fn queue_new_events(&self) -> ServiceResult<()> {
+    /// Queues local events after the consumer's position for their destinations: the servers
+    /// in the room at the event, and the target's server of a membership change.
+    async fn queue_new_events(&self, position: &mut Option<i64>) -> ServiceResult<()> {
         loop {
-            let from = self.storage.federation.consumer_position().await?;
-            let head = self.storage.rooms.stream_head("events").await?;
+            let from = match *position {
+                Some(p) => p,
+                None => *position.insert(self.storage.federation.consumer_position().await?),
+            };
+            let (head, events) =
+                self.storage.federation.local_events_to_send(from, self.server_name.as_str(), QUEUE_BATCH).await?;
             if head <= from {
                 return Ok(());
             }
-            let events =
-                self.storage.federation.local_events(from, head, self.server_name.as_str(), QUEUE_BATCH).await?;
-            let to = if i64::try_from(events.len()).unwrap_or(0) >= QUEUE_BATCH {
-                events.last().map_or(head, |e| e.0)
-            } else {
-                head
-            };
+            let full = i64::try_from(events.len()).unwrap_or(0) >= QUEUE_BATCH;
+            let to = if full { events.last().map_or(head, |e| e.position) } else { head };
             let mut batches = Vec::with_capacity(events.len());
-            for (position, event_id, room_id, event_type, state_key) in events {
-                let mut destinations = self.storage.federation.servers_at(&room_id, position).await?;
-                if event_type == "m.room.member"
-                    && let Some(target) = state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
+            for event in events {
+                let mut destinations = event.servers;
+                if event.event_type == "m.room.member"
+                    && let Some(target) = event.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
                 {
                     destinations.push(target.server_name().to_string());
                 }
@@ -108,7 +116,7 @@ impl FederationService {
                 destinations.sort();
                 destinations.dedup();
                 if !destinations.is_empty() {
-                    batches.push((position, event_id, destinations));
+                    batches.push((event.position, event.event_id, destinations));
                 }
             }
             // Nothing of ours to send in a short stretch (events other servers sent us): the
@@ -118,6 +126,12 @@ impl FederationService {
                 return Ok(());
             }
             if !self.storage.federation.queue_events(from, to, &batches).await? {
+                // Another process queued this range first.
+                *position = None;
+                return Ok(());
+            }
+            *position = Some(to);
+            if !full {
                 return Ok(());
             }
         }
@@ -125,6 +139,7 @@ impl FederationService {
 
     /// Sends the destination's next transaction; a failure backs it off.
     async fn send_one_transaction(&self, destination: &OwnedServerName) {
+        let started = std::time::Instant::now();
         let pending = match self.storage.federation.pending(destination.as_str()).await {
             Ok(p) => p,
             Err(e) => {
@@ -135,19 +150,8 @@ impl FederationService {
         if pending.pdus.is_empty() && pending.edus.is_empty() {
             return;
         }
-        let ids: Vec<String> = pending.pdus.iter().map(|(_, id)| id.clone()).collect();
-        let stored = match self.storage.federation.pdus(&ids).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%destination, error = %e, "could not read queued events");
-                return;
-            }
-        };
-        let pdus: Vec<Box<RawJsonValue>> = ids
-            .iter()
-            .filter_map(|id| stored.iter().find(|p| &p.event_id == id))
-            .filter_map(|p| RawJsonValue::from_string(p.pdu.clone()).ok())
-            .collect();
+        let pdus: Vec<Box<RawJsonValue>> =
+            pending.pdus.iter().filter_map(|(_, _, pdu)| RawJsonValue::from_string(pdu.clone()).ok()).collect();
         let edus = pending
             .edus
             .iter()
@@ -159,7 +163,7 @@ impl FederationService {
         // Derived from what it carries, so a retry of the same content reuses the id.
         let txn_id = format!(
             "{}-{}",
-            pending.pdus.first().map_or(0, |(p, _)| *p),
+            pending.pdus.first().map_or(0, |(p, _, _)| *p),
             pending.edus.first().map_or(0, |(p, _, _)| *p)
         );
         let mut request = send_transaction::Request::new(
@@ -169,11 +173,19 @@ impl FederationService {
         );
         request.pdus = pdus;
         request.edus = edus;
-        let sent_pdus: Vec<i64> = pending.pdus.iter().map(|(p, _)| *p).collect();
+        let sent_pdus: Vec<i64> = pending.pdus.iter().map(|(p, _, _)| *p).collect();
         let sent_edus: Vec<i64> = pending.edus.iter().map(|(p, _, _)| *p).collect();
+        let read_us = started.elapsed().as_micros();
         match self.client.send(destination, request).await {
             Ok(response) => {
-                tracing::debug!(%destination, pdus = sent_pdus.len(), edus = sent_edus.len(), "sent a transaction");
+                tracing::debug!(
+                    %destination,
+                    pdus = sent_pdus.len(),
+                    edus = sent_edus.len(),
+                    read_us,
+                    answered_us = started.elapsed().as_micros(),
+                    "sent a transaction"
+                );
                 for (event_id, result) in &response.pdus {
                     if let Err(reason) = result {
                         tracing::info!(%destination, %event_id, %reason, "a server did not accept our event");

@@ -13,6 +13,9 @@ pub const OFFLINE: &str = "offline";
 
 /// Without activity for this long a user is no longer currently active.
 pub const ACTIVE_GRANULARITY_MS: i64 = 60_000;
+/// Activity this soon after the last noted one is not written again: `last_active_ago` may be
+/// this much older than the truth, "currently active" end this much early.
+pub const ACTIVITY_NOTE_MS: i64 = 5_000;
 /// Without activity for this long an online user becomes unavailable.
 pub const IDLE_AFTER_MS: i64 = 5 * 60_000;
 /// This long after their last sync ends (and their last activity) our users are offline.
@@ -105,8 +108,17 @@ pub fn sync_ended(old: Option<&PresenceRow>, until: i64, now: i64) -> Option<Pre
     write(Some(old), PresenceRow { last_seen_ts: now, ..old.clone() })
 }
 
-/// The user did something (sent an event): online and currently active.
+/// The user did something (sent an event): online and currently active. Activity within
+/// [`ACTIVITY_NOTE_MS`] of the last noted one changes nothing, so a busy sender does not write
+/// a row per message.
 pub fn active(old: Option<&PresenceRow>, user_id: &str, now: i64) -> Option<PresenceWrite> {
+    if let Some(o) = old
+        && o.state == ONLINE
+        && o.currently_active
+        && (0..ACTIVITY_NOTE_MS).contains(&(now - o.last_active_ts))
+    {
+        return None;
+    }
     let mut row = old.cloned().unwrap_or_else(|| offline(user_id));
     row.state = ONLINE.to_owned();
     row.currently_active = true;
@@ -204,6 +216,21 @@ mod tests {
         let (row, visible) = apply(Some(row.clone()), timed_out(&row, true, T + 10 * 60_000 + SYNC_GRACE_MS + 1));
         assert!(visible);
         assert_eq!(row.state, OFFLINE);
+    }
+
+    #[test]
+    fn activity_is_noted_at_most_every_few_seconds() {
+        let (row, visible) = apply(None, active(None, "@a:x", T));
+        assert!(visible && row.currently_active);
+        // A message a second later: nothing to write.
+        assert!(active(Some(&row), "@a:x", T + 1_000).is_none());
+        // After the interval the activity moves, unseen by others (within the granularity).
+        let w = active(Some(&row), "@a:x", T + ACTIVITY_NOTE_MS).expect("noted again");
+        assert!(!w.visible);
+        assert_eq!(w.row.last_active_ts, T + ACTIVITY_NOTE_MS);
+        // A user no longer currently active becomes so at once.
+        let idle = PresenceRow { currently_active: false, ..row };
+        assert!(active(Some(&idle), "@a:x", T + 1_000).expect("active again").visible);
     }
 
     #[test]
