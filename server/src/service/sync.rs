@@ -152,18 +152,49 @@ impl SyncService {
         let viewer = Viewer { user_id: user, device_id: Some(&req.device_id) };
         let mut response = Response::new(String::new());
 
-        let memberships = self.storage.rooms.memberships_of(user).await?;
+        // The sections that do not depend on the rooms are read at once, each on its own pooled
+        // connection: a woken sync answers after the slowest of them, not after their sum.
+        let since_ad = since.map_or(0, |s| s.account_data);
+        let since_td = since.map_or(0, |s| s.to_device);
+        let to_device_limit = i64::try_from(req.filter.to_device_limit).unwrap_or(100);
+        let (memberships, (rules, displayname), account_data, messages, device_lists, (counts, fallback), presence) = tokio::try_join!(
+            async { Ok::<_, ServiceError>(self.storage.rooms.memberships_of(user).await?) },
+            self.push_facts(&req.user_id),
+            async { Ok(self.storage.account_data.changed_since(user, since_ad).await?) },
+            async {
+                Ok(self
+                    .storage
+                    .ephemeral
+                    .to_device(user, &req.device_id, since_td, now.to_device, to_device_limit)
+                    .await?)
+            },
+            // Whose devices changed (incremental syncs only: an initial sync's client fetches
+            // the device lists it needs anyway), and the device's keys left on the server.
+            self.device_list_changes(user, since, now),
+            self.key_counts(user, &req.device_id),
+            self.presence_section(req, since, now),
+        )?;
         let joined: Vec<String> =
             memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
-        let (rules, displayname) = self.push_facts(&req.user_id).await?;
 
         // Incremental: only rooms with new events (or a membership change) need their timeline.
-        let active: Option<BTreeSet<String>> = match since {
-            Some(s) if !req.full_state => {
-                Some(self.storage.rooms.rooms_with_events(&joined, s.events, now.events).await?.into_iter().collect())
-            }
-            _ => None,
-        };
+        let since_receipts = since.map_or(0, |s| s.receipts);
+        let (active, mut receipts_by_room) = tokio::try_join!(
+            async {
+                Ok::<_, ServiceError>(match since {
+                    Some(s) if !req.full_state => Some(
+                        self.storage
+                            .rooms
+                            .rooms_with_events(&joined, s.events, now.events)
+                            .await?
+                            .into_iter()
+                            .collect::<BTreeSet<String>>(),
+                    ),
+                    _ => None,
+                })
+            },
+            self.receipt_contents(&joined, user, since_receipts, now.receipts),
+        )?;
         let mut joined_jobs = Vec::new();
         for (index, m) in memberships.iter().enumerate() {
             if !req.filter.rooms.allows_room(&m.room_id) {
@@ -232,9 +263,8 @@ impl SyncService {
         drop(rooms);
 
         // Account data (global and per room).
-        let since_ad = since.map_or(0, |s| s.account_data);
         let mut push_rules_sent = false;
-        for entry in self.storage.account_data.changed_since(user, since_ad).await? {
+        for entry in account_data {
             let event = json!({"type": entry.data_type, "content": entry.content});
             if entry.room_id.is_empty() {
                 push_rules_sent |= entry.data_type == "m.push_rules";
@@ -263,11 +293,9 @@ impl SyncService {
         }
 
         // Receipts and typing for joined rooms.
-        let since_receipts = since.map_or(0, |s| s.receipts);
-        let mut by_room = self.receipt_contents(&joined, user, since_receipts, now.receipts).await?;
         for room in &joined {
             let mut events = Vec::new();
-            if let Some(content) = by_room.remove(room)
+            if let Some(content) = receipts_by_room.remove(room)
                 && req.filter.ephemeral.allows_type("m.receipt")
             {
                 events.push(raw(&json!({"type": "m.receipt", "content": content})));
@@ -315,18 +343,6 @@ impl SyncService {
         }
 
         // To-device messages: delivered until a later token acknowledges them.
-        let since_td = since.map_or(0, |s| s.to_device);
-        let messages = self
-            .storage
-            .ephemeral
-            .to_device(
-                user,
-                &req.device_id,
-                since_td,
-                now.to_device,
-                i64::try_from(req.filter.to_device_limit).unwrap_or(100),
-            )
-            .await?;
         if messages.len() >= req.filter.to_device_limit
             && let Some(last) = messages.last()
         {
@@ -337,11 +353,8 @@ impl SyncService {
             .map(|m| raw(&json!({"type": m.event_type, "sender": m.sender, "content": m.content})))
             .collect();
 
-        // Whose devices changed (incremental syncs only: an initial sync's client fetches the
-        // device lists it needs anyway), and the device's keys left on the server.
-        response.device_lists = self.device_list_changes(user, since, now).await?;
-        let (counts, fallback) = self.key_counts(user, &req.device_id).await?;
-        response.presence = self.presence_section(req, since, now).await?;
+        response.device_lists = device_lists;
+        response.presence = presence;
         response.device_one_time_keys_count = counts;
         response.device_unused_fallback_key_types = Some(fallback);
         response.next_batch = now.render();

@@ -97,32 +97,41 @@ impl SyncService {
         let full = req.full_state || changed_membership;
         let from = if changed_membership { 0 } else { since.map_or(0, |s| s.events) };
         let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
-        let room_rules = self.rooms.rules_of(room_id).await?;
-        // Newest first, one more than the limit to learn whether the timeline is limited.
-        let mut rows = Vec::new();
-        let mut cursor = now.events;
-        let mut limited = false;
-        loop {
-            let batch = self
-                .storage
-                .rooms
-                .events_backwards(room_id, from, cursor, i64::try_from(limit * 2 + 1).unwrap_or(100))
-                .await?;
-            let n = batch.len();
-            for row in batch {
-                cursor = row.stream_ordering - 1;
-                if req.filter.timeline.allows(&row) {
-                    if rows.len() == limit {
-                        limited = true;
-                        break;
+        // The timeline, the room's rules, its current state and its members at once.
+        let timeline = async {
+            // Newest first, one more than the limit to learn whether the timeline is limited.
+            let mut rows = Vec::new();
+            let mut cursor = now.events;
+            let mut limited = false;
+            loop {
+                let batch = self
+                    .storage
+                    .rooms
+                    .events_backwards(room_id, from, cursor, i64::try_from(limit * 2 + 1).unwrap_or(100))
+                    .await?;
+                let n = batch.len();
+                for row in batch {
+                    cursor = row.stream_ordering - 1;
+                    if req.filter.timeline.allows(&row) {
+                        if rows.len() == limit {
+                            limited = true;
+                            break;
+                        }
+                        rows.push(row);
                     }
-                    rows.push(row);
+                }
+                if limited || n < limit * 2 + 1 {
+                    break;
                 }
             }
-            if limited || n < limit * 2 + 1 {
-                break;
-            }
-        }
+            Ok::<_, crate::service::ServiceError>((rows, limited))
+        };
+        let ((mut rows, limited), room_rules, current, members) = tokio::try_join!(
+            timeline,
+            self.rooms.rules_of(room_id),
+            async { Ok(self.storage.rooms.current_state(room_id).await?) },
+            async { Ok(self.storage.rooms.members(room_id).await?) },
+        )?;
         if !full && rows.is_empty() && !req.full_state {
             return Ok(None);
         }
@@ -138,7 +147,6 @@ impl SyncService {
 
         // State: in full, the state at the timeline's start; else the changes between the
         // token and the timeline's start.
-        let current = self.storage.rooms.current_state(room_id).await?;
         let timeline_ids: BTreeSet<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
         let senders: BTreeSet<&str> = rows.iter().map(|r| r.sender.as_str()).collect();
         let state_rows: Vec<&EventRow> = current
@@ -172,7 +180,6 @@ impl SyncService {
         room.state = State::Before(state_events(state.iter().map(raw).collect()));
 
         // Summary and unread counts.
-        let members = self.storage.rooms.members(room_id).await?;
         let joined_n = members.iter().filter(|m| m.membership == "join").count();
         let invited_n = members.iter().filter(|m| m.membership == "invite").count();
         let mut summary = RoomSummary::new();
