@@ -26,6 +26,7 @@ use ruma::{
     OwnedServerName, OwnedServerSigningKeyId, RoomId, ServerName,
     api::{OutgoingRequest, path_builder::SinglePath},
     room_version_rules::RoomVersionRules,
+    signatures::PublicKeyMap,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -91,25 +92,21 @@ impl FederationService {
         rules: &RoomVersionRules,
         room: &RoomId,
     ) -> Result<IncomingPdu, IncomingError> {
-        let parsed = incoming::parse(raw, rules, Some(room))?;
-        let needed = incoming::required_keys(&parsed, rules)?;
-        let query: KeyQuery = needed
-            .into_iter()
-            .map(|(server, ids)| {
-                (server, ids.into_iter().filter_map(|id| OwnedServerSigningKeyId::try_from(id).ok()).collect())
-            })
-            .collect();
-        // Keys must have been valid when the event was sent (room versions 5 and later).
-        let ts = i64::from(parsed.pdu.origin_server_ts.0);
-        let keys = self
-            .keys
-            .public_keys(&query, Some(ts))
-            .await
-            .map_err(|e| IncomingError::Signatures(format!("keys unavailable: {e}")))?;
+        let (parsed, query, ts) = parse_with_keys(raw, rules, room)?;
+        let keys = self.signing_keys(&query, ts).await?;
         incoming::verify(parsed, &keys, rules)
     }
 
-    /// Verifies many PDUs of a room, keeping those that pass.
+    /// The servers' keys a PDU sent at `ts` needs; keys must have been valid when the event was
+    /// sent (room versions 5 and later).
+    async fn signing_keys(&self, query: &KeyQuery, ts: i64) -> Result<PublicKeyMap, IncomingError> {
+        self.keys
+            .public_keys(query, Some(ts))
+            .await
+            .map_err(|e| IncomingError::Signatures(format!("keys unavailable: {e}")))
+    }
+
+    /// Verifies many PDUs of a room, keeping those that pass, in their order.
     async fn verify_all(
         &self,
         raws: &[Box<RawJsonValue>],
@@ -117,15 +114,91 @@ impl FederationService {
         room: &RoomId,
         origin: &ServerName,
     ) -> Vec<Received> {
-        let mut out = Vec::with_capacity(raws.len());
-        for raw in raws {
-            match self.verify_pdu(raw, rules, room).await {
-                Ok(v) => out.push(received(v, Some(origin))),
-                Err(e) => tracing::info!(%origin, room_id = %room, error = %e, "dropped a PDU"),
-            }
-        }
-        out
+        self.verify_each(raws, rules, room, origin)
+            .await
+            .into_iter()
+            .filter_map(|v| v.map_err(|e| tracing::info!(%origin, room_id = %room, error = %e, "dropped a PDU")).ok())
+            .collect()
     }
+
+    /// Verifies many PDUs of a room: for each, in order, the verified PDU or why not. Parsing,
+    /// hashing and signature checks are spread over the cores (a joined room's state and auth
+    /// chain are thousands of events); the keys come from the cache between the two steps.
+    async fn verify_each(
+        &self,
+        raws: &[Box<RawJsonValue>],
+        rules: &RoomVersionRules,
+        room: &RoomId,
+        origin: &ServerName,
+    ) -> Vec<Result<Received, IncomingError>> {
+        let (r, owned_room) = (rules.clone(), room.to_owned());
+        let parsed = on_cores(raws.to_vec(), move |raw| parse_with_keys(&raw, &r, &owned_room)).await;
+        let mut ready = Vec::with_capacity(parsed.len());
+        for result in parsed {
+            ready.push(match result {
+                Ok((pdu, query, ts)) => self.signing_keys(&query, ts).await.map(|keys| (pdu, keys)),
+                Err(e) => Err(e),
+            });
+        }
+        let (r, from) = (rules.clone(), origin.to_owned());
+        on_cores(ready, move |keyed| {
+            keyed.and_then(|(pdu, keys)| incoming::verify(pdu, &keys, &r)).map(|v| received(v, Some(&from)))
+        })
+        .await
+    }
+}
+
+/// A PDU parsed and its id computed, with the keys its signatures need and when it was sent.
+fn parse_with_keys(
+    raw: &RawJsonValue,
+    rules: &RoomVersionRules,
+    room: &RoomId,
+) -> Result<(IncomingPdu, KeyQuery, i64), IncomingError> {
+    let parsed = incoming::parse(raw, rules, Some(room))?;
+    let query: KeyQuery = incoming::required_keys(&parsed, rules)?
+        .into_iter()
+        .map(|(server, ids)| {
+            (server, ids.into_iter().filter_map(|id| OwnedServerSigningKeyId::try_from(id).ok()).collect())
+        })
+        .collect();
+    let ts = i64::from(parsed.pdu.origin_server_ts.0);
+    Ok((parsed, query, ts))
+}
+
+/// Applies `f` to every item on the blocking threads, a share of the items per core, and
+/// returns the results in the items' order (one per item). Few items stay on the calling task.
+async fn on_cores<T, R, F>(items: Vec<T>, f: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> R + Send + Sync + 'static,
+{
+    const ALONE: usize = 16;
+    if items.len() <= ALONE {
+        return items.into_iter().map(f).collect();
+    }
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let share = items.len().div_ceil(cores);
+    let f = Arc::new(f);
+    let mut items = items.into_iter();
+    let mut tasks = Vec::with_capacity(cores);
+    loop {
+        let chunk: Vec<T> = items.by_ref().take(share).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let f = f.clone();
+        tasks.push(tokio::task::spawn_blocking(move || chunk.into_iter().map(|t| f(t)).collect::<Vec<R>>()));
+    }
+    let mut out = Vec::with_capacity(share * tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(results) => out.extend(results),
+            // A panic in a check is a bug: passed on as it would be without the threads.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    out
 }
 
 /// A verified PDU as the room engine accepts it.

@@ -121,19 +121,66 @@ impl FederationService {
         let text = serde_json::to_string(&signed.json).map_err(internal)?;
         let join = Received { pdu: signed.pdu.clone(), text: text.clone(), origin: None };
 
+        let started = std::time::Instant::now();
         let answer = self
             .call(server, send_join::Request::new(room_id.to_owned(), join.pdu.event_id.clone(), raw(text)?))
             .await?;
-        let state = self.verify_all(&answer.room_state.state, &rules, room_id, server).await;
-        let auth_chain = self.verify_all(&answer.room_state.auth_chain, &rules, room_id, server).await;
+        let answered = started.elapsed();
+        let (state, auth_chain) = self
+            .verify_state_and_chain(&answer.room_state.state, &answer.room_state.auth_chain, &rules, room_id, server)
+            .await;
+        let verified = started.elapsed();
         if !state.iter().any(|e| e.pdu.kind.to_string() == "m.room.create") {
             return Err(ServiceError::Upstream(format!("{server}: the room state has no create event")));
         }
-        match self.rooms.accept_join(room_id.as_str(), &version, &state, &auth_chain, &join).await? {
+        let accepted = self.rooms.accept_join(room_id.as_str(), &version, &state, &auth_chain, &join).await?;
+        tracing::debug!(
+            %room_id,
+            %server,
+            state = state.len(),
+            auth_chain = auth_chain.len(),
+            send_join_ms = answered.as_millis(),
+            verify_ms = (verified - answered).as_millis(),
+            accept_ms = (started.elapsed() - verified).as_millis(),
+            "joined a room through another server"
+        );
+        match accepted {
             Accepted::Stored | Accepted::AlreadyKnown => Ok(join.pdu.event_id),
             Accepted::SoftFailed => Err(ServiceError::Forbidden("the join is not allowed by the room's state".into())),
             Accepted::Rejected(reason) => Err(ServiceError::Forbidden(reason)),
         }
+    }
+
+    /// A `send_join` answer's state and auth chain, verified. The chain repeats most of the
+    /// state (memberships authorise later events), so what both carry is verified once.
+    async fn verify_state_and_chain(
+        &self,
+        state: &[Box<RawJsonValue>],
+        auth_chain: &[Box<RawJsonValue>],
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        room_id: &RoomId,
+        server: &ServerName,
+    ) -> (Vec<Received>, Vec<Received>) {
+        let in_state: std::collections::BTreeSet<&str> = state.iter().map(|r| r.get()).collect();
+        let mut all: Vec<Box<RawJsonValue>> = state.to_vec();
+        all.extend(auth_chain.iter().filter(|r| !in_state.contains(r.get())).cloned());
+        let mut verified = self
+            .verify_each(&all, rules, room_id, server)
+            .await
+            .into_iter()
+            .map(|v| v.map_err(|e| tracing::info!(%server, %room_id, error = %e, "dropped a PDU")).ok());
+        let state_verified: Vec<Option<Received>> = verified.by_ref().take(state.len()).collect();
+        let by_text: std::collections::BTreeMap<&str, &Received> =
+            state.iter().zip(&state_verified).filter_map(|(raw, v)| v.as_ref().map(|v| (raw.get(), v))).collect();
+        let chain = auth_chain
+            .iter()
+            .filter_map(|raw| match by_text.get(raw.get()) {
+                Some(v) => Some((*v).clone()),
+                None if in_state.contains(raw.get()) => None,
+                None => verified.next().flatten(),
+            })
+            .collect();
+        (state_verified.into_iter().flatten().collect(), chain)
     }
 
     /// A template from another server must describe the membership we asked for.

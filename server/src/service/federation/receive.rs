@@ -17,7 +17,7 @@ use ruma::{
 use ruma::{api::federation::transactions::edu::Edu, serde::Raw};
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::{FederationService, received};
+use super::FederationService;
 use crate::{
     service::{
         ServiceError, ServiceResult,
@@ -192,7 +192,8 @@ impl FederationService {
             }
         };
         let acl = self.check_acl(origin, room.as_str()).await;
-        let mut events = Vec::with_capacity(raws.len());
+        let mut to_verify = Vec::with_capacity(raws.len());
+        let mut ids = Vec::with_capacity(raws.len());
         for raw in raws {
             let id = match poststelle_federation::incoming::parse(raw, &rules, Some(room)) {
                 Ok(p) => p.pdu.event_id,
@@ -205,8 +206,13 @@ impl FederationService {
                 results.insert(id, Err(e.to_string()));
                 continue;
             }
-            match self.verify_pdu(raw, &rules, room).await {
-                Ok(v) => events.push(received(v, Some(origin))),
+            to_verify.push((*raw).to_owned());
+            ids.push(id);
+        }
+        let mut events = Vec::with_capacity(to_verify.len());
+        for (id, verified) in ids.into_iter().zip(self.verify_each(&to_verify, &rules, room, origin).await) {
+            match verified {
+                Ok(v) => events.push(v),
                 Err(e) => {
                     results.insert(id, Err(e.to_string()));
                 }
