@@ -209,3 +209,44 @@ async fn a_filtered_pagination_reaches_every_fetched_message() {
     assert_eq!(bodies, (0..64).map(|i| format!("m{i}")).collect::<Vec<_>>());
     assert!(events.iter().all(|e| e["type"] == "m.room.message"));
 }
+
+/// Sytest "Backfilled events whose prev_events are in a different room do not allow cross-room
+/// back-pagination": with the room's creator down, the other server in the room answers
+/// `/backfill` with an event of the room that builds on an event of another room B holds. B
+/// refuses it (404, not in any page) and paging back never leads into the other room.
+#[tokio::test]
+async fn backfilled_events_building_on_another_room_are_refused() {
+    let (mut a, b, alice, bob) = two_servers().await;
+    let room = room_with_history(&a, &alice, "shared").await;
+    let other = room_with_history(&a, &alice, "shared").await;
+    let origin = Origin::start().await;
+    let joined = origin.join(&a, &room, "mallory", "11").await;
+    // B holds an event of the other room in its timeline: Bob is in it too.
+    join_and_sync(&b, &bob, &other, &a.server_name).await;
+    let held = send(&a, &alice, &other, "send/m.room.message/held", json!({"msgtype": "m.text", "body": "held"})).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&other), enc(&held));
+    let mut tries = 0;
+    while b.get(&path, bob.token()).await.0 != StatusCode::OK {
+        tries += 1;
+        assert!(tries < 100, "the other room's message did not reach B");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let cross = origin.event(&joined, Draft::message("built on another room").prev(vec![held]));
+    origin.serve(
+        "/_matrix/federation/v1/backfill/",
+        json!({"origin": origin.name, "origin_server_ts": now_ms(), "pdus": [cross.json]}),
+    );
+    let (_, prev_batch) = join_and_sync(&b, &bob, &room, &a.server_name).await;
+
+    a.stop();
+    let page = page_back(&b, &bob, &room, &prev_batch).await;
+    assert!(
+        origin.peer.seen().iter().any(|r| r.path.starts_with("/_matrix/federation/v1/backfill/")),
+        "the other server in the room was not asked"
+    );
+    assert!(page.iter().all(|e| e["room_id"] == room.as_str()), "{page:?}");
+    assert!(!page.iter().any(|e| e["event_id"] == cross.id.as_str()), "{page:?}");
+    let path = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&cross.id));
+    let (status, answer) = b.get(&path, bob.token()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+}
