@@ -802,7 +802,10 @@ impl RoomService {
             let creator =
                 state.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
             w.ensure_room(version.as_str(), creator.as_deref().unwrap_or_default(), now_ms()).await?;
-            let all: Vec<Received> = auth_chain.iter().chain(state).cloned().collect();
+            // The chain repeats much of the state: each event once.
+            let mut seen = std::collections::BTreeSet::new();
+            let all: Vec<Received> =
+                auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
             self.store_outliers_in(&mut w, &rules, &all).await?;
             w.commit().await?;
         }
@@ -814,9 +817,11 @@ impl RoomService {
             w.commit().await?;
             s
         };
+        let accepted: std::collections::BTreeSet<&str> =
+            stored.iter().filter(|s| !s.rejected).map(|s| s.event_id.as_str()).collect();
         let before: StateIds = state
             .iter()
-            .filter(|e| stored.iter().any(|s| s.event_id == e.pdu.event_id.as_str() && !s.rejected))
+            .filter(|e| accepted.contains(e.pdu.event_id.as_str()))
             .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
             .collect();
         self.accept_remote(room_id, join, StateBefore::Join(before)).await
