@@ -80,23 +80,21 @@ pub struct Context {
 impl RoomService {
     /// The rules of a room's version; `NotFound` for an unknown room.
     pub(super) async fn version_rules(&self, room_id: &str) -> ServiceResult<RoomVersionRules> {
-        let known = self.versions.read().unwrap_or_else(|e| e.into_inner()).get(room_id).cloned();
-        let version = match known {
-            Some(v) => v,
-            None => {
-                let stored = self
-                    .storage
-                    .rooms
-                    .room_version(room_id)
-                    .await?
-                    .ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-                let v = RoomVersionId::try_from(stored.as_str())
-                    .map_err(|_| ServiceError::Internal(format!("unknown room version {stored}")))?;
-                self.versions.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.to_owned(), v.clone());
-                v
-            }
-        };
+        let version = self.version_of(room_id).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
         version.rules().ok_or_else(|| ServiceError::Internal(format!("unknown room version {version}")))
+    }
+
+    /// A room's version, `None` for an unknown room. It never changes: once known, it is not
+    /// read again.
+    pub(super) async fn version_of(&self, room_id: &str) -> ServiceResult<Option<RoomVersionId>> {
+        if let Some(v) = self.versions.read().unwrap_or_else(|e| e.into_inner()).get(room_id) {
+            return Ok(Some(v.clone()));
+        }
+        let Some(stored) = self.storage.rooms.room_version(room_id).await? else { return Ok(None) };
+        let v = RoomVersionId::try_from(stored.as_str())
+            .map_err(|_| ServiceError::Internal(format!("unknown room version {stored}")))?;
+        self.versions.write().unwrap_or_else(|e| e.into_inner()).insert(room_id.to_owned(), v.clone());
+        Ok(Some(v))
     }
 
     /// The redaction rules of a room (and so that the room exists).

@@ -326,8 +326,7 @@ impl RoomService {
 
     /// The rules of a stored room's version.
     pub async fn room_rules(&self, room_id: &str) -> ServiceResult<Option<(RoomVersionId, RoomVersionRules)>> {
-        let Some(version) = self.storage.rooms.room_version(room_id).await? else { return Ok(None) };
-        let version = RoomVersionId::try_from(version.as_str()).map_err(internal)?;
+        let Some(version) = self.version_of(room_id).await? else { return Ok(None) };
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
         Ok(Some((version, rules)))
     }
