@@ -128,6 +128,10 @@ pub struct Registration {
     pub shared_secret: String,
     /// Localpart prefixes nobody may register (claimed by application services, bridges).
     pub reserved_prefixes: Vec<String>,
+    /// Guest accounts through `/register?kind=guest` (independent of `enabled`, as Synapse's
+    /// `allow_guest_access`): numeric user ids without credentials, limited to the guest
+    /// endpoints, joining only rooms whose `m.room.guest_access` is `can_join`.
+    pub allow_guest_access: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
