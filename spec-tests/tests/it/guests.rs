@@ -186,7 +186,7 @@ async fn guest_users_join_guest_access_rooms_and_send_messages() {
 }
 
 /// When a room's guest access changes away from `can_join`, the server makes its guests leave
-/// (their own leave events); full members stay.
+/// (their own leave events; invited guests decline); full members stay.
 /// Sytest: "Guest users are kicked from guest_access rooms on revocation of guest_access".
 #[tokio::test]
 async fn guest_users_are_kicked_on_revocation_of_guest_access() {
@@ -194,11 +194,15 @@ async fn guest_users_are_kicked_on_revocation_of_guest_access() {
     let alice = s.register("alice", "pw-alice-123").await;
     let bob = s.register("bob", "pw-bob-123").await;
     let guest = register_guest(&s).await;
+    let invited = register_guest(&s).await;
     let room = create_room(&s, &alice, "public_chat").await;
     set_guest_access(&s, &alice, &room, "can_join").await;
     assert_eq!(join(&s, &guest, &room).await.0, StatusCode::OK);
     assert_eq!(join(&s, &bob, &room).await.0, StatusCode::OK);
     assert_eq!(member_content(&s, &alice, &room, &guest.user_id).await["membership"], "join");
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    let (status, body) = s.post(&path, alice.token(), json!({"user_id": invited.user_id})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, body) = set_guest_access(&s, &alice, &room, "forbidden").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -214,6 +218,8 @@ async fn guest_users_are_kicked_on_revocation_of_guest_access() {
     assert_eq!(leave["content"]["membership"], "leave", "{state}");
     assert_eq!(leave["sender"], guest.user_id.as_str(), "the guest leaves itself: {leave}");
     assert_eq!(member_content(&s, &alice, &room, &bob.user_id).await["membership"], "join");
+    // An invited guest's invite is declined the same way.
+    assert_eq!(member_content(&s, &alice, &room, &invited.user_id).await["membership"], "leave");
     // Back in only when guests are allowed again.
     assert_error(&join(&s, &guest, &room).await, StatusCode::FORBIDDEN, "M_FORBIDDEN");
 }
