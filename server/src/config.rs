@@ -590,6 +590,7 @@ mod tests {
         assert_eq!(c.listeners.federation.addr.to_string(), "127.0.0.1:8448");
         assert!(c.database.url.is_empty());
         assert!(!c.registration.enabled);
+        assert!(!c.registration.allow_guest_access, "guests only when asked for");
         assert!(c.federation.verify_tls);
         assert!(!c.federation.allow_private_networks);
         assert!(c.federation.allow_list.is_empty());
