@@ -128,6 +128,10 @@ pub struct Registration {
     pub shared_secret: String,
     /// Localpart prefixes nobody may register (claimed by application services, bridges).
     pub reserved_prefixes: Vec<String>,
+    /// Guest accounts through `/register?kind=guest` (independent of `enabled`, as Synapse's
+    /// `allow_guest_access`): numeric user ids without credentials, limited to the guest
+    /// endpoints, joining only rooms whose `m.room.guest_access` is `can_join`.
+    pub allow_guest_access: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -586,6 +590,7 @@ mod tests {
         assert_eq!(c.listeners.federation.addr.to_string(), "127.0.0.1:8448");
         assert!(c.database.url.is_empty());
         assert!(!c.registration.enabled);
+        assert!(!c.registration.allow_guest_access, "guests only when asked for");
         assert!(c.federation.verify_tls);
         assert!(!c.federation.allow_private_networks);
         assert!(c.federation.allow_list.is_empty());

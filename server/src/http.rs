@@ -2,6 +2,7 @@
 //! authentication by auth scheme, CORS, metrics and the single error mapping.
 
 pub mod error;
+pub mod guest;
 pub mod metrics;
 pub mod ruma;
 pub mod tls;

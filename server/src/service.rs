@@ -107,6 +107,9 @@ pub enum ServiceError {
     CannotThumbnail,
     #[error("registration is disabled")]
     RegistrationDisabled,
+    /// A guest account asked for something only full accounts may do (or guests are not allowed).
+    #[error("guest access is forbidden: {0}")]
+    GuestAccessForbidden(String),
     #[error("user-interactive authentication required")]
     AuthRequired(Box<ruma::api::client::uiaa::UiaaInfo>),
     #[error("{0}")]

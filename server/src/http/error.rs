@@ -114,6 +114,7 @@ impl From<ServiceError> for ApiError {
                 (S::TOO_MANY_REQUESTS, ErrorKind::LimitExceeded(data))
             }
             ServiceError::RegistrationDisabled => (S::FORBIDDEN, ErrorKind::Forbidden),
+            ServiceError::GuestAccessForbidden(_) => (S::FORBIDDEN, ErrorKind::GuestAccessForbidden),
             ServiceError::Disabled(_) => (S::NOT_FOUND, ErrorKind::Unrecognized),
             ServiceError::Upstream(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
             ServiceError::UnknownPos => (S::BAD_REQUEST, ErrorKind::UnknownPos),

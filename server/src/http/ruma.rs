@@ -42,6 +42,11 @@ pub trait Authenticate: AuthScheme {
         request: &Request<&[u8]>,
         ip: Option<&str>,
     ) -> impl Future<Output = Result<Self::Identity, ApiError>> + Send;
+
+    /// Whether the identity is a guest account (limited to the endpoints in `http::guest`).
+    fn is_guest(_identity: &Self::Identity) -> bool {
+        false
+    }
 }
 
 /// The bearer token (header, or the deprecated `access_token` query parameter).
@@ -56,6 +61,10 @@ impl Authenticate for AccessToken {
     async fn authenticate(state: &AppState, request: &Request<&[u8]>, ip: Option<&str>) -> Result<Session, ApiError> {
         let token = bearer(request)?.ok_or(crate::service::ServiceError::MissingToken)?;
         Ok(state.sessions.authenticate(&token, ip).await?)
+    }
+
+    fn is_guest(session: &Session) -> bool {
+        session.is_guest
     }
 }
 
@@ -72,6 +81,10 @@ impl Authenticate for AccessTokenOptional {
             None => Ok(None),
         }
     }
+
+    fn is_guest(session: &Option<Session>) -> bool {
+        session.as_ref().is_some_and(|s| s.is_guest)
+    }
 }
 
 /// Endpoints that need no token, but may use one to know who asks (e.g. profile lookups).
@@ -87,6 +100,10 @@ impl Authenticate for NoAccessToken {
             Some(token) => Ok(state.sessions.authenticate(&token, ip).await.ok()),
             None => Ok(None),
         }
+    }
+
+    fn is_guest(session: &Option<Session>) -> bool {
+        session.as_ref().is_some_and(|s| s.is_guest)
     }
 }
 
@@ -148,7 +165,7 @@ impl Authenticate for NoAuthentication {
 
 impl<R> FromRequest<AppState> for Ruma<R>
 where
-    R: IncomingRequest + Send,
+    R: IncomingRequest + Send + 'static,
     R::Authentication: Authenticate,
 {
     type Rejection = ApiError;
@@ -175,7 +192,7 @@ where
 
 impl<R> Ruma<R>
 where
-    R: IncomingRequest + Send,
+    R: IncomingRequest + Send + 'static,
     R::Authentication: Authenticate,
 {
     /// Authenticates (with the body as `sent`) and parses (with `bytes`, where an empty JSON body
@@ -195,6 +212,10 @@ where
         reject_nul(&path_args, parts.uri.query(), bytes)?;
         let request = Request::from_parts(parts, sent);
         let identity = R::Authentication::authenticate(state, &request, client_ip.as_deref()).await?;
+        let guest = R::Authentication::is_guest(&identity);
+        if guest && !super::guest::endpoint_allowed::<R>() {
+            return Err(guest_forbidden());
+        }
         let (parts, _) = request.into_parts();
         let request = Request::from_parts(parts, bytes);
         let mut args: Vec<&str> = path_args.iter().map(String::as_str).collect();
@@ -215,8 +236,15 @@ where
             FromHttpRequestError::MethodMismatch { .. } => ApiError::unrecognized(StatusCode::METHOD_NOT_ALLOWED),
             other => ApiError::invalid_param(other.to_string()),
         })?;
+        if guest && !super::guest::request_allowed(&body) {
+            return Err(guest_forbidden());
+        }
         Ok(Self { body, identity, client_ip })
     }
+}
+
+fn guest_forbidden() -> ApiError {
+    crate::service::ServiceError::GuestAccessForbidden("guest accounts may not do this".to_owned()).into()
 }
 
 /// A media upload: the ruma request parsed from the path, query and headers, authenticated, with
@@ -243,7 +271,7 @@ where
 
 impl<R> FromRequest<AppState> for RumaUpload<R>
 where
-    R: IncomingRequest + Send,
+    R: IncomingRequest + Send + 'static,
     R::Authentication: Authenticate,
 {
     type Rejection = ApiError;

@@ -150,6 +150,30 @@ impl AccountService {
         }
     }
 
+    /// A new guest account (numeric localpart, no credentials).
+    pub async fn create_guest(&self) -> ServiceResult<OwnedUserId> {
+        for _ in 0..10 {
+            if let Some(user_id) = self.storage.users.create_guest(&self.server_name).await? {
+                tracing::info!(user_id = %user_id, "guest account created");
+                return OwnedUserId::try_from(user_id).map_err(|e| ServiceError::Internal(e.to_string()));
+            }
+        }
+        Err(ServiceError::Internal("could not find a free guest localpart".into()))
+    }
+
+    /// Turns a guest account into a full one with `password` (UIA done by the caller).
+    pub async fn upgrade_guest(&self, user_id: &UserId, password: Option<String>) -> ServiceResult<()> {
+        let password_hash = match password {
+            Some(p) => Some(self.passwords.hash(p).await?),
+            None => None,
+        };
+        if !self.storage.users.upgrade_guest(user_id.as_str(), password_hash.as_deref()).await? {
+            return Err(ServiceError::Forbidden(format!("{user_id} is not a guest account")));
+        }
+        tracing::info!(user_id = %user_id, "guest account upgraded");
+        Ok(())
+    }
+
     /// Sets a new password (UIA done by the caller).
     pub async fn set_password(&self, user_id: &str, password: String) -> ServiceResult<()> {
         let hash = self.passwords.hash(password).await?;

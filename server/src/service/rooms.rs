@@ -5,6 +5,7 @@ mod backfilled;
 pub mod client_format;
 mod create;
 mod directory;
+pub mod guests;
 mod membership;
 pub mod mls;
 pub mod persist;
@@ -217,6 +218,8 @@ impl RoomService {
             }
             return self.send_member_event(ev).await;
         }
+        let revokes_guests = ev.kind == guests::GUEST_ACCESS && ev.state_key.as_deref() == Some("");
+        let guest_room = ev.room_id.clone();
         let me = self.me.upgrade().ok_or_else(|| ServiceError::Internal("the room service has stopped".into()))?;
         let room_id = ev.room_id.to_string();
         let (reply, outcome) = tokio::sync::oneshot::channel();
@@ -229,7 +232,11 @@ impl RoomService {
         // Detached: a client hanging up must not abort a transaction that carries other
         // clients' events.
         tokio::spawn(async move { me.persist_queued_sends(&room_id).await });
-        outcome.await.unwrap_or_else(|_| Err(ServiceError::Internal("the send was dropped".into())))
+        let event_id = outcome.await.unwrap_or_else(|_| Err(ServiceError::Internal("the send was dropped".into())))?;
+        if revokes_guests {
+            self.remove_guests_if_revoked(&guest_room).await?;
+        }
+        Ok(event_id)
     }
 
     /// Takes the room's lock and persists every send queued for the room by then, in one

@@ -32,6 +32,8 @@ pub struct Session {
     pub user_id: String,
     pub device_id: String,
     pub is_admin: bool,
+    /// A guest account: limited to the guest endpoints (see `http::guest`).
+    pub is_guest: bool,
 }
 
 /// How a client proves who it is at `/login`.
@@ -122,7 +124,12 @@ impl SessionService {
             self.storage.devices.retire_predecessors(&hash).await?;
         }
         self.maybe_touch(&owner.user_id, &owner.device_id, ip).await;
-        Ok(Session { user_id: owner.user_id, device_id: owner.device_id, is_admin: owner.is_admin })
+        Ok(Session {
+            user_id: owner.user_id,
+            device_id: owner.device_id,
+            is_admin: owner.is_admin,
+            is_guest: owner.is_guest,
+        })
     }
 
     async fn maybe_touch(&self, user_id: &str, device_id: &str, ip: Option<&str>) {

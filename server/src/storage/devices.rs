@@ -27,6 +27,7 @@ pub struct TokenOwner {
     pub expires_ts: Option<i64>,
     pub deactivated: bool,
     pub is_admin: bool,
+    pub is_guest: bool,
 }
 
 /// The hashes of a freshly issued token set.
@@ -117,7 +118,7 @@ impl DeviceStore {
     pub async fn token_owner(&self, access_hash: &[u8]) -> StorageResult<Option<TokenOwner>> {
         Ok(sqlx::query_as!(
             TokenOwner,
-            "SELECT t.user_id, t.device_id, t.expires_ts, u.deactivated, u.is_admin
+            "SELECT t.user_id, t.device_id, t.expires_ts, u.deactivated, u.is_admin, u.is_guest
              FROM access_tokens t JOIN users u USING (user_id)
              WHERE t.token_hash = $1",
             access_hash

@@ -19,6 +19,7 @@ pub struct UserRecord {
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
     pub created_ts: i64,
+    pub is_guest: bool,
 }
 
 /// What a new account starts with.
@@ -53,10 +54,63 @@ impl UserStore {
         Ok(())
     }
 
+    /// Creates a guest account with the next numeric localpart on `server_name` (its display
+    /// name is the localpart, as for other accounts). `None` when that localpart is taken (by an
+    /// account older than the rule that keeps numeric names for guests): the caller tries again.
+    pub async fn create_guest(&self, server_name: &str) -> StorageResult<Option<String>> {
+        Ok(sqlx::query_scalar!(
+            "INSERT INTO users (user_id, localpart, is_guest, displayname, created_ts)
+             SELECT '@' || n || ':' || $1, n::text, TRUE, n::text, $2
+             FROM (SELECT nextval('guest_localpart_seq') AS n) AS next
+             ON CONFLICT DO NOTHING
+             RETURNING user_id",
+            server_name,
+            now_ms(),
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Turns an active guest account into a full one with a password; `false` if `user_id` is
+    /// not (or no longer) an active guest.
+    pub async fn upgrade_guest(&self, user_id: &str, password_hash: Option<&str>) -> StorageResult<bool> {
+        let done = sqlx::query!(
+            "UPDATE users SET is_guest = FALSE, password_hash = $2
+             WHERE user_id = $1 AND is_guest AND NOT deactivated",
+            user_id,
+            password_hash
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether `user_id` is a guest account of this server.
+    pub async fn is_guest(&self, user_id: &str) -> StorageResult<bool> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1 AND is_guest) AS "guest!""#,
+            user_id
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The guest accounts of this server that are joined to or invited into a room.
+    pub async fn guests_in_room(&self, room_id: &str) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            "SELECT m.user_id FROM room_memberships m JOIN users u USING (user_id)
+             WHERE m.room_id = $1 AND m.membership IN ('join', 'invite') AND u.is_guest
+             ORDER BY m.user_id",
+            room_id
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn get(&self, user_id: &str) -> StorageResult<Option<UserRecord>> {
         Ok(sqlx::query_as!(
             UserRecord,
-            "SELECT user_id, password_hash, is_admin, deactivated, displayname, avatar_url, created_ts
+            "SELECT user_id, password_hash, is_admin, deactivated, displayname, avatar_url, created_ts, is_guest
              FROM users WHERE user_id = $1",
             user_id
         )

@@ -8,6 +8,7 @@ mod devices;
 mod directory;
 mod durability;
 mod federation;
+mod guests;
 mod keys;
 mod media;
 mod membership;

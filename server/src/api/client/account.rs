@@ -23,7 +23,7 @@ use crate::{
 pub(super) async fn whoami(req: Ruma<whoami::Request>) -> ApiResult<whoami::Response> {
     let session = req.identity;
     let user_id = OwnedUserId::try_from(session.user_id).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let mut response = whoami::Response::new(user_id, false);
+    let mut response = whoami::Response::new(user_id, session.is_guest);
     response.device_id = Some(OwnedDeviceId::from(session.device_id));
     Ok(response.into())
 }

@@ -1,4 +1,5 @@
-//! Registration: open (dummy) or by registration token, with UIA sessions.
+//! Registration: open (dummy) or by registration token, with UIA sessions; guest accounts and
+//! their upgrade to full accounts.
 
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use ruma::{
 };
 
 use crate::{
-    http::{
-        error::ApiError,
-        ruma::{ApiResult, Ruma},
+    http::ruma::{ApiResult, Ruma},
+    service::{
+        registration::RegistrationRequest,
+        sessions::{IssuedTokens, LoginRequest},
     },
-    service::{registration::RegistrationRequest, sessions::LoginRequest},
     state::AppState,
 };
 
@@ -27,34 +28,39 @@ pub(super) async fn register(
     req: Ruma<register::Request>,
 ) -> ApiResult<register::Response> {
     let body = req.body;
+    let device = LoginRequest {
+        device_id: body.device_id.map(|d| d.to_string()),
+        initial_device_display_name: body.initial_device_display_name,
+        refresh_token: body.refresh_token,
+        ip: req.client_ip,
+    };
     if body.kind == RegistrationKind::Guest {
-        return Err(ApiError::new(
-            http::StatusCode::FORBIDDEN,
-            ruma::api::error::ErrorKind::GuestAccessForbidden,
-            "Guest access is disabled",
-        ));
+        let (user_id, issued) = state.registration.register_guest(device).await?;
+        return Ok(with_tokens(register::Response::new(user_id), issued).into());
     }
     let request = RegistrationRequest {
         username: body.username,
         password: body.password,
         auth: body.auth,
         inhibit_login: body.inhibit_login,
-        device: LoginRequest {
-            device_id: body.device_id.map(|d| d.to_string()),
-            initial_device_display_name: body.initial_device_display_name,
-            refresh_token: body.refresh_token,
-            ip: req.client_ip,
-        },
+        device,
+        guest_access_token: body.guest_access_token,
     };
     let (user_id, tokens) = state.registration.register(request).await?;
-    let mut response = register::Response::new(user_id);
-    if let Some(issued) = tokens {
-        response.access_token = Some(issued.access_token);
-        response.device_id = Some(OwnedDeviceId::from(issued.device_id));
-        response.refresh_token = issued.refresh_token;
-        response.expires_in = issued.expires_in_ms.map(Duration::from_millis);
+    let response = register::Response::new(user_id);
+    Ok(match tokens {
+        Some(issued) => with_tokens(response, issued),
+        None => response,
     }
-    Ok(response.into())
+    .into())
+}
+
+fn with_tokens(mut response: register::Response, issued: IssuedTokens) -> register::Response {
+    response.access_token = Some(issued.access_token);
+    response.device_id = Some(OwnedDeviceId::from(issued.device_id));
+    response.refresh_token = issued.refresh_token;
+    response.expires_in = issued.expires_in_ms.map(Duration::from_millis);
+    response
 }
 
 /// # `GET /_matrix/client/v3/register/available`

@@ -24,9 +24,11 @@ use crate::{
     storage::now_ms,
 };
 
-/// The state types an invitee sees before joining (the spec's recommendation).
+/// The state types an invitee sees before joining (the spec's recommendation, and
+/// `m.room.guest_access`, so that an invited guest's server can refuse the join before making it).
 const INVITE_STATE_TYPES: &[&str] = &[
     "m.room.create",
+    "m.room.guest_access",
     "m.room.join_rules",
     "m.room.name",
     "m.room.avatar",

@@ -10,13 +10,16 @@ use ruma::{
     ServerName, UserId,
     api::federation::membership::{create_join_event::v2 as send_join, prepare_join_event::v1 as make_join},
 };
-use serde_json::value::RawValue as RawJsonValue;
+use serde_json::{Value as JsonValue, value::RawValue as RawJsonValue};
 
 use super::{FederationService, received};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS},
+        rooms::{
+            Accepted, MembershipChange, Received, SUPPORTED_ROOM_VERSIONS,
+            guests::{GUEST_ACCESS, guests_may_join, guests_not_allowed},
+        },
     },
     storage::{federation::StoredPdu, now_ms},
 };
@@ -71,9 +74,14 @@ impl FederationService {
         room_id: &RoomId,
         servers: &[OwnedServerName],
     ) -> ServiceResult<OwnedEventId> {
+        let guest = self.rooms.is_local_guest(user_id).await?;
+        if guest {
+            self.refuse_guest_by_invite_state(user_id, room_id).await?;
+        }
         let mut last_error = ServiceError::NotFound("no server to join the room through".into());
         for server in servers.iter().filter(|s| **s != self.server_name) {
-            match self.join_through(user_id, room_id, server).await {
+            match self.join_through(user_id, room_id, server, guest).await {
+                Ok(id) if guest => return self.keep_guest_if_allowed(room_id, id).await,
                 Ok(id) => return Ok(id),
                 Err(e) => {
                     tracing::info!(room_id = %room_id, %server, error = %e, "could not join through a server");
@@ -84,11 +92,13 @@ impl FederationService {
         Err(last_error)
     }
 
+    /// One attempt of [`Self::join_remote`]; a `guest`'s join says `"kind": "guest"`.
     async fn join_through(
         &self,
         user_id: &UserId,
         room_id: &RoomId,
         server: &ServerName,
+        guest: bool,
     ) -> ServiceResult<OwnedEventId> {
         let mut request = make_join::Request::new(room_id.to_owned(), user_id.to_owned());
         request.ver = SUPPORTED_ROOM_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
@@ -115,6 +125,9 @@ impl FederationService {
             if let Some(url) = profile.avatar_url {
                 content.insert("avatar_url".into(), CanonicalJsonValue::String(url));
             }
+        }
+        if guest {
+            content.insert("kind".into(), CanonicalJsonValue::String("guest".into()));
         }
         event.insert("content".into(), CanonicalJsonValue::Object(content));
         let signed = self.sign_event(event, &rules)?;
@@ -181,6 +194,35 @@ impl FederationService {
             })
             .collect();
         (state_verified.into_iter().flatten().collect(), chain)
+    }
+
+    /// A guest invited to a room on another server: the state that came with the invite
+    /// decides before anything is sent, if it says whether guests may join.
+    async fn refuse_guest_by_invite_state(&self, user_id: &UserId, room_id: &RoomId) -> ServiceResult<()> {
+        let Some(m) = self.storage.rooms.membership(room_id.as_str(), user_id.as_str()).await? else { return Ok(()) };
+        let Some(JsonValue::Array(state)) = self.storage.rooms.remote_invite_state(&m.event_id).await? else {
+            return Ok(());
+        };
+        let guest_access = state.iter().find(|s| {
+            s.get("type").and_then(JsonValue::as_str) == Some(GUEST_ACCESS)
+                && s.get("state_key").and_then(JsonValue::as_str) == Some("")
+        });
+        match guest_access {
+            Some(event) if !guests_may_join(event.get("content")) => Err(guests_not_allowed(room_id.as_str())),
+            _ => Ok(()),
+        }
+    }
+
+    /// After a guest's join through another server (which cannot know the user is a guest):
+    /// the room's state now here decides, and a guest in a room that does not allow guests
+    /// leaves again at once.
+    async fn keep_guest_if_allowed(&self, room_id: &RoomId, join: OwnedEventId) -> ServiceResult<OwnedEventId> {
+        if self.rooms.guests_allowed(room_id).await? {
+            return Ok(join);
+        }
+        tracing::info!(room_id = %room_id, event_id = %join, "a guest joined a room without guest access: leaving");
+        self.rooms.remove_guests_if_revoked(room_id).await?;
+        Err(guests_not_allowed(room_id.as_str()))
     }
 
     /// A template from another server must describe the membership we asked for.

@@ -21,7 +21,7 @@ use super::FederationService;
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, Received, StateBefore, StateIds},
+        rooms::{Accepted, Received, StateBefore, StateIds, guests::GUEST_ACCESS},
     },
     storage::now_ms,
 };
@@ -250,6 +250,15 @@ impl FederationService {
         for event in later {
             let outcome = self.accept_with_history(origin, room, &rules, event).await;
             results.insert(event.pdu.event_id.clone(), outcome_result(origin, event, outcome));
+        }
+        // Each server removes its own guests when a room stops allowing them.
+        let guest_access_changed = events.iter().any(|e| {
+            e.pdu.kind.to_string() == GUEST_ACCESS
+                && e.pdu.state_key.as_deref() == Some("")
+                && results.get(&e.pdu.event_id).is_some_and(Result::is_ok)
+        });
+        if guest_access_changed && let Err(e) = self.rooms.remove_guests_if_revoked(room).await {
+            tracing::warn!(%origin, room_id = %room, error = %e, "could not check the room's guests");
         }
     }
 

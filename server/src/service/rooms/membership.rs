@@ -64,6 +64,7 @@ impl RoomService {
             // The server names who authorised a restricted join, never the client.
             content.remove("join_authorised_via_users_server");
             self.add_profile(change.sender.as_str(), &mut content).await?;
+            self.check_guest_join(ctx, &change.sender, &mut content).await?;
             self.authorise_restricted_join(ctx, change.sender.as_str(), &mut content).await?;
         }
         if change.membership == "invite"
