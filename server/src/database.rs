@@ -77,7 +77,10 @@ impl Database {
                     Ok(true)
                 })
             })
-            .connect_with(options.log_statements(tracing::log::LevelFilter::Trace))
+            // No JIT compilation: the planner's estimates for recursive graph walks and large
+            // id lists run into the millions of rows, which makes PostgreSQL spend hundreds of
+            // milliseconds compiling a query that then runs in a few.
+            .connect_with(options.log_statements(tracing::log::LevelFilter::Trace).options([("jit", "off")]))
             .await
             .map_err(DatabaseError::Connect)?;
         migrate(&pool).await?;
