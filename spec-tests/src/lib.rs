@@ -5,6 +5,7 @@
 //! builds (the server crate's own integration tests need it), or `POSTSTELLE_BIN`.
 
 pub mod fake_peer;
+pub mod identity;
 pub mod mls;
 pub mod synapse;
 
