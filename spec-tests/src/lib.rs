@@ -7,6 +7,7 @@
 pub mod fake_peer;
 pub mod identity;
 pub mod mls;
+pub mod sydent;
 pub mod synapse;
 
 use std::{

@@ -16,7 +16,10 @@ use crate::{
 };
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    r.ruma_route::<onbind::Request, _, _>(on_bind).ruma_route::<exchange::Request, _, _>(exchange_third_party_invite)
+    r.ruma_route::<onbind::Request, _, _>(on_bind)
+        // Sydent and Synapse use POST for the binding report; the spec says PUT.
+        .ruma_route_also_as::<onbind::Request, _, _>(http::Method::POST, on_bind)
+        .ruma_route::<exchange::Request, _, _>(exchange_third_party_invite)
 }
 
 /// # `PUT /_matrix/federation/v1/3pid/onbind`
