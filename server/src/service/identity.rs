@@ -206,3 +206,29 @@ impl IdentityClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(allow_private_networks: bool, plain_http: bool) -> IdentityClient {
+        IdentityClient::new(IdentityServers { allow_private_networks, plain_http }).expect("client")
+    }
+
+    #[test]
+    fn identity_servers_are_reached_over_https_on_public_addresses_only() {
+        let strict = client(false, false);
+        assert_eq!(strict.base("id.example.org").expect("public").as_str(), "https://id.example.org/");
+        assert!(matches!(strict.base("127.0.0.1:8090"), Err(ServiceError::Forbidden(_))));
+        assert!(matches!(strict.base("localhost"), Err(ServiceError::Forbidden(_))));
+        assert!(matches!(strict.base("id.example.org/path"), Err(ServiceError::InvalidParam(_))));
+        assert!(matches!(
+            strict.checked("http://id.example.org/_matrix/identity/v2/pubkey/isvalid"),
+            Err(ServiceError::InvalidParam(_))
+        ));
+
+        let test = client(true, true);
+        assert_eq!(test.base("127.0.0.1:8090").expect("allowed").as_str(), "http://127.0.0.1:8090/");
+        assert!(matches!(test.checked("ftp://127.0.0.1/x"), Err(ServiceError::InvalidParam(_))));
+    }
+}

@@ -340,3 +340,16 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let trimmed = text.trim_end_matches('=');
     STANDARD_NO_PAD.decode(trimmed).or_else(|_| URL_SAFE_NO_PAD.decode(trimmed)).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::decode_base64;
+
+    #[test]
+    fn keys_and_signatures_decode_in_either_base64_alphabet() {
+        assert_eq!(decode_base64("+/8"), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_base64("-_8"), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_base64("+/8="), Some(vec![0xfb, 0xff]));
+        assert_eq!(decode_base64("not base64!"), None);
+    }
+}
