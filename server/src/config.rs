@@ -317,6 +317,9 @@ pub struct IdentityServers {
     /// Speak plain HTTP to identity servers instead of HTTPS, and accept `http` key validity
     /// URLs (tests and closed networks only).
     pub plain_http: bool,
+    /// The identity servers (`host` or `host:port`) the server talks to; empty: any.
+    #[serde(deserialize_with = "comma_separated")]
+    pub allow_list: Vec<String>,
 }
 
 /// Presence (online, unavailable, offline) of users.

@@ -73,7 +73,20 @@ impl IdentityClient {
         if !self.config.allow_private_networks && outbound::is_private_host(&parsed) {
             return Err(ServiceError::Forbidden("identity servers in private networks are not reachable".into()));
         }
+        if !self.allowed(&parsed) {
+            return Err(ServiceError::Forbidden("this server does not use that identity server".into()));
+        }
         Ok(parsed)
+    }
+
+    /// Whether the operator's list of identity servers (if any) names the URL's host.
+    fn allowed(&self, url: &reqwest::Url) -> bool {
+        let Some(host) = url.host_str() else { return false };
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        self.config.allow_list.is_empty() || self.config.allow_list.iter().any(|a| *a == authority || a == host)
     }
 
     /// Sends a request to an identity server; its JSON answer. Refusals (4xx) say so, anything
@@ -212,7 +225,8 @@ mod tests {
     use super::*;
 
     fn client(allow_private_networks: bool, plain_http: bool) -> IdentityClient {
-        IdentityClient::new(IdentityServers { allow_private_networks, plain_http }).expect("client")
+        IdentityClient::new(IdentityServers { allow_private_networks, plain_http, allow_list: Vec::new() })
+            .expect("client")
     }
 
     #[test]
@@ -226,6 +240,18 @@ mod tests {
             strict.checked("http://id.example.org/_matrix/identity/v2/pubkey/isvalid"),
             Err(ServiceError::InvalidParam(_))
         ));
+
+        let listed = IdentityClient::new(IdentityServers {
+            allow_private_networks: false,
+            plain_http: false,
+            allow_list: vec!["id.example.org".into(), "other.example.org:8443".into()],
+        })
+        .expect("client");
+        assert!(listed.base("id.example.org").is_ok());
+        assert!(listed.base("id.example.org:443").is_ok());
+        assert!(listed.checked("https://other.example.org:8443/_matrix/identity/v2/pubkey/isvalid").is_ok());
+        assert!(matches!(listed.base("other.example.org"), Err(ServiceError::Forbidden(_))));
+        assert!(matches!(listed.base("evil.example.org"), Err(ServiceError::Forbidden(_))));
 
         let test = client(true, true);
         assert_eq!(test.base("127.0.0.1:8090").expect("allowed").as_str(), "http://127.0.0.1:8090/");

@@ -22,11 +22,12 @@ pub(crate) async fn server_with_identity<const N: usize>(names: [&str; N]) -> (T
     (s, accounts)
 }
 
-/// Lets a server reach the test identity server (loopback, plain HTTP).
+/// Lets a server reach identity servers on loopback, over plain HTTP.
 pub(crate) fn identity_options(options: ServerOptions) -> ServerOptions {
     options
         .set("POSTSTELLE_IDENTITY_SERVERS__ALLOW_PRIVATE_NETWORKS", true)
         .set("POSTSTELLE_IDENTITY_SERVERS__PLAIN_HTTP", true)
+        .set("POSTSTELLE_IDENTITY_SERVERS__ALLOW_LIST", "")
 }
 
 /// `POST /rooms/{room}/invite` with an email address at `is`.
@@ -275,12 +276,23 @@ async fn bad_third_party_invites_are_refused() {
     let r = invite_address(&s, &alice, &room, &is, "carol@example.org").await;
     assert_error(&r, StatusCode::BAD_GATEWAY, "M_UNKNOWN");
 
-    // A server with the defaults refuses identity servers on loopback.
-    let strict = TestServer::start().await;
+    // A server with the defaults refuses identity servers on loopback (any identity server).
+    let strict =
+        TestServer::start_with(ServerOptions::default().set("POSTSTELLE_IDENTITY_SERVERS__ALLOW_LIST", "")).await;
     let alice = strict.register("alice", "pw").await;
     let is = IdentityServer::start().await;
     let room = private_room(&strict, &alice, "11").await;
     let r = invite_address(&strict, &alice, &room, &is, "carol@example.org").await;
+    assert_error(&r, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert!(is.invites().is_empty());
+    // And one that lists its identity servers refuses the others, even where it may reach them.
+    let listed = TestServer::start_with(
+        identity_options(ServerOptions::default()).set("POSTSTELLE_IDENTITY_SERVERS__ALLOW_LIST", "id.example.org"),
+    )
+    .await;
+    let alice = listed.register("alice", "pw").await;
+    let room = private_room(&listed, &alice, "11").await;
+    let r = invite_address(&listed, &alice, &room, &is, "carol@example.org").await;
     assert_error(&r, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     assert!(is.invites().is_empty());
 }
