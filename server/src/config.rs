@@ -31,6 +31,8 @@ pub struct Config {
     pub rooms: Rooms,
     pub media: Media,
     pub push: Push,
+    /// Identity servers that third-party invites reach (the `id_server` a client names).
+    pub identity_servers: IdentityServers,
     pub presence: Presence,
     /// The base URL clients should use, published in `/.well-known/matrix/client`.
     /// Empty: `http://<client listener>`.
@@ -57,6 +59,7 @@ impl Default for Config {
             rooms: Rooms::default(),
             media: Media::default(),
             push: Push::default(),
+            identity_servers: IdentityServers::default(),
             presence: Presence::default(),
             public_baseurl: String::new(),
             log: "info".to_owned(),
@@ -301,6 +304,22 @@ pub struct Push {
     /// Allow push gateways on loopback, private and link-local addresses (off: refused, so that
     /// a pusher cannot make the server probe its own network).
     pub allow_private_networks: bool,
+}
+
+/// Identity servers, reached for third-party invites: a client names one (`id_server`), the
+/// server looks the address up there, stores the invite there and checks its keys' validity.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityServers {
+    /// Allow identity servers on loopback, private and link-local addresses (off: refused, so
+    /// that a client cannot make the server probe its own network).
+    pub allow_private_networks: bool,
+    /// Speak plain HTTP to identity servers instead of HTTPS, and accept `http` key validity
+    /// URLs (tests and closed networks only).
+    pub plain_http: bool,
+    /// The identity servers (`host` or `host:port`) the server talks to; empty: any.
+    #[serde(deserialize_with = "comma_separated")]
+    pub allow_list: Vec<String>,
 }
 
 /// Presence (online, unavailable, offline) of users.

@@ -27,6 +27,15 @@ use crate::{api, state::AppState};
 /// Registers a handler under every path ruma knows for endpoint `R` (unstable, r0, v3, …).
 pub(crate) trait RumaRouterExt {
     fn ruma_route<R: IncomingRequest, H: Handler<T, AppState>, T: 'static>(self, handler: H) -> Self;
+
+    /// Registers endpoint `R` also under `method`, which deployed servers use instead of the
+    /// spec's (the request is then read as sent with the spec's method). Only for endpoints
+    /// without request signatures, which cover the method.
+    fn ruma_route_also_as<R: IncomingRequest, H: Handler<T, AppState>, T: 'static>(
+        self,
+        method: Method,
+        handler: H,
+    ) -> Self;
 }
 
 impl RumaRouterExt for Router<AppState> {
@@ -40,6 +49,22 @@ impl RumaRouterExt for Router<AppState> {
                 self = self.route(&format!("{prefix}/"), on(filter, handler.clone()));
             }
             self = self.route(path, on(filter, handler.clone()));
+        }
+        self
+    }
+
+    fn ruma_route_also_as<R: IncomingRequest, H: Handler<T, AppState>, T: 'static>(
+        mut self,
+        method: Method,
+        handler: H,
+    ) -> Self {
+        let filter = MethodFilter::try_from(method).expect("a standard method");
+        let as_specified = middleware::map_request(|mut request: axum::extract::Request| async move {
+            *request.method_mut() = R::METHOD;
+            request
+        });
+        for path in ::ruma::api::path_builder::PathBuilder::all_paths(&R::PATH_BUILDER) {
+            self = self.route(path, on(filter, handler.clone()).layer(as_specified.clone()));
         }
         self
     }

@@ -11,7 +11,7 @@ use crate::{
         media::MediaService, mls::MlsService, notifier::Notifier, passwords::PasswordHasherService,
         presence::PresenceService, push::PushService, rate_limit::RateLimiter, registration::RegistrationService,
         rooms::RoomService, search::SearchService, server_keys::ServerKeyService, sessions::SessionService,
-        sync::SyncService, typing::TypingService, uiaa::UiaaService,
+        sync::SyncService, third_party_invites::ThirdPartyInviteService, typing::TypingService, uiaa::UiaaService,
     },
     storage::Storage,
 };
@@ -48,6 +48,8 @@ pub struct AppState {
     pub server_keys: Arc<ServerKeyService>,
     /// Rooms shared with other servers: inbound transactions, joins, the outbound queue.
     pub federation: Arc<FederationService>,
+    /// Invites by email address or phone number, through identity servers.
+    pub third_party_invites: Arc<ThirdPartyInviteService>,
     /// `server_name`, parsed.
     pub server_name: ruma::OwnedServerName,
     pub metrics: Arc<Metrics>,
@@ -137,6 +139,13 @@ impl AppState {
             presence.clone(),
             mls.clone(),
         );
+        let third_party_invites = Arc::new(ThirdPartyInviteService::new(
+            storage.clone(),
+            rooms.clone(),
+            federation.clone(),
+            crate::service::identity::IdentityClient::new(config.identity_servers.clone())?,
+            own_name.clone(),
+        ));
         let search = Arc::new(SearchService::new(storage.clone(), rooms.clone()));
         let push = PushService::new(
             storage.clone(),
@@ -170,6 +179,7 @@ impl AppState {
 
         Ok(Self {
             federation,
+            third_party_invites,
             rooms,
             ephemeral,
             e2ee,

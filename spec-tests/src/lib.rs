@@ -5,7 +5,9 @@
 //! builds (the server crate's own integration tests need it), or `POSTSTELLE_BIN`.
 
 pub mod fake_peer;
+pub mod identity;
 pub mod mls;
+pub mod sydent;
 pub mod synapse;
 
 use std::{
@@ -148,6 +150,8 @@ fn spawn(data_dir: &Path, database_url: &str, ports: (u16, u16), log: &Path, env
         // Closed federation unless a test federates: a test's server never looks up or reaches
         // another server's name (no DNS, no traffic off loopback). `federating()` opens it.
         .env("POSTSTELLE_FEDERATION__ALLOW_LIST", "no-federation.invalid")
+        // Likewise no identity server (third-party invites) unless a test names one.
+        .env("POSTSTELLE_IDENTITY_SERVERS__ALLOW_LIST", "no-identity-server.invalid")
         // Cheap hashes keep tests fast; the cost is configuration, not code.
         .env("POSTSTELLE_LOGIN__ARGON2_MEMORY_KIB", "256")
         .env("POSTSTELLE_LOGIN__ARGON2_ITERATIONS", "1")

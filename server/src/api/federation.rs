@@ -30,9 +30,10 @@ mod media;
 pub mod mls;
 mod queries;
 mod rooms;
+mod third_party;
 
 pub(crate) fn routes(r: Router<AppState>) -> Router<AppState> {
-    mls::routes(queries::routes(media::routes(rooms::routes(r))))
+    mls::routes(queries::routes(media::routes(third_party::routes(rooms::routes(r)))))
         .ruma_route::<server_keys::Request, _, _>(get_server_keys)
         .ruma_route::<version::Request, _, _>(get_version)
         .ruma_route::<notary_one::Request, _, _>(query_keys)

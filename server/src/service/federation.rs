@@ -11,6 +11,7 @@ mod join;
 mod mls;
 mod receive;
 pub mod sender;
+mod third_party;
 mod visible;
 
 pub use self::{join::StateAndAuth, receive::PduResults};

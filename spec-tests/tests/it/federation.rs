@@ -125,4 +125,5 @@ mod reads;
 mod rooms;
 mod split;
 mod synapse;
+mod third_party_invites;
 mod transport;

@@ -29,3 +29,4 @@ mod search;
 mod sessions;
 mod sliding_sync;
 mod sync;
+mod third_party_invites;

@@ -53,7 +53,11 @@ pub(super) async fn join_room_by_id(
 ) -> ApiResult<join_by_id::Response> {
     let user = me(&req.identity)?;
     let room_id = req.body.room_id;
-    state.federation.join(change(&req.identity, room_id.clone(), user, "join", req.body.reason)?, &[]).await?;
+    let change = change(&req.identity, room_id.clone(), user, "join", req.body.reason)?;
+    match &req.body.third_party_signed {
+        Some(signed) => state.third_party_invites.join_signed(change, signed, &[]).await?,
+        None => drop(state.federation.join(change, &[]).await?),
+    }
     Ok(join_by_id::Response::new(room_id).into())
 }
 
@@ -65,7 +69,10 @@ pub(super) async fn join_room_by_id_or_alias(
     let room_id = state.rooms.resolve_room(&req.body.room_id_or_alias).await?;
     let user = me(&req.identity)?;
     let change = change(&req.identity, room_id.clone(), user, "join", req.body.reason)?;
-    state.federation.join(change, &req.body.via).await?;
+    match &req.body.third_party_signed {
+        Some(signed) => state.third_party_invites.join_signed(change, signed, &req.body.via).await?,
+        None => drop(state.federation.join(change, &req.body.via).await?),
+    }
     Ok(join::Response::new(room_id).into())
 }
 
@@ -84,15 +91,16 @@ pub(super) async fn invite_user(
     req: Ruma<invite::Request>,
 ) -> ApiResult<invite::Response> {
     let body = req.body;
-    let invite::InvitationRecipient::UserId(recipient) = body.recipient else {
-        return Err(ApiError::new(
-            http::StatusCode::BAD_REQUEST,
-            ruma::api::error::ErrorKind::Unrecognized,
-            "third-party invites are not supported",
-        ));
-    };
-    let (user_id, reason) = (recipient.user_id, recipient.reason);
-    state.federation.invite(change(&req.identity, body.room_id, user_id, "invite", reason)?).await?;
+    match body.recipient {
+        invite::InvitationRecipient::UserId(recipient) => {
+            let (user_id, reason) = (recipient.user_id, recipient.reason);
+            state.federation.invite(change(&req.identity, body.room_id, user_id, "invite", reason)?).await?;
+        }
+        invite::InvitationRecipient::ThirdPartyId(invite) => {
+            state.third_party_invites.invite(me(&req.identity)?, body.room_id, &invite).await?;
+        }
+        _ => return Err(ApiError::bad_json("unknown kind of invitation recipient")),
+    }
     Ok(invite::Response::new().into())
 }
 

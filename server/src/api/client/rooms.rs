@@ -88,22 +88,29 @@ pub(super) async fn create_room(
         };
         initial_state.push((kind.to_owned(), key.to_owned(), content));
     }
-    let (room_id, _) = state
-        .federation
-        .create_room(CreateRoom {
-            creator: user_id(&req.identity)?,
-            room_version: body.room_version.map(|v| v.to_string()),
-            preset: body.preset.map(|p| p.as_str().to_owned()),
-            visibility_public: body.visibility == ruma::api::client::room::Visibility::Public,
-            creation_content: body.creation_content.as_ref().map(raw_content).transpose()?.unwrap_or_default(),
-            power_level_content_override: body.power_level_content_override.as_ref().map(raw_content).transpose()?,
-            initial_state,
-            name: body.name,
-            topic: body.topic,
-            room_alias_name: body.room_alias_name,
-            invite: body.invite,
-            is_direct: body.is_direct,
-        })
+    let room_id = state
+        .third_party_invites
+        .create_room(
+            CreateRoom {
+                creator: user_id(&req.identity)?,
+                room_version: body.room_version.map(|v| v.to_string()),
+                preset: body.preset.map(|p| p.as_str().to_owned()),
+                visibility_public: body.visibility == ruma::api::client::room::Visibility::Public,
+                creation_content: body.creation_content.as_ref().map(raw_content).transpose()?.unwrap_or_default(),
+                power_level_content_override: body
+                    .power_level_content_override
+                    .as_ref()
+                    .map(raw_content)
+                    .transpose()?,
+                initial_state,
+                name: body.name,
+                topic: body.topic,
+                room_alias_name: body.room_alias_name,
+                invite: body.invite,
+                is_direct: body.is_direct,
+            },
+            &body.invite_3pid,
+        )
         .await?;
     Ok(create_room::Response::new(room_id).into())
 }

@@ -109,7 +109,7 @@ async fn a_user_joins_a_remote_room_and_messages_flow_both_ways() {
 
 /// Waits (up to 30 s) until `user`'s membership in the room, as `who` reads it on `s`, is
 /// `membership`.
-async fn wait_for_membership(s: &TestServer, who: &Account, room: &str, user: &str, membership: &str) {
+pub(super) async fn wait_for_membership(s: &TestServer, who: &Account, room: &str, user: &str, membership: &str) {
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room), enc(user));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
