@@ -79,9 +79,14 @@ impl FederationService {
                 "a transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"
             )));
         }
-        // It is up: whatever waits for it goes now.
-        self.storage.federation.reset_backoff(origin.as_str()).await?;
-        if let Some(answer) = self.storage.federation.inbound_txn(origin.as_str(), txn_id).await? {
+        // It is up: whatever waits for it goes now. (Read alongside the question whether this
+        // transaction was answered before.)
+        let (reset, answered) = tokio::join!(
+            self.storage.federation.reset_backoff(origin.as_str()),
+            self.storage.federation.inbound_txn(origin.as_str(), txn_id)
+        );
+        reset?;
+        if let Some(answer) = answered? {
             return Ok(serde_json::from_value::<BTreeMap<OwnedEventId, Option<String>>>(answer)
                 .unwrap_or_default()
                 .into_iter()

@@ -33,14 +33,25 @@ impl RoomService {
                 answers.push(None);
                 continue;
             }
-            w.savepoint().await?;
+            // A run of one (the common case: a message as it is sent) needs no savepoint: a
+            // failure rolls the whole transaction back.
+            if events.len() > 1 {
+                w.savepoint().await?;
+            }
             match self.accept_in(&mut w, &mut loaded, &rules, event, StateBefore::Prevs, None).await {
                 Ok((outcome, _)) => {
-                    w.release_savepoint().await?;
+                    if events.len() > 1 {
+                        w.release_savepoint().await?;
+                    }
                     if outcome == Accepted::Stored {
                         stored.insert(event.pdu.event_id.as_str());
                     }
                     answers.push(Some(Ok(outcome)));
+                }
+                Err(e) if events.len() == 1 => {
+                    drop(w);
+                    tracing::info!(event_id = %event.pdu.event_id, error = %e, "could not accept a received event");
+                    return Ok(vec![Some(Err(e))]);
                 }
                 Err(e) => {
                     w.rollback_to_savepoint().await?;
