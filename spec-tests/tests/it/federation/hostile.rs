@@ -9,7 +9,7 @@ use super::origin::{Draft, Joined, Origin, Pdu, enc, now_ms};
 
 /// A real server with Alice and her public room of `version`, and a fake origin whose user
 /// Mallory joined it.
-async fn setup(version: &str) -> (TestServer, Account, Origin, Joined) {
+pub(crate) async fn setup(version: &str) -> (TestServer, Account, Origin, Joined) {
     let a = TestServer::start_with(ServerOptions::federating()).await;
     let alice = a.register("alice", "pw-alice-123").await;
     let origin = Origin::start().await;
@@ -18,7 +18,7 @@ async fn setup(version: &str) -> (TestServer, Account, Origin, Joined) {
     (a, alice, origin, joined)
 }
 
-async fn public_room(a: &TestServer, alice: &Account, version: &str) -> String {
+pub(crate) async fn public_room(a: &TestServer, alice: &Account, version: &str) -> String {
     let body = json!({"preset": "public_chat", "room_version": version, "name": "shared"});
     let (status, answer) = a.post("/_matrix/client/v3/createRoom", alice.token(), body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -26,28 +26,28 @@ async fn public_room(a: &TestServer, alice: &Account, version: &str) -> String {
 }
 
 /// `/rooms/{room}/event/{id}` as `who` sees it.
-async fn event(a: &TestServer, who: &Account, room: &str, id: &str) -> (StatusCode, Value) {
+pub(crate) async fn event(a: &TestServer, who: &Account, room: &str, id: &str) -> (StatusCode, Value) {
     a.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room), enc(id)), who.token()).await
 }
 
 #[track_caller]
-fn assert_not_found(result: &(StatusCode, Value), what: &str) {
+pub(crate) fn assert_not_found(result: &(StatusCode, Value), what: &str) {
     assert_eq!(result.0, StatusCode::NOT_FOUND, "{what} is visible: {}", result.1);
 }
 
 /// The room's latest events as `who` sees them (newest first).
-async fn timeline(a: &TestServer, who: &Account, room: &str) -> Vec<Value> {
+pub(crate) async fn timeline(a: &TestServer, who: &Account, room: &str) -> Vec<Value> {
     let (status, answer) =
         a.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", enc(room)), who.token()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     answer["chunk"].as_array().cloned().unwrap_or_default()
 }
 
-fn ids(events: &[Value]) -> Vec<&str> {
+pub(crate) fn ids(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["event_id"].as_str()).collect()
 }
 
-async fn state(a: &TestServer, who: &Account, room: &str, kind: &str, key: &str) -> Value {
+pub(crate) async fn state(a: &TestServer, who: &Account, room: &str, kind: &str, key: &str) -> Value {
     let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", enc(room), enc(key));
     let (status, answer) = a.get(&path, who.token()).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -56,7 +56,7 @@ async fn state(a: &TestServer, who: &Account, room: &str, kind: &str, key: &str)
 
 /// The per-PDU result of `pdu` in a `/send` answer: `Ok` or the error.
 #[track_caller]
-fn result_of(answer: &Value, pdu: &Pdu) -> Result<(), String> {
+pub(crate) fn result_of(answer: &Value, pdu: &Pdu) -> Result<(), String> {
     match &answer["pdus"][&pdu.id] {
         Value::Object(o) if o.is_empty() => Ok(()),
         Value::Object(o) => Err(o.get("error").and_then(Value::as_str).unwrap_or("(no error text)").to_owned()),
@@ -65,12 +65,12 @@ fn result_of(answer: &Value, pdu: &Pdu) -> Result<(), String> {
 }
 
 #[track_caller]
-fn assert_accepted(answer: &Value, pdu: &Pdu) {
+pub(crate) fn assert_accepted(answer: &Value, pdu: &Pdu) {
     assert_eq!(result_of(answer, pdu), Ok(()), "{answer}");
 }
 
 #[track_caller]
-fn assert_refused(answer: &Value, pdu: &Pdu) {
+pub(crate) fn assert_refused(answer: &Value, pdu: &Pdu) {
     assert!(result_of(answer, pdu).is_err(), "{} was accepted: {answer}", pdu.id);
 }
 
@@ -172,6 +172,14 @@ async fn pdus_failing_the_auth_rules_are_rejected() {
     let path = format!("/_matrix/federation/v1/event/{}", enc(&power_grab.id));
     let (status, served) = origin.request(&a, "GET", &path, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a rejected event is served: {served}");
+    for endpoint in ["state", "state_ids"] {
+        for pdu in [&power_grab, &rename] {
+            let path = format!("/_matrix/federation/v1/{endpoint}/{}?event_id={}", enc(&room.room_id), enc(&pdu.id));
+            let (status, served) = origin.request(&a, "GET", &path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "/{endpoint} at a rejected event: {served}");
+            assert_eq!(served["errcode"], "M_NOT_FOUND", "{served}");
+        }
+    }
     let levels = state(&a, &alice, &room.room_id, "m.room.power_levels", "").await;
     assert!(levels["users"].get(&room.user).is_none(), "{levels}");
     assert_eq!(state(&a, &alice, &room.room_id, "m.room.name", "").await["name"], "shared");
@@ -250,6 +258,16 @@ async fn transaction_bounds_and_retries() {
     assert_not_found(&event(&a, &alice, &room.room_id, &later.id).await, "a PDU of a retried transaction");
     let onces = timeline(&a, &alice, &room.room_id).await.iter().filter(|e| e["content"]["body"] == "once").count();
     assert_eq!(onces, 1);
+
+    // The same PDU ten times in one transaction (Sytest "Server correctly handles transactions
+    // that break edu limits", beside the 51 PDUs above): accepted once.
+    let tenfold = origin.event(&room, Draft::message("tenfold"));
+    let (status, answer) = origin.send(&a, "tenfold", &[&tenfold; 10]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_accepted(&answer, &tenfold);
+    room.advance(&tenfold);
+    let copies = timeline(&a, &alice, &room.room_id).await.iter().filter(|e| e["content"]["body"] == "tenfold").count();
+    assert_eq!(copies, 1);
 }
 
 /// A PDU after events the server has not seen: the server fetches them from the origin with

@@ -48,6 +48,7 @@ pub(crate) struct Origin {
 }
 
 /// A room the origin's user joined: the ids a new PDU is built on.
+#[derive(Clone)]
 pub(crate) struct Joined {
     pub room_id: String,
     pub rules: RoomVersionRules,
