@@ -93,7 +93,8 @@ impl FederationService {
         rules: &RoomVersionRules,
         room: &RoomId,
     ) -> Result<IncomingPdu, IncomingError> {
-        let (parsed, query, ts) = parse_with_keys(raw, rules, room)?;
+        let parsed = incoming::parse(raw, rules, Some(room))?;
+        let (query, ts) = signing_keys_needed(&parsed, rules)?;
         let keys = self.signing_keys(&query, ts).await?;
         incoming::verify(parsed, &keys, rules)
     }
@@ -132,14 +133,24 @@ impl FederationService {
         room: &RoomId,
         origin: &ServerName,
     ) -> Vec<Result<Received, IncomingError>> {
-        let (r, owned_room) = (rules.clone(), room.to_owned());
-        let parsed = on_cores(raws.to_vec(), move |raw| parse_with_keys(&raw, &r, &owned_room)).await;
+        let parsed = parse_each(raws.to_vec(), rules, room).await;
+        self.verify_parsed(parsed, rules, origin).await
+    }
+
+    /// The second step of [`Self::verify_each`], for PDUs parsed by [`parse_each`].
+    async fn verify_parsed(
+        &self,
+        parsed: Vec<Result<IncomingPdu, IncomingError>>,
+        rules: &RoomVersionRules,
+        origin: &ServerName,
+    ) -> Vec<Result<Received, IncomingError>> {
         let mut ready = Vec::with_capacity(parsed.len());
         for result in parsed {
-            ready.push(match result {
-                Ok((pdu, query, ts)) => self.signing_keys(&query, ts).await.map(|keys| (pdu, keys)),
+            let keyed = match result.and_then(|pdu| signing_keys_needed(&pdu, rules).map(|q| (pdu, q))) {
+                Ok((pdu, (query, ts))) => self.signing_keys(&query, ts).await.map(|keys| (pdu, keys)),
                 Err(e) => Err(e),
-            });
+            };
+            ready.push(keyed);
         }
         let (r, from) = (rules.clone(), origin.to_owned());
         on_cores(ready, move |keyed| {
@@ -149,21 +160,26 @@ impl FederationService {
     }
 }
 
-/// A PDU parsed and its id computed, with the keys its signatures need and when it was sent.
-fn parse_with_keys(
-    raw: &RawJsonValue,
+/// The first step of verifying PDUs of a room, on the cores: each parsed with its id computed,
+/// or why it is not a PDU of the room.
+async fn parse_each(
+    raws: Vec<Box<RawJsonValue>>,
     rules: &RoomVersionRules,
     room: &RoomId,
-) -> Result<(IncomingPdu, KeyQuery, i64), IncomingError> {
-    let parsed = incoming::parse(raw, rules, Some(room))?;
-    let query: KeyQuery = incoming::required_keys(&parsed, rules)?
+) -> Vec<Result<IncomingPdu, IncomingError>> {
+    let (r, owned_room) = (rules.clone(), room.to_owned());
+    on_cores(raws, move |raw| incoming::parse(&raw, &r, Some(&owned_room))).await
+}
+
+/// The keys a parsed PDU's signatures need, and when it was sent.
+fn signing_keys_needed(parsed: &IncomingPdu, rules: &RoomVersionRules) -> Result<(KeyQuery, i64), IncomingError> {
+    let query: KeyQuery = incoming::required_keys(parsed, rules)?
         .into_iter()
         .map(|(server, ids)| {
             (server, ids.into_iter().filter_map(|id| OwnedServerSigningKeyId::try_from(id).ok()).collect())
         })
         .collect();
-    let ts = i64::from(parsed.pdu.origin_server_ts.0);
-    Ok((parsed, query, ts))
+    Ok((query, i64::from(parsed.pdu.origin_server_ts.0)))
 }
 
 /// Applies `f` to every item on the blocking threads, a share of the items per core, and

@@ -197,25 +197,28 @@ impl FederationService {
             }
         };
         let acl = self.check_acl(origin, room.as_str()).await;
+        // Each PDU is parsed once: its id names its result, the parse goes on to verification.
+        let owned: Vec<Box<RawJsonValue>> = raws.iter().map(|raw| (*raw).to_owned()).collect();
         let mut to_verify = Vec::with_capacity(raws.len());
         let mut ids = Vec::with_capacity(raws.len());
-        for raw in raws {
-            let id = match poststelle_federation::incoming::parse(raw, &rules, Some(room)) {
-                Ok(p) => p.pdu.event_id,
+        for parsed in super::parse_each(owned, &rules, room).await {
+            let parsed = match parsed {
+                Ok(p) => p,
                 Err(e) => {
                     tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU");
                     continue;
                 }
             };
+            let id = parsed.pdu.event_id.clone();
             if let Err(e) = &acl {
                 results.insert(id, Err(e.to_string()));
                 continue;
             }
-            to_verify.push((*raw).to_owned());
+            to_verify.push(Ok(parsed));
             ids.push(id);
         }
         let mut events = Vec::with_capacity(to_verify.len());
-        for (id, verified) in ids.into_iter().zip(self.verify_each(&to_verify, &rules, room, origin).await) {
+        for (id, verified) in ids.into_iter().zip(self.verify_parsed(to_verify, &rules, origin).await) {
             match verified {
                 Ok(v) => events.push(v),
                 Err(e) => {
