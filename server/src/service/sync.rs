@@ -96,7 +96,7 @@ impl SyncService {
             account_data: p.account_data,
             typing: self.typing.position(),
             device_lists: p.device_lists,
-            presence: self.presence.position().await?,
+            presence: self.presence.position_from(p.presence),
         })
     }
 
@@ -160,7 +160,13 @@ impl SyncService {
         let (memberships, (rules, displayname), account_data, messages, device_lists, (counts, fallback), presence) = tokio::try_join!(
             async { Ok::<_, ServiceError>(self.storage.rooms.memberships_of(user).await?) },
             self.push_facts(&req.user_id),
-            async { Ok(self.storage.account_data.changed_since(user, since_ad).await?) },
+            async {
+                // The user's account-data position is its newest entry's: unmoved means unchanged.
+                if since.is_some_and(|s| s.account_data == now.account_data) {
+                    return Ok(Vec::new());
+                }
+                Ok(self.storage.account_data.changed_since(user, since_ad).await?)
+            },
             async {
                 Ok(self
                     .storage
@@ -399,15 +405,10 @@ impl SyncService {
 
     /// What push rules are evaluated with for the user: their rules and display name.
     async fn push_facts(&self, user_id: &ruma::UserId) -> ServiceResult<(ruma::push::Ruleset, String)> {
-        let rules = self.account_data.push_rules(user_id).await?;
-        let displayname = self
-            .storage
-            .users
-            .get(user_id.as_str())
-            .await?
-            .and_then(|u| u.displayname)
-            .unwrap_or_else(|| user_id.localpart().to_owned());
-        Ok((rules, displayname))
+        let (rules, user) =
+            tokio::join!(self.account_data.push_rules(user_id), self.storage.users.get(user_id.as_str()));
+        let displayname = user?.and_then(|u| u.displayname).unwrap_or_else(|| user_id.localpart().to_owned());
+        Ok((rules?, displayname))
     }
 
     /// `m.receipt` contents per room for receipts in `(since, upto]`; private read receipts only
@@ -420,6 +421,9 @@ impl SyncService {
         upto: i64,
     ) -> ServiceResult<BTreeMap<String, JsonValue>> {
         let mut by_room: BTreeMap<String, JsonValue> = BTreeMap::new();
+        if since >= upto {
+            return Ok(by_room);
+        }
         for r in self.storage.ephemeral.receipts_since(rooms, since, upto).await? {
             if r.receipt_type == "m.read.private" && r.user_id != user {
                 continue;

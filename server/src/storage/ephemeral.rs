@@ -158,17 +158,13 @@ impl EphemeralStore {
         to: i64,
         limit: i64,
     ) -> StorageResult<Vec<ToDeviceRow>> {
-        sqlx::query!(
-            "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3",
-            user_id,
-            device_id,
-            upto
-        )
-        .execute(&self.pool)
-        .await?;
+        // What the token acknowledges goes, in the same statement that reads what follows it
+        // (the two ranges do not overlap, so the read is unaffected by the delete).
         Ok(sqlx::query_as!(
             ToDeviceRow,
-            "SELECT stream_id, sender, event_type, content FROM to_device_messages
+            "WITH acknowledged AS (
+                 DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3)
+             SELECT stream_id, sender, event_type, content FROM to_device_messages
              WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4
              ORDER BY stream_id LIMIT $5",
             user_id,

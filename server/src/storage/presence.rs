@@ -35,14 +35,6 @@ impl PresenceStore {
         Self { pool }
     }
 
-    /// The current position of the presence stream.
-    pub async fn position(&self) -> StorageResult<i64> {
-        Ok(sqlx::query_scalar!("SELECT position FROM stream_heads WHERE stream = 'presence'")
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
-    }
-
     pub async fn get(&self, user_id: &str) -> StorageResult<Option<PresenceRow>> {
         Ok(sqlx::query_as!(
             PresenceRow,

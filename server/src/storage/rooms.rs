@@ -15,6 +15,7 @@ pub struct SyncPositions {
     pub to_device: i64,
     pub account_data: i64,
     pub device_lists: i64,
+    pub presence: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +100,8 @@ impl RoomStore {
                       COALESCE((SELECT position FROM stream_heads WHERE stream = 'receipts'), 0) AS "receipts!",
                       COALESCE((SELECT position FROM stream_heads WHERE stream = 'to_device'), 0) AS "to_device!",
                       COALESCE((SELECT MAX(stream_id) FROM account_data WHERE user_id = $1), 0) AS "account_data!",
-                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'device_lists'), 0) AS "device_lists!""#,
+                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'device_lists'), 0) AS "device_lists!",
+                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'presence'), 0) AS "presence!""#,
             user_id
         )
         .fetch_one(&self.pool)
