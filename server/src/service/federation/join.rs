@@ -358,8 +358,10 @@ impl FederationService {
             self.storage.rooms.state_ids_at(event_id, before).await?.into_iter().map(|(_, _, id)| id).collect();
         let mut chain_of = state_ids.clone();
         chain_of.push(event_id.to_owned());
-        let chain_ids = self.storage.federation.auth_chain_ids(&chain_of).await?;
-        let state = self.storage.federation.pdus(&state_ids).await?;
+        // The state's events are read while the chain is walked.
+        let (chain_ids, state) =
+            tokio::join!(self.storage.federation.auth_chain_ids(&chain_of), self.storage.federation.pdus(&state_ids));
+        let (chain_ids, state) = (chain_ids?, state?);
         let chain = self.storage.federation.pdus(&chain_ids).await?;
         let state = state.into_iter().map(|p| raw(p.pdu)).collect::<ServiceResult<_>>()?;
         let chain = chain.into_iter().map(|p| raw(p.pdu)).collect::<ServiceResult<_>>()?;
