@@ -13,6 +13,7 @@ pub mod power;
 pub mod read;
 pub mod relations;
 mod remote;
+mod remote_membership;
 mod remote_run;
 mod upgrade;
 pub mod visibility;

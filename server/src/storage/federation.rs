@@ -22,7 +22,17 @@ pub struct StoredPdu {
     pub pdu: String,
     pub outlier: bool,
     pub rejected: bool,
+    /// Out of the timeline but with its state known: events may build on it.
+    pub soft_failed: bool,
     pub stream_ordering: i64,
+}
+
+impl StoredPdu {
+    /// Whether an event may be built on it with the state after it: a timeline event, or a
+    /// soft-failed one.
+    pub fn has_state(&self) -> bool {
+        !self.outlier || (self.soft_failed && !self.rejected)
+    }
 }
 
 /// One destination's next transaction: PDUs (queued position, event id, PDU) and EDUs
@@ -94,7 +104,7 @@ impl FederationStore {
     pub async fn pdu(&self, event_id: &str) -> StorageResult<Option<StoredPdu>> {
         Ok(sqlx::query_as!(
             StoredPdu,
-            r#"SELECT event_id, room_id, pdu, outlier, rejected IS NOT NULL AS "rejected!", stream_ordering
+            r#"SELECT event_id, room_id, pdu, outlier, rejected IS NOT NULL AS "rejected!", soft_failed, stream_ordering
                FROM events WHERE event_id = $1"#,
             event_id
         )
@@ -106,7 +116,7 @@ impl FederationStore {
     pub async fn pdus(&self, event_ids: &[String]) -> StorageResult<Vec<StoredPdu>> {
         Ok(sqlx::query_as!(
             StoredPdu,
-            r#"SELECT event_id, room_id, pdu, outlier, rejected IS NOT NULL AS "rejected!", stream_ordering
+            r#"SELECT event_id, room_id, pdu, outlier, rejected IS NOT NULL AS "rejected!", soft_failed, stream_ordering
                FROM events WHERE event_id = ANY($1)"#,
             event_ids
         )

@@ -31,6 +31,9 @@ const MAX_PDUS: usize = 50;
 const MAX_EDUS: usize = 100;
 /// How many missing predecessors one `/get_missing_events` asks for.
 const MISSING_EVENTS_LIMIT: u32 = 20;
+/// How many events a reported state (`/state_ids`) may lead this server to ask for, its auth
+/// chains included.
+const MAX_REPORTED_EVENTS: usize = 50_000;
 
 /// What a transaction's PDUs came to: per event id, `Ok` or the reason it was not accepted.
 pub type PduResults = BTreeMap<OwnedEventId, Result<(), String>>;
@@ -271,8 +274,8 @@ impl FederationService {
     }
 
     /// Splits a room's received events (sorted by depth) into those whose auth events are
-    /// stored and whose prev events are in the room's timeline, counting the events before them
-    /// in the list as both, and the rest.
+    /// stored and whose prev events have a known state (in the room's timeline, or
+    /// soft-failed), counting the events before them in the list as both, and the rest.
     async fn split_known<'a>(
         &self,
         room: &RoomId,
@@ -299,16 +302,17 @@ impl FederationService {
         let mut stored = self.storage.federation.pdus(&wanted).await?;
         stored.retain(|p| p.room_id == room.as_str());
         let mut known_auth: BTreeSet<String> = stored.iter().map(|p| p.event_id.clone()).collect();
-        let mut in_timeline: BTreeSet<String> = stored.into_iter().filter(|p| !p.outlier).map(|p| p.event_id).collect();
+        let mut with_state: BTreeSet<String> =
+            stored.into_iter().filter(|p| p.has_state()).map(|p| p.event_id).collect();
         let (mut run, mut alone) = (Vec::new(), Vec::new());
         for e in events {
             let (auth, prev) = needs(e);
             if !prev.is_empty()
                 && auth.iter().all(|a| known_auth.contains(a))
-                && prev.iter().all(|p| in_timeline.contains(p))
+                && prev.iter().all(|p| with_state.contains(p))
             {
                 known_auth.insert(e.pdu.event_id.to_string());
-                in_timeline.insert(e.pdu.event_id.to_string());
+                with_state.insert(e.pdu.event_id.to_string());
                 run.push(e);
             } else {
                 alone.push(e);
@@ -400,7 +404,7 @@ impl FederationService {
                 fetched.sort_by_key(|e| e.pdu.depth);
                 for e in &fetched {
                     let id = e.pdu.event_id.to_string();
-                    let known = self.storage.federation.pdu(&id).await?.is_some_and(|p| !p.outlier);
+                    let known = self.storage.federation.pdu(&id).await?.is_some_and(|p| p.has_state());
                     if known || e.pdu.prev_events.is_empty() || !self.missing_prevs(e).await?.is_empty() {
                         continue;
                     }
@@ -428,6 +432,9 @@ impl FederationService {
 
     /// The state before an event as `origin` reports it (`/state_ids`), with the events of it
     /// and their auth chains that this server lacks fetched (`/event`) and stored as outliers.
+    /// The auth chain it names may be incomplete (even empty): the auth events the fetched
+    /// events name are fetched too. Only events of the room that passed their auth checks
+    /// make up the state.
     pub(super) async fn reported_state(
         &self,
         origin: &ServerName,
@@ -439,18 +446,43 @@ impl FederationService {
         let wanted: Vec<String> = ids.pdu_ids.iter().chain(&ids.auth_chain_ids).map(ToString::to_string).collect();
         let known: BTreeSet<String> =
             self.storage.federation.pdus(&wanted).await?.into_iter().map(|p| p.event_id).collect();
-        let mut fetched = Vec::new();
-        for id in wanted.iter().filter(|id| !known.contains(*id)) {
-            let Ok(id) = OwnedEventId::try_from(id.as_str()) else { continue };
-            let response = self.call(origin, get_event::Request::new(id)).await?;
-            fetched.extend(self.verify_all(std::slice::from_ref(&response.pdu), rules, room, origin).await);
+        let mut fetched: Vec<Received> = Vec::new();
+        let mut asked: BTreeSet<String> = known;
+        let mut next: Vec<String> = wanted;
+        while !next.is_empty() && asked.len() < MAX_REPORTED_EVENTS {
+            next.retain(|id| asked.insert(id.clone()));
+            let mut got = Vec::new();
+            for id in &next {
+                let Ok(id) = OwnedEventId::try_from(id.as_str()) else { continue };
+                let response = self.call(origin, get_event::Request::new(id)).await?;
+                got.extend(self.verify_all(std::slice::from_ref(&response.pdu), rules, room, origin).await);
+            }
+            // Their auth events that neither side named: asked for in the next round.
+            let named: Vec<String> = got
+                .iter()
+                .flat_map(|e| {
+                    crate::service::rooms::with_implied_create(
+                        &e.pdu,
+                        rules,
+                        e.pdu.auth_events.iter().map(ToString::to_string).collect(),
+                    )
+                })
+                .filter(|id| !asked.contains(id))
+                .collect();
+            let stored: BTreeSet<String> =
+                self.storage.federation.pdus(&named).await?.into_iter().map(|p| p.event_id).collect();
+            asked.extend(stored);
+            next = named.into_iter().filter(|id| !asked.contains(id)).collect();
+            next.sort();
+            next.dedup();
+            fetched.extend(got);
         }
         let version = self.version_of(room).await?;
         self.rooms.store_outliers(room.as_str(), &version, &fetched).await?;
         let stored =
             self.storage.federation.pdus(&ids.pdu_ids.iter().map(ToString::to_string).collect::<Vec<_>>()).await?;
         let mut state = StateIds::new();
-        for p in stored.into_iter().filter(|p| !p.rejected) {
+        for p in stored.into_iter().filter(|p| !p.rejected && p.room_id == room.as_str()) {
             let pdu = crate::service::rooms::persist::parse_stored(&p.event_id, &p.pdu)?;
             if let Some(key) = pdu.state_key {
                 state.insert((pdu.kind.to_string(), key), p.event_id);
@@ -459,11 +491,12 @@ impl FederationService {
         Ok(state)
     }
 
-    /// The event's prev events this server does not hold in the timeline.
+    /// The event's prev events whose state this server does not know: neither in the timeline
+    /// nor soft-failed (a soft-failed event is no gap: it has its state).
     pub(super) async fn missing_prevs(&self, event: &Received) -> ServiceResult<Vec<String>> {
         let ids: Vec<String> = event.pdu.prev_events.iter().map(ToString::to_string).collect();
         let stored = self.storage.federation.pdus(&ids).await?;
-        Ok(ids.into_iter().filter(|id| !stored.iter().any(|p| &p.event_id == id && !p.outlier)).collect())
+        Ok(ids.into_iter().filter(|id| !stored.iter().any(|p| &p.event_id == id && p.has_state())).collect())
     }
 
     async fn version_of(&self, room: &RoomId) -> ServiceResult<ruma::RoomVersionId> {

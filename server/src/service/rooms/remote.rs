@@ -57,11 +57,11 @@ pub enum StateBefore {
     Join(StateIds),
 }
 
-fn internal(e: impl std::fmt::Display) -> ServiceError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
-fn to_owned_ids(ids: &[OwnedEventId]) -> Vec<String> {
+pub(super) fn to_owned_ids(ids: &[OwnedEventId]) -> Vec<String> {
     ids.iter().map(ToString::to_string).collect()
 }
 
@@ -127,6 +127,17 @@ pub fn with_implied_create(pdu: &Pdu, rules: &RoomVersionRules, mut ids: Vec<Str
         ids.push(format!("${}", room.as_str().trim_start_matches('!')));
     }
     ids
+}
+
+/// The first of an event's auth events (`needed`, loaded) that belongs to another room than
+/// `room_id`: it would lend the event that room's powers.
+fn foreign_auth<'a>(loaded: &Loaded, needed: &'a [String], room_id: &str) -> Option<&'a String> {
+    needed.iter().find(|a| {
+        <&ruma::EventId>::try_from(a.as_str())
+            .ok()
+            .and_then(|a| loaded.get(a))
+            .is_some_and(|pdu| pdu.room_id.as_ref().is_some_and(|r| r.as_str() != room_id))
+    })
 }
 
 /// Reads a snapshot into a state map.
@@ -211,7 +222,7 @@ async fn may_redact(
 }
 
 /// Writes a state as a full snapshot.
-async fn write_full(w: &mut RoomWriter, state: &StateIds) -> ServiceResult<i64> {
+pub(super) async fn write_full(w: &mut RoomWriter, state: &StateIds) -> ServiceResult<i64> {
     let entries: Vec<(String, String, String)> =
         state.iter().map(|((t, k), e)| (t.clone(), k.clone(), e.clone())).collect();
     Ok(w.write_snapshot(None, &entries).await?.0)
@@ -225,6 +236,28 @@ pub(super) struct Admitted {
     auth: Vec<String>,
     before: Arc<StateIds>,
     before_snapshot: (i64, i32),
+    /// Some of its prev events were soft-failed: it replaces what they built on as well.
+    on_soft_failed: bool,
+}
+
+/// The state after an admitted event with its snapshot `(id, chain depth)`, written if the
+/// event is a state event, and the event it replaces in the state.
+async fn state_after(
+    w: &mut RoomWriter,
+    event: &Received,
+    admitted: &Admitted,
+) -> ServiceResult<(Arc<StateIds>, (i64, i32), Option<String>)> {
+    let Admitted { id, kind, before, before_snapshot, .. } = admitted;
+    let Some(key) = &event.pdu.state_key else { return Ok((before.clone(), *before_snapshot, None)) };
+    let mut after = before.clone();
+    let changed = Arc::make_mut(&mut after);
+    let replaces_state = changed.insert((kind.clone(), key.clone()), id.clone());
+    let after_snapshot = if before_snapshot.1 + 1 >= MAX_SNAPSHOT_CHAIN {
+        (write_full(w, changed).await?, 0)
+    } else {
+        w.write_snapshot(Some(*before_snapshot), &[(kind.clone(), key.clone(), id.clone())]).await?
+    };
+    Ok((after, after_snapshot, replaces_state))
 }
 
 /// Writes an admitted event into the timeline at `slot`, with the state after it, and applies
@@ -238,19 +271,8 @@ pub(super) async fn into_timeline(
     admitted: &Admitted,
     slot: StreamSlot,
 ) -> ServiceResult<(i64, Arc<StateIds>, (i64, i32))> {
-    let Admitted { id, kind, prev, auth, before, before_snapshot } = admitted;
-    let mut after = before.clone();
-    let mut after_snapshot = *before_snapshot;
-    let mut replaces_state = None;
-    if let Some(key) = &event.pdu.state_key {
-        let changed = Arc::make_mut(&mut after);
-        replaces_state = changed.insert((kind.clone(), key.clone()), id.clone());
-        after_snapshot = if before_snapshot.1 + 1 >= MAX_SNAPSHOT_CHAIN {
-            (write_full(w, changed).await?, 0)
-        } else {
-            w.write_snapshot(Some(*before_snapshot), &[(kind.clone(), key.clone(), id.clone())]).await?
-        };
-    }
+    let (after, after_snapshot, replaces_state) = state_after(w, event, admitted).await?;
+    let Admitted { id, kind, prev, auth, before, before_snapshot, .. } = admitted;
     let content: serde_json::Map<String, JsonValue> = serde_json::from_str(event.pdu.content.get()).unwrap_or_default();
     let relates_to = super::persist::relation_of(&content);
     let inserted = w
@@ -297,16 +319,20 @@ fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> Outli
         rejected: None,
         soft_failed: false,
         state_before: None,
+        state_after: None,
         received_from: r.origin.as_deref(),
     }
 }
 
-/// Keeps a received event out of the timeline as soft-failed, with the state before it.
+/// Keeps a received event out of the timeline as soft-failed, with the states before and
+/// after it: an event that builds on it takes its state from it, as from a timeline event.
 async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) -> ServiceResult<()> {
+    let (_, after_snapshot, _) = state_after(w, event, admitted).await?;
     let mut row = outlier(event, &admitted.prev, &admitted.auth);
     row.event_type = &admitted.kind;
     row.soft_failed = true;
     row.state_before = Some(admitted.before_snapshot.0);
+    row.state_after = Some(after_snapshot.0);
     w.insert_outliers(&[row]).await?;
     Ok(())
 }
@@ -351,7 +377,7 @@ impl RoomService {
         Ok(())
     }
 
-    async fn store_outliers_in(
+    pub(super) async fn store_outliers_in(
         &self,
         w: &mut RoomWriter,
         rules: &RoomVersionRules,
@@ -376,7 +402,10 @@ impl RoomService {
                 tracing::info!(event_id = %e.pdu.event_id, %missing, "skipped an event whose auth event is unknown");
                 continue;
             }
-            let verdict = auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id));
+            let verdict = match foreign_auth(&loaded, &needed, w.room_id()) {
+                Some(a) => Err(format!("auth event {a} is in another room")),
+                None => auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id)),
+            };
             if let Err(reason) = &verdict {
                 tracing::info!(event_id = %e.pdu.event_id, %reason, "rejected a received auth or state event");
                 loaded.0.remove(&e.pdu.event_id);
@@ -486,16 +515,20 @@ impl RoomService {
 
         let (position, after, after_snapshot) =
             into_timeline(w, loaded, rules, event, &admitted, StreamSlot::FirstOf(1)).await?;
-        let (id, prev) = (admitted.id, admitted.prev);
+        // What it replaces as extremities: its prev events, and through soft-failed ones what
+        // they built on.
+        let replaced =
+            if admitted.on_soft_failed { w.replaced_through_soft_failed(&admitted.prev).await? } else { admitted.prev };
+        let id = admitted.id;
 
         // The new forward extremities, and the current state over them.
         // An event accepted with the state another server reported (a join through it) starts
         // our copy of the room afresh.
-        let replaced_all = replace_head || head.forward_extremities.iter().all(|x| prev.contains(x));
+        let replaced_all = replace_head || head.forward_extremities.iter().all(|x| replaced.contains(x));
         let mut extremities: Vec<String> = if replace_head {
             Vec::new()
         } else {
-            head.forward_extremities.iter().filter(|x| !prev.contains(x)).cloned().collect()
+            head.forward_extremities.iter().filter(|x| !replaced.contains(x)).cloned().collect()
         };
         extremities.insert(0, id.clone());
         // Forks that changed no state (messages sent on both sides) need no resolution.
@@ -540,8 +573,10 @@ impl RoomService {
     ) -> ServiceResult<Result<Admitted, Accepted>> {
         let id = event.pdu.event_id.to_string();
         let prev = to_owned_ids(&event.pdu.prev_events);
-        // The event and its predecessors in one read.
-        let asked: Vec<String> = std::iter::once(id.clone()).chain(prev.iter().cloned()).collect();
+        // The event, its predecessors and what it redacts in one read.
+        let redacts = event.pdu.redacts.as_ref().map(ToString::to_string);
+        let asked: Vec<String> =
+            std::iter::once(id.clone()).chain(prev.iter().cloned()).chain(redacts.clone()).collect();
         let infos = w.stored_events(&asked).await?;
         if infos.iter().any(|s| s.event_id == id && (!s.outlier || s.rejected)) {
             return Ok(Err(Accepted::AlreadyKnown));
@@ -557,17 +592,15 @@ impl RoomService {
         row.event_type = &kind;
 
         // Its predecessors and auth events must be events of this room: another room's would
-        // lend it that room's history and state.
-        let foreign_prev = infos.iter().find(|s| s.event_id != id && s.room_id != w.room_id());
-        let foreign_auth = needed.iter().find(|a| {
-            <&ruma::EventId>::try_from(a.as_str())
-                .ok()
-                .and_then(|a| loaded.get(a))
-                .is_some_and(|pdu| pdu.room_id.as_ref().is_some_and(|r| r.as_str() != w.room_id()))
-        });
+        // lend it that room's history and state. Nor may it redact a known event of another
+        // room (one not known yet is checked when it arrives).
+        let foreign_prev = infos.iter().find(|s| prev.contains(&s.event_id) && s.room_id != w.room_id());
+        let foreign_target = infos.iter().find(|s| redacts.as_ref() == Some(&s.event_id) && s.room_id != w.room_id());
+        let foreign_auth = foreign_auth(loaded, &needed, w.room_id());
         if let Some(reason) = foreign_prev
             .map(|p| format!("prev event {} is in another room", p.event_id))
             .or_else(|| foreign_auth.map(|a| format!("auth event {a} is in another room")))
+            .or_else(|| foreign_target.map(|t| format!("it redacts {}, an event of another room", t.event_id)))
         {
             row.rejected = Some(&reason);
             w.insert_outliers(&[row]).await?;
@@ -595,7 +628,8 @@ impl RoomService {
             w.insert_outliers(&[row]).await?;
             return Ok(Err(Accepted::Rejected(reason)));
         }
-        Ok(Ok(Admitted { id, kind, prev, auth, before, before_snapshot }))
+        let on_soft_failed = infos.iter().any(|s| s.soft_failed && prev.contains(&s.event_id));
+        Ok(Ok(Admitted { id, kind, prev, auth, before, before_snapshot, on_soft_failed }))
     }
 
     /// The state before an event, over its prev events (`infos`: what is stored of them): the
@@ -611,9 +645,10 @@ impl RoomService {
         let mut snapshots: Vec<i64> = Vec::new();
         for p in prev {
             let info = infos.iter().find(|i| &i.event_id == p);
-            match info.and_then(|i| (!i.outlier).then_some(i.state_after).flatten()) {
+            // A soft-failed predecessor counts: its state is known.
+            match info.and_then(|i| i.has_state().then_some(i.state_after).flatten()) {
                 Some(s) => snapshots.push(s),
-                None => return Err(ServiceError::NotFound(format!("prev event {p} is not in the timeline"))),
+                None => return Err(ServiceError::NotFound(format!("prev event {p} has no known state"))),
             }
         }
         snapshots.sort_unstable();
@@ -643,7 +678,13 @@ impl RoomService {
 
     /// Moves the current state from `old` to `new`: the changed rows, and the memberships of
     /// the member events that changed (at `position`).
-    async fn move_head(&self, w: &mut RoomWriter, old: &StateIds, new: &StateIds, position: i64) -> ServiceResult<()> {
+    pub(super) async fn move_head(
+        &self,
+        w: &mut RoomWriter,
+        old: &StateIds,
+        new: &StateIds,
+        position: i64,
+    ) -> ServiceResult<()> {
         if std::ptr::eq(old, new) {
             return Ok(());
         }
@@ -681,148 +722,5 @@ impl RoomService {
         }
         w.set_memberships(&memberships, position).await?;
         self.propose_mls_removals(w, &departed).await
-    }
-
-    /// A membership event another server's user may sign and send back (`/make_join`,
-    /// `/make_leave`): built on the current state and checked against the auth rules like a
-    /// local event, then handed out without our hashes and signature, and not stored.
-    pub async fn membership_template(
-        &self,
-        room_id: &ruma::RoomId,
-        user_id: &ruma::UserId,
-        membership: &str,
-    ) -> ServiceResult<(RoomVersionId, ruma::CanonicalJsonObject)> {
-        let mut ctx = super::RoomCtx::open(self, room_id.as_str()).await?;
-        let mut content = serde_json::Map::new();
-        content.insert("membership".into(), membership.into());
-        let proto = poststelle_federation::ProtoEvent {
-            room_id: Some(room_id.to_owned()),
-            sender: user_id.to_owned(),
-            kind: "m.room.member".into(),
-            state_key: Some(user_id.to_string()),
-            content,
-            redacts: None,
-        };
-        ctx.append(self, proto, None).await?;
-        let text = ctx.last_built().ok_or_else(|| internal("nothing was built"))?;
-        let mut json: ruma::CanonicalJsonObject = serde_json::from_str(text).map_err(internal)?;
-        json.remove("signatures");
-        json.remove("hashes");
-        // Dropped without commit: the transaction rolls back.
-        Ok((ctx.version.clone(), json))
-    }
-
-    /// Stores a membership event of a local user in a room this server is not in (another
-    /// server's invite of the user, or the user's leave that declines it): the event becomes the
-    /// newest this server holds of the room, over the little state it knows. For an invite, the
-    /// stripped state the inviting server sent is kept for the invitee's clients.
-    pub async fn accept_lone_membership(
-        &self,
-        room_id: &str,
-        version: &RoomVersionId,
-        invite: &Received,
-        invite_state: Option<&JsonValue>,
-    ) -> ServiceResult<Accepted> {
-        let (Some(target), "m.room.member") = (invite.pdu.state_key.clone(), invite.pdu.kind.to_string().as_str())
-        else {
-            return Err(ServiceError::BadJson("not a membership event".into()));
-        };
-        let _guard = self.stripe(room_id).lock().await;
-        let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
-        w.ensure_room(version.as_str(), invite.pdu.sender.as_str(), now_ms()).await?;
-        let id = invite.pdu.event_id.to_string();
-        if w.stored_events(std::slice::from_ref(&id)).await?.iter().any(|s| !s.outlier) {
-            return Ok(Accepted::AlreadyKnown);
-        }
-        let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-        let (current, before) = if head.snapshot_id == 0 {
-            (StateIds::new(), (write_full(&mut w, &StateIds::new()).await?, 0))
-        } else {
-            let current: StateIds = w.current_state().await?.into_iter().map(|(t, k, e)| ((t, k), e)).collect();
-            (current, (head.snapshot_id, head.snapshot_depth))
-        };
-        let mut after = current.clone();
-        let replaces_state = after.insert(("m.room.member".to_owned(), target.clone()), id.clone());
-        let after_snapshot = if before.1 + 1 >= MAX_SNAPSHOT_CHAIN {
-            write_full(&mut w, &after).await?
-        } else {
-            w.write_snapshot(Some(before), &[("m.room.member".to_owned(), target.clone(), id.clone())]).await?.0
-        };
-        let prev = to_owned_ids(&invite.pdu.prev_events);
-        let auth = to_owned_ids(&invite.pdu.auth_events);
-        let inserted = w
-            .insert_remote_event(
-                &RemoteEvent {
-                    event_id: &id,
-                    depth: i64::try_from(invite.pdu.depth).unwrap_or(i64::MAX),
-                    event_type: "m.room.member",
-                    state_key: Some(&target),
-                    sender: invite.pdu.sender.as_str(),
-                    origin_server_ts: i64::from(invite.pdu.origin_server_ts.0),
-                    pdu: &invite.text,
-                    prev_events: &prev,
-                    auth_events: &auth,
-                    state_before: before.0,
-                    state_after: after_snapshot,
-                    replaces_state: replaces_state.as_deref(),
-                    relates_to: None,
-                    rel_type: None,
-                    received_from: invite.origin.as_deref(),
-                },
-                StreamSlot::FirstOf(1),
-            )
-            .await?;
-        self.move_head(&mut w, &current, &after, inserted.position).await?;
-        let depth = i64::try_from(invite.pdu.depth).unwrap_or(0).max(head.max_depth);
-        w.set_head(after_snapshot, std::slice::from_ref(&id), depth, inserted.position).await?;
-        if let Some(invite_state) = invite_state {
-            w.remember_invite_state(&target, &id, invite_state).await?;
-        }
-        w.commit().await?;
-        self.notifier.bump();
-        Ok(Accepted::Stored)
-    }
-
-    /// Joins a room through another server: stores the state and auth chain it sent (checked
-    /// against their auth events), then our join event as the first timeline event this server
-    /// holds of the room, with that state before it.
-    pub async fn accept_join(
-        &self,
-        room_id: &str,
-        version: &RoomVersionId,
-        state: &[Received],
-        auth_chain: &[Received],
-        join: &Received,
-    ) -> ServiceResult<Accepted> {
-        let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
-        {
-            let _guard = self.stripe(room_id).lock().await;
-            let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
-            let creator =
-                state.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
-            w.ensure_room(version.as_str(), creator.as_deref().unwrap_or_default(), now_ms()).await?;
-            // The chain repeats much of the state: each event once.
-            let mut seen = std::collections::BTreeSet::new();
-            let all: Vec<Received> =
-                auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
-            self.store_outliers_in(&mut w, &rules, &all).await?;
-            w.commit().await?;
-        }
-        // The state as sent, without what failed its auth checks.
-        let ids: Vec<String> = state.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        let stored = {
-            let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
-            let s = w.stored_events(&ids).await?;
-            w.commit().await?;
-            s
-        };
-        let accepted: std::collections::BTreeSet<&str> =
-            stored.iter().filter(|s| !s.rejected).map(|s| s.event_id.as_str()).collect();
-        let before: StateIds = state
-            .iter()
-            .filter(|e| accepted.contains(e.pdu.event_id.as_str()))
-            .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
-            .collect();
-        self.accept_remote(room_id, join, StateBefore::Join(before)).await
     }
 }

@@ -13,8 +13,9 @@ impl RoomService {
     /// Accepts `events` of a known room in the order given (predecessors first), each as
     /// [`Self::accept_remote`] with the state before it taken from its prev events, all in one
     /// commit. One answer per event: `Some` with its outcome, or `None` for an event left for
-    /// the caller to accept on its own, because a predecessor of it in this run did not join
-    /// the timeline (it was rejected, soft-failed, failed, or comes later in the run).
+    /// the caller to accept on its own, because a predecessor of it in this run has no state
+    /// (it was rejected, failed, or comes later in the run). A soft-failed predecessor has its
+    /// state, so what builds on it stays in the run.
     pub async fn accept_remote_run(
         &self,
         room_id: &str,
@@ -22,9 +23,10 @@ impl RoomService {
     ) -> ServiceResult<Vec<Option<ServiceResult<Accepted>>>> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let in_run: BTreeSet<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
+        // The events of the run with a state (stored or soft-failed): what may build on them.
         let mut stored: BTreeSet<&str> = BTreeSet::new();
         let mut loaded = self.take_loaded(room_id);
-        let mut failed = false;
+        let (mut failed, mut in_timeline) = (false, false);
         let mut answers = Vec::with_capacity(events.len());
         for event in events {
             let waits =
@@ -43,9 +45,10 @@ impl RoomService {
                     if events.len() > 1 {
                         w.release_savepoint().await?;
                     }
-                    if outcome == Accepted::Stored {
+                    if matches!(outcome, Accepted::Stored | Accepted::SoftFailed) {
                         stored.insert(event.pdu.event_id.as_str());
                     }
+                    in_timeline |= outcome == Accepted::Stored;
                     answers.push(Some(Ok(outcome)));
                 }
                 Err(e) if events.len() == 1 => {
@@ -67,7 +70,7 @@ impl RoomService {
         if !failed {
             self.keep_loaded(room_id, loaded);
         }
-        if !stored.is_empty() {
+        if in_timeline {
             self.notifier.bump();
         }
         Ok(answers)

@@ -21,6 +21,9 @@ pub struct OutlierEvent<'a> {
     pub soft_failed: bool,
     /// The state before it, when known (soft-failed and rejected timeline candidates).
     pub state_before: Option<i64>,
+    /// The state after it, when it differs from the state before (a soft-failed state event:
+    /// events built on it take their state from it).
+    pub state_after: Option<i64>,
     pub received_from: Option<&'a str>,
 }
 
@@ -54,6 +57,16 @@ pub struct StoredEventInfo {
     pub state_before: Option<i64>,
     pub state_after: Option<i64>,
     pub depth: i64,
+    /// Kept out of the timeline by the room's current state, but with its state known.
+    pub soft_failed: bool,
+}
+
+impl StoredEventInfo {
+    /// Whether an event may be built on it with the state after it: a timeline event, or a
+    /// soft-failed one.
+    pub fn has_state(&self) -> bool {
+        !self.outlier || (self.soft_failed && !self.rejected)
+    }
 }
 
 impl RoomWriter {
@@ -70,7 +83,8 @@ impl RoomWriter {
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
                                        outlier, rejected, soft_failed, received_from)
-                   SELECT $1, $2, pos.position, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, TRUE, $12, $13, $14
+                   SELECT $1, $2, pos.position, $3, $4, $5, $6, $7, $8, $9::bigint,
+                          COALESCE($15::bigint, $9::bigint), $10, $11, TRUE, $12, $13, $14
                    FROM pos
                    ON CONFLICT (event_id) DO NOTHING"#,
                 e.event_id,
@@ -86,7 +100,8 @@ impl RoomWriter {
                 e.auth_events,
                 e.rejected,
                 e.soft_failed,
-                e.received_from
+                e.received_from,
+                e.state_after
             )
             .execute(&mut *self.tx)
             .await?;
@@ -106,7 +121,7 @@ impl RoomWriter {
                     "state_key": e.state_key, "sender": e.sender, "origin_server_ts": e.origin_server_ts,
                     "pdu": e.pdu, "prev_events": e.prev_events, "auth_events": e.auth_events,
                     "rejected": e.rejected, "soft_failed": e.soft_failed, "state_before": e.state_before,
-                    "received_from": e.received_from,
+                    "state_after": e.state_after, "received_from": e.received_from,
                 })
             })
             .collect();
@@ -116,7 +131,7 @@ impl RoomWriter {
                    SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
                        i bigint, event_id text, depth bigint, event_type text, state_key text, sender text,
                        origin_server_ts bigint, pdu text, prev_events text[], auth_events text[], rejected text,
-                       soft_failed boolean, state_before bigint, received_from text)),
+                       soft_failed boolean, state_before bigint, state_after bigint, received_from text)),
                pos AS (
                    UPDATE stream_heads SET position = position - $3 WHERE stream = 'outliers'
                    RETURNING position + $3 AS top)
@@ -124,7 +139,8 @@ impl RoomWriter {
                                    origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
                                    outlier, rejected, soft_failed, received_from)
                SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
-                      r.origin_server_ts, r.pdu, r.state_before, r.state_before, r.prev_events, r.auth_events,
+                      r.origin_server_ts, r.pdu, r.state_before, COALESCE(r.state_after, r.state_before),
+                      r.prev_events, r.auth_events,
                       TRUE, r.rejected, r.soft_failed, r.received_from
                FROM r, pos
                ORDER BY r.i
@@ -268,9 +284,31 @@ impl RoomWriter {
     pub async fn stored_events(&mut self, ids: &[String]) -> StorageResult<Vec<StoredEventInfo>> {
         Ok(sqlx::query_as!(
             StoredEventInfo,
-            r#"SELECT event_id, room_id, outlier, rejected IS NOT NULL AS "rejected!", state_before, state_after, depth
+            r#"SELECT event_id, room_id, outlier, rejected IS NOT NULL AS "rejected!", state_before, state_after, depth,
+                      soft_failed
                FROM events WHERE event_id = ANY($1)"#,
             ids
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    /// The events an event built on `prev` replaces as forward extremities: `prev`, and behind
+    /// each soft-failed (or rejected) event among them its own prev events, walking back until
+    /// an event that is neither. (What a soft-failed event built on stays replaced by whatever
+    /// is accepted on top of it.)
+    pub async fn replaced_through_soft_failed(&mut self, prev: &[String]) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!(
+            r#"WITH RECURSIVE walk(event_id) AS (
+                   SELECT unnest($1::text[])
+                 UNION
+                   SELECT unnest(e.prev_events) FROM walk w
+                   JOIN events e ON e.event_id = w.event_id AND e.room_id = $2
+                   WHERE e.soft_failed OR e.rejected IS NOT NULL
+               )
+               SELECT event_id AS "event_id!" FROM walk"#,
+            prev,
+            self.room_id
         )
         .fetch_all(&mut *self.tx)
         .await?)

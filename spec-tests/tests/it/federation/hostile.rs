@@ -472,3 +472,41 @@ async fn events_building_on_another_room_are_rejected() {
     assert!(ids(&seen).contains(&fine.id.as_str()));
     assert!(!seen.iter().any(|e| e["room_id"] != room.room_id.as_str()), "{seen:?}");
 }
+
+/// Sytest "/$endpoint returns M_NOT_FOUND for an outlier": Mallory renames herself (S) and
+/// sends a message E on S; the server only gets E. Asked for the state before E her server
+/// names S, which the server fetches and keeps as an outlier. `/state` and `/state_ids` at S
+/// answer 404 `M_NOT_FOUND` (its state is unknown); `/event` serves S.
+#[tokio::test]
+async fn state_at_an_outlier_is_not_found_but_the_outlier_is_served() {
+    let (a, _alice, origin, mut room) = setup("11").await;
+    let auth = vec![room.create.clone(), room.power_levels.clone(), room.join_rules.clone(), room.join.clone()];
+    let content = json!({"membership": "join", "displayname": "outlier"});
+    let s = origin.event(&room, Draft::of("m.room.member", Some(room.user.as_str()), content).auth(auth));
+    room.advance(&s);
+    let e = origin.event(&room, Draft::message("on the outlier"));
+    let mut state_before_e: Vec<String> = room.state.iter().filter(|id| **id != room.join).cloned().collect();
+    state_before_e.push(s.id.clone());
+    origin.serve("/_matrix/federation/v1/get_missing_events/", json!({"events": []}));
+    origin.serve("/_matrix/federation/v1/state_ids/", json!({"pdu_ids": state_before_e, "auth_chain_ids": []}));
+    origin.serve_event(&s);
+    let (status, answer) = origin.send(&a, "outlier", &[&e]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_accepted(&answer, &e);
+    assert!(origin.asked_for_event(&s.id), "S was not fetched");
+
+    for endpoint in ["state", "state_ids"] {
+        let path = format!("/_matrix/federation/v1/{endpoint}/{}?event_id={}", enc(&room.room_id), enc(&s.id));
+        let (status, served) = origin.request(&a, "GET", &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "/{endpoint} at an outlier: {served}");
+        assert_eq!(served["errcode"], "M_NOT_FOUND", "{served}");
+        // At the timeline event after it, the state is known.
+        let path = format!("/_matrix/federation/v1/{endpoint}/{}?event_id={}", enc(&room.room_id), enc(&e.id));
+        let (status, served) = origin.request(&a, "GET", &path, None).await;
+        assert_eq!(status, StatusCode::OK, "/{endpoint} at E: {served}");
+    }
+    let (status, served) =
+        origin.request(&a, "GET", &format!("/_matrix/federation/v1/event/{}", enc(&s.id)), None).await;
+    assert_eq!(status, StatusCode::OK, "the outlier is not served: {served}");
+    assert_eq!(served["pdus"][0]["content"]["displayname"], "outlier", "{served}");
+}

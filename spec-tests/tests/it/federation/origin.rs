@@ -238,6 +238,19 @@ impl Origin {
         self.served.lock().unwrap().insert(0, (prefix.to_owned(), body));
     }
 
+    /// Answers `/event/{id}` for this PDU with it (the id as sent, escaped or not).
+    pub(crate) fn serve_event(&self, pdu: &Pdu) {
+        let body = json!({"origin": self.name, "origin_server_ts": now_ms(), "pdus": [pdu.json]});
+        for id in [enc(&pdu.id), pdu.id.clone()] {
+            self.serve(&format!("/_matrix/federation/v1/event/{id}"), body.clone());
+        }
+    }
+
+    /// Whether the real server asked this origin for the event `id` (`/event/{id}`).
+    pub(crate) fn asked_for_event(&self, id: &str) -> bool {
+        self.seen("/_matrix/federation/v1/event/").iter().any(|r| r.path.contains(&enc(id)) || r.path.contains(id))
+    }
+
     /// Sends a transaction of PDUs; the status and the answer.
     pub(crate) async fn send(&self, to: &TestServer, txn: &str, pdus: &[&Pdu]) -> (StatusCode, Value) {
         self.transaction(to, txn, pdus.iter().map(|p| p.json.clone()).collect(), Vec::new()).await

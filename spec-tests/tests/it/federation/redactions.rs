@@ -1,12 +1,13 @@
 //! Redactions received over federation that must not take effect: one by a user without the
-//! right to redact the target, and one naming an event of another room. (A redaction naming
+//! right to redact the target (accepted, not applied), and one naming an event of another room
+//! (refused). (A redaction naming
 //! itself, or two naming each other, cannot be built in room versions 10 and later: an event's
 //! id is the hash of its content, `redacts` included.)
 
 use serde_json::{Value, json};
 use spec_tests::{Account, StatusCode, TestServer};
 
-use super::hostile::{assert_accepted, event, ids, public_room, timeline};
+use super::hostile::{assert_accepted, assert_not_found, assert_refused, event, ids, public_room, timeline};
 use super::origin::{Draft, Origin, enc};
 
 /// `unsigned.redacted_because.event_id` of `id` as `who` sees it (`None` when not redacted),
@@ -70,9 +71,10 @@ async fn redactions_by_a_server_without_the_right_are_not_applied() {
 }
 
 /// Sytest "An event which redacts an event in a different room should be ignored": Mallory
-/// sends a message in one room, then in another room a redaction naming it. The message keeps
-/// its content; a message sent after the redaction is accepted. (The redaction itself is still
-/// accepted into the other room's timeline, where Sytest expects it refused.)
+/// sends a message in one room, then in another room a redaction naming it. The redaction is
+/// refused and is in neither room; the message keeps its content; a message sent after it is
+/// accepted. A redaction naming an event the server does not know is accepted: what it
+/// names may arrive later.
 #[tokio::test]
 async fn a_redaction_naming_an_event_of_another_room_is_ignored() {
     let a = TestServer::start_with(spec_tests::ServerOptions::federating()).await;
@@ -91,17 +93,28 @@ async fn a_redaction_naming_an_event_of_another_room_is_ignored() {
     let redaction = origin.event(&second, Draft::of("m.room.redaction", None, json!({"redacts": hi.id})));
     let (status, answer) = origin.send(&a, "cross-redaction", &[&redaction]).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    if answer["pdus"][&redaction.id].as_object().is_some_and(|o| o.is_empty()) {
-        second.advance(&redaction);
+    assert_refused(&answer, &redaction);
+    for room in [&first_id, &second_id] {
+        assert_not_found(&event(&a, &alice, room, &redaction.id).await, "the cross-room redaction");
     }
     let sentinel = origin.event(&second, Draft::message("sentinel"));
     let (_, answer) = origin.send(&a, "sentinel", &[&sentinel]).await;
     assert_accepted(&answer, &sentinel);
+    second.advance(&sentinel);
 
     let seen = timeline(&a, &alice, &second_id).await;
     assert!(ids(&seen).contains(&sentinel.id.as_str()), "{seen:?}");
+    assert!(!ids(&seen).contains(&redaction.id.as_str()), "the cross-room redaction is shown: {seen:?}");
     let (status, original) = event(&a, &alice, &first_id, &hi.id).await;
     assert_eq!(status, StatusCode::OK, "{original}");
     assert_eq!(original["content"]["body"], "hi", "{original}");
     assert!(original["unsigned"].get("redacted_because").is_none(), "{original}");
+
+    // A redaction of an event nobody here knows: accepted into the timeline.
+    let unknown = format!("${}", "U".repeat(43));
+    let ahead = origin.event(&second, Draft::of("m.room.redaction", None, json!({"redacts": unknown})));
+    let (status, answer) = origin.send(&a, "redacts-unknown", &[&ahead]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_accepted(&answer, &ahead);
+    assert!(ids(&timeline(&a, &alice, &second_id).await).contains(&ahead.id.as_str()), "not in the timeline");
 }
