@@ -377,15 +377,18 @@ impl RoomService {
         Ok(())
     }
 
+    /// Returns the ids of the given events that are now stored and not rejected.
     pub(super) async fn store_outliers_in(
         &self,
         w: &mut RoomWriter,
         rules: &RoomVersionRules,
         events: &[Received],
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<std::collections::BTreeSet<String>> {
         let ids: Vec<String> = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        let known: std::collections::BTreeSet<String> =
-            w.stored_events(&ids).await?.into_iter().map(|s| s.event_id).collect();
+        let stored_before = w.stored_events(&ids).await?;
+        let mut usable: std::collections::BTreeSet<String> =
+            stored_before.iter().filter(|s| !s.rejected).map(|s| s.event_id.clone()).collect();
+        let known: std::collections::BTreeSet<String> = stored_before.into_iter().map(|s| s.event_id).collect();
         let mut loaded = Loaded::default();
         let mut sorted: Vec<&Received> = events.iter().filter(|e| !known.contains(e.pdu.event_id.as_str())).collect();
         sorted.sort_by_key(|e| e.pdu.depth);
@@ -410,6 +413,9 @@ impl RoomService {
                 tracing::info!(event_id = %e.pdu.event_id, %reason, "rejected a received auth or state event");
                 loaded.0.remove(&e.pdu.event_id);
             }
+            if verdict.is_ok() {
+                usable.insert(e.pdu.event_id.to_string());
+            }
             let ids = (to_owned_ids(&e.pdu.prev_events), to_owned_ids(&e.pdu.auth_events));
             checked.push((e, ids, e.pdu.kind.to_string(), verdict.err()));
         }
@@ -423,7 +429,7 @@ impl RoomService {
             })
             .collect();
         w.insert_outliers(&rows).await?;
-        Ok(())
+        Ok(usable)
     }
 
     /// Accepts a timeline event of a known room whose auth events are stored, and whose prev

@@ -131,7 +131,8 @@ impl RoomService {
         join: &Received,
     ) -> ServiceResult<Accepted> {
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
-        {
+        // The state as sent, without what failed its auth checks.
+        let accepted = {
             let _guard = self.stripe(room_id).lock().await;
             let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
             let creator =
@@ -141,19 +142,10 @@ impl RoomService {
             let mut seen = std::collections::BTreeSet::new();
             let all: Vec<Received> =
                 auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
-            self.store_outliers_in(&mut w, &rules, &all).await?;
+            let usable = self.store_outliers_in(&mut w, &rules, &all).await?;
             w.commit().await?;
-        }
-        // The state as sent, without what failed its auth checks.
-        let ids: Vec<String> = state.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        let stored = {
-            let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
-            let s = w.stored_events(&ids).await?;
-            w.commit().await?;
-            s
+            usable
         };
-        let accepted: std::collections::BTreeSet<&str> =
-            stored.iter().filter(|s| !s.rejected).map(|s| s.event_id.as_str()).collect();
         let before: StateIds = state
             .iter()
             .filter(|e| accepted.contains(e.pdu.event_id.as_str()))

@@ -109,44 +109,97 @@ impl RoomWriter {
         Ok(())
     }
 
-    /// [`Self::insert_outliers`] for many: the rows travel as one JSON array (their arrays of
-    /// ids differ in length, which parallel arrays cannot carry); positions are taken in one step.
+    /// [`Self::insert_outliers`] for many: the rows travel as parallel arrays, one per column
+    /// (no JSON to build and parse for thousands of events); the events' lists of ids, which
+    /// differ in length, travel as one array each with every event's slice of it. Positions are
+    /// taken in one step.
     async fn insert_many_outliers(&mut self, events: &[OutlierEvent<'_>]) -> StorageResult<()> {
-        let rows: Vec<serde_json::Value> = events
-            .iter()
-            .zip(1_i64..)
-            .map(|(e, i)| {
-                serde_json::json!({
-                    "i": i, "event_id": e.event_id, "depth": e.depth, "event_type": e.event_type,
-                    "state_key": e.state_key, "sender": e.sender, "origin_server_ts": e.origin_server_ts,
-                    "pdu": e.pdu, "prev_events": e.prev_events, "auth_events": e.auth_events,
-                    "rejected": e.rejected, "soft_failed": e.soft_failed, "state_before": e.state_before,
-                    "state_after": e.state_after, "received_from": e.received_from,
-                })
-            })
-            .collect();
-        let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        let n = events.len();
+        let (mut ids, mut depths, mut types, mut keys, mut senders, mut stamps, mut pdus) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut rejected, mut soft_failed, mut before, mut after, mut from) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut prev_all, mut prev_start, mut prev_len) = (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut auth_all, mut auth_start, mut auth_len) = (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(n));
+        // PostgreSQL arrays count from 1.
+        fn slice<'a>(all: &mut Vec<&'a str>, list: &'a [String]) -> (i32, i32) {
+            let start = i32::try_from(all.len() + 1).unwrap_or(i32::MAX);
+            all.extend(list.iter().map(String::as_str));
+            (start, i32::try_from(list.len()).unwrap_or(i32::MAX))
+        }
+        for e in events {
+            ids.push(e.event_id);
+            depths.push(e.depth);
+            types.push(e.event_type);
+            keys.push(e.state_key);
+            senders.push(e.sender);
+            stamps.push(e.origin_server_ts);
+            pdus.push(e.pdu);
+            rejected.push(e.rejected);
+            soft_failed.push(e.soft_failed);
+            before.push(e.state_before);
+            after.push(e.state_after.or(e.state_before));
+            from.push(e.received_from);
+            let (start, len) = slice(&mut prev_all, e.prev_events);
+            prev_start.push(start);
+            prev_len.push(len);
+            let (start, len) = slice(&mut auth_all, e.auth_events);
+            auth_start.push(start);
+            auth_len.push(len);
+        }
+        let count = i64::try_from(n).unwrap_or(i64::MAX);
         sqlx::query!(
-            r#"WITH r AS (
-                   SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(
-                       i bigint, event_id text, depth bigint, event_type text, state_key text, sender text,
-                       origin_server_ts bigint, pdu text, prev_events text[], auth_events text[], rejected text,
-                       soft_failed boolean, state_before bigint, state_after bigint, received_from text)),
-               pos AS (
-                   UPDATE stream_heads SET position = position - $3 WHERE stream = 'outliers'
-                   RETURNING position + $3 AS top)
+            r#"WITH pos AS (
+                   UPDATE stream_heads SET position = position - $20 WHERE stream = 'outliers'
+                   RETURNING position + $20 AS top)
                INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                    origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
                                    outlier, rejected, soft_failed, received_from)
                SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
-                      r.origin_server_ts, r.pdu, r.state_before, COALESCE(r.state_after, r.state_before),
-                      r.prev_events, r.auth_events,
+                      r.origin_server_ts, r.pdu, r.state_before, r.state_after,
+                      ($9::text[])[r.prev_start : r.prev_start + r.prev_len - 1],
+                      ($12::text[])[r.auth_start : r.auth_start + r.auth_len - 1],
                       TRUE, r.rejected, r.soft_failed, r.received_from
-               FROM r, pos
+               FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
+                           $10::int[], $11::int[], $13::int[], $14::int[], $15::text[], $16::boolean[],
+                           $17::bigint[], $18::bigint[], $19::text[])
+                    WITH ORDINALITY AS r(event_id, depth, event_type, state_key, sender, origin_server_ts, pdu,
+                                         prev_start, prev_len, auth_start, auth_len, rejected, soft_failed,
+                                         state_before, state_after, received_from, i),
+                    pos
                ORDER BY r.i
                ON CONFLICT (event_id) DO NOTHING"#,
             self.room_id,
-            serde_json::Value::Array(rows),
+            &ids as &[&str],
+            &depths,
+            &types as &[&str],
+            &keys as &[Option<&str>],
+            &senders as &[&str],
+            &stamps,
+            &pdus as &[&str],
+            &prev_all as &[&str],
+            &prev_start,
+            &prev_len,
+            &auth_all as &[&str],
+            &auth_start,
+            &auth_len,
+            &rejected as &[Option<&str>],
+            &soft_failed,
+            &before as &[Option<i64>],
+            &after as &[Option<i64>],
+            &from as &[Option<&str>],
             count
         )
         .execute(&mut *self.tx)
