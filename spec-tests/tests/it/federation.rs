@@ -119,6 +119,7 @@ mod hostile;
 mod inbound;
 mod media;
 mod mls;
+mod notary;
 mod origin;
 mod outbound_join;
 mod power_levels;
