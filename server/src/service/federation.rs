@@ -237,11 +237,17 @@ fn received(v: IncomingPdu, origin: Option<&ServerName>) -> Received {
 /// A refusal of a request made for our client (400, 403 or 404 with a Matrix error: the room
 /// is not joinable, the user is not invited, a version the other server will not serve) passed
 /// on with its status and `errcode` and the fields that come with it; other failures (its
-/// authentication of us, its outages) as in [`remote_error`].
+/// authentication of us, its outages, codes about the client's session) as in [`remote_error`].
 fn passed_on(destination: &ServerName, e: &ClientError) -> ServiceError {
+    use ruma::api::error::ErrorKind as K;
     if let ClientError::Matrix(_, error) = e
         && matches!(error.status_code.as_u16(), 400 | 403 | 404)
         && let ruma::api::error::ErrorBody::Standard(body) = &error.body
+        // Codes about the client's own session would make it log out or give up: not passed on.
+        && !matches!(
+            body.kind,
+            K::UnknownToken(_) | K::MissingToken | K::Unauthorized | K::UserDeactivated | K::UserLocked | K::UserSuspended
+        )
     {
         return ServiceError::RemoteRefusal {
             status: error.status_code,

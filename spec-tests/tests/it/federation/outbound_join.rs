@@ -59,6 +59,10 @@ async fn make_join_failures_reach_the_client() {
     origin.serve_status(MAKE_JOIN, 400, json!({"errcode": "M_TEST_ERROR_CODE", "error": "denied!"}));
     let refused = join(&a, &bob, &room_id, &origin).await;
     assert_error(&refused, StatusCode::BAD_REQUEST, "M_TEST_ERROR_CODE");
+    // A code about the client's own session is not passed on: Bob's token is fine.
+    origin.serve_status(MAKE_JOIN, 403, json!({"errcode": "M_UNKNOWN_TOKEN", "error": "who are you"}));
+    let refused = join(&a, &bob, &room_id, &origin).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     assert!(origin.seen(SEND_JOIN).is_empty(), "a join was sent after make_join failed");
     assert_nothing_stored(&a, &bob, &room_id).await;
 }
