@@ -391,3 +391,31 @@ impl<T> From<T> for RumaResponse<T> {
 
 /// What handlers return.
 pub type ApiResult<T> = Result<RumaResponse<T>, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::malformed_server_name;
+
+    fn header(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn origins_and_destinations_that_are_no_server_names_are_found() {
+        let bad = |v: &str| malformed_server_name(&header(v));
+        assert_eq!(
+            bad(r#"X-Matrix origin="localhost:http",key="ed25519:1",sig="x""#).as_deref(),
+            Some("localhost:http")
+        );
+        assert_eq!(
+            bad(r#"x-matrix origin=a.example,destination="b.example:x1",sig=x"#).as_deref(),
+            Some("b.example:x1")
+        );
+        assert_eq!(bad(r#"X-Matrix origin="a.example:8448",destination="b.example",key="ed25519:1",sig="x""#), None);
+        assert_eq!(bad(r#"X-Matrix key="ed25519:1",sig="x""#), None, "a missing origin is another problem");
+        assert_eq!(bad(r#"Bearer origin="localhost:http""#), None);
+        assert!(malformed_server_name(&http::HeaderMap::new()).is_none());
+    }
+}
