@@ -223,6 +223,9 @@ pub struct Federation {
     /// Notary servers asked for a server's keys when it cannot be asked itself; empty: none.
     #[serde(deserialize_with = "comma_separated")]
     pub trusted_key_servers: Vec<String>,
+    /// A server's keys are fetched again at most this often, in seconds (a request naming an
+    /// unknown key, or a notary question asking for a later validity, waits for the next turn).
+    pub key_refetch_interval_secs: u64,
 }
 
 impl Default for Federation {
@@ -236,6 +239,7 @@ impl Default for Federation {
             allow_list_key: String::new(),
             allow_list_refresh_secs: 3600,
             trusted_key_servers: Vec::new(),
+            key_refetch_interval_secs: 30,
         }
     }
 }

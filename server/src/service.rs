@@ -99,6 +99,10 @@ pub enum ServiceError {
     Disabled(&'static str),
     #[error("upstream failure: {0}")]
     Upstream(String),
+    /// Another server refused what our client asked of it through us (a join): its status (a
+    /// 4xx) and Matrix error reach the client as it gave them.
+    #[error("refused by another server: {message}")]
+    RemoteRefusal { status: http::StatusCode, kind: ruma::api::error::ErrorKind, message: String },
     #[error("unknown sliding sync position")]
     UnknownPos,
     #[error("media already uploaded")]

@@ -103,6 +103,7 @@ impl AppState {
             server_name.clone(),
             key.clone(),
             notaries,
+            std::time::Duration::from_secs(config.federation.key_refetch_interval_secs),
         ));
         let own_name = server_name.clone();
         let presence = Arc::new(PresenceService::new(

@@ -64,7 +64,7 @@ async fn get_version(_: Ruma<version::Request>) -> ApiResult<version::Response> 
 /// # `GET /_matrix/key/v2/query/{serverName}`
 async fn query_keys(State(state): State<AppState>, req: Ruma<notary_one::Request>) -> ApiResult<notary_one::Response> {
     let minimum = i64::try_from(u64::from(req.body.minimum_valid_until_ts.0)).unwrap_or(i64::MAX);
-    let keys = state.server_keys.notary_documents(&req.body.server_name, minimum).await?;
+    let keys = state.server_keys.notary_documents(&req.body.server_name, &[], minimum).await?;
     Ok(notary_one::Response::new(keys).into())
 }
 
@@ -85,7 +85,8 @@ async fn query_keys_batch(
             .map(|ts| i64::try_from(u64::from(ts.0)).unwrap_or(i64::MAX))
             .max()
             .unwrap_or_else(now_ms);
-        documents.extend(state.server_keys.notary_documents(server, minimum).await?);
+        let wanted: Vec<String> = key_ids.keys().map(ToString::to_string).collect();
+        documents.extend(state.server_keys.notary_documents(server, &wanted, minimum).await?);
     }
     Ok(notary_batch::Response::new(documents).into())
 }

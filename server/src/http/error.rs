@@ -117,6 +117,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::GuestAccessForbidden(_) => (S::FORBIDDEN, ErrorKind::GuestAccessForbidden),
             ServiceError::Disabled(_) => (S::NOT_FOUND, ErrorKind::Unrecognized),
             ServiceError::Upstream(_) => (S::BAD_GATEWAY, ErrorKind::Unknown),
+            ServiceError::RemoteRefusal { status, kind, .. } => (*status, kind.clone()),
             ServiceError::UnknownPos => (S::BAD_REQUEST, ErrorKind::UnknownPos),
             ServiceError::CannotOverwriteMedia => (S::CONFLICT, ErrorKind::CannotOverwriteMedia),
             ServiceError::NotYetUploaded => (S::GATEWAY_TIMEOUT, ErrorKind::NotYetUploaded),

@@ -122,7 +122,8 @@ impl Authenticate for AppserviceTokenOptional {
 
 /// Server-server requests: the X-Matrix signature of the origin over method, URI (path and query
 /// as sent), destination and body, checked with the origin's keys valid now. A missing or bad
-/// signature or another destination is 401 `M_UNAUTHORIZED`; an origin not on the allow-list is
+/// signature or another destination is 401 `M_UNAUTHORIZED`, an origin or destination that is
+/// no server name (a non-numeric port) 400 `M_INVALID_PARAM`; an origin not on the allow-list is
 /// 403 `M_FORBIDDEN` (checked before its keys are fetched, so it causes no traffic).
 impl Authenticate for ServerSignatures {
     type Identity = ruma::OwnedServerName;
@@ -133,8 +134,15 @@ impl Authenticate for ServerSignatures {
         _: Option<&str>,
     ) -> Result<ruma::OwnedServerName, ApiError> {
         use crate::service::ServiceError;
-        let xmatrix = XMatrix::extract_from_http_headers(request.headers())
-            .map_err(|e| ServiceError::Unauthorized(format!("no valid X-Matrix authorization: {e}")))?;
+        let xmatrix =
+            XMatrix::extract_from_http_headers(request.headers()).map_err(|e| {
+                match malformed_server_name(request.headers()) {
+                    Some(name) => {
+                        ServiceError::InvalidParam(format!("{name:?} in the X-Matrix header is no server name"))
+                    }
+                    None => ServiceError::Unauthorized(format!("no valid X-Matrix authorization: {e}")),
+                }
+            })?;
         if xmatrix.destination.as_ref().is_some_and(|d| *d != state.server_name) {
             return Err(ServiceError::Unauthorized("the request is meant for another server".to_owned()).into());
         }
@@ -153,6 +161,22 @@ impl Authenticate for ServerSignatures {
         }
         Ok(xmatrix.origin)
     }
+}
+
+/// The `origin` or `destination` of an X-Matrix header that is not a valid server name (such
+/// as a name with a non-numeric port), when that is why the header does not parse: a malformed
+/// request (400) rather than a missing signature.
+fn malformed_server_name(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, params) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("X-Matrix") {
+        return None;
+    }
+    params.split(',').filter_map(|p| p.split_once('=')).find_map(|(name, v)| {
+        let v = v.trim().trim_matches('"');
+        let named = matches!(name.trim().to_ascii_lowercase().as_str(), "origin" | "destination");
+        (named && ruma::ServerName::parse(v).is_err()).then(|| v.to_owned())
+    })
 }
 
 impl Authenticate for NoAuthentication {
@@ -367,3 +391,31 @@ impl<T> From<T> for RumaResponse<T> {
 
 /// What handlers return.
 pub type ApiResult<T> = Result<RumaResponse<T>, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::malformed_server_name;
+
+    fn header(value: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn origins_and_destinations_that_are_no_server_names_are_found() {
+        let bad = |v: &str| malformed_server_name(&header(v));
+        assert_eq!(
+            bad(r#"X-Matrix origin="localhost:http",key="ed25519:1",sig="x""#).as_deref(),
+            Some("localhost:http")
+        );
+        assert_eq!(
+            bad(r#"x-matrix origin=a.example,destination="b.example:x1",sig=x"#).as_deref(),
+            Some("b.example:x1")
+        );
+        assert_eq!(bad(r#"X-Matrix origin="a.example:8448",destination="b.example",key="ed25519:1",sig="x""#), None);
+        assert_eq!(bad(r#"X-Matrix key="ed25519:1",sig="x""#), None, "a missing origin is another problem");
+        assert_eq!(bad(r#"Bearer origin="localhost:http""#), None);
+        assert!(malformed_server_name(&http::HeaderMap::new()).is_none());
+    }
+}

@@ -181,10 +181,11 @@ impl AccountService {
         Ok(())
     }
 
-    /// Deactivates the account for good: no login, no devices, profile erased.
-    pub async fn deactivate(&self, user_id: &str) -> ServiceResult<()> {
-        self.storage.users.deactivate(user_id).await?;
-        tracing::info!(user_id, "account deactivated");
+    /// Deactivates the account for good: no login, no devices, profile erased; with `erase`,
+    /// the user's events go to other servers redacted from now on.
+    pub async fn deactivate(&self, user_id: &str, erase: bool) -> ServiceResult<()> {
+        self.storage.users.deactivate(user_id, erase).await?;
+        tracing::info!(user_id, erase, "account deactivated");
         Ok(())
     }
 

@@ -86,6 +86,16 @@ impl FederationService {
         self.client.send(destination, request).await.map_err(|e| remote_error(destination, &e))
     }
 
+    /// [`Self::call`] for a request our client asked for (a join): the other server's
+    /// refusal reaches the client as it gave it (see [`passed_on`]).
+    async fn call_for_client<R>(&self, destination: &ServerName, request: R) -> ServiceResult<R::IncomingResponse>
+    where
+        R: OutgoingRequest<PathBuilder = SinglePath> + Send,
+        R::Authentication: FederationAuth,
+    {
+        self.client.send(destination, request).await.map_err(|e| passed_on(destination, &e))
+    }
+
     /// Parses and verifies a PDU of a room from another server.
     async fn verify_pdu(
         &self,
@@ -222,6 +232,30 @@ where
 fn received(v: IncomingPdu, origin: Option<&ServerName>) -> Received {
     let text = serde_json::to_string(&v.json).unwrap_or_default();
     Received { pdu: v.pdu, text, origin: origin.map(ToString::to_string) }
+}
+
+/// A refusal of a request made for our client (400, 403 or 404 with a Matrix error: the room
+/// is not joinable, the user is not invited, a version the other server will not serve) passed
+/// on with its status and `errcode` and the fields that come with it; other failures (its
+/// authentication of us, its outages, codes about the client's session) as in [`remote_error`].
+fn passed_on(destination: &ServerName, e: &ClientError) -> ServiceError {
+    use ruma::api::error::ErrorKind as K;
+    if let ClientError::Matrix(_, error) = e
+        && matches!(error.status_code.as_u16(), 400 | 403 | 404)
+        && let ruma::api::error::ErrorBody::Standard(body) = &error.body
+        // Codes about the client's own session would make it log out or give up: not passed on.
+        && !matches!(
+            body.kind,
+            K::UnknownToken(_) | K::MissingToken | K::Unauthorized | K::UserDeactivated | K::UserLocked | K::UserSuspended
+        )
+    {
+        return ServiceError::RemoteRefusal {
+            status: error.status_code,
+            kind: body.kind.clone(),
+            message: format!("{destination}: {}", body.message),
+        };
+    }
+    remote_error(destination, e)
 }
 
 /// How another server's failure reaches our client: its Matrix error where it gave one, else

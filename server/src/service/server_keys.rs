@@ -21,7 +21,10 @@ use ruma::{
 };
 
 use super::{ServiceError, ServiceResult};
-use crate::storage::{Storage, now_ms, server_keys::RemoteKey};
+use crate::storage::{
+    Storage, now_ms,
+    server_keys::{KeyDocument, RemoteKey},
+};
 
 /// How long our own key document may be cached by others (about a week; they fetch again when
 /// it runs out).
@@ -29,9 +32,6 @@ pub const OWN_KEYS_VALID_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A key is trusted for at most this long after it was fetched, whatever its document claims
 /// (the spec's rule for room versions 5 and later, applied to every use).
 const MAX_KEY_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
-/// A server's keys are fetched at most this often (a request naming an unknown key id must not
-/// make us fetch on every request).
-const MIN_FETCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The keys wanted: server → key ids.
 pub type KeyQuery = BTreeMap<OwnedServerName, BTreeSet<OwnedServerSigningKeyId>>;
@@ -53,6 +53,9 @@ pub struct ServerKeyService {
     server_name: OwnedServerName,
     signing_key: Arc<SigningKey>,
     notaries: Vec<OwnedServerName>,
+    /// A server's keys are fetched at most this often (a request naming an unknown key id, or
+    /// a notary question asking for a later validity, must not make us fetch every time).
+    refetch_interval: Duration,
     cache: RwLock<BTreeMap<OwnedServerName, Vec<RemoteKey>>>,
     /// One fetch per server at a time, and when the last one started.
     fetches: tokio::sync::Mutex<BTreeMap<OwnedServerName, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
@@ -71,6 +74,7 @@ impl ServerKeyService {
         server_name: OwnedServerName,
         signing_key: Arc<SigningKey>,
         notaries: Vec<OwnedServerName>,
+        refetch_interval: Duration,
     ) -> Self {
         Self {
             storage,
@@ -78,6 +82,7 @@ impl ServerKeyService {
             server_name,
             signing_key,
             notaries,
+            refetch_interval,
             cache: RwLock::new(BTreeMap::new()),
             fetches: tokio::sync::Mutex::new(BTreeMap::new()),
         }
@@ -158,7 +163,7 @@ impl ServerKeyService {
     async fn fetch(&self, server: &ServerName, valid_at: Option<i64>) {
         let lock = self.fetches.lock().await.entry(server.to_owned()).or_default().clone();
         let mut last = lock.lock().await;
-        if last.is_some_and(|t| t.elapsed() < MIN_FETCH_INTERVAL) {
+        if last.is_some_and(|t| t.elapsed() < self.refetch_interval) {
             return;
         }
         *last = Some(Instant::now());
@@ -268,40 +273,69 @@ impl ServerKeyService {
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
-    /// The notary answer for `server`: our own document, or the last verified document of
-    /// another server (fetched when missing or not valid until `minimum_valid_until`) with our
-    /// signature added. Empty when the server cannot be asked and nothing is cached.
+    /// The notary answer for `server` about the keys `key_ids` (none: all it knows): our own
+    /// document, or the last verified documents of another server that listed those keys,
+    /// with our signature added. They are fetched again first when a wanted key has no
+    /// document valid until `minimum_valid_until`; when that fails, or the server's answer
+    /// leaves a key out, the documents already held are the answer, expired or not. Empty when
+    /// the server cannot be asked and nothing is held.
     pub async fn notary_documents(
         &self,
         server: &ServerName,
+        key_ids: &[String],
         minimum_valid_until: i64,
     ) -> ServiceResult<Vec<Raw<ServerSigningKeys>>> {
-        let mut document = if server == self.server_name {
-            self.own_document().await?
-        } else {
-            if !self.client.allows(server) {
-                return Ok(Vec::new());
+        if server == self.server_name {
+            let own = self.own_document().await?;
+            return Ok(vec![to_raw(&self.only_signatures_of(server, own))?]);
+        }
+        if !self.client.allows(server) {
+            return Ok(Vec::new());
+        }
+        let mut held = self.storage.server_keys.documents(server.as_str()).await?;
+        if !answers(&held, key_ids, minimum_valid_until) {
+            self.fetch(server, Some(minimum_valid_until)).await;
+            held = self.storage.server_keys.documents(server.as_str()).await?;
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for doc in held.into_iter().filter(|d| key_ids.is_empty() || key_ids.contains(&d.key_id)) {
+            if !seen.insert(doc.document.to_string()) {
+                continue;
             }
-            let mut stored = self.storage.server_keys.document(server.as_str()).await?;
-            if stored.as_ref().is_none_or(|(_, valid_until)| *valid_until < minimum_valid_until) {
-                self.fetch(server, Some(minimum_valid_until)).await;
-                stored = self.storage.server_keys.document(server.as_str()).await?;
-            }
-            let Some((json, _)) = stored else { return Ok(Vec::new()) };
             let mut document: CanonicalJsonObject =
-                serde_json::from_value(json).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                serde_json::from_value(doc.document).map_err(|e| ServiceError::Internal(e.to_string()))?;
             self.signing_key
                 .sign_json(self.server_name.as_str(), &mut document)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            document
-        };
-        // Only the origin's and our signatures travel (not a third party's we relayed from).
+            out.push(to_raw(&self.only_signatures_of(server, document))?);
+        }
+        Ok(out)
+    }
+
+    /// Only the origin's and our signatures travel (not a third party's we relayed from).
+    fn only_signatures_of(&self, server: &ServerName, mut document: CanonicalJsonObject) -> CanonicalJsonObject {
         if let Some(ruma::CanonicalJsonValue::Object(signatures)) = document.get_mut("signatures") {
             signatures.retain(|entity, _| entity == server.as_str() || entity == self.server_name.as_str());
         }
-        let raw = serde_json::value::to_raw_value(&document).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(vec![Raw::from_json(raw)])
+        document
     }
+}
+
+/// Whether the documents held answer a notary question without asking the server: each wanted
+/// key (or, with none named, some key) has a document valid until `minimum`.
+fn answers(held: &[KeyDocument], key_ids: &[String], minimum: i64) -> bool {
+    let fresh = |d: &&KeyDocument| d.valid_until_ts >= minimum;
+    if key_ids.is_empty() {
+        held.iter().any(|d| fresh(&d))
+    } else {
+        key_ids.iter().all(|id| held.iter().filter(fresh).any(|d| &d.key_id == id))
+    }
+}
+
+fn to_raw(document: &CanonicalJsonObject) -> ServiceResult<Raw<ServerSigningKeys>> {
+    let raw = serde_json::value::to_raw_value(document).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(Raw::from_json(raw))
 }
 
 fn parse_object<T>(raw: &Raw<T>) -> ServiceResult<CanonicalJsonObject> {
@@ -315,7 +349,24 @@ fn upstream(e: poststelle_federation::ClientError) -> ServiceError {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_KEY_VALIDITY_MS, RemoteKey, usable_at};
+    use super::{KeyDocument, MAX_KEY_VALIDITY_MS, RemoteKey, answers, usable_at};
+
+    #[test]
+    fn held_documents_answer_when_each_wanted_key_is_valid_long_enough() {
+        let doc = |key_id: &str, valid_until_ts| KeyDocument {
+            key_id: key_id.into(),
+            document: serde_json::json!({}),
+            valid_until_ts,
+        };
+        let held = [doc("ed25519:a", 100), doc("ed25519:b", 50)];
+        assert!(answers(&held, &["ed25519:a".into()], 100));
+        assert!(!answers(&held, &["ed25519:a".into()], 101));
+        assert!(!answers(&held, &["ed25519:a".into(), "ed25519:b".into()], 60), "b is not valid long enough");
+        assert!(!answers(&held, &["ed25519:c".into()], 0), "c has no document");
+        assert!(answers(&held, &[], 100), "any key will do when none is named");
+        assert!(!answers(&held, &[], 101));
+        assert!(!answers(&[], &[], 0));
+    }
 
     #[test]
     fn keys_are_usable_within_their_validity_capped_at_a_week() {

@@ -19,6 +19,14 @@ pub struct RemoteKey {
     pub fetched_ts: i64,
 }
 
+/// The last verified document of a server that listed a key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyDocument {
+    pub key_id: String,
+    pub document: serde_json::Value,
+    pub valid_until_ts: i64,
+}
+
 impl ServerKeyStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
@@ -36,8 +44,10 @@ impl ServerKeyStore {
         .await?)
     }
 
-    /// Stores a verified key document and its keys in one transaction. A key listed as current
-    /// takes the document's validity; one listed as old keeps the earliest expiry reported.
+    /// Stores a verified key document and its keys in one transaction: each key takes the
+    /// document as the last one that listed it (documents that do not list a key leave its
+    /// document alone). A key listed as current takes the document's validity; one listed as
+    /// old keeps the earliest expiry reported.
     pub async fn store_document(
         &self,
         server: &str,
@@ -47,20 +57,21 @@ impl ServerKeyStore {
         keys: &[RemoteKey],
     ) -> StorageResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query!(
-            "INSERT INTO remote_server_key_documents (server_name, document, valid_until_ts, fetched_ts)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (server_name) DO UPDATE
-             SET document = EXCLUDED.document, valid_until_ts = EXCLUDED.valid_until_ts,
-                 fetched_ts = EXCLUDED.fetched_ts",
-            server,
-            document,
-            valid_until_ts,
-            fetched_ts
-        )
-        .execute(&mut *tx)
-        .await?;
         for key in keys {
+            sqlx::query!(
+                "INSERT INTO remote_server_key_json (server_name, key_id, document, valid_until_ts, fetched_ts)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (server_name, key_id) DO UPDATE
+                 SET document = EXCLUDED.document, valid_until_ts = EXCLUDED.valid_until_ts,
+                     fetched_ts = EXCLUDED.fetched_ts",
+                server,
+                key.key_id,
+                document,
+                valid_until_ts,
+                fetched_ts
+            )
+            .execute(&mut *tx)
+            .await?;
             sqlx::query!(
                 "INSERT INTO remote_server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts)
                  VALUES ($1, $2, $3, $4, $5, $6)
@@ -84,14 +95,15 @@ impl ServerKeyStore {
         Ok(())
     }
 
-    /// The last verified key document of `server`: `(document, valid_until_ts)`.
-    pub async fn document(&self, server: &str) -> StorageResult<Option<(serde_json::Value, i64)>> {
-        Ok(sqlx::query!(
-            "SELECT document, valid_until_ts FROM remote_server_key_documents WHERE server_name = $1",
+    /// The last verified key document of each known key of `server`.
+    pub async fn documents(&self, server: &str) -> StorageResult<Vec<KeyDocument>> {
+        Ok(sqlx::query_as!(
+            KeyDocument,
+            "SELECT key_id, document, valid_until_ts FROM remote_server_key_json
+             WHERE server_name = $1 ORDER BY key_id",
             server
         )
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| (r.document, r.valid_until_ts)))
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

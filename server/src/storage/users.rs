@@ -151,13 +151,14 @@ impl UserStore {
 
     /// Deactivates the account in one transaction: flag set, password and profile cleared,
     /// every device (and with it every token) removed.
-    pub async fn deactivate(&self, user_id: &str) -> StorageResult<()> {
+    pub async fn deactivate(&self, user_id: &str, erase: bool) -> StorageResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
-            "UPDATE users SET deactivated = TRUE, password_hash = NULL, displayname = NULL,
-                 avatar_url = NULL
+            "UPDATE users SET deactivated = TRUE, erased = erased OR $2, password_hash = NULL,
+                 displayname = NULL, avatar_url = NULL
              WHERE user_id = $1",
-            user_id
+            user_id,
+            erase
         )
         .execute(&mut *tx)
         .await?;
@@ -166,6 +167,13 @@ impl UserStore {
         sqlx::query!("DELETE FROM openid_tokens WHERE user_id = $1", user_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Those of `user_ids` whose account was erased.
+    pub async fn erased_among(&self, user_ids: &[String]) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar!("SELECT user_id FROM users WHERE erased AND user_id = ANY($1)", user_ids)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn count(&self) -> StorageResult<i64> {

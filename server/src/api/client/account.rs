@@ -70,7 +70,7 @@ pub(super) async fn deactivate(
             &UiaaService::password_flows(),
         )
         .await?;
-    state.accounts.deactivate(&session.user_id).await?;
+    state.accounts.deactivate(&session.user_id, req.body.erase).await?;
     state.uiaa.finish(passed).await?;
     Ok(deactivate::Response::new(ThirdPartyIdRemovalStatus::NoSupport).into())
 }

@@ -32,6 +32,23 @@ fn raw(text: String) -> ServiceResult<Box<RawJsonValue>> {
     RawJsonValue::from_string(text).map_err(internal)
 }
 
+/// The create event of a room joined through `server` must name the version its template
+/// had: one this server does not know is refused as unsupported, another known one as the
+/// resident server's fault. Versions before 3 may leave it out (then it is 1).
+fn check_create_version(create: &Received, version: &RoomVersionId, server: &ServerName) -> ServiceResult<()> {
+    let named = serde_json::from_str::<JsonValue>(create.pdu.content.get())
+        .ok()
+        .and_then(|c| c.get("room_version").map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+        .unwrap_or_else(|| "1".to_owned());
+    if named == version.as_str() {
+        Ok(())
+    } else if !SUPPORTED_ROOM_VERSIONS.contains(&named.as_str()) {
+        Err(ServiceError::UnsupportedRoomVersion(named))
+    } else {
+        Err(ServiceError::Upstream(format!("{server}: the create event names version {named}, the template {version}")))
+    }
+}
+
 /// The state and auth chain another server needs for an event: `(state PDUs, auth chain
 /// PDUs)` as stored.
 pub type StateAndAuth = (Vec<Box<RawJsonValue>>, Vec<Box<RawJsonValue>>);
@@ -102,9 +119,9 @@ impl FederationService {
     ) -> ServiceResult<OwnedEventId> {
         let mut request = make_join::Request::new(room_id.to_owned(), user_id.to_owned());
         request.ver = SUPPORTED_ROOM_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
-        let template = self.call(server, request).await?;
-        let version =
-            template.room_version.ok_or_else(|| ServiceError::Upstream(format!("{server}: no room version")))?;
+        let template = self.call_for_client(server, request).await?;
+        // A template without a version is of version 1 (the spec's default).
+        let version = template.room_version.unwrap_or(RoomVersionId::V1);
         if !SUPPORTED_ROOM_VERSIONS.contains(&version.as_str()) {
             return Err(ServiceError::UnsupportedRoomVersion(version.to_string()));
         }
@@ -143,9 +160,10 @@ impl FederationService {
             .verify_state_and_chain(&answer.room_state.state, &answer.room_state.auth_chain, &rules, room_id, server)
             .await;
         let verified = started.elapsed();
-        if !state.iter().any(|e| e.pdu.kind.to_string() == "m.room.create") {
+        let Some(create) = state.iter().find(|e| e.pdu.kind.to_string() == "m.room.create") else {
             return Err(ServiceError::Upstream(format!("{server}: the room state has no create event")));
-        }
+        };
+        check_create_version(create, &version, server)?;
         let accepted = self.rooms.accept_join(room_id.as_str(), &version, &state, &auth_chain, &join).await?;
         tracing::debug!(
             %room_id,

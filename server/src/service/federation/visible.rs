@@ -2,7 +2,8 @@
 //! events that none of the asking server's users may see by the room's history visibility
 //! (`joined` or `invited` history from before any of them was in the room) go out redacted, as
 //! the spec asks of servers ("Servers should ... only send events that the requesting server
-//! is allowed to see"). Redacted events still verify: signatures cover the redacted form.
+//! is allowed to see"). Events of users who erased their account go out redacted too.
+//! Redacted events still verify: signatures cover the redacted form.
 
 use ruma::{CanonicalJsonObject, ServerName, room_version_rules::RoomVersionRules};
 use serde_json::value::RawValue as RawJsonValue;
@@ -22,6 +23,15 @@ fn redacted(text: &str, rules: &RoomVersionRules) -> ServiceResult<Box<RawJsonVa
     let object: CanonicalJsonObject = serde_json::from_str(text).map_err(internal)?;
     let object = ruma::canonical_json::redact(object, &rules.redaction, None).map_err(internal)?;
     RawJsonValue::from_string(serde_json::to_string(&object).map_err(internal)?).map_err(internal)
+}
+
+/// The `sender` of a stored PDU.
+fn sender_of(pdu: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Sender {
+        sender: String,
+    }
+    serde_json::from_str::<Sender>(pdu).ok().map(|s| s.sender)
 }
 
 impl FederationService {
@@ -47,9 +57,18 @@ impl FederationService {
                 readers.push(Visibility { settings: settings.clone(), memberships });
             }
         }
+        let senders: Vec<Option<String>> = pdus.iter().map(|p| sender_of(&p.pdu)).collect();
+        let ours = format!(":{}", self.server_name);
+        let local: Vec<String> = senders.iter().flatten().filter(|s| s.ends_with(&ours)).cloned().collect();
+        let erased: std::collections::BTreeSet<String> =
+            self.storage.users.erased_among(&local).await?.into_iter().collect();
         pdus.into_iter()
-            .map(|p| {
-                if p.outlier || readers.iter().any(|r| r.allows_server(p.stream_ordering)) {
+            .zip(senders)
+            .map(|(p, sender)| {
+                if sender.is_some_and(|s| erased.contains(&s)) {
+                    tracing::debug!(%origin, event_id = p.event_id, "an event of an erased user sent redacted");
+                    redacted(&p.pdu, &rules)
+                } else if p.outlier || readers.iter().any(|r| r.allows_server(p.stream_ordering)) {
                     RawJsonValue::from_string(p.pdu).map_err(internal)
                 } else {
                     tracing::debug!(%origin, event_id = p.event_id, "an event sent redacted by history visibility");

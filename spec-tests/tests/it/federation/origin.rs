@@ -23,6 +23,8 @@ use spec_tests::{
     fake_peer::{FakePeer, PeerHandler, SeenRequest},
 };
 
+use super::host::{self, Hosts};
+
 pub(crate) fn enc(id: &str) -> String {
     id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24").replace('@', "%40")
 }
@@ -35,8 +37,8 @@ fn new_key() -> Ed25519KeyPair {
     Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "test".to_owned()).unwrap()
 }
 
-/// Answers the origin gives to requests whose path starts with a prefix: `(prefix, body)`.
-pub(crate) type Served = Arc<Mutex<Vec<(String, Value)>>>;
+/// Answers the origin gives to requests whose path starts with a prefix: `(prefix, status, body)`.
+pub(crate) type Served = Arc<Mutex<Vec<(String, u16, Value)>>>;
 
 pub(crate) struct Origin {
     pub peer: FakePeer,
@@ -45,6 +47,8 @@ pub(crate) struct Origin {
     /// Another key with the same key id: what it signs does not verify.
     pub forger: Ed25519KeyPair,
     pub served: Served,
+    /// The rooms this origin hosts (see `host`).
+    pub hosts: Hosts,
 }
 
 /// A room the origin's user joined: the ids a new PDU is built on.
@@ -90,7 +94,8 @@ impl Origin {
         let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
         let name = Arc::new(OnceLock::<String>::new());
         let served: Served = Arc::default();
-        let (name2, served2) = (name.clone(), served.clone());
+        let hosts: Hosts = Arc::default();
+        let (name2, served2, hosts2) = (name.clone(), served.clone(), hosts.clone());
         let handler: PeerHandler = Arc::new(move |req: &SeenRequest| {
             let server_name = name2.get().cloned().unwrap_or_default();
             let path = req.path.split('?').next().unwrap_or_default();
@@ -104,17 +109,21 @@ impl Origin {
                 let mut object: CanonicalJsonObject = serde_json::from_value(doc).unwrap();
                 ruma::signatures::sign_json(&server_name, &signer, &mut object).unwrap();
                 (200, serde_json::to_string(&object).unwrap())
+            } else if let Some((_, status, body)) =
+                served2.lock().unwrap().iter().find(|(p, _, _)| path.starts_with(p.as_str()))
+            {
+                (*status, body.to_string())
+            } else if let Some(answer) = host::answer(&hosts2, &server_name, &req.method, path, &req.body) {
+                answer
             } else if path.starts_with("/_matrix/federation/v1/send/") {
                 (200, json!({"pdus": {}}).to_string())
-            } else if let Some((_, body)) = served2.lock().unwrap().iter().find(|(p, _)| path.starts_with(p.as_str())) {
-                (200, body.to_string())
             } else {
                 (404, json!({"errcode": "M_NOT_FOUND", "error": "nothing here"}).to_string())
             }
         });
         let peer = FakePeer::start(handler).await;
         name.set(peer.server_name.clone()).unwrap();
-        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served }
+        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served, hosts }
     }
 
     /// An X-Matrix-signed request to `to`'s federation port.
@@ -173,6 +182,11 @@ impl Origin {
         ruma::signatures::hash_and_sign_event(&self.name, key, &mut event, &rules.redaction).unwrap();
         let id = format!("${}", ruma::signatures::reference_hash(&event, rules).unwrap());
         Pdu { id, json: serde_json::to_value(&event).unwrap() }
+    }
+
+    /// Hashes and signs an event with this origin's key.
+    pub(crate) fn sign_as_origin(&self, event: CanonicalJsonObject, rules: &RoomVersionRules) -> Pdu {
+        self.sign_with(&self.key, event, rules)
     }
 
     /// An event of the room, signed by this origin.
@@ -235,7 +249,12 @@ impl Origin {
 
     /// Answers requests whose path starts with `prefix` with `body` (200).
     pub(crate) fn serve(&self, prefix: &str, body: Value) {
-        self.served.lock().unwrap().insert(0, (prefix.to_owned(), body));
+        self.serve_status(prefix, 200, body);
+    }
+
+    /// Answers requests whose path starts with `prefix` with `status` and `body`.
+    pub(crate) fn serve_status(&self, prefix: &str, status: u16, body: Value) {
+        self.served.lock().unwrap().insert(0, (prefix.to_owned(), status, body));
     }
 
     /// Answers `/event/{id}` for this PDU with it (the id as sent, escaped or not).

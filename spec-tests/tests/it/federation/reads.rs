@@ -169,3 +169,70 @@ async fn events_a_server_may_not_see_are_sent_redacted() {
     let late = send("readable by all", "t3").await;
     assert_eq!(event(late).await["content"]["body"], "readable by all");
 }
+
+/// Sytest "Inbound federation redacts events from erased users": Alice's message is served
+/// whole over `/event` and `/backfill` until she deactivates her account with `erase`, then
+/// redacted (no body, the same event id); Carol's, who only deactivated without erasure, stay
+/// whole. Bob keeps the room on this server.
+#[tokio::test]
+async fn events_of_erased_users_are_served_redacted() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let (alice, bob, carol) = (
+        a.register("alice", "pw-alice-123").await,
+        a.register("bob", "pw-bob-12345").await,
+        a.register("carol", "pw-carol-123").await,
+    );
+    let (status, created) = a
+        .post("/_matrix/client/v3/createRoom", alice.token(), json!({"preset": "public_chat", "room_version": "11"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let room = created["room_id"].as_str().unwrap().to_owned();
+    for who in [&bob, &carol] {
+        let (status, body) = a.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), who.token(), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let origin = Origin::start().await;
+    origin.join(&a, &room, "mallory", "11").await;
+    let mut sent = Vec::new();
+    for (who, body) in [(&alice, "body1"), (&carol, "body2")] {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{body}", enc(&room));
+        let (status, answer) = a.put(&path, who.token(), json!({"msgtype": "m.text", "body": body})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        sent.push(answer["event_id"].as_str().unwrap().to_owned());
+    }
+    let fetch = |id: &str| {
+        let path = format!("/_matrix/federation/v1/event/{}", enc(id));
+        let origin = &origin;
+        let a = &a;
+        async move {
+            let (status, answer) = origin.request(a, "GET", &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            answer["pdus"][0].clone()
+        }
+    };
+    assert_eq!(fetch(&sent[0]).await["content"]["body"], "body1");
+
+    for (who, erase) in [(&alice, true), (&carol, false)] {
+        let deactivate = "/_matrix/client/v3/account/deactivate";
+        let (_, challenge) = a.post(deactivate, who.token(), json!({"erase": erase})).await;
+        let session = challenge["session"].as_str().expect("a UIA session").to_owned();
+        let body = json!({"erase": erase, "auth": who.password_auth(&session)});
+        let (status, answer) = a.post(deactivate, who.token(), body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let erased = fetch(&sent[0]).await;
+    assert!(erased["content"].get("body").is_none(), "not redacted: {erased}");
+    assert_eq!(erased["sender"], alice.user_id.as_str());
+    let rules = ruma::RoomVersionId::V11.rules().unwrap();
+    assert_eq!(ids(&json!([erased]), &rules), vec![sent[0].clone()], "the redacted event keeps its id");
+    assert_eq!(fetch(&sent[1]).await["content"]["body"], "body2", "deactivation alone erases nothing");
+
+    let path = format!("/_matrix/federation/v1/backfill/{}?v={}&limit=10", enc(&room), enc(&sent[1]));
+    let (status, page) = origin.request(&a, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let pdus = page["pdus"].as_array().unwrap();
+    let of =
+        |id: &str| pdus.iter().find(|p| ids(&json!([p]), &rules) == [id]).cloned().unwrap_or_else(|| panic!("{page}"));
+    assert!(of(&sent[0])["content"].get("body").is_none(), "backfilled unredacted: {page}");
+    assert_eq!(of(&sent[1])["content"]["body"], "body2");
+}

@@ -210,11 +210,19 @@ async fn x_matrix_signatures_are_checked() {
     assert_eq!(unsigned.json::<Value>().await.unwrap()["errcode"], "M_UNAUTHORIZED");
     let garbage = tls_client()
         .get(format!("{}{known}", b.federation_base))
-        .header("authorization", "X-Matrix origin=\"bad name!\",key=\"ed25519:x\",sig=\"!!\"")
+        .header("authorization", "X-Matrix key=\"ed25519:x\",sig=\"!!\"")
         .send()
         .await
         .unwrap();
     assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+    // An origin that is no server name makes the request malformed (see below).
+    let bad_name = tls_client()
+        .get(format!("{}{known}", b.federation_base))
+        .header("authorization", "X-Matrix origin=\"bad name!\",key=\"ed25519:x\",sig=\"!!\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_name.status(), StatusCode::BAD_REQUEST);
 }
 
 /// A static allow-list: a signed request from a server not on it is 403 `M_FORBIDDEN` without
@@ -291,4 +299,55 @@ async fn signed_allow_lists_are_verified() {
         }
     }
     assert!(host.seen().iter().any(|r| r.path == "/expired") && host.seen().iter().any(|r| r.path == "/forged"));
+}
+
+/// Sytest "Non-numeric ports in server names are rejected": a request whose X-Matrix origin
+/// is `localhost:http` is 400 `M_INVALID_PARAM` (its keys are never looked for); a destination
+/// so named likewise. A client naming such a server (to join through, in an alias or a user
+/// id) and a notary question about one get 400 too, and the server tries no connection.
+#[tokio::test]
+async fn non_numeric_ports_in_server_names_are_rejected() {
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let bob = b.register("bob", "pw-bob-12345").await;
+    let http = tls_client();
+    let profile = format!("/_matrix/federation/v1/query/profile?user_id={}&field=displayname", enc(&bob.user_id));
+    let sig = "a".repeat(86);
+    for header in [
+        format!(r#"X-Matrix origin="localhost:http",destination="{}",key="ed25519:1",sig="{sig}""#, b.server_name),
+        format!(r#"X-Matrix origin=localhost:http,key="ed25519:1",sig="{sig}""#),
+        format!(r#"X-Matrix origin="127.0.0.1:1",destination="localhost:http",key="ed25519:1",sig="{sig}""#),
+    ] {
+        let response =
+            http.get(format!("{}{profile}", b.federation_base)).header("authorization", &header).send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_error(&(status, body), StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
+    }
+    // A well-formed header with a bad signature is still 401.
+    let header =
+        format!(r#"X-Matrix origin="127.0.0.1:1",destination="{}",key="ed25519:1",sig="{sig}""#, b.server_name);
+    let response =
+        http.get(format!("{}{profile}", b.federation_base)).header("authorization", header).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let room = room_with_alias(&b, "ports").await;
+    let joins = [
+        format!("/_matrix/client/v3/join/{}?via=localhost:http", enc(&room)),
+        format!("/_matrix/client/v3/join/{}", enc("#ports:localhost:http")),
+    ];
+    for path in joins {
+        let result = b.post(&path, bob.token(), json!({})).await;
+        assert_eq!(result.0, StatusCode::BAD_REQUEST, "{path}: {}", result.1);
+    }
+    let result = b.get(&format!("/_matrix/client/v3/profile/{}", enc("@alice:localhost:http")), bob.token()).await;
+    assert_eq!(result.0, StatusCode::BAD_REQUEST, "{}", result.1);
+    let response = http.get(format!("{}/_matrix/key/v2/query/localhost:http", b.federation_base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = http
+        .post(format!("{}/_matrix/key/v2/query", b.federation_base))
+        .json(&json!({"server_keys": {"localhost:http": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
