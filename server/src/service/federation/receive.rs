@@ -199,26 +199,27 @@ impl FederationService {
                 return;
             }
         };
-        let acl = self.check_acl(origin, room.as_str()).await;
         // Each PDU is parsed once: its id names its result, the parse goes on to verification.
         let owned: Vec<Box<RawJsonValue>> = raws.iter().map(|raw| (*raw).to_owned()).collect();
         let mut to_verify = Vec::with_capacity(raws.len());
         let mut ids = Vec::with_capacity(raws.len());
         for parsed in super::parse_each(owned, &rules, room).await {
-            let parsed = match parsed {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU");
-                    continue;
+            match parsed {
+                Ok(p) => {
+                    ids.push(p.pdu.event_id.clone());
+                    to_verify.push(Ok(p));
                 }
-            };
-            let id = parsed.pdu.event_id.clone();
-            if let Err(e) = &acl {
-                results.insert(id, Err(e.to_string()));
-                continue;
+                Err(e) => tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU"),
             }
-            to_verify.push(Ok(parsed));
-            ids.push(id);
+        }
+        // The room's ACL and what the events build on are read at once.
+        let wanted = depended_on(to_verify.iter().filter_map(|p| p.as_ref().ok()).map(|p| &p.pdu), &rules);
+        let (acl, stored) = tokio::join!(self.check_acl(origin, room.as_str()), self.storage.federation.pdus(&wanted));
+        if let Err(e) = acl {
+            for id in ids {
+                results.insert(id, Err(e.to_string()));
+            }
+            return;
         }
         let mut events = Vec::with_capacity(to_verify.len());
         for (id, verified) in ids.into_iter().zip(self.verify_parsed(to_verify, &rules, origin).await) {
@@ -231,8 +232,8 @@ impl FederationService {
         }
         // Predecessors first; a sender may list them in any order.
         events.sort_by_key(|e| e.pdu.depth);
-        let (run, alone) = match self.split_known(room, &rules, &events).await {
-            Ok(split) => split,
+        let (run, alone) = match stored {
+            Ok(stored) => split_known(room, &rules, &events, stored),
             Err(e) => {
                 tracing::warn!(%origin, room_id = %room, error = %e, "could not look up what received PDUs depend on");
                 (Vec::new(), events.iter().collect())
@@ -271,54 +272,6 @@ impl FederationService {
         if guest_access_changed && let Err(e) = self.rooms.remove_guests_if_revoked(room).await {
             tracing::warn!(%origin, room_id = %room, error = %e, "could not check the room's guests");
         }
-    }
-
-    /// Splits a room's received events (sorted by depth) into those whose auth events are
-    /// stored and whose prev events have a known state (in the room's timeline, or
-    /// soft-failed), counting the events before them in the list as both, and the rest.
-    async fn split_known<'a>(
-        &self,
-        room: &RoomId,
-        rules: &RoomVersionRules,
-        events: &'a [Received],
-    ) -> ServiceResult<(Vec<&'a Received>, Vec<&'a Received>)> {
-        let needs = |e: &Received| {
-            let auth = crate::service::rooms::with_implied_create(
-                &e.pdu,
-                rules,
-                e.pdu.auth_events.iter().map(ToString::to_string).collect(),
-            );
-            (auth, e.pdu.prev_events.iter().map(ToString::to_string).collect::<Vec<_>>())
-        };
-        let mut wanted: Vec<String> = events
-            .iter()
-            .flat_map(|e| {
-                let (auth, prev) = needs(e);
-                auth.into_iter().chain(prev)
-            })
-            .collect();
-        wanted.sort();
-        wanted.dedup();
-        let mut stored = self.storage.federation.pdus(&wanted).await?;
-        stored.retain(|p| p.room_id == room.as_str());
-        let mut known_auth: BTreeSet<String> = stored.iter().map(|p| p.event_id.clone()).collect();
-        let mut with_state: BTreeSet<String> =
-            stored.into_iter().filter(|p| p.has_state()).map(|p| p.event_id).collect();
-        let (mut run, mut alone) = (Vec::new(), Vec::new());
-        for e in events {
-            let (auth, prev) = needs(e);
-            if !prev.is_empty()
-                && auth.iter().all(|a| known_auth.contains(a))
-                && prev.iter().all(|p| with_state.contains(p))
-            {
-                known_auth.insert(e.pdu.event_id.to_string());
-                with_state.insert(e.pdu.event_id.to_string());
-                run.push(e);
-            } else {
-                alone.push(e);
-            }
-        }
-        Ok((run, alone))
     }
 
     /// Accepts a verified event after fetching what it depends on.
@@ -506,4 +459,60 @@ impl FederationService {
             .map(|(v, _)| v)
             .ok_or_else(|| ServiceError::NotFound("unknown room".into()))
     }
+}
+
+/// An event's auth events (with the implied create event) and prev events.
+fn needs(pdu: &poststelle_federation::Pdu, rules: &RoomVersionRules) -> (Vec<String>, Vec<String>) {
+    let auth = crate::service::rooms::with_implied_create(
+        pdu,
+        rules,
+        pdu.auth_events.iter().map(ToString::to_string).collect(),
+    );
+    (auth, pdu.prev_events.iter().map(ToString::to_string).collect())
+}
+
+/// The ids received events name as auth or prev events, each once.
+fn depended_on<'a>(
+    pdus: impl Iterator<Item = &'a poststelle_federation::Pdu>,
+    rules: &RoomVersionRules,
+) -> Vec<String> {
+    let mut wanted: Vec<String> = pdus
+        .flat_map(|pdu| {
+            let (auth, prev) = needs(pdu, rules);
+            auth.into_iter().chain(prev)
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    wanted
+}
+
+/// Splits a room's received events (sorted by depth) into those whose auth events are stored
+/// and whose prev events are known with their state (timeline events, or soft-failed ones),
+/// counting the events before them in the list as both, and the rest. `stored` holds what
+/// [`depended_on`] named that this server has.
+fn split_known<'a>(
+    room: &RoomId,
+    rules: &RoomVersionRules,
+    events: &'a [Received],
+    mut stored: Vec<crate::storage::federation::StoredPdu>,
+) -> (Vec<&'a Received>, Vec<&'a Received>) {
+    stored.retain(|p| p.room_id == room.as_str());
+    let mut known_auth: BTreeSet<String> = stored.iter().map(|p| p.event_id.clone()).collect();
+    let mut with_state: BTreeSet<String> = stored.into_iter().filter(|p| p.has_state()).map(|p| p.event_id).collect();
+    let (mut run, mut alone) = (Vec::new(), Vec::new());
+    for e in events {
+        let (auth, prev) = needs(&e.pdu, rules);
+        if !prev.is_empty()
+            && auth.iter().all(|a| known_auth.contains(a))
+            && prev.iter().all(|p| with_state.contains(p))
+        {
+            known_auth.insert(e.pdu.event_id.to_string());
+            with_state.insert(e.pdu.event_id.to_string());
+            run.push(e);
+        } else {
+            alone.push(e);
+        }
+    }
+    (run, alone)
 }
