@@ -83,8 +83,9 @@ async fn a_second_soft_failed_event_is_accepted_and_the_extremities_kept() {
 
 /// Sytest "Inbound federation correctly handles soft failed events as extremities": as above,
 /// but SF2 follows SF1, and then Mallory sends M2 on PL1 and SF2 (allowed by the current
-/// state). M2 replaces M1 and PL1 as the room's only extremity: Alice's next message names
-/// M2 alone.
+/// state). The soft-failed events are known with their state (the origin is asked for no
+/// missing events and no state). M2 replaces M1 and PL1 as the room's only extremity: Alice's
+/// next message names M2 alone.
 #[tokio::test]
 async fn an_event_after_soft_failed_events_becomes_the_only_extremity() {
     let (a, alice, origin, room) = setup("11").await;
@@ -104,6 +105,10 @@ async fn an_event_after_soft_failed_events_becomes_the_only_extremity() {
     auth[1].clone_from(&pl1);
     let m2 = origin.event(&chain, Draft::message("M2").prev(vec![pl1.clone(), sf2.id.clone()]).auth(auth));
     deliver(&a, &origin, "m2", &m2).await;
+    // The soft-failed events are known with their state: no gap to fill.
+    for asked in ["/_matrix/federation/v1/get_missing_events/", "/_matrix/federation/v1/state_ids/"] {
+        assert!(origin.seen(asked).is_empty(), "the origin was asked {asked}");
+    }
 
     let seen = timeline(&a, &alice, &room.room_id).await;
     assert!(ids(&seen).contains(&m2.id.as_str()) && ids(&seen).contains(&m1.id.as_str()), "{seen:?}");
