@@ -240,13 +240,16 @@ impl FederationStore {
     /// stream consumer `federation`, in one statement: `(position, event id, destinations)`.
     /// Committed without waiting for the WAL flush: the rows derive from stored events, and a
     /// crash that loses them loses the consumer's move with them, so they are queued again.
-    /// `false` if another process moved the consumer first.
+    /// Returns the destinations ready to send to now (what [`Self::ready_destinations`] would
+    /// answer after it, read in the same statement), or `None` if another process moved the
+    /// consumer first.
     pub async fn queue_events(
         &self,
         from: i64,
         to: i64,
         batches: &[(i64, String, Vec<String>)],
-    ) -> StorageResult<bool> {
+        now: i64,
+    ) -> StorageResult<Option<Vec<String>>> {
         let mut destinations = Vec::new();
         let mut positions = Vec::new();
         let mut event_ids = Vec::new();
@@ -259,8 +262,11 @@ impl FederationStore {
         }
         let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         // The queue rows reference their destination, whose row the same statement may add:
-        // foreign keys are checked at the statement's end, after every part of it.
-        let moved = sqlx::query_scalar!(
+        // foreign keys are checked at the statement's end, after every part of it. The parts
+        // of one statement do not see each other's rows: the ready destinations are those
+        // queued to now that are not backing off (new ones never are), and those whose queues
+        // held something before.
+        let rows = sqlx::query!(
             r#"WITH moved AS (
                    UPDATE stream_consumers SET position = $2 WHERE name = 'federation' AND position = $1
                    RETURNING 1
@@ -274,17 +280,32 @@ impl FederationStore {
                    INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)
                    SELECT destination, stream_ordering, event_id FROM queued ON CONFLICT DO NOTHING
                )
-               SELECT EXISTS (SELECT 1 FROM moved) AS "moved!""#,
+               SELECT EXISTS (SELECT 1 FROM moved) AS "moved!", r.destination
+               FROM (SELECT 1) one
+               LEFT JOIN (
+                   SELECT q.destination FROM (SELECT DISTINCT destination FROM queued) q
+                   LEFT JOIN federation_destinations d USING (destination)
+                   WHERE COALESCE(d.retry_at, 0) <= $6
+                 UNION
+                   SELECT d.destination FROM federation_destinations d
+                   WHERE d.retry_at <= $6
+                     AND (EXISTS (SELECT 1 FROM federation_outbound_pdus p WHERE p.destination = d.destination)
+                          OR EXISTS (SELECT 1 FROM federation_outbound_edus e WHERE e.destination = d.destination))
+               ) r ON TRUE"#,
             from,
             to,
             &destinations,
             &positions,
-            &event_ids
+            &event_ids,
+            now
         )
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(moved)
+        if !rows.first().is_some_and(|r| r.moved) {
+            return Ok(None);
+        }
+        Ok(Some(rows.into_iter().filter_map(|r| r.destination).collect()))
     }
 
     /// Where the federation consumer of the events stream stands.

@@ -91,13 +91,15 @@ fn json_of<T>(raw: &ruma::serde::Raw<T>) -> Option<JsonValue> {
 
 impl E2eeService {
     /// Queues `m.device_list_update` EDUs for the local device changes after the consumer's
-    /// position (the federation sender calls this, one process at a time).
-    pub async fn queue_device_list_updates(&self) -> ServiceResult<()> {
+    /// position (the federation sender calls this, one process at a time); `true` if it
+    /// queued any.
+    pub async fn queue_device_list_updates(&self) -> ServiceResult<bool> {
+        let mut queued = false;
         loop {
             let from = self.storage.device_lists.outbound_position().await?;
             let head = self.storage.rooms.stream_head("device_lists").await?;
             if head <= from {
-                return Ok(());
+                return Ok(queued);
             }
             let limit = i64::try_from(OUTBOUND_BATCH).unwrap_or(i64::MAX);
             let changes =
@@ -116,8 +118,9 @@ impl E2eeService {
                 updates.push(OutboundUpdate { user_id, stream_id, destinations, content });
             }
             if !self.storage.device_lists.queue_updates(from, to, &updates, now_ms()).await? {
-                return Ok(());
+                return Ok(queued);
             }
+            queued |= !updates.is_empty();
             tracing::debug!(from, to, updates = updates.len(), "queued device-list updates");
         }
     }

@@ -54,14 +54,25 @@ impl FederationService {
             let started = std::time::Instant::now();
             let (events, devices) =
                 tokio::join!(self.queue_new_events(&mut position), self.e2ee.queue_device_list_updates());
-            if let Err(e) = events {
-                position = None;
-                tracing::warn!(error = %e, "could not queue events for other servers");
-            }
-            if let Err(e) = devices {
+            let ready_after_queueing = match events {
+                Ok(ready) => ready,
+                Err(e) => {
+                    position = None;
+                    tracing::warn!(error = %e, "could not queue events for other servers");
+                    None
+                }
+            };
+            let devices_queued = devices.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "could not queue device-list updates for other servers");
-            }
-            match self.storage.federation.ready_destinations(now_ms()).await {
+                false
+            });
+            // Queueing events also read which destinations are ready, unless device-list
+            // updates were queued beside it (the read may have missed them).
+            let ready = match ready_after_queueing {
+                Some(ready) if !devices_queued => Ok(ready),
+                _ => self.storage.federation.ready_destinations(now_ms()).await,
+            };
+            match ready {
                 Ok(ready) => {
                     for destination in ready {
                         let Ok(destination) = OwnedServerName::try_from(destination) else { continue };
@@ -90,8 +101,10 @@ impl FederationService {
     }
 
     /// Queues local events after the consumer's position for their destinations: the servers
-    /// in the room at the event, and the target's server of a membership change.
-    async fn queue_new_events(&self, position: &mut Option<i64>) -> ServiceResult<()> {
+    /// in the room at the event, and the target's server of a membership change. Returns the
+    /// destinations ready to send to, as read by the last queueing statement, if one ran.
+    async fn queue_new_events(&self, position: &mut Option<i64>) -> ServiceResult<Option<Vec<String>>> {
+        let mut ready = None;
         loop {
             let from = match *position {
                 Some(p) => p,
@@ -100,7 +113,7 @@ impl FederationService {
             let (head, events) =
                 self.storage.federation.local_events_to_send(from, self.server_name.as_str(), QUEUE_BATCH).await?;
             if head <= from {
-                return Ok(());
+                return Ok(ready);
             }
             let full = i64::try_from(events.len()).unwrap_or(0) >= QUEUE_BATCH;
             let to = if full { events.last().map_or(head, |e| e.position) } else { head };
@@ -123,16 +136,17 @@ impl FederationService {
             // position stays, saving a commit per received event; the next local event or a
             // long stretch moves it.
             if batches.is_empty() && to - from < IDLE_STRETCH {
-                return Ok(());
+                return Ok(ready);
             }
-            if !self.storage.federation.queue_events(from, to, &batches).await? {
+            let Some(now_ready) = self.storage.federation.queue_events(from, to, &batches, now_ms()).await? else {
                 // Another process queued this range first.
                 *position = None;
-                return Ok(());
-            }
+                return Ok(None);
+            };
+            ready = Some(now_ready);
             *position = Some(to);
             if !full {
-                return Ok(());
+                return Ok(ready);
             }
         }
     }
