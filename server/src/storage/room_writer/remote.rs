@@ -110,9 +110,10 @@ impl RoomWriter {
     }
 
     /// [`Self::insert_outliers`] for many: the rows travel as parallel arrays, one per column
-    /// (no JSON to build and parse for thousands of events); the events' lists of ids, which
-    /// differ in length, travel as one array each with every event's slice of it. Positions are
-    /// taken in one step.
+    /// (no JSON document of every event to build and parse); each event's lists of ids, which
+    /// differ in length, travel as one short JSON array per event, read back per row (slices of
+    /// one long array per row would cost time quadratic in the rows). Positions are taken in
+    /// one step.
     async fn insert_many_outliers(&mut self, events: &[OutlierEvent<'_>]) -> StorageResult<()> {
         let n = events.len();
         let (mut ids, mut depths, mut types, mut keys, mut senders, mut stamps, mut pdus) = (
@@ -131,14 +132,8 @@ impl RoomWriter {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut prev_all, mut prev_start, mut prev_len) = (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut auth_all, mut auth_start, mut auth_len) = (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(n));
-        // PostgreSQL arrays count from 1.
-        fn slice<'a>(all: &mut Vec<&'a str>, list: &'a [String]) -> (i32, i32) {
-            let start = i32::try_from(all.len() + 1).unwrap_or(i32::MAX);
-            all.extend(list.iter().map(String::as_str));
-            (start, i32::try_from(list.len()).unwrap_or(i32::MAX))
-        }
+        let (mut prevs, mut auths) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let ids_json = |ids: &[String]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
         for e in events {
             ids.push(e.event_id);
             depths.push(e.depth);
@@ -152,31 +147,27 @@ impl RoomWriter {
             before.push(e.state_before);
             after.push(e.state_after.or(e.state_before));
             from.push(e.received_from);
-            let (start, len) = slice(&mut prev_all, e.prev_events);
-            prev_start.push(start);
-            prev_len.push(len);
-            let (start, len) = slice(&mut auth_all, e.auth_events);
-            auth_start.push(start);
-            auth_len.push(len);
+            prevs.push(ids_json(e.prev_events));
+            auths.push(ids_json(e.auth_events));
         }
         let count = i64::try_from(n).unwrap_or(i64::MAX);
         sqlx::query!(
             r#"WITH pos AS (
-                   UPDATE stream_heads SET position = position - $20 WHERE stream = 'outliers'
-                   RETURNING position + $20 AS top)
+                   UPDATE stream_heads SET position = position - $16 WHERE stream = 'outliers'
+                   RETURNING position + $16 AS top)
                INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                    origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
                                    outlier, rejected, soft_failed, received_from)
                SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
                       r.origin_server_ts, r.pdu, r.state_before, r.state_after,
-                      ($9::text[])[r.prev_start : r.prev_start + r.prev_len - 1],
-                      ($12::text[])[r.auth_start : r.auth_start + r.auth_len - 1],
+                      ARRAY(SELECT x FROM jsonb_array_elements_text(r.prevs::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
+                      ARRAY(SELECT x FROM jsonb_array_elements_text(r.auths::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
                       TRUE, r.rejected, r.soft_failed, r.received_from
                FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
-                           $10::int[], $11::int[], $13::int[], $14::int[], $15::text[], $16::boolean[],
-                           $17::bigint[], $18::bigint[], $19::text[])
+                           $9::text[], $10::text[], $11::text[], $12::boolean[], $13::bigint[], $14::bigint[],
+                           $15::text[])
                     WITH ORDINALITY AS r(event_id, depth, event_type, state_key, sender, origin_server_ts, pdu,
-                                         prev_start, prev_len, auth_start, auth_len, rejected, soft_failed,
+                                         prevs, auths, rejected, soft_failed,
                                          state_before, state_after, received_from, i),
                     pos
                ORDER BY r.i
@@ -189,12 +180,8 @@ impl RoomWriter {
             &senders as &[&str],
             &stamps,
             &pdus as &[&str],
-            &prev_all as &[&str],
-            &prev_start,
-            &prev_len,
-            &auth_all as &[&str],
-            &auth_start,
-            &auth_len,
+            &prevs,
+            &auths,
             &rejected as &[Option<&str>],
             &soft_failed,
             &before as &[Option<i64>],
