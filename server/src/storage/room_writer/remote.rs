@@ -25,6 +25,8 @@ pub struct OutlierEvent<'a> {
     /// events built on it take their state from it).
     pub state_after: Option<i64>,
     pub received_from: Option<&'a str>,
+    /// For a redaction: the event it names.
+    pub redacts: Option<&'a str>,
 }
 
 /// A received event that joins the timeline, with the state the caller computed for it.
@@ -45,6 +47,8 @@ pub struct RemoteEvent<'a> {
     pub relates_to: Option<&'a str>,
     pub rel_type: Option<&'a str>,
     pub received_from: Option<&'a str>,
+    /// For a redaction: the event it names.
+    pub redacts: Option<&'a str>,
 }
 
 /// What is known about a stored event.
@@ -59,6 +63,14 @@ pub struct StoredEventInfo {
     pub depth: i64,
     /// Kept out of the timeline by the room's current state, but with its state known.
     pub soft_failed: bool,
+}
+
+/// A redaction in the room's timeline that names an event, with the state before it.
+#[derive(Clone, Debug)]
+pub struct NamingRedaction {
+    pub event_id: String,
+    pub pdu: String,
+    pub state_before: i64,
 }
 
 impl StoredEventInfo {
@@ -82,9 +94,9 @@ impl RoomWriter {
                        UPDATE stream_heads SET position = position - 1 WHERE stream = 'outliers' RETURNING position)
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
-                                       outlier, rejected, soft_failed, received_from)
+                                       outlier, rejected, soft_failed, received_from, redacts)
                    SELECT $1, $2, pos.position, $3, $4, $5, $6, $7, $8, $9::bigint,
-                          COALESCE($15::bigint, $9::bigint), $10, $11, TRUE, $12, $13, $14
+                          COALESCE($15::bigint, $9::bigint), $10, $11, TRUE, $12, $13, $14, $16
                    FROM pos
                    ON CONFLICT (event_id) DO NOTHING"#,
                 e.event_id,
@@ -101,7 +113,8 @@ impl RoomWriter {
                 e.rejected,
                 e.soft_failed,
                 e.received_from,
-                e.state_after
+                e.state_after,
+                e.redacts
             )
             .execute(&mut *self.tx)
             .await?;
@@ -124,7 +137,8 @@ impl RoomWriter {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut rejected, mut soft_failed, mut before, mut after, mut from) = (
+        let (mut rejected, mut soft_failed, mut before, mut after, mut from, mut redacts) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -152,6 +166,7 @@ impl RoomWriter {
             before.push(e.state_before);
             after.push(e.state_after.or(e.state_before));
             from.push(e.received_from);
+            redacts.push(e.redacts);
             let (start, len) = slice(&mut prev_all, e.prev_events);
             prev_start.push(start);
             prev_len.push(len);
@@ -166,18 +181,18 @@ impl RoomWriter {
                    RETURNING position + $20 AS top)
                INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                    origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
-                                   outlier, rejected, soft_failed, received_from)
+                                   outlier, rejected, soft_failed, received_from, redacts)
                SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
                       r.origin_server_ts, r.pdu, r.state_before, r.state_after,
                       ($9::text[])[r.prev_start : r.prev_start + r.prev_len - 1],
                       ($12::text[])[r.auth_start : r.auth_start + r.auth_len - 1],
-                      TRUE, r.rejected, r.soft_failed, r.received_from
+                      TRUE, r.rejected, r.soft_failed, r.received_from, r.redacts
                FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
                            $10::int[], $11::int[], $13::int[], $14::int[], $15::text[], $16::boolean[],
-                           $17::bigint[], $18::bigint[], $19::text[])
+                           $17::bigint[], $18::bigint[], $19::text[], $21::text[])
                     WITH ORDINALITY AS r(event_id, depth, event_type, state_key, sender, origin_server_ts, pdu,
                                          prev_start, prev_len, auth_start, auth_len, rejected, soft_failed,
-                                         state_before, state_after, received_from, i),
+                                         state_before, state_after, received_from, redacts, i),
                     pos
                ORDER BY r.i
                ON CONFLICT (event_id) DO NOTHING"#,
@@ -200,7 +215,8 @@ impl RoomWriter {
             &before as &[Option<i64>],
             &after as &[Option<i64>],
             &from as &[Option<&str>],
-            count
+            count,
+            &redacts as &[Option<&str>]
         )
         .execute(&mut *self.tx)
         .await?;
@@ -229,13 +245,13 @@ impl RoomWriter {
                promoted AS (
                    UPDATE events SET stream_ordering = pos.p, outlier = FALSE, backfilled = pos.p < 0,
                        rejected = NULL, soft_failed = FALSE, state_before = $10, state_after = $11, replaces_state = $12, relates_to = $13,
-                       rel_type = $14
+                       rel_type = $14, redacts = $19
                    FROM pos WHERE event_id = $1 AND outlier),
                event AS (
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                       rel_type, prev_events, auth_events, received_from, backfilled)
-                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, pos.p < 0
+                                       rel_type, prev_events, auth_events, received_from, backfilled, redacts)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, pos.p < 0, $19
                    FROM pos
                    WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = $1))
                SELECT pos.p AS "position!", (SELECT position FROM alloc) AS "last?",
@@ -258,11 +274,28 @@ impl RoomWriter {
             e.prev_events,
             e.auth_events,
             e.received_from,
-            allocate
+            allocate,
+            e.redacts
         )
         .fetch_one(&mut *self.tx)
         .await?;
         Ok(super::InsertedEvent { position: row.position, last_allocated: row.last })
+    }
+
+    /// The accepted redactions of this room (in the timeline: neither rejected nor soft-failed)
+    /// that name `target`, in stream order: a redaction may arrive before the event it names,
+    /// and applies when that event is written.
+    pub async fn redactions_naming(&mut self, target: &str) -> StorageResult<Vec<NamingRedaction>> {
+        Ok(sqlx::query_as!(
+            NamingRedaction,
+            r#"SELECT event_id, pdu, state_before AS "state_before!" FROM events
+               WHERE redacts = $1 AND room_id = $2 AND NOT outlier AND rejected IS NULL AND NOT soft_failed
+               ORDER BY stream_ordering"#,
+            target,
+            self.room_id
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
     }
 
     /// Reserves `n` positions below everything stored for events fetched from the room's
