@@ -11,7 +11,7 @@ use super::StorageResult;
 mod mls;
 mod remote;
 pub use mls::{AcceptedCommitRow, StoredGroup, WelcomeRow};
-pub use remote::{OutlierEvent, RemoteEvent, StoredEventInfo};
+pub use remote::{NamingRedaction, OutlierEvent, RemoteEvent, StoredEventInfo};
 
 /// Snapshots deeper than this are written in full, so reading any state walks at most this many
 /// snapshot rows.
@@ -51,6 +51,8 @@ pub struct NewEvent<'a> {
     pub txn_key: Option<&'a str>,
     pub prev_events: &'a [String],
     pub auth_events: &'a [String],
+    /// For a redaction: the event it names.
+    pub redacts: Option<&'a str>,
 }
 
 /// An open write transaction on one room.
@@ -256,8 +258,8 @@ impl RoomWriter {
                event AS (
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                       rel_type, sender_device, txn_id, prev_events, auth_events)
-                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $21
+                                       rel_type, sender_device, txn_id, prev_events, auth_events, redacts)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $21, $22
                    FROM pos),
                state AS (
                    INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
@@ -300,7 +302,8 @@ impl RoomWriter {
             e.txn_key,
             now,
             allocate,
-            e.auth_events
+            e.auth_events,
+            e.redacts
         )
         .fetch_one(&mut *self.tx)
         .await?;

@@ -441,6 +441,7 @@ impl RoomCtx {
                         txn_key: txn_key.as_deref(),
                         prev_events: &prev,
                         auth_events: &auth,
+                        redacts: redaction_target(&p.pdu).map(ruma::EventId::as_str),
                     },
                     slot,
                     now,
@@ -486,6 +487,11 @@ fn keep_cached(
         })
     });
     service.put_cached_room(room_id, CachedRoom { snapshot, extremities, state, pdus });
+}
+
+/// The event a PDU redacts, if it is a redaction (in any other event `redacts` means nothing).
+pub(super) fn redaction_target(pdu: &Pdu) -> Option<&ruma::EventId> {
+    if pdu.kind == ruma::events::TimelineEventType::RoomRedaction { pdu.redacts.as_deref() } else { None }
 }
 
 /// `m.relates_to` of a content: the related event and the relation type (replies have none).

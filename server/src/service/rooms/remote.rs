@@ -11,7 +11,10 @@ use poststelle_federation::{Pdu, auth, resolve};
 use ruma::{OwnedEventId, RoomVersionId, events::StateEventType, room_version_rules::RoomVersionRules};
 use serde_json::Value as JsonValue;
 
-use super::{RoomService, persist::parse_pdu};
+use super::{
+    RoomService,
+    persist::{parse_pdu, redaction_target},
+};
 use crate::{
     service::{ServiceError, ServiceResult},
     storage::{
@@ -19,6 +22,8 @@ use crate::{
         room_writer::{MAX_SNAPSHOT_CHAIN, OutlierEvent, RemoteEvent, RoomWriter, StoredEventInfo, StreamSlot},
     },
 };
+
+mod redaction;
 
 /// An event ready to be accepted: verified signatures, its id, its canonical JSON text.
 #[derive(Clone, Debug)]
@@ -193,34 +198,6 @@ async fn resolve_states(
     Ok(resolved.into_iter().map(|(k, id)| (k, id.to_string())).collect())
 }
 
-/// Whether a received redaction applies to its target (room versions 3 and later leave this to
-/// the server): the target is an event of the room, sent from the redaction's server or by a
-/// sender the state before the redaction lets redact others' events. A redaction that does not
-/// apply stays in the timeline without effect.
-async fn may_redact(
-    w: &mut RoomWriter,
-    loaded: &mut Loaded,
-    rules: &RoomVersionRules,
-    redaction: &Pdu,
-    target: &ruma::EventId,
-    before: &StateIds,
-) -> ServiceResult<bool> {
-    let create = before.get(&("m.room.create".to_owned(), String::new())).cloned();
-    let levels = before.get(&("m.room.power_levels".to_owned(), String::new())).cloned();
-    loaded.load(w, [target.to_string()].into_iter().chain(create.clone()).chain(levels.clone())).await?;
-    let Some(original) = loaded.get(target) else { return Ok(false) };
-    if original.room_id != redaction.room_id {
-        return Ok(false);
-    }
-    if original.sender.server_name() == redaction.sender.server_name() {
-        return Ok(true);
-    }
-    let event = |id: Option<String>| id.and_then(|id| OwnedEventId::try_from(id).ok()).and_then(|id| loaded.get(&id));
-    let content = event(levels).and_then(|pl| serde_json::from_str::<JsonValue>(pl.content.get()).ok());
-    let power = super::power::PowerLevels::new(rules, event(create).as_ref(), content);
-    Ok(power.can_redact_others(&redaction.sender))
-}
-
 /// Writes a state as a full snapshot.
 pub(super) async fn write_full(w: &mut RoomWriter, state: &StateIds) -> ServiceResult<i64> {
     let entries: Vec<(String, String, String)> =
@@ -260,9 +237,10 @@ async fn state_after(
     Ok((after, after_snapshot, replaces_state))
 }
 
-/// Writes an admitted event into the timeline at `slot`, with the state after it, and applies
-/// it if it is a redaction that may redact its target. Returns its position and the state
-/// after it with that state's snapshot `(id, chain depth)`.
+/// Writes an admitted event into the timeline at `slot`, with the state after it; applies it
+/// if it is a redaction that may redact its target, and applies to it a redaction received
+/// before it that may redact it. Returns its position and the state after it with that
+/// state's snapshot `(id, chain depth)`.
 pub(super) async fn into_timeline(
     w: &mut RoomWriter,
     loaded: &mut Loaded,
@@ -293,15 +271,13 @@ pub(super) async fn into_timeline(
                 relates_to: relates_to.as_ref().map(|(r, _)| r.as_str()),
                 rel_type: relates_to.as_ref().and_then(|(_, t)| t.as_deref()),
                 received_from: event.origin.as_deref(),
+                redacts: redaction_target(&event.pdu).map(ruma::EventId::as_str),
             },
             slot,
         )
         .await?;
-    if let Some(target) = &event.pdu.redacts
-        && may_redact(w, loaded, rules, &event.pdu, target, before).await?
-    {
-        w.mark_redacted(target.as_str(), id).await?;
-    }
+    redaction::apply_to_held_target(w, loaded, rules, &event.pdu, before).await?;
+    redaction::apply_earlier_redactions(w, loaded, rules, &event.pdu).await?;
     Ok((inserted.position, after, after_snapshot))
 }
 
@@ -321,6 +297,7 @@ fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> Outli
         state_before: None,
         state_after: None,
         received_from: r.origin.as_deref(),
+        redacts: redaction_target(&r.pdu).map(ruma::EventId::as_str),
     }
 }
 

@@ -104,6 +104,7 @@ impl RoomService {
                     relates_to: None,
                     rel_type: None,
                     received_from: invite.origin.as_deref(),
+                    redacts: None,
                 },
                 StreamSlot::FirstOf(1),
             )

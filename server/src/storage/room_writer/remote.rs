@@ -25,6 +25,8 @@ pub struct OutlierEvent<'a> {
     /// events built on it take their state from it).
     pub state_after: Option<i64>,
     pub received_from: Option<&'a str>,
+    /// For a redaction: the event it names.
+    pub redacts: Option<&'a str>,
 }
 
 /// A received event that joins the timeline, with the state the caller computed for it.
@@ -45,6 +47,8 @@ pub struct RemoteEvent<'a> {
     pub relates_to: Option<&'a str>,
     pub rel_type: Option<&'a str>,
     pub received_from: Option<&'a str>,
+    /// For a redaction: the event it names.
+    pub redacts: Option<&'a str>,
 }
 
 /// What is known about a stored event.
@@ -59,6 +63,14 @@ pub struct StoredEventInfo {
     pub depth: i64,
     /// Kept out of the timeline by the room's current state, but with its state known.
     pub soft_failed: bool,
+}
+
+/// A redaction in the room's timeline that names an event, with the state before it.
+#[derive(Clone, Debug)]
+pub struct NamingRedaction {
+    pub event_id: String,
+    pub pdu: String,
+    pub state_before: i64,
 }
 
 impl StoredEventInfo {
@@ -82,9 +94,9 @@ impl RoomWriter {
                        UPDATE stream_heads SET position = position - 1 WHERE stream = 'outliers' RETURNING position)
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
-                                       outlier, rejected, soft_failed, received_from)
+                                       outlier, rejected, soft_failed, received_from, redacts)
                    SELECT $1, $2, pos.position, $3, $4, $5, $6, $7, $8, $9::bigint,
-                          COALESCE($15::bigint, $9::bigint), $10, $11, TRUE, $12, $13, $14
+                          COALESCE($15::bigint, $9::bigint), $10, $11, TRUE, $12, $13, $14, $16
                    FROM pos
                    ON CONFLICT (event_id) DO NOTHING"#,
                 e.event_id,
@@ -101,7 +113,8 @@ impl RoomWriter {
                 e.rejected,
                 e.soft_failed,
                 e.received_from,
-                e.state_after
+                e.state_after,
+                e.redacts
             )
             .execute(&mut *self.tx)
             .await?;
@@ -125,7 +138,8 @@ impl RoomWriter {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut rejected, mut soft_failed, mut before, mut after, mut from) = (
+        let (mut rejected, mut soft_failed, mut before, mut after, mut from, mut redacts) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -147,6 +161,7 @@ impl RoomWriter {
             before.push(e.state_before);
             after.push(e.state_after.or(e.state_before));
             from.push(e.received_from);
+            redacts.push(e.redacts);
             prevs.push(ids_json(e.prev_events));
             auths.push(ids_json(e.auth_events));
         }
@@ -157,18 +172,18 @@ impl RoomWriter {
                    RETURNING position + $16 AS top)
                INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                    origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
-                                   outlier, rejected, soft_failed, received_from)
+                                   outlier, rejected, soft_failed, received_from, redacts)
                SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
                       r.origin_server_ts, r.pdu, r.state_before, r.state_after,
                       ARRAY(SELECT x FROM jsonb_array_elements_text(r.prevs::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
                       ARRAY(SELECT x FROM jsonb_array_elements_text(r.auths::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
-                      TRUE, r.rejected, r.soft_failed, r.received_from
+                      TRUE, r.rejected, r.soft_failed, r.received_from, r.redacts
                FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
                            $9::text[], $10::text[], $11::text[], $12::boolean[], $13::bigint[], $14::bigint[],
-                           $15::text[])
+                           $15::text[], $17::text[])
                     WITH ORDINALITY AS r(event_id, depth, event_type, state_key, sender, origin_server_ts, pdu,
                                          prevs, auths, rejected, soft_failed,
-                                         state_before, state_after, received_from, i),
+                                         state_before, state_after, received_from, redacts, i),
                     pos
                ORDER BY r.i
                ON CONFLICT (event_id) DO NOTHING"#,
@@ -187,7 +202,8 @@ impl RoomWriter {
             &before as &[Option<i64>],
             &after as &[Option<i64>],
             &from as &[Option<&str>],
-            count
+            count,
+            &redacts as &[Option<&str>]
         )
         .execute(&mut *self.tx)
         .await?;
@@ -216,13 +232,13 @@ impl RoomWriter {
                promoted AS (
                    UPDATE events SET stream_ordering = pos.p, outlier = FALSE, backfilled = pos.p < 0,
                        rejected = NULL, soft_failed = FALSE, state_before = $10, state_after = $11, replaces_state = $12, relates_to = $13,
-                       rel_type = $14
+                       rel_type = $14, redacts = $19
                    FROM pos WHERE event_id = $1 AND outlier),
                event AS (
                    INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
                                        origin_server_ts, pdu, state_before, state_after, replaces_state, relates_to,
-                                       rel_type, prev_events, auth_events, received_from, backfilled)
-                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, pos.p < 0
+                                       rel_type, prev_events, auth_events, received_from, backfilled, redacts)
+                   SELECT $1, $2, pos.p, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, pos.p < 0, $19
                    FROM pos
                    WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = $1))
                SELECT pos.p AS "position!", (SELECT position FROM alloc) AS "last?",
@@ -245,11 +261,28 @@ impl RoomWriter {
             e.prev_events,
             e.auth_events,
             e.received_from,
-            allocate
+            allocate,
+            e.redacts
         )
         .fetch_one(&mut *self.tx)
         .await?;
         Ok(super::InsertedEvent { position: row.position, last_allocated: row.last })
+    }
+
+    /// The accepted redactions of this room (in the timeline: neither rejected nor soft-failed)
+    /// that name `target`, in stream order: a redaction may arrive before the event it names,
+    /// and applies when that event is written.
+    pub async fn redactions_naming(&mut self, target: &str) -> StorageResult<Vec<NamingRedaction>> {
+        Ok(sqlx::query_as!(
+            NamingRedaction,
+            r#"SELECT event_id, pdu, state_before AS "state_before!" FROM events
+               WHERE redacts = $1 AND room_id = $2 AND NOT outlier AND rejected IS NULL AND NOT soft_failed
+               ORDER BY stream_ordering"#,
+            target,
+            self.room_id
+        )
+        .fetch_all(&mut *self.tx)
+        .await?)
     }
 
     /// Reserves `n` positions below everything stored for events fetched from the room's

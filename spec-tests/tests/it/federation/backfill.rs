@@ -17,7 +17,7 @@ fn enc(id: &str) -> String {
     id.replace('!', "%21").replace(':', "%3A").replace('#', "%23").replace('$', "%24")
 }
 
-async fn send(s: &TestServer, who: &Account, room: &str, path: &str, content: Value) -> String {
+pub(crate) async fn send(s: &TestServer, who: &Account, room: &str, path: &str, content: Value) -> String {
     let (status, answer) = s.put(&format!("/_matrix/client/v3/rooms/{}/{path}", enc(room)), who.token(), content).await;
     assert_eq!(status, StatusCode::OK, "{path}: {answer}");
     answer["event_id"].as_str().expect("event id").to_owned()
@@ -55,7 +55,7 @@ async fn room_with_history(a: &TestServer, alice: &Account, visibility: &str) ->
 }
 
 /// Servers A and B, with Alice on A and Bob on B.
-async fn two_servers() -> (TestServer, TestServer, Account, Account) {
+pub(crate) async fn two_servers() -> (TestServer, TestServer, Account, Account) {
     let a = TestServer::start_with(ServerOptions::federating()).await;
     let b = TestServer::start_with(ServerOptions::federating()).await;
     let alice = a.register("alice", "pw-alice-123").await;
@@ -65,7 +65,7 @@ async fn two_servers() -> (TestServer, TestServer, Account, Account) {
 
 /// Bob on B joins the room through A; his first `/sync`'s `next_batch` and the room's
 /// `prev_batch` in it.
-async fn join_and_sync(b: &TestServer, bob: &Account, room: &str, through: &str) -> (String, String) {
+pub(crate) async fn join_and_sync(b: &TestServer, bob: &Account, room: &str, through: &str) -> (String, String) {
     let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(room), enc(through));
     let (status, answer) = b.post(&path, bob.token(), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{answer}\n{}", b.log());
@@ -76,7 +76,7 @@ async fn join_and_sync(b: &TestServer, bob: &Account, room: &str, through: &str)
 }
 
 /// Pages back from `from` to the end; the events, newest first.
-async fn page_back(s: &TestServer, who: &Account, room: &str, from: &str) -> Vec<Value> {
+pub(crate) async fn page_back(s: &TestServer, who: &Account, room: &str, from: &str) -> Vec<Value> {
     super::synapse::page_back(&Hs::Ours(s), who, room, Some(from)).await
 }
 
