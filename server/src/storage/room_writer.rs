@@ -206,38 +206,7 @@ impl RoomWriter {
         parent: Option<(i64, i32)>,
         entries: &[(String, String, String)],
     ) -> StorageResult<(i64, i32)> {
-        let depth = parent.map(|(_, d)| d + 1).unwrap_or(0);
-        let id = sqlx::query_scalar!(
-            "INSERT INTO state_snapshots (room_id, parent_id, chain_depth) VALUES ($1, $2, $3) RETURNING snapshot_id",
-            self.room_id,
-            parent.map(|(id, _)| id),
-            depth
-        )
-        .fetch_one(&mut *self.tx)
-        .await?;
-        let (types, (keys, events)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
-            entries.iter().map(|(t, k, e)| (t.as_str(), (k.as_str(), e.as_str()))).unzip();
-        sqlx::query!(
-            "INSERT INTO state_keys (event_type, state_key)
-             SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            &types as &[&str],
-            &keys as &[&str]
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query!(
-            "INSERT INTO state_snapshot_entries (snapshot_id, key_nid, event_id)
-             SELECT $1, k.key_nid, n.event_id
-             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS n(event_type, state_key, event_id)
-             JOIN state_keys k USING (event_type, state_key)",
-            id,
-            &types as &[&str],
-            &keys as &[&str],
-            &events as &[&str]
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        Ok((id, depth))
+        insert_snapshot(&mut self.tx, &self.room_id, parent, entries).await
     }
 
     /// Writes an event, moves the room's head to it and records the client transaction that
@@ -426,4 +395,84 @@ impl RoomWriter {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes a room's state snapshot (`parent` and the entries that differ from it, or all of
+/// them) on the given connection.
+async fn insert_snapshot(
+    conn: &mut sqlx::PgConnection,
+    room_id: &str,
+    parent: Option<(i64, i32)>,
+    entries: &[(String, String, String)],
+) -> StorageResult<(i64, i32)> {
+    let depth = parent.map(|(_, d)| d + 1).unwrap_or(0);
+    let id = sqlx::query_scalar!(
+        "INSERT INTO state_snapshots (room_id, parent_id, chain_depth) VALUES ($1, $2, $3) RETURNING snapshot_id",
+        room_id,
+        parent.map(|(id, _)| id),
+        depth
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (types, (keys, events)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
+        entries.iter().map(|(t, k, e)| (t.as_str(), (k.as_str(), e.as_str()))).unzip();
+    sqlx::query!(
+        "INSERT INTO state_keys (event_type, state_key)
+         SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        &types as &[&str],
+        &keys as &[&str]
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO state_snapshot_entries (snapshot_id, key_nid, event_id)
+         SELECT $1, k.key_nid, n.event_id
+         FROM UNNEST($2::text[], $3::text[], $4::text[]) AS n(event_type, state_key, event_id)
+         JOIN state_keys k USING (event_type, state_key)",
+        id,
+        &types as &[&str],
+        &keys as &[&str],
+        &events as &[&str]
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok((id, depth))
+}
+
+/// Writes a full state snapshot of a stored room in a transaction of its own, without the
+/// room's lock, so that it can be written beside a locked transaction's other work (a join's
+/// state beside its outliers). Nothing refers to it until a locked transaction names it; one
+/// that never does leaves an unused snapshot. The commit does not wait for the WAL flush: the
+/// commit of a transaction that names the snapshot comes later and flushes it too.
+pub async fn write_detached_snapshot(
+    pool: &sqlx::PgPool,
+    room_id: &str,
+    entries: &[(String, String, String)],
+) -> StorageResult<i64> {
+    let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
+    let (id, _) = insert_snapshot(&mut tx, room_id, None, entries).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Registers a room learnt from another server if it is unknown, in a statement of its own: a
+/// room must exist before anything of it is written beside its locked transaction.
+pub async fn ensure_room_committed(
+    pool: &sqlx::PgPool,
+    room_id: &str,
+    version: &str,
+    creator: &str,
+    now: i64,
+) -> StorageResult<()> {
+    sqlx::query!(
+        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (room_id) DO NOTHING",
+        room_id,
+        version,
+        creator,
+        now
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }

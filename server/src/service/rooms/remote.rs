@@ -58,8 +58,9 @@ pub enum StateBefore {
     /// Another server's report, for an event after a gap in our copy of the room. The state
     /// after the event is resolved with the current state (the report may be stale or a lie).
     Reported(StateIds),
-    /// The state a resident server sent with our join: our copy of the room starts afresh.
-    Join(StateIds),
+    /// The state a resident server sent with our join, with the full snapshot of it already
+    /// written: our copy of the room starts afresh.
+    Join(StateIds, i64),
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> ServiceError {
@@ -349,15 +350,17 @@ impl RoomService {
         let creator =
             events.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
         w.ensure_room(version.as_str(), creator.as_deref().unwrap_or_default(), now_ms()).await?;
-        self.store_outliers_in(&mut w, &rules, events).await?;
+        self.store_outliers_in(&mut w, &mut Loaded::default(), &rules, events).await?;
         w.commit().await?;
         Ok(())
     }
 
-    /// Returns the ids of the given events that are now stored and not rejected.
+    /// Returns the ids of the given events that are now stored and not rejected; `loaded`
+    /// holds them afterwards, parsed, for what the transaction does next.
     pub(super) async fn store_outliers_in(
         &self,
         w: &mut RoomWriter,
+        loaded: &mut Loaded,
         rules: &RoomVersionRules,
         events: &[Received],
     ) -> ServiceResult<std::collections::BTreeSet<String>> {
@@ -366,7 +369,6 @@ impl RoomService {
         let mut usable: std::collections::BTreeSet<String> =
             stored_before.iter().filter(|s| !s.rejected).map(|s| s.event_id.clone()).collect();
         let known: std::collections::BTreeSet<String> = stored_before.into_iter().map(|s| s.event_id).collect();
-        let mut loaded = Loaded::default();
         let mut sorted: Vec<&Received> = events.iter().filter(|e| !known.contains(e.pdu.event_id.as_str())).collect();
         sorted.sort_by_key(|e| e.pdu.depth);
         for e in &sorted {
@@ -382,7 +384,7 @@ impl RoomService {
                 tracing::info!(event_id = %e.pdu.event_id, %missing, "skipped an event whose auth event is unknown");
                 continue;
             }
-            let verdict = match foreign_auth(&loaded, &needed, w.room_id()) {
+            let verdict = match foreign_auth(loaded, &needed, w.room_id()) {
                 Some(a) => Err(format!("auth event {a} is in another room")),
                 None => auth::check_against_auth_events(&rules.authorization, &e.pdu, |id| loaded.get(id)),
             };
@@ -452,7 +454,7 @@ impl RoomService {
         state_before: StateBefore,
         commit: Option<&super::mls::ForwardedCommit<'_>>,
     ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
-        let replace_head = matches!(state_before, StateBefore::Join(_));
+        let replace_head = matches!(state_before, StateBefore::Join(..));
         let admitted = match self.admit(w, loaded, rules, event, state_before).await? {
             Ok(admitted) => admitted,
             Err(outcome) => return Ok((outcome, Vec::new())),
@@ -523,7 +525,7 @@ impl RoomService {
             let snapshot = write_full(w, &resolved).await?;
             (Arc::new(resolved), (snapshot, 0))
         };
-        self.move_head(w, &current, &new_current, position).await?;
+        self.move_head(w, loaded, &current, &new_current, position).await?;
         let max_depth = head.max_depth.max(i64::try_from(event.pdu.depth).unwrap_or(0));
         w.set_head(new_snapshot.0, &extremities, max_depth, position).await?;
         loaded.keep_state(new_snapshot.0, new_snapshot.1, new_current);
@@ -599,10 +601,11 @@ impl RoomService {
 
         // 5. Against the state before it.
         let (before, before_snapshot) = match state_before {
-            StateBefore::Reported(state) | StateBefore::Join(state) => {
+            StateBefore::Reported(state) => {
                 let snapshot = write_full(w, &state).await?;
                 (Arc::new(state), (snapshot, 0))
             }
+            StateBefore::Join(state, snapshot) => (Arc::new(state), (snapshot, 0)),
             StateBefore::Prevs => self.state_before(w, loaded, rules, &prev, &infos).await?,
         };
         if let Err(reason) = check_against(w, loaded, rules, &event.pdu, &before).await? {
@@ -660,10 +663,12 @@ impl RoomService {
     }
 
     /// Moves the current state from `old` to `new`: the changed rows, and the memberships of
-    /// the member events that changed (at `position`).
+    /// the member events that changed (at `position`). Member events in `loaded` are not read
+    /// again.
     pub(super) async fn move_head(
         &self,
         w: &mut RoomWriter,
+        loaded: &Loaded,
         old: &StateIds,
         new: &StateIds,
         position: i64,
@@ -686,21 +691,29 @@ impl RoomService {
             return Ok(());
         }
         w.change_current_state(&changes).await?;
-        let members: Vec<String> = changes
-            .iter()
-            .filter(|(t, _, id)| t == "m.room.member" && id.is_some())
-            .filter_map(|(_, _, id)| id.clone())
-            .collect();
+        let mut member_events: Vec<Pdu> = Vec::new();
+        let mut unread: Vec<String> = Vec::new();
+        for (_, _, id) in changes.iter().filter(|(t, _, _)| t == "m.room.member") {
+            let Some(id) = id else { continue };
+            match <&ruma::EventId>::try_from(id.as_str()).ok().and_then(|e| loaded.0.get(e)) {
+                Some(pdu) => member_events.push(pdu.clone()),
+                None => unread.push(id.clone()),
+            }
+        }
+        if !unread.is_empty() {
+            for (id, text) in w.pdus(&unread).await? {
+                member_events.push(parse_pdu(&id, &text)?);
+            }
+        }
         let mut departed = Vec::new();
-        let mut memberships = Vec::with_capacity(members.len());
-        for (id, text) in w.pdus(&members).await? {
-            let pdu = parse_pdu(&id, &text)?;
+        let mut memberships = Vec::with_capacity(member_events.len());
+        for pdu in member_events {
             let content: JsonValue = serde_json::from_str(pdu.content.get()).unwrap_or_default();
             if let (Some(target), Some(m)) = (pdu.state_key, content.get("membership").and_then(JsonValue::as_str)) {
                 if m == "leave" || m == "ban" {
                     departed.push(target.clone());
                 }
-                memberships.push((target, m.to_owned(), id, pdu.sender.to_string()));
+                memberships.push((target, m.to_owned(), pdu.event_id.to_string(), pdu.sender.to_string()));
             }
         }
         w.set_memberships(&memberships, position).await?;

@@ -8,13 +8,13 @@ use serde_json::Value as JsonValue;
 
 use super::{
     Accepted, Received, RoomService, StateBefore, StateIds,
-    remote::{internal, to_owned_ids, write_full},
+    remote::{Loaded, internal, to_owned_ids, write_full},
 };
 use crate::{
     service::{ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{MAX_SNAPSHOT_CHAIN, RemoteEvent, RoomWriter, StreamSlot},
+        room_writer::{self, MAX_SNAPSHOT_CHAIN, RemoteEvent, RoomWriter, StreamSlot},
     },
 };
 
@@ -109,7 +109,7 @@ impl RoomService {
                 StreamSlot::FirstOf(1),
             )
             .await?;
-        self.move_head(&mut w, &current, &after, inserted.position).await?;
+        self.move_head(&mut w, &Loaded::default(), &current, &after, inserted.position).await?;
         let depth = i64::try_from(invite.pdu.depth).unwrap_or(0).max(head.max_depth);
         w.set_head(after_snapshot, std::slice::from_ref(&id), depth, inserted.position).await?;
         if let Some(invite_state) = invite_state {
@@ -122,7 +122,9 @@ impl RoomService {
 
     /// Joins a room through another server: stores the state and auth chain it sent (checked
     /// against their auth events), then our join event as the first timeline event this server
-    /// holds of the room, with that state before it.
+    /// holds of the room, with that state before it; all in one commit, the events parsed once.
+    /// The state's snapshot is written on a connection of its own while the events are checked
+    /// and stored.
     pub async fn accept_join(
         &self,
         room_id: &str,
@@ -132,26 +134,46 @@ impl RoomService {
         join: &Received,
     ) -> ServiceResult<Accepted> {
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
-        // The state as sent, without what failed its auth checks.
-        let accepted = {
-            let _guard = self.stripe(room_id).lock().await;
-            let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
-            let creator =
-                state.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
-            w.ensure_room(version.as_str(), creator.as_deref().unwrap_or_default(), now_ms()).await?;
-            // The chain repeats much of the state: each event once.
-            let mut seen = std::collections::BTreeSet::new();
-            let all: Vec<Received> =
-                auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
-            let usable = self.store_outliers_in(&mut w, &rules, &all).await?;
-            w.commit().await?;
-            usable
-        };
-        let before: StateIds = state
+        let _guard = self.stripe(room_id).lock().await;
+        let creator =
+            state.iter().find(|e| e.pdu.kind.to_string() == "m.room.create").map(|e| e.pdu.sender.to_string());
+        room_writer::ensure_room_committed(
+            &self.storage.pool,
+            room_id,
+            version.as_str(),
+            creator.as_deref().unwrap_or_default(),
+            now_ms(),
+        )
+        .await?;
+        let sent: StateIds = state
             .iter()
-            .filter(|e| accepted.contains(e.pdu.event_id.as_str()))
             .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
             .collect();
-        self.accept_remote(room_id, join, StateBefore::Join(before)).await
+        let snapshot = {
+            let (pool, room) = (self.storage.pool.clone(), room_id.to_owned());
+            let entries: Vec<(String, String, String)> =
+                sent.iter().map(|((t, k), e)| (t.clone(), k.clone(), e.clone())).collect();
+            tokio::spawn(async move { room_writer::write_detached_snapshot(&pool, &room, &entries).await })
+        };
+        let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
+        // The chain repeats much of the state: each event once.
+        let mut seen = std::collections::BTreeSet::new();
+        let all: Vec<Received> =
+            auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
+        let mut loaded = self.take_loaded(room_id);
+        let usable = self.store_outliers_in(&mut w, &mut loaded, &rules, &all).await?;
+        let snapshot = snapshot.await.map_err(internal)??;
+        // The state as sent, without what failed its auth checks (then written again).
+        let before: StateIds =
+            sent.iter().filter(|(_, id)| usable.contains(id.as_str())).map(|(k, id)| (k.clone(), id.clone())).collect();
+        let snapshot = if before.len() == sent.len() { snapshot } else { write_full(&mut w, &before).await? };
+        let (outcome, _) =
+            self.accept_in(&mut w, &mut loaded, &rules, join, StateBefore::Join(before, snapshot), None).await?;
+        w.commit().await?;
+        self.keep_loaded(room_id, loaded);
+        if outcome == Accepted::Stored {
+            self.notifier.bump();
+        }
+        Ok(outcome)
     }
 }
