@@ -11,7 +11,9 @@ use super::StorageResult;
 mod mls;
 mod remote;
 pub use mls::{AcceptedCommitRow, StoredGroup, WelcomeRow};
-pub use remote::{NamingRedaction, OutlierEvent, RemoteEvent, StoredEventInfo};
+pub use remote::{
+    NamingRedaction, OutlierEvent, RemoteEvent, StoredEventInfo, insert_outliers_detached, reserve_outlier_positions,
+};
 
 /// Snapshots deeper than this are written in full, so reading any state walks at most this many
 /// snapshot rows.

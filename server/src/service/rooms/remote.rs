@@ -302,6 +302,30 @@ fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> Outli
     }
 }
 
+/// Events to store outside the timeline, checked against their auth events (see
+/// [`RoomService::check_outliers`]).
+pub(super) struct CheckedOutliers<'e> {
+    /// The ids of the events that are stored and not rejected once the rows are written.
+    pub(super) usable: std::collections::BTreeSet<String>,
+    /// Per event to write: its prev and auth event ids, its type, why it was rejected.
+    checked: Vec<(&'e Received, (Vec<String>, Vec<String>), String, Option<String>)>,
+}
+
+impl CheckedOutliers<'_> {
+    /// The rows to write.
+    pub(super) fn rows(&self) -> Vec<OutlierEvent<'_>> {
+        self.checked
+            .iter()
+            .map(|(e, (prev, auth), kind, reason)| {
+                let mut row = outlier(e, prev, auth);
+                row.event_type = kind;
+                row.rejected = reason.as_deref();
+                row
+            })
+            .collect()
+    }
+}
+
 /// Keeps a received event out of the timeline as soft-failed, with the states before and
 /// after it: an event that builds on it takes its state from it, as from a timeline event.
 async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) -> ServiceResult<()> {
@@ -364,6 +388,21 @@ impl RoomService {
         rules: &RoomVersionRules,
         events: &[Received],
     ) -> ServiceResult<std::collections::BTreeSet<String>> {
+        let checked = self.check_outliers(w, loaded, rules, events).await?;
+        w.insert_outliers(&checked.rows()).await?;
+        Ok(checked.usable)
+    }
+
+    /// Checks events to store outside the timeline against their auth events, in order of
+    /// depth (auth events first); events stored before are left as they are, and an event whose
+    /// auth event is unknown is left out. `loaded` holds the events that passed afterwards.
+    pub(super) async fn check_outliers<'e>(
+        &self,
+        w: &mut RoomWriter,
+        loaded: &mut Loaded,
+        rules: &RoomVersionRules,
+        events: &'e [Received],
+    ) -> ServiceResult<CheckedOutliers<'e>> {
         let ids: Vec<String> = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
         let stored_before = w.stored_events(&ids).await?;
         let mut usable: std::collections::BTreeSet<String> =
@@ -374,7 +413,6 @@ impl RoomService {
         for e in &sorted {
             loaded.0.insert(e.pdu.event_id.clone(), e.pdu.clone());
         }
-        // Checked in order of depth (auth events first), written together.
         let mut checked = Vec::with_capacity(sorted.len());
         for e in sorted {
             let needed = with_implied_create(&e.pdu, rules, to_owned_ids(&e.pdu.auth_events));
@@ -398,17 +436,7 @@ impl RoomService {
             let ids = (to_owned_ids(&e.pdu.prev_events), to_owned_ids(&e.pdu.auth_events));
             checked.push((e, ids, e.pdu.kind.to_string(), verdict.err()));
         }
-        let rows: Vec<OutlierEvent<'_>> = checked
-            .iter()
-            .map(|(e, (prev, auth), kind, reason)| {
-                let mut row = outlier(e, prev, auth);
-                row.event_type = kind;
-                row.rejected = reason.as_deref();
-                row
-            })
-            .collect();
-        w.insert_outliers(&rows).await?;
-        Ok(usable)
+        Ok(CheckedOutliers { usable, checked })
     }
 
     /// Accepts a timeline event of a known room whose auth events are stored, and whose prev

@@ -14,9 +14,12 @@ use crate::{
     service::{ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{self, MAX_SNAPSHOT_CHAIN, RemoteEvent, RoomWriter, StreamSlot},
+        room_writer::{self, MAX_SNAPSHOT_CHAIN, OutlierEvent, RemoteEvent, RoomWriter, StreamSlot},
     },
 };
+
+/// From how many outliers a join writes them on two connections at once.
+const OUTLIERS_IN_HALVES: usize = 400;
 
 impl RoomService {
     /// A membership event another server's user may sign and send back (`/make_join`,
@@ -161,7 +164,9 @@ impl RoomService {
         let all: Vec<Received> =
             auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
         let mut loaded = self.take_loaded(room_id);
-        let usable = self.store_outliers_in(&mut w, &mut loaded, &rules, &all).await?;
+        let checked = self.check_outliers(&mut w, &mut loaded, &rules, &all).await?;
+        self.write_join_outliers(&mut w, &checked.rows()).await?;
+        let usable = checked.usable;
         let snapshot = snapshot.await.map_err(internal)??;
         // The state as sent, without what failed its auth checks (then written again).
         let before: StateIds =
@@ -175,5 +180,25 @@ impl RoomService {
             self.notifier.bump();
         }
         Ok(outcome)
+    }
+
+    /// A join's outliers: many are written in halves on two connections at once, beside the
+    /// state's snapshot (see [`room_writer::insert_outliers_detached`]); few in the join's
+    /// transaction.
+    async fn write_join_outliers(&self, w: &mut RoomWriter, rows: &[OutlierEvent<'_>]) -> ServiceResult<()> {
+        if rows.len() < OUTLIERS_IN_HALVES {
+            return Ok(w.insert_outliers(rows).await?);
+        }
+        let pool = &self.storage.pool;
+        let top = room_writer::reserve_outlier_positions(pool, rows.len()).await?;
+        let (first, second) = rows.split_at(rows.len() / 2);
+        let offset = i64::try_from(first.len()).map_err(internal)?;
+        let (a, b) = tokio::join!(
+            room_writer::insert_outliers_detached(pool, w.room_id(), first, top),
+            room_writer::insert_outliers_detached(pool, w.room_id(), second, top - offset)
+        );
+        a?;
+        b?;
+        Ok(())
     }
 }

@@ -122,92 +122,9 @@ impl RoomWriter {
         Ok(())
     }
 
-    /// [`Self::insert_outliers`] for many: the rows travel as parallel arrays, one per column
-    /// (no JSON document of every event to build and parse); each event's lists of ids, which
-    /// differ in length, travel as one short JSON array per event, read back per row (slices of
-    /// one long array per row would cost time quadratic in the rows). Positions are taken in
-    /// one step.
+    /// [`Self::insert_outliers`] for many, in one statement that also takes their positions.
     async fn insert_many_outliers(&mut self, events: &[OutlierEvent<'_>]) -> StorageResult<()> {
-        let n = events.len();
-        let (mut ids, mut depths, mut types, mut keys, mut senders, mut stamps, mut pdus) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut rejected, mut soft_failed, mut before, mut after, mut from, mut redacts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut prevs, mut auths) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let ids_json = |ids: &[String]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
-        for e in events {
-            ids.push(e.event_id);
-            depths.push(e.depth);
-            types.push(e.event_type);
-            keys.push(e.state_key);
-            senders.push(e.sender);
-            stamps.push(e.origin_server_ts);
-            pdus.push(e.pdu);
-            rejected.push(e.rejected);
-            soft_failed.push(e.soft_failed);
-            before.push(e.state_before);
-            after.push(e.state_after.or(e.state_before));
-            from.push(e.received_from);
-            redacts.push(e.redacts);
-            prevs.push(ids_json(e.prev_events));
-            auths.push(ids_json(e.auth_events));
-        }
-        let count = i64::try_from(n).unwrap_or(i64::MAX);
-        sqlx::query!(
-            r#"WITH pos AS (
-                   UPDATE stream_heads SET position = position - $16 WHERE stream = 'outliers'
-                   RETURNING position + $16 AS top)
-               INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
-                                   origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
-                                   outlier, rejected, soft_failed, received_from, redacts)
-               SELECT r.event_id, $1, pos.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
-                      r.origin_server_ts, r.pdu, r.state_before, r.state_after,
-                      ARRAY(SELECT x FROM jsonb_array_elements_text(r.prevs::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
-                      ARRAY(SELECT x FROM jsonb_array_elements_text(r.auths::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
-                      TRUE, r.rejected, r.soft_failed, r.received_from, r.redacts
-               FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
-                           $9::text[], $10::text[], $11::text[], $12::boolean[], $13::bigint[], $14::bigint[],
-                           $15::text[], $17::text[])
-                    WITH ORDINALITY AS r(event_id, depth, event_type, state_key, sender, origin_server_ts, pdu,
-                                         prevs, auths, rejected, soft_failed,
-                                         state_before, state_after, received_from, redacts, i),
-                    pos
-               ORDER BY r.i
-               ON CONFLICT (event_id) DO NOTHING"#,
-            self.room_id,
-            &ids as &[&str],
-            &depths,
-            &types as &[&str],
-            &keys as &[Option<&str>],
-            &senders as &[&str],
-            &stamps,
-            &pdus as &[&str],
-            &prevs,
-            &auths,
-            &rejected as &[Option<&str>],
-            &soft_failed,
-            &before as &[Option<i64>],
-            &after as &[Option<i64>],
-            &from as &[Option<&str>],
-            count,
-            &redacts as &[Option<&str>]
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        insert_outlier_rows(&mut self.tx, &self.room_id, events, None).await
     }
 
     /// Writes a received timeline event at its stream position without moving the room's head
@@ -466,4 +383,132 @@ impl RoomWriter {
         .await?;
         Ok(())
     }
+}
+
+/// Writes outliers of a room (see [`RoomWriter::insert_outliers`]) on the given connection:
+/// below the position `top` reserved for them by [`reserve_outlier_positions`], or at
+/// positions taken now. The rows travel as parallel arrays, one per column (no JSON document of
+/// every event to build and parse); each event's lists of ids, which differ in length, travel
+/// as one short JSON array per event, read back per row (slices of one long array per row
+/// would cost time quadratic in the rows).
+async fn insert_outlier_rows(
+    conn: &mut sqlx::PgConnection,
+    room_id: &str,
+    events: &[OutlierEvent<'_>],
+    top: Option<i64>,
+) -> StorageResult<()> {
+    let n = events.len();
+    let (mut ids, mut depths, mut types, mut keys, mut senders, mut stamps, mut pdus) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut rejected, mut soft_failed, mut before, mut after, mut from, mut redacts) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut prevs, mut auths) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let ids_json = |ids: &[String]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
+    for e in events {
+        ids.push(e.event_id);
+        depths.push(e.depth);
+        types.push(e.event_type);
+        keys.push(e.state_key);
+        senders.push(e.sender);
+        stamps.push(e.origin_server_ts);
+        pdus.push(e.pdu);
+        rejected.push(e.rejected);
+        soft_failed.push(e.soft_failed);
+        before.push(e.state_before);
+        after.push(e.state_after.or(e.state_before));
+        from.push(e.received_from);
+        redacts.push(e.redacts);
+        prevs.push(ids_json(e.prev_events));
+        auths.push(ids_json(e.auth_events));
+    }
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    sqlx::query!(
+        r#"WITH pos AS (
+               UPDATE stream_heads SET position = position - $16
+               WHERE stream = 'outliers' AND $18::bigint IS NULL
+               RETURNING position + $16 AS top),
+           at AS (SELECT COALESCE((SELECT top FROM pos), $18::bigint) AS top)
+           INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, state_key, sender,
+                               origin_server_ts, pdu, state_before, state_after, prev_events, auth_events,
+                               outlier, rejected, soft_failed, received_from, redacts)
+           SELECT r.event_id, $1, at.top - r.i, r.depth, r.event_type, r.state_key, r.sender,
+                  r.origin_server_ts, r.pdu, r.state_before, r.state_after,
+                  ARRAY(SELECT x FROM jsonb_array_elements_text(r.prevs::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
+                  ARRAY(SELECT x FROM jsonb_array_elements_text(r.auths::jsonb) WITH ORDINALITY AS t(x, o) ORDER BY o),
+                  TRUE, r.rejected, r.soft_failed, r.received_from, r.redacts
+           FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
+                       $9::text[], $10::text[], $11::text[], $12::boolean[], $13::bigint[], $14::bigint[],
+                       $15::text[], $17::text[])
+                WITH ORDINALITY AS r(event_id, depth, event_type, state_key, sender, origin_server_ts, pdu,
+                                     prevs, auths, rejected, soft_failed,
+                                     state_before, state_after, received_from, redacts, i),
+                at
+           ORDER BY r.i
+           ON CONFLICT (event_id) DO NOTHING"#,
+        room_id,
+        &ids as &[&str],
+        &depths,
+        &types as &[&str],
+        &keys as &[Option<&str>],
+        &senders as &[&str],
+        &stamps,
+        &pdus as &[&str],
+        &prevs,
+        &auths,
+        &rejected as &[Option<&str>],
+        &soft_failed,
+        &before as &[Option<i64>],
+        &after as &[Option<i64>],
+        &from as &[Option<&str>],
+        count,
+        &redacts as &[Option<&str>],
+        top
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reserves `n` positions below the timeline for outliers, in a statement of its own (the
+/// counter's row stays locked only for it); returns the position they lie below.
+pub async fn reserve_outlier_positions(pool: &sqlx::PgPool, n: usize) -> StorageResult<i64> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE stream_heads SET position = position - $1 WHERE stream = 'outliers'
+           RETURNING position + $1 AS "top!""#,
+        n
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Writes outliers of a room in a transaction of their own, without the room's lock, at the
+/// positions below `top` (reserved by [`reserve_outlier_positions`]): a join's thousands of
+/// state events are written on several connections at once. Outliers are what other servers
+/// sent, checked; a join that fails after them leaves them stored, as a later attempt would
+/// store them. The commit does not wait for the WAL flush: the join's own commit comes later
+/// and flushes it too.
+pub async fn insert_outliers_detached(
+    pool: &sqlx::PgPool,
+    room_id: &str,
+    events: &[OutlierEvent<'_>],
+    top: i64,
+) -> StorageResult<()> {
+    let mut tx = pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
+    insert_outlier_rows(&mut tx, room_id, events, Some(top)).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -420,3 +420,50 @@ async fn a_room_upgrade_is_followed_across_servers() {
     let (status, answer) = b.put(&path, bob.token(), json!({"msgtype": "m.text", "body": "too late"})).await;
     assert_eq!((status, answer["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{answer}");
 }
+
+/// Bob on B joins a room of A whose state holds hundreds of events (enough that B writes them
+/// on several connections at once): B holds every state event with its content, every member,
+/// and the room works afterwards (a state event of Bob's reaches A).
+#[tokio::test]
+async fn a_room_with_hundreds_of_state_events_is_joined_whole() {
+    const ENTRIES: usize = 450;
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let carol = a.register("carol", "pw-carol-123").await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    let room = public_room(&a, &alice, "11").await;
+    let (status, answer) = a.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), carol.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for i in 0..ENTRIES {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/de.poststelle.test.entry/k{i:03}", enc(&room));
+        let (status, answer) = a.put(&path, alice.token(), json!({"n": i})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(&a.server_name));
+    let (status, answer) = b.post(&path, bob.token(), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
+
+    let (status, state) = b.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), bob.token()).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    let mut entries: Vec<(String, i64)> = state
+        .as_array()
+        .expect("a list of state events")
+        .iter()
+        .filter(|e| e["type"] == "de.poststelle.test.entry")
+        .map(|e| (e["state_key"].as_str().unwrap_or_default().to_owned(), e["content"]["n"].as_i64().unwrap_or(-1)))
+        .collect();
+    entries.sort();
+    let expected: Vec<(String, i64)> = (0..ENTRIES).map(|i| (format!("k{i:03}"), i as i64)).collect();
+    assert_eq!(entries, expected, "B's copy of the room's state");
+    let mut all = vec![alice.user_id.clone(), bob.user_id.clone(), carol.user_id.clone()];
+    all.sort();
+    assert_eq!(joined_members(&b, &bob, &room).await, all);
+
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    let (status, answer) = b.put(&path, bob.token(), json!({"topic": "written on B"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a member without power may not set the topic: {answer}");
+    send_text(&b, &bob, &room, "after-join", "hello after a large join").await;
+    wait_for_message(&a, &alice, &room, "hello after a large join").await;
+}
