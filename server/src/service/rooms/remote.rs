@@ -307,8 +307,17 @@ fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> Outli
 pub(super) struct CheckedOutliers<'e> {
     /// The ids of the events that are stored and not rejected once the rows are written.
     pub(super) usable: std::collections::BTreeSet<String>,
-    /// Per event to write: its prev and auth event ids, its type, why it was rejected.
-    checked: Vec<(&'e Received, (Vec<String>, Vec<String>), String, Option<String>)>,
+    checked: Vec<CheckedOutlier<'e>>,
+}
+
+/// An event to write as an outlier, with its prev and auth event ids, its type, and why it was
+/// rejected.
+struct CheckedOutlier<'e> {
+    event: &'e Received,
+    prev: Vec<String>,
+    auth: Vec<String>,
+    kind: String,
+    rejected: Option<String>,
 }
 
 impl CheckedOutliers<'_> {
@@ -316,10 +325,10 @@ impl CheckedOutliers<'_> {
     pub(super) fn rows(&self) -> Vec<OutlierEvent<'_>> {
         self.checked
             .iter()
-            .map(|(e, (prev, auth), kind, reason)| {
-                let mut row = outlier(e, prev, auth);
-                row.event_type = kind;
-                row.rejected = reason.as_deref();
+            .map(|c| {
+                let mut row = outlier(c.event, &c.prev, &c.auth);
+                row.event_type = &c.kind;
+                row.rejected = c.rejected.as_deref();
                 row
             })
             .collect()
@@ -433,8 +442,13 @@ impl RoomService {
             if verdict.is_ok() {
                 usable.insert(e.pdu.event_id.to_string());
             }
-            let ids = (to_owned_ids(&e.pdu.prev_events), to_owned_ids(&e.pdu.auth_events));
-            checked.push((e, ids, e.pdu.kind.to_string(), verdict.err()));
+            checked.push(CheckedOutlier {
+                event: e,
+                prev: to_owned_ids(&e.pdu.prev_events),
+                auth: to_owned_ids(&e.pdu.auth_events),
+                kind: e.pdu.kind.to_string(),
+                rejected: verdict.err(),
+            });
         }
         Ok(CheckedOutliers { usable, checked })
     }

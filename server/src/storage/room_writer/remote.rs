@@ -244,19 +244,24 @@ impl RoomWriter {
     /// `None` removes it.
     pub async fn change_current_state(&mut self, changes: &[(String, String, Option<String>)]) -> StorageResult<()> {
         let (set, removed): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, _, e)| e.is_some());
-        let (types, (keys, ids)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
-            set.iter().map(|(t, k, e)| (t.as_str(), (k.as_str(), e.as_deref().unwrap_or_default()))).unzip();
-        sqlx::query!(
-            "INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
-             SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])
-             ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id",
-            self.room_id,
-            &types as &[&str],
-            &keys as &[&str],
-            &ids as &[&str]
-        )
-        .execute(&mut *self.tx)
-        .await?;
+        if !set.is_empty() {
+            let (types, (keys, ids)): (Vec<&str>, (Vec<&str>, Vec<&str>)) =
+                set.iter().map(|(t, k, e)| (t.as_str(), (k.as_str(), e.as_deref().unwrap_or_default()))).unzip();
+            sqlx::query!(
+                "INSERT INTO room_current_state (room_id, event_type, state_key, event_id)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])
+                 ON CONFLICT (room_id, event_type, state_key) DO UPDATE SET event_id = EXCLUDED.event_id",
+                self.room_id,
+                &types as &[&str],
+                &keys as &[&str],
+                &ids as &[&str]
+            )
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if removed.is_empty() {
+            return Ok(());
+        }
         let (types, keys): (Vec<&str>, Vec<&str>) = removed.iter().map(|(t, k, _)| (t.as_str(), k.as_str())).unzip();
         sqlx::query!(
             "DELETE FROM room_current_state c USING UNNEST($2::text[], $3::text[]) AS d(event_type, state_key)
