@@ -435,7 +435,8 @@ impl FederationService {
         self.for_server(origin, &room_id, vec![pdu]).await?.pop().ok_or_else(|| internal("no event"))
     }
 
-    /// `/state_ids`: the state before an event and its auth chain, as ids.
+    /// `/state_ids`: the state before an event and its auth chain, as ids. Served at timeline
+    /// and soft-failed events (whose state is kept); outliers and rejected events have none.
     pub async fn state_ids(
         &self,
         origin: &ServerName,
@@ -448,7 +449,7 @@ impl FederationService {
             .pdu(event_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
-        if pdu.room_id != room_id.as_str() || pdu.outlier {
+        if pdu.room_id != room_id.as_str() || !pdu.has_state() {
             return Err(ServiceError::NotFound("unknown event".into()));
         }
         self.check_server_in_room(origin, room_id.as_str()).await?;
@@ -458,7 +459,8 @@ impl FederationService {
         Ok((state, chain))
     }
 
-    /// `/state`: the state before an event and its auth chain, as PDUs.
+    /// `/state`: the state before an event and its auth chain, as PDUs (where `/state_ids`
+    /// serves it).
     pub async fn room_state(
         &self,
         origin: &ServerName,
@@ -471,7 +473,7 @@ impl FederationService {
             .pdu(event_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
-        if pdu.room_id != room_id.as_str() || pdu.outlier {
+        if pdu.room_id != room_id.as_str() || !pdu.has_state() {
             return Err(ServiceError::NotFound("unknown event".into()));
         }
         self.check_server_in_room(origin, room_id.as_str()).await?;
