@@ -277,7 +277,7 @@ pub(super) async fn into_timeline(
         )
         .await?;
     redaction::apply_to_held_target(w, loaded, rules, &event.pdu, before).await?;
-    redaction::apply_earlier_redactions(w, loaded, rules, &event.pdu).await?;
+    redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?;
     Ok((inserted.position, after, after_snapshot))
 }
 
@@ -302,8 +302,15 @@ fn outlier<'a>(r: &'a Received, prev: &'a [String], auth: &'a [String]) -> Outli
 }
 
 /// Keeps a received event out of the timeline as soft-failed, with the states before and
-/// after it: an event that builds on it takes its state from it, as from a timeline event.
-async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) -> ServiceResult<()> {
+/// after it: an event that builds on it takes its state from it, as from a timeline event. A
+/// redaction received before it that may redact it applies to it.
+async fn soft_fail(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    event: &Received,
+    admitted: &Admitted,
+) -> ServiceResult<()> {
     let (_, after_snapshot, _) = state_after(w, event, admitted).await?;
     let mut row = outlier(event, &admitted.prev, &admitted.auth);
     row.event_type = &admitted.kind;
@@ -311,6 +318,7 @@ async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) ->
     row.state_before = Some(admitted.before_snapshot.0);
     row.state_after = Some(after_snapshot.0);
     w.insert_outliers(&[row]).await?;
+    redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?;
     Ok(())
 }
 
@@ -336,7 +344,8 @@ impl RoomService {
 
     /// Stores events outside the timeline (auth chains, state learnt from other servers), in
     /// the given order (auth events first). Each is checked against its own auth events; one
-    /// that fails is stored as rejected. Creates the room (of `version`) if it is unknown.
+    /// that fails is stored as rejected, one that passes takes a redaction received before it.
+    /// Creates the room (of `version`) if it is unknown.
     pub async fn store_outliers(
         &self,
         room_id: &str,
@@ -406,6 +415,10 @@ impl RoomService {
             })
             .collect();
         w.insert_outliers(&rows).await?;
+        // Redactions received before them apply to those that passed.
+        let passed: Vec<&Pdu> =
+            checked.iter().filter(|(_, _, _, reason)| reason.is_none()).map(|(e, ..)| &e.pdu).collect();
+        redaction::apply_earlier_redactions(w, &mut loaded, rules, &passed).await?;
         Ok(usable)
     }
 
@@ -467,7 +480,7 @@ impl RoomService {
             && let Some(reason) = self.mls_refusal_of_received(w, &event.pdu).await?
         {
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event in an MLS room");
-            soft_fail(w, event, &admitted).await?;
+            soft_fail(w, loaded, rules, event, &admitted).await?;
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
@@ -492,7 +505,7 @@ impl RoomService {
                 return Err(ServiceError::Forbidden(reason));
             }
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event");
-            soft_fail(w, event, &admitted).await?;
+            soft_fail(w, loaded, rules, event, &admitted).await?;
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
