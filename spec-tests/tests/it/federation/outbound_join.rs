@@ -68,21 +68,27 @@ async fn make_join_failures_reach_the_client() {
 }
 
 /// Sytest "Outbound federation correctly handles unsupported room versions": the origin's
-/// `M_INCOMPATIBLE_ROOM_VERSION` reaches the client with the room's version; a template for a
-/// version this server does not know is refused with `M_UNSUPPORTED_ROOM_VERSION` before
-/// anything is signed or sent.
+/// `M_INCOMPATIBLE_ROOM_VERSION` reaches the client with the room's version, whether this
+/// server knows that version or not; a template for a version this server does not know is
+/// refused with `M_UNSUPPORTED_ROOM_VERSION` before anything is signed or sent.
 #[tokio::test]
 async fn unsupported_room_versions_are_refused() {
     let (a, bob, origin) = setup().await;
     let room_id = origin.host_room("11", "carol", true);
-    origin.serve_status(
-        MAKE_JOIN,
-        400,
-        json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "y u no upgrade", "room_version": "sytest-room-ver"}),
-    );
-    let refused = join(&a, &bob, &room_id, &origin).await;
-    assert_error(&refused, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
-    assert_eq!(refused.1["room_version"], "sytest-room-ver", "{}", refused.1);
+    // Also when the refusal names a version this server supports (and so named in `ver`): the
+    // other server contradicts itself, but the client learns why it cannot join.
+    for version in ["sytest-room-ver", "11"] {
+        origin.serve_status(
+            MAKE_JOIN,
+            400,
+            json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "y u no upgrade", "room_version": version}),
+        );
+        let refused = join(&a, &bob, &room_id, &origin).await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
+        assert_eq!(refused.1["room_version"], version, "{}", refused.1);
+    }
+    let asked = origin.seen(MAKE_JOIN);
+    assert!(asked.iter().all(|r| r.path.contains("ver=11")), "make_join without ver=11: {:?}", asked[0].path);
 
     let template = json!({
         "room_id": room_id, "sender": bob.user_id, "state_key": bob.user_id, "type": "m.room.member",
