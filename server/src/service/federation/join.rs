@@ -49,6 +49,14 @@ fn check_create_version(create: &Received, version: &RoomVersionId, server: &Ser
     }
 }
 
+/// Whether a failed join was refused for the room's version (the resident server's
+/// `M_INCOMPATIBLE_ROOM_VERSION`, or a template of a version this server does not support).
+fn is_version_refusal(e: &ServiceError) -> bool {
+    use ruma::api::error::ErrorKind as K;
+    matches!(e, ServiceError::UnsupportedRoomVersion(_))
+        || matches!(e, ServiceError::RemoteRefusal { kind: K::IncompatibleRoomVersion(_), .. })
+}
+
 /// The state and auth chain another server needs for an event: `(state PDUs, auth chain
 /// PDUs)` as stored.
 pub type StateAndAuth = (Vec<Box<RawJsonValue>>, Vec<Box<RawJsonValue>>);
@@ -95,18 +103,27 @@ impl FederationService {
         if guest {
             self.refuse_guest_by_invite_state(user_id, room_id).await?;
         }
-        let mut last_error = ServiceError::NotFound("no server to join the room through".into());
+        let mut last_error: Option<ServiceError> = None;
         for server in servers.iter().filter(|s| **s != self.server_name) {
             match self.join_through(user_id, room_id, server, guest).await {
                 Ok(id) if guest => return self.keep_guest_if_allowed(room_id, id).await,
                 Ok(id) => return Ok(id),
                 Err(e) => {
                     tracing::info!(room_id = %room_id, %server, error = %e, "could not join through a server");
-                    last_error = e;
+                    // The room's version is the same through every server: no other does better.
+                    if is_version_refusal(&e) {
+                        return Err(e);
+                    }
+                    // A server's refusal tells the client more than another server's outage.
+                    let keep = matches!(last_error, Some(ServiceError::RemoteRefusal { .. }))
+                        && !matches!(e, ServiceError::RemoteRefusal { .. });
+                    if !keep {
+                        last_error = Some(e);
+                    }
                 }
             }
         }
-        Err(last_error)
+        Err(last_error.unwrap_or_else(|| ServiceError::NotFound("no server to join the room through".into())))
     }
 
     /// One attempt of [`Self::join_remote`]; a `guest`'s join says `"kind": "guest"`.

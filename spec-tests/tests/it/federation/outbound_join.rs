@@ -105,6 +105,33 @@ async fn unsupported_room_versions_are_refused() {
     assert_nothing_stored(&a, &bob, &room_id).await;
 }
 
+/// A join tried through several servers ends with the most telling failure: the origin's
+/// refusal for the room's version (`M_INCOMPATIBLE_ROOM_VERSION` naming version 11, which this
+/// server supports) ends the attempts at once, and its `M_FORBIDDEN` wins over the outage of
+/// the server the room's id names; neither reaches the client as a 502.
+#[tokio::test]
+async fn a_refusal_through_one_server_is_not_hidden_by_the_next_servers_outage() {
+    let (a, bob, origin) = setup().await;
+    // The room's id names a server that is gone (nothing listens there); it is tried after the
+    // origin named in `via`.
+    let down = format!("127.0.0.1:{}", spec_tests::free_port());
+    let room_id = format!("!gone:{down}");
+    let path = format!("/_matrix/client/v3/join/{}?via={}", enc(&room_id), origin.name);
+    origin.serve_status(
+        MAKE_JOIN,
+        400,
+        json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "not for you", "room_version": "11"}),
+    );
+    let refused = a.post(&path, bob.token(), json!({})).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
+    assert_eq!(refused.1["room_version"], "11", "{}", refused.1);
+    origin.serve_status(MAKE_JOIN, 403, json!({"errcode": "M_FORBIDDEN", "error": "You are not invited"}));
+    let refused = a.post(&path, bob.token(), json!({})).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert!(origin.seen(SEND_JOIN).is_empty(), "a join was sent after make_join failed");
+    assert_nothing_stored(&a, &bob, &room_id).await;
+}
+
 /// Sytest "Outbound federation rejects m.room.create events with an unknown room version": the
 /// template says version 11, the create event in the `/send_join` answer names a version this
 /// server does not know; the join fails and nothing of the room is kept.
