@@ -148,12 +148,21 @@ impl SearchService {
                 if !visibility.contains_key(&hit.room_id) {
                     visibility.insert(hit.room_id.clone(), self.rooms.visibility(&hit.room_id, user_id).await?);
                 }
-                let visible = visibility.get(&hit.room_id).is_some_and(|v| v.allows(hit.stream_ordering));
-                if visible && req.filter.allows(&row) {
-                    kept.push((hit, row));
-                    if kept.len() == limit {
-                        break;
-                    }
+                let Some(vis) = visibility.get(&hit.room_id) else { continue };
+                if !vis.allows(hit.stream_ordering) || !req.filter.allows(&row) {
+                    continue;
+                }
+                // An erased user's event the searcher may only have pruned is no match: the
+                // words found are in the content they may not see.
+                let rules = self.rooms.rules_of(&hit.room_id).await?;
+                let mut one = [row];
+                if !self.rooms.prune_erased(vis, &mut one, &rules).await?.is_empty() {
+                    continue;
+                }
+                let [row] = one;
+                kept.push((hit, row));
+                if kept.len() == limit {
+                    break;
                 }
             }
             if exhausted {

@@ -274,3 +274,105 @@ async fn departed_members_read_up_to_their_leave() {
         "M_FORBIDDEN",
     );
 }
+
+/// Deactivates `who` with `erase`, through UIA.
+pub(crate) async fn deactivate(s: &TestServer, who: &Account, erase: bool) {
+    let path = "/_matrix/client/v3/account/deactivate";
+    let (_, challenge) = s.post(path, who.token(), json!({"erase": erase})).await;
+    let session = challenge["session"].as_str().expect("a UIA session").to_owned();
+    let (status, body) = s.post(path, who.token(), json!({"erase": erase, "auth": who.password_auth(&session)})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The event `id` in a list of events.
+fn find<'a>(list: &'a Value, id: &str) -> &'a Value {
+    crate::rooms::events(list).iter().find(|e| e["event_id"] == id).unwrap_or_else(|| panic!("{id} not in {list}"))
+}
+
+/// What a reader sees of Alice's message M and her thread reply R on it: in `/event`,
+/// `/messages`, `/context`, `/relations` and an initial `/sync` (each `(where, content)`),
+/// and whether a search for a word of M finds it.
+async fn seen_of_erased(
+    s: &TestServer,
+    who: &Account,
+    room: &str,
+    m: &str,
+    r: &str,
+) -> (Vec<(&'static str, Value)>, bool) {
+    let mut seen = vec![("/event", content(s, who, room, m).await)];
+    let history = page(s, who, room, "dir=b&limit=50").await;
+    seen.push(("/messages", find(&history["chunk"], m)["content"].clone()));
+    let (status, context) = s.get(&room_path(room, &format!("context/{}", enc(m))), who.token()).await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    seen.push(("/context", context["event"]["content"].clone()));
+    let path = format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(room), enc(m));
+    let (status, relations) = s.get(&path, who.token()).await;
+    assert_eq!(status, StatusCode::OK, "{relations}");
+    seen.push(("/relations", find(&relations["chunk"], r)["content"].clone()));
+    let query = format!("timeout=0&{}", crate::sync::inline_filter(&json!({"room": {"timeline": {"limit": 50}}})));
+    let synced = crate::sync::sync(s, who, &query).await;
+    seen.push(("/sync", find(crate::sync::timeline(&synced, room), m)["content"].clone()));
+    let body = json!({"search_categories": {"room_events": {"search_term": "confidential"}}});
+    let (status, found) = s.post("/_matrix/client/v3/search", who.token(), body).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let hits = found["search_categories"]["room_events"]["results"].as_array().cloned().unwrap_or_default();
+    (seen, hits.iter().any(|h| h["result"]["event_id"] == m))
+}
+
+/// Events of a user who erased their account, as Synapse serves them: Alice sends a message M
+/// and a thread reply R to it in a world-readable room, then deactivates with `erase`. Bob,
+/// joined when she sent them, keeps their content everywhere (`/event`, `/messages`,
+/// `/context`, `/relations`, `/sync`, search); Carol, who joins afterwards, and Dave, who reads
+/// without joining, get them pruned (empty content, same id) and search finds nothing for them.
+/// Erin's message, who deactivated without erasure, stays whole for everyone.
+#[tokio::test]
+async fn events_of_erased_users_are_pruned_for_readers_who_were_not_joined() {
+    let (s, [alice, bob, carol, dave, erin]) = server_with(["alice", "bob", "carol", "dave", "erin"]).await;
+    let room = create_room(
+        &s,
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "content": {"history_visibility": "world_readable"}}]}),
+    )
+    .await;
+    join(&s, &bob, &room).await;
+    join(&s, &erin, &room).await;
+    let m = send_text(&s, &alice, &room, "confidential plans").await;
+    let reply = json!({"msgtype": "m.text", "body": "more detail",
+                       "m.relates_to": {"rel_type": "m.thread", "event_id": m}});
+    let r = send(&s, &alice, &room, "m.room.message", reply).await;
+    let kept = send_text(&s, &erin, &room, "erin stays readable").await;
+    deactivate(&s, &alice, true).await;
+    deactivate(&s, &erin, false).await;
+    join(&s, &carol, &room).await;
+
+    let (seen, found) = seen_of_erased(&s, &bob, &room, &m, &r).await;
+    for (endpoint, content) in &seen {
+        let expected = if *endpoint == "/relations" { "more detail" } else { "confidential plans" };
+        assert_eq!(content["body"], expected, "Bob in {endpoint}: {content}");
+    }
+    assert!(found, "Bob's search does not find M");
+    // The bundled thread summary carries the reply whole for Bob.
+    let (_, event) = get_event(&s, &bob, &room, &m).await;
+    assert_eq!(
+        event["unsigned"]["m.relations"]["m.thread"]["latest_event"]["content"]["body"], "more detail",
+        "{event}"
+    );
+
+    let (seen, found) = seen_of_erased(&s, &carol, &room, &m, &r).await;
+    for (endpoint, content) in &seen {
+        assert_eq!(content, &json!({}), "Carol in {endpoint}");
+    }
+    assert!(!found, "Carol's search finds the erased message");
+    let (_, event) = get_event(&s, &carol, &room, &m).await;
+    assert_eq!(event["sender"], alice.user_id.as_str(), "{event}");
+    let latest = &event["unsigned"]["m.relations"]["m.thread"]["latest_event"];
+    assert!(latest.is_null() || latest["content"] == json!({}), "the bundled reply is whole for Carol: {event}");
+
+    // Dave reads the world-readable room without joining.
+    assert_eq!(content(&s, &dave, &room, &m).await, json!({}), "Dave in /event");
+    let history = page(&s, &dave, &room, "dir=b&limit=50").await;
+    assert_eq!(find(&history["chunk"], &m)["content"], json!({}), "Dave in /messages");
+    assert_eq!(find(&history["chunk"], &kept)["content"]["body"], "erin stays readable");
+    assert_eq!(content(&s, &carol, &room, &kept).await["body"], "erin stays readable");
+}

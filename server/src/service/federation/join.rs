@@ -49,6 +49,14 @@ fn check_create_version(create: &Received, version: &RoomVersionId, server: &Ser
     }
 }
 
+/// Whether a failed join was refused for the room's version (the resident server's
+/// `M_INCOMPATIBLE_ROOM_VERSION`, or a template of a version this server does not support).
+fn is_version_refusal(e: &ServiceError) -> bool {
+    use ruma::api::error::ErrorKind as K;
+    matches!(e, ServiceError::UnsupportedRoomVersion(_))
+        || matches!(e, ServiceError::RemoteRefusal { kind: K::IncompatibleRoomVersion(_), .. })
+}
+
 /// The state and auth chain another server needs for an event: `(state PDUs, auth chain
 /// PDUs)` as stored.
 pub type StateAndAuth = (Vec<Box<RawJsonValue>>, Vec<Box<RawJsonValue>>);
@@ -95,18 +103,27 @@ impl FederationService {
         if guest {
             self.refuse_guest_by_invite_state(user_id, room_id).await?;
         }
-        let mut last_error = ServiceError::NotFound("no server to join the room through".into());
+        let mut last_error: Option<ServiceError> = None;
         for server in servers.iter().filter(|s| **s != self.server_name) {
             match self.join_through(user_id, room_id, server, guest).await {
                 Ok(id) if guest => return self.keep_guest_if_allowed(room_id, id).await,
                 Ok(id) => return Ok(id),
                 Err(e) => {
                     tracing::info!(room_id = %room_id, %server, error = %e, "could not join through a server");
-                    last_error = e;
+                    // The room's version is the same through every server: no other does better.
+                    if is_version_refusal(&e) {
+                        return Err(e);
+                    }
+                    // A server's refusal tells the client more than another server's outage.
+                    let keep = matches!(last_error, Some(ServiceError::RemoteRefusal { .. }))
+                        && !matches!(e, ServiceError::RemoteRefusal { .. });
+                    if !keep {
+                        last_error = Some(e);
+                    }
                 }
             }
         }
-        Err(last_error)
+        Err(last_error.unwrap_or_else(|| ServiceError::NotFound("no server to join the room through".into())))
     }
 
     /// One attempt of [`Self::join_remote`]; a `guest`'s join says `"kind": "guest"`.
@@ -435,7 +452,8 @@ impl FederationService {
         self.for_server(origin, &room_id, vec![pdu]).await?.pop().ok_or_else(|| internal("no event"))
     }
 
-    /// `/state_ids`: the state before an event and its auth chain, as ids.
+    /// `/state_ids`: the state before an event and its auth chain, as ids. Served at timeline
+    /// and soft-failed events (whose state is kept); outliers and rejected events have none.
     pub async fn state_ids(
         &self,
         origin: &ServerName,
@@ -448,7 +466,7 @@ impl FederationService {
             .pdu(event_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
-        if pdu.room_id != room_id.as_str() || pdu.outlier {
+        if pdu.room_id != room_id.as_str() || !pdu.has_state() {
             return Err(ServiceError::NotFound("unknown event".into()));
         }
         self.check_server_in_room(origin, room_id.as_str()).await?;
@@ -458,7 +476,8 @@ impl FederationService {
         Ok((state, chain))
     }
 
-    /// `/state`: the state before an event and its auth chain, as PDUs.
+    /// `/state`: the state before an event and its auth chain, as PDUs (where `/state_ids`
+    /// serves it).
     pub async fn room_state(
         &self,
         origin: &ServerName,
@@ -471,7 +490,7 @@ impl FederationService {
             .pdu(event_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("unknown event".into()))?;
-        if pdu.room_id != room_id.as_str() || pdu.outlier {
+        if pdu.room_id != room_id.as_str() || !pdu.has_state() {
             return Err(ServiceError::NotFound("unknown event".into()));
         }
         self.check_server_in_room(origin, room_id.as_str()).await?;

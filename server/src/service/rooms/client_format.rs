@@ -82,6 +82,13 @@ pub fn client_event(row: &EventRow, rules: &RedactionRules, viewer: Viewer<'_>, 
     value
 }
 
+/// A stored PDU with its content and other non-essential keys removed by the room version's
+/// redaction rules, as text; `None` if it is not a JSON object (corruption).
+pub fn pruned_pdu(text: &str, rules: &RedactionRules) -> Option<String> {
+    let object = ruma::canonical_json::redact(parse(text)?, rules, None).ok()?;
+    serde_json::to_string(&object).ok()
+}
+
 /// The event as `m.room.*` stripped state for invites and knocks.
 pub fn stripped(row: &EventRow) -> JsonValue {
     let pdu: JsonValue = serde_json::from_str(&row.pdu).unwrap_or_default();

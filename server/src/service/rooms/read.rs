@@ -9,7 +9,7 @@ use serde_json::Value as JsonValue;
 
 use super::{
     RoomService,
-    client_format::{Viewer, client_event, content_of},
+    client_format::{Viewer, client_event, content_of, pruned_pdu},
     visibility::Visibility,
 };
 use crate::{
@@ -144,6 +144,36 @@ impl RoomService {
             .collect())
     }
 
+    /// Events of users who erased their account, as the reader may have them: pruned (their
+    /// content removed, as by a redaction) unless the reader was joined when they were sent, as
+    /// Synapse serves them. `rows` passed `vis` already; returns the ids of the pruned events.
+    pub(crate) async fn prune_erased(
+        &self,
+        vis: &Visibility,
+        rows: &mut [EventRow],
+        rules: &RedactionRules,
+    ) -> ServiceResult<std::collections::BTreeSet<String>> {
+        let ours = format!(":{}", self.server_name);
+        let unseen =
+            |r: &EventRow| r.redacted_by.is_none() && r.sender.ends_with(&ours) && !vis.joined_at(r.stream_ordering);
+        let mut senders: Vec<String> = rows.iter().filter(|r| unseen(r)).map(|r| r.sender.clone()).collect();
+        let mut pruned = std::collections::BTreeSet::new();
+        if senders.is_empty() {
+            return Ok(pruned);
+        }
+        senders.sort();
+        senders.dedup();
+        let erased = self.storage.users.erased_among(&senders).await?;
+        for row in rows.iter_mut().filter(|r| unseen(r) && erased.contains(&r.sender)) {
+            if let Some(text) = pruned_pdu(&row.pdu, rules) {
+                tracing::debug!(event_id = %row.event_id, sender = %row.sender, "an event of an erased user served pruned");
+                row.pdu = text;
+                pruned.insert(row.event_id.clone());
+            }
+        }
+        Ok(pruned)
+    }
+
     /// The read access of `user`: refused to users who were never in the room (or forgot it),
     /// unless it is world-readable.
     pub(crate) async fn reader(&self, room_id: &str, user: &str) -> ServiceResult<Visibility> {
@@ -167,9 +197,13 @@ impl RoomService {
         {
             return Err(not_found());
         }
-        if !self.visibility(room_id, viewer.user_id).await?.allows(row.stream_ordering) {
+        let vis = self.visibility(room_id, viewer.user_id).await?;
+        if !vis.allows(row.stream_ordering) {
             return Err(not_found());
         }
+        let mut rows = [row];
+        self.prune_erased(&vis, &mut rows, &rules).await?;
+        let [row] = rows;
         let mut event = [client_event(&row, &rules, viewer, now_ms())];
         self.bundle_aggregations(viewer, &mut event).await?;
         let [event] = event;
@@ -382,6 +416,7 @@ impl RoomService {
         } else {
             Vec::new()
         };
+        self.prune_erased(&vis, &mut out, &rules).await?;
         let mut chunk = self.render(&out, &rules, viewer);
         self.bundle_aggregations(viewer, &mut chunk).await?;
         Ok(Page {

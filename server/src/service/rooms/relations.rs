@@ -58,7 +58,8 @@ impl RoomService {
         // The latest thread reply and edit are bundled whole.
         let latest: Vec<String> =
             rows.iter().filter(|r| r.rel_type != "m.reference").map(|r| r.latest.clone()).collect();
-        let latest_rows = self.storage.rooms.events(&latest).await?;
+        let mut latest_rows = self.storage.rooms.events(&latest).await?;
+        self.prune_erased_bundled(viewer, &mut latest_rows).await?;
         let mut rendered = BTreeMap::new();
         for row in &latest_rows {
             let rules = self.rules_of(&row.room_id).await?;
@@ -143,12 +144,33 @@ impl RoomService {
         rows.retain(|r| vis.allows(r.stream_ordering));
         let more = rows.len() > limit;
         rows.truncate(limit);
+        self.prune_erased(&vis, &mut rows, &rules).await?;
         let next_batch = if more {
             rows.last().map(|r| position_token(if q.backwards { r.stream_ordering - 1 } else { r.stream_ordering }))
         } else {
             None
         };
         Ok(RelationsPage { chunk: self.render(&rows, &rules, viewer), next_batch, recursion_depth: depth })
+    }
+
+    /// Bundled latest edits and thread replies of erased users, pruned as in the timeline (the
+    /// order of `rows` is not kept). Most bundles hold none: the reader's visibility is loaded
+    /// only when one does.
+    async fn prune_erased_bundled(&self, viewer: Viewer<'_>, rows: &mut [EventRow]) -> ServiceResult<()> {
+        let ours = format!(":{}", self.server_name);
+        let senders: Vec<String> =
+            rows.iter().filter(|r| r.sender.ends_with(&ours)).map(|r| r.sender.clone()).collect();
+        if senders.is_empty() || self.storage.users.erased_among(&senders).await?.is_empty() {
+            return Ok(());
+        }
+        rows.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+        for of_room in rows.chunk_by_mut(|a, b| a.room_id == b.room_id) {
+            let room = of_room[0].room_id.clone();
+            let vis = self.visibility(&room, viewer.user_id).await?;
+            let rules = self.rules_of(&room).await?;
+            self.prune_erased(&vis, of_room, &rules).await?;
+        }
+        Ok(())
     }
 
     /// Relations of relations, up to `MAX_RECURSION` levels; returns the depth reached.
@@ -213,6 +235,7 @@ impl RoomService {
         rows.retain(|r| vis.allows(r.stream_ordering));
         // Keep the order of latest activity.
         rows.sort_by_key(|r| ids.iter().position(|id| *id == r.event_id));
+        self.prune_erased(&vis, &mut rows, &rules).await?;
         let mut chunk = self.render(&rows, &rules, viewer);
         self.bundle_aggregations(viewer, &mut chunk).await?;
         Ok((chunk, next_batch))

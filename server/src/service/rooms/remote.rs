@@ -278,7 +278,7 @@ pub(super) async fn into_timeline(
         )
         .await?;
     redaction::apply_to_held_target(w, loaded, rules, &event.pdu, before).await?;
-    redaction::apply_earlier_redactions(w, loaded, rules, &event.pdu).await?;
+    redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?;
     Ok((inserted.position, after, after_snapshot))
 }
 
@@ -321,6 +321,17 @@ struct CheckedOutlier<'e> {
 }
 
 impl CheckedOutliers<'_> {
+    /// Once the rows are written: redactions received before them apply to those that passed.
+    pub(super) async fn apply_earlier_redactions(
+        &self,
+        w: &mut RoomWriter,
+        loaded: &mut Loaded,
+        rules: &RoomVersionRules,
+    ) -> ServiceResult<()> {
+        let passed: Vec<&Pdu> = self.checked.iter().filter(|c| c.rejected.is_none()).map(|c| &c.event.pdu).collect();
+        redaction::apply_earlier_redactions(w, loaded, rules, &passed).await
+    }
+
     /// The rows to write.
     pub(super) fn rows(&self) -> Vec<OutlierEvent<'_>> {
         self.checked
@@ -336,8 +347,15 @@ impl CheckedOutliers<'_> {
 }
 
 /// Keeps a received event out of the timeline as soft-failed, with the states before and
-/// after it: an event that builds on it takes its state from it, as from a timeline event.
-async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) -> ServiceResult<()> {
+/// after it: an event that builds on it takes its state from it, as from a timeline event. A
+/// redaction received before it that may redact it applies to it.
+async fn soft_fail(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    event: &Received,
+    admitted: &Admitted,
+) -> ServiceResult<()> {
     let (_, after_snapshot, _) = state_after(w, event, admitted).await?;
     let mut row = outlier(event, &admitted.prev, &admitted.auth);
     row.event_type = &admitted.kind;
@@ -345,6 +363,7 @@ async fn soft_fail(w: &mut RoomWriter, event: &Received, admitted: &Admitted) ->
     row.state_before = Some(admitted.before_snapshot.0);
     row.state_after = Some(after_snapshot.0);
     w.insert_outliers(&[row]).await?;
+    redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?;
     Ok(())
 }
 
@@ -370,7 +389,8 @@ impl RoomService {
 
     /// Stores events outside the timeline (auth chains, state learnt from other servers), in
     /// the given order (auth events first). Each is checked against its own auth events; one
-    /// that fails is stored as rejected. Creates the room (of `version`) if it is unknown.
+    /// that fails is stored as rejected, one that passes takes a redaction received before it.
+    /// Creates the room (of `version`) if it is unknown.
     pub async fn store_outliers(
         &self,
         room_id: &str,
@@ -399,6 +419,7 @@ impl RoomService {
     ) -> ServiceResult<std::collections::BTreeSet<String>> {
         let checked = self.check_outliers(w, loaded, rules, events).await?;
         w.insert_outliers(&checked.rows()).await?;
+        checked.apply_earlier_redactions(w, loaded, rules).await?;
         Ok(checked.usable)
     }
 
@@ -511,7 +532,7 @@ impl RoomService {
             && let Some(reason) = self.mls_refusal_of_received(w, &event.pdu).await?
         {
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event in an MLS room");
-            soft_fail(w, event, &admitted).await?;
+            soft_fail(w, loaded, rules, event, &admitted).await?;
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
@@ -536,7 +557,7 @@ impl RoomService {
                 return Err(ServiceError::Forbidden(reason));
             }
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event");
-            soft_fail(w, event, &admitted).await?;
+            soft_fail(w, loaded, rules, event, &admitted).await?;
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 

@@ -166,6 +166,7 @@ impl RoomService {
         let mut loaded = self.take_loaded(room_id);
         let checked = self.check_outliers(&mut w, &mut loaded, &rules, &all).await?;
         self.write_join_outliers(&mut w, &checked.rows()).await?;
+        checked.apply_earlier_redactions(&mut w, &mut loaded, &rules).await?;
         let usable = checked.usable;
         let snapshot = snapshot.await.map_err(internal)??;
         // The state as sent, without what failed its auth checks (then written again).

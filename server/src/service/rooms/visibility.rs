@@ -45,6 +45,12 @@ impl Visibility {
         settings.iter().any(|s| matches!(*s, "shared" | "world_readable")) || self.allows(pos)
     }
 
+    /// Whether the user was joined when the event at `pos` was sent: the event's content is
+    /// theirs to keep even after its sender erased their account (see `RoomService::prune_erased`).
+    pub fn joined_at(&self, pos: i64) -> bool {
+        at(&self.memberships, pos, true) == Some("join")
+    }
+
     /// The user's membership right now.
     pub fn current_membership(&self) -> Option<&str> {
         self.memberships.last().map(|(_, m)| m.as_str())
@@ -112,6 +118,14 @@ mod tests {
         let changed = v(&[(2, "shared"), (20, "joined")], &[(10, "join"), (30, "leave")]);
         assert!(changed.allows_server(25));
         assert!(!changed.allows_server(35));
+    }
+
+    #[test]
+    fn joined_at_is_the_membership_in_force_at_the_event() {
+        let vis = v(&[(2, "shared")], &[(10, "join"), (20, "leave"), (30, "join")]);
+        assert!(!vis.joined_at(5) && vis.joined_at(10) && vis.joined_at(15));
+        assert!(!vis.joined_at(25) && vis.joined_at(35));
+        assert!(!v(&[(2, "world_readable")], &[]).joined_at(5));
     }
 
     #[test]

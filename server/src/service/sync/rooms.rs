@@ -141,6 +141,7 @@ impl SyncService {
         if rows.first().is_some_and(|r| r.stream_ordering <= membership.stream_ordering) {
             let vis = self.rooms.visibility(room_id, viewer.user_id).await?;
             rows.retain(|r| vis.allows(r.stream_ordering));
+            self.rooms.prune_erased(&vis, &mut rows, &room_rules).await?;
         }
         let first_pos = rows.first().map_or(now.events, |r| r.stream_ordering);
         let prev_batch = position_token(first_pos - 1);
@@ -237,6 +238,7 @@ impl SyncService {
         rows.reverse();
         let vis = self.rooms.visibility(&m.room_id, viewer.user_id).await?;
         rows.retain(|r| vis.allows(r.stream_ordering) && req.filter.timeline.allows(r));
+        self.rooms.prune_erased(&vis, &mut rows, &rules).await?;
         let first = rows.first().map_or(m.stream_ordering, |r| r.stream_ordering);
         let state_ids: Vec<String> = self
             .storage

@@ -69,6 +69,8 @@ pub struct StoredEventInfo {
 #[derive(Clone, Debug)]
 pub struct NamingRedaction {
     pub event_id: String,
+    /// The event it names.
+    pub redacts: String,
     pub pdu: String,
     pub state_before: i64,
 }
@@ -187,15 +189,16 @@ impl RoomWriter {
     }
 
     /// The accepted redactions of this room (in the timeline: neither rejected nor soft-failed)
-    /// that name `target`, in stream order: a redaction may arrive before the event it names,
-    /// and applies when that event is written.
-    pub async fn redactions_naming(&mut self, target: &str) -> StorageResult<Vec<NamingRedaction>> {
+    /// that name one of `targets`, in stream order: a redaction may arrive before the event it
+    /// names, and applies when that event is written (in the timeline, as an outlier, or
+    /// soft-failed). One statement for many targets (a join's state).
+    pub async fn redactions_naming(&mut self, targets: &[String]) -> StorageResult<Vec<NamingRedaction>> {
         Ok(sqlx::query_as!(
             NamingRedaction,
-            r#"SELECT event_id, pdu, state_before AS "state_before!" FROM events
-               WHERE redacts = $1 AND room_id = $2 AND NOT outlier AND rejected IS NULL AND NOT soft_failed
+            r#"SELECT event_id, redacts AS "redacts!", pdu, state_before AS "state_before!" FROM events
+               WHERE redacts = ANY($1) AND room_id = $2 AND NOT outlier AND rejected IS NULL AND NOT soft_failed
                ORDER BY stream_ordering"#,
-            target,
+            targets,
             self.room_id
         )
         .fetch_all(&mut *self.tx)

@@ -68,21 +68,27 @@ async fn make_join_failures_reach_the_client() {
 }
 
 /// Sytest "Outbound federation correctly handles unsupported room versions": the origin's
-/// `M_INCOMPATIBLE_ROOM_VERSION` reaches the client with the room's version; a template for a
-/// version this server does not know is refused with `M_UNSUPPORTED_ROOM_VERSION` before
-/// anything is signed or sent.
+/// `M_INCOMPATIBLE_ROOM_VERSION` reaches the client with the room's version, whether this
+/// server knows that version or not; a template for a version this server does not know is
+/// refused with `M_UNSUPPORTED_ROOM_VERSION` before anything is signed or sent.
 #[tokio::test]
 async fn unsupported_room_versions_are_refused() {
     let (a, bob, origin) = setup().await;
     let room_id = origin.host_room("11", "carol", true);
-    origin.serve_status(
-        MAKE_JOIN,
-        400,
-        json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "y u no upgrade", "room_version": "sytest-room-ver"}),
-    );
-    let refused = join(&a, &bob, &room_id, &origin).await;
-    assert_error(&refused, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
-    assert_eq!(refused.1["room_version"], "sytest-room-ver", "{}", refused.1);
+    // Also when the refusal names a version this server supports (and so named in `ver`): the
+    // other server contradicts itself, but the client learns why it cannot join.
+    for version in ["sytest-room-ver", "11"] {
+        origin.serve_status(
+            MAKE_JOIN,
+            400,
+            json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "y u no upgrade", "room_version": version}),
+        );
+        let refused = join(&a, &bob, &room_id, &origin).await;
+        assert_error(&refused, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
+        assert_eq!(refused.1["room_version"], version, "{}", refused.1);
+    }
+    let asked = origin.seen(MAKE_JOIN);
+    assert!(asked.iter().all(|r| r.path.contains("ver=11")), "make_join without ver=11: {:?}", asked[0].path);
 
     let template = json!({
         "room_id": room_id, "sender": bob.user_id, "state_key": bob.user_id, "type": "m.room.member",
@@ -96,6 +102,33 @@ async fn unsupported_room_versions_are_refused() {
     let refused = join(&a, &bob, &room_id, &origin).await;
     assert_error(&refused, StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION");
     assert!(origin.seen(SEND_JOIN).is_empty(), "a join was sent for an unsupported version");
+    assert_nothing_stored(&a, &bob, &room_id).await;
+}
+
+/// A join tried through several servers ends with the most telling failure: the origin's
+/// refusal for the room's version (`M_INCOMPATIBLE_ROOM_VERSION` naming version 11, which this
+/// server supports) ends the attempts at once, and its `M_FORBIDDEN` wins over the outage of
+/// the server the room's id names; neither reaches the client as a 502.
+#[tokio::test]
+async fn a_refusal_through_one_server_is_not_hidden_by_the_next_servers_outage() {
+    let (a, bob, origin) = setup().await;
+    // The room's id names a server that is gone (nothing listens there); it is tried after the
+    // origin named in `via`.
+    let down = format!("127.0.0.1:{}", spec_tests::free_port());
+    let room_id = format!("!gone:{down}");
+    let path = format!("/_matrix/client/v3/join/{}?via={}", enc(&room_id), origin.name);
+    origin.serve_status(
+        MAKE_JOIN,
+        400,
+        json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "not for you", "room_version": "11"}),
+    );
+    let refused = a.post(&path, bob.token(), json!({})).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION");
+    assert_eq!(refused.1["room_version"], "11", "{}", refused.1);
+    origin.serve_status(MAKE_JOIN, 403, json!({"errcode": "M_FORBIDDEN", "error": "You are not invited"}));
+    let refused = a.post(&path, bob.token(), json!({})).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "M_FORBIDDEN");
+    assert!(origin.seen(SEND_JOIN).is_empty(), "a join was sent after make_join failed");
     assert_nothing_stored(&a, &bob, &room_id).await;
 }
 

@@ -1,7 +1,7 @@
 //! Redactions received over federation that must not take effect: one by a user without the
 //! right to redact the target (accepted, not applied), and one naming an event of another room
 //! (refused). A redaction received before the event it names applies when that event arrives,
-//! if it may redact it. (A redaction naming
+//! if it may redact it, also when that event is kept as an outlier. (A redaction naming
 //! itself, or two naming each other, cannot be built in room versions 10 and later: an event's
 //! id is the hash of its content, `redacts` included.)
 
@@ -272,4 +272,43 @@ async fn a_target_fetched_with_the_rooms_history_is_redacted_by_a_redaction_held
         assert_eq!(seen["unsigned"]["redacted_because"]["event_id"], r.as_str(), "{what}: {seen}");
         assert_eq!(seen["content"], json!({}), "{what}: {seen}");
     }
+}
+
+/// A redaction received before its target applies also when the target arrives as an outlier:
+/// Mallory's server redacts her member event S (a new display name) before the server has S;
+/// then her message E on S arrives after a gap, the state before E (her server's `/state_ids`)
+/// names S, and the server fetches S and keeps it as an outlier. S is the room's state now,
+/// redacted: Alice reads her membership without the display name and with
+/// `unsigned.redacted_because` naming the redaction; E keeps its content.
+#[tokio::test]
+async fn a_redaction_received_before_its_target_applies_to_the_target_kept_as_an_outlier() {
+    let (a, alice, origin, mut room) = setup("11").await;
+    let room_id = room.room_id.clone();
+    let auth = vec![room.create.clone(), room.power_levels.clone(), room.join_rules.clone(), room.join.clone()];
+    let content = json!({"membership": "join", "displayname": "soon gone"});
+    let redaction_room = room.clone();
+    let s = origin.event(&room, Draft::of("m.room.member", Some(room.user.as_str()), content).auth(auth));
+    let redaction = origin.event(&redaction_room, Draft::of("m.room.redaction", None, json!({"redacts": s.id})));
+    let (_, answer) = origin.send(&a, "redaction", &[&redaction]).await;
+    assert_accepted(&answer, &redaction);
+    room.advance(&s);
+    let e = origin.event(&room, Draft::message("on the outlier"));
+    let mut state_before_e: Vec<String> = room.state.iter().filter(|id| **id != room.join).cloned().collect();
+    state_before_e.push(s.id.clone());
+    origin.serve("/_matrix/federation/v1/get_missing_events/", json!({"events": []}));
+    origin.serve("/_matrix/federation/v1/state_ids/", json!({"pdu_ids": state_before_e, "auth_chain_ids": []}));
+    origin.serve_event(&s);
+    let (status, answer) = origin.send(&a, "outlier", &[&e]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_accepted(&answer, &e);
+    assert!(origin.asked_for_event(&s.id), "S was not fetched");
+
+    let (status, state) = a.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room_id)), alice.token()).await;
+    assert_eq!(status, StatusCode::OK, "{state}");
+    let member = state.as_array().unwrap().iter().find(|e| e["state_key"] == room.user.as_str()).expect("her member");
+    assert_eq!(member["event_id"], s.id.as_str(), "S is not the room's state: {member}");
+    assert_eq!(member["content"], json!({"membership": "join"}), "S is not redacted: {member}");
+    assert_eq!(member["unsigned"]["redacted_because"]["event_id"], redaction.id.as_str(), "{member}");
+    let seen = seen_everywhere(&a, &alice, &room_id, &e.id).await;
+    assert_seen(&seen, None, &json!({"msgtype": "m.text", "body": "on the outlier"}), "E");
 }

@@ -1,7 +1,8 @@
 //! The room's forward extremities around events that are not accepted into the timeline: an
 //! event allowed by its own history but not by the room's current state (soft-failed) is kept
 //! from clients and must not become a predecessor of the server's next event, while the
-//! accepted events beside it must; nor must events kept only as outliers.
+//! accepted events beside it must; nor must events kept only as outliers. A soft-failed event
+//! keeps its state (served by `/state` and `/state_ids`) and takes a redaction received before it.
 
 use serde_json::{Value, json};
 use spec_tests::{Account, StatusCode, TestServer};
@@ -165,4 +166,50 @@ async fn extremities_stay_when_the_next_events_are_only_outliers() {
     assert_eq!(ids(&seen)[0], b, "B is no longer the latest event: {seen:?}");
     let (join, _) = origin.signed_join(&a, &room.room_id, "late", "11").await;
     assert_eq!(join.json["prev_events"], json!([b]), "{}", join.json);
+}
+
+/// Which redaction the server applied to the event `id` (the `events.redacted_by` it stored):
+/// a soft-failed event is shown to nobody, so its redaction is read where it is kept.
+pub(crate) async fn stored_redaction(a: &TestServer, id: &str) -> Option<String> {
+    use sqlx::Connection as _;
+    let mut db = sqlx::PgConnection::connect(&a.database_url).await.expect("connecting to the test database");
+    sqlx::query_scalar("SELECT redacted_by FROM events WHERE event_id = $1")
+        .bind(id)
+        .fetch_one(&mut db)
+        .await
+        .expect("the event is stored")
+}
+
+/// A soft-failed event keeps the state before it: `/state_ids` and `/state` at it answer that
+/// state (Mallory's join and the power levels before Alice blocked `test.sf`, not the block),
+/// as at a timeline event. And a redaction received before it applies to it: Mallory's
+/// server redacts SF (after the block) before sending SF, which is then soft-failed and kept
+/// redacted by that redaction.
+#[tokio::test]
+async fn a_soft_failed_event_has_its_state_served_and_takes_an_earlier_redaction() {
+    let (a, alice, origin, room) = setup("11").await;
+    let join = Pdu { id: room.join.clone(), json: Value::Null };
+    let pl1 = block_sf_events(&a, &alice, &room.room_id).await;
+    let m1 = on(&origin, &room, "m.room.message", "M1", &join);
+    deliver(&a, &origin, "m1", &m1).await;
+    let after_m1 = Joined { depth: room.depth + 1, ..room.clone() };
+    let sf = on(&origin, &after_m1, "test.sf", "SF", &m1);
+    let redaction = origin
+        .event(&after_m1, Draft::of("m.room.redaction", None, json!({"redacts": sf.id})).prev(vec![m1.id.clone()]));
+    deliver(&a, &origin, "redaction", &redaction).await;
+    assert_eq!(stored_redaction(&a, &redaction.id).await, None);
+    deliver(&a, &origin, "sf", &sf).await;
+    assert_eq!(stored_redaction(&a, &sf.id).await, Some(redaction.id.clone()), "the earlier redaction was not applied");
+
+    let path = format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(&room.room_id), enc(&sf.id));
+    let (status, ids_at) = origin.request(&a, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK, "/state_ids at a soft-failed event: {ids_at}");
+    let state: Vec<String> = serde_json::from_value(ids_at["pdu_ids"].clone()).unwrap();
+    assert!(state.contains(&room.join) && state.contains(&room.power_levels), "{ids_at}");
+    assert!(!state.contains(&pl1) && !state.contains(&sf.id), "{ids_at}");
+    let path = format!("/_matrix/federation/v1/state/{}?event_id={}", enc(&room.room_id), enc(&sf.id));
+    let (status, at) = origin.request(&a, "GET", &path, None).await;
+    assert_eq!(status, StatusCode::OK, "/state at a soft-failed event: {at}");
+    assert_eq!(at["pdus"].as_array().map(Vec::len), Some(state.len()), "{at}");
+    assert!(!at["auth_chain"].as_array().unwrap().is_empty(), "{at}");
 }

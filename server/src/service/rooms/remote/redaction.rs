@@ -2,7 +2,9 @@
 //! target is an event of the room, sent from the redaction's server or by a sender whom the
 //! state before the redaction lets redact others' events (room versions 3 and later leave this
 //! to the server). A redaction may arrive before the event it names: it stays in the timeline,
-//! and when that event is written it is checked the same way and applied then.
+//! and when that event is written it is checked the same way and applied then, whether the
+//! event joins the timeline, is kept as an outlier (a reported state, a join's state) or is
+//! soft-failed.
 
 use std::sync::Arc;
 
@@ -55,27 +57,36 @@ pub(super) async fn apply_to_held_target(
     Ok(())
 }
 
-/// Applies to an event just written to the timeline the first redaction of the room received
-/// before it that may redact it (each checked with the state before that redaction).
+/// Applies to events just written (to the timeline, as outliers or soft-failed) the first
+/// redaction of the room received before each that may redact it (each checked with the state
+/// before that redaction). The redactions waiting for all of them are read at once.
 pub(super) async fn apply_earlier_redactions(
     w: &mut RoomWriter,
     loaded: &mut Loaded,
     rules: &RoomVersionRules,
-    event: &Pdu,
+    events: &[&Pdu],
 ) -> ServiceResult<()> {
-    let id = event.event_id.as_str();
-    for earlier in w.redactions_naming(id).await? {
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    let waiting = w.redactions_naming(&ids).await?;
+    let mut done = std::collections::BTreeSet::new();
+    for earlier in waiting {
+        if done.contains(&earlier.redacts) {
+            continue;
+        }
+        let Some(event) = events.iter().find(|e| e.event_id.as_str() == earlier.redacts) else { continue };
         let redaction = parse_pdu(&earlier.event_id, &earlier.pdu)?;
         let before = match loaded.state(earlier.state_before) {
             Some((_, kept)) => kept,
             None => Arc::new(state_of(w, earlier.state_before).await?),
         };
+        let id = earlier.redacts.as_str();
         if may_redact(w, loaded, rules, &redaction, &event.event_id, &before).await? {
             tracing::info!(event_id = id, redaction = %earlier.event_id, "applied a redaction received before its target");
             w.mark_redacted(id, &earlier.event_id).await?;
-            return Ok(());
+            done.insert(earlier.redacts.clone());
+        } else {
+            tracing::info!(event_id = id, redaction = %earlier.event_id, "a redaction received before its target may not redact it");
         }
-        tracing::info!(event_id = id, redaction = %earlier.event_id, "a redaction received before its target may not redact it");
     }
     Ok(())
 }
