@@ -117,6 +117,7 @@ impl AppState {
             key,
             server_name,
             notifier.clone(),
+            account_data.clone(),
             &config.rooms.default_version,
             mls_signer.clone(),
         )?;

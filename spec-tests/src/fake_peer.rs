@@ -27,6 +27,23 @@ pub struct SeenRequest {
 /// Answers a request: status and JSON (or other text) body.
 pub type PeerHandler = Arc<dyn Fn(&SeenRequest) -> (u16, String) + Send + Sync>;
 
+/// A whole answer, for bodies that are not JSON (media, multipart).
+#[derive(Clone, Debug)]
+pub struct PeerResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl PeerResponse {
+    pub fn json(status: u16, body: String) -> Self {
+        Self { status, content_type: "application/json".into(), body: body.into_bytes() }
+    }
+}
+
+/// Answers a request with a [`PeerResponse`].
+pub type RawPeerHandler = Arc<dyn Fn(&SeenRequest) -> PeerResponse + Send + Sync>;
+
 /// A running peer; it stops with the test process (its task is aborted on drop).
 pub struct FakePeer {
     pub port: u16,
@@ -47,6 +64,15 @@ impl Drop for FakePeer {
 
 impl FakePeer {
     pub async fn start(handler: PeerHandler) -> Self {
+        Self::start_raw(Arc::new(move |req| {
+            let (status, body) = handler(req);
+            PeerResponse::json(status, body)
+        }))
+        .await
+    }
+
+    /// [`Self::start`] with a handler that chooses the content type and answers bytes.
+    pub async fn start_raw(handler: RawPeerHandler) -> Self {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
@@ -73,13 +99,13 @@ impl FakePeer {
                         return;
                     };
                     let Some(request) = read_request(&mut tls).await else { return };
-                    let (status, body) = handler(&request);
+                    let PeerResponse { status, content_type, body } = handler(&request);
                     seen.lock().expect("lock").push(request);
-                    let response = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()
                     );
-                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.write_all(&[head.as_bytes(), &body].concat()).await;
                     let _ = tls.shutdown().await;
                 });
             }

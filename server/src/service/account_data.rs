@@ -4,8 +4,11 @@
 //! from the spec's server-default rule set; the server alone writes them.
 
 use ruma::{
-    UserId,
-    push::{Action, AnyPushRuleRef, InsertPushRuleError, NewPushRule, RemovePushRuleError, RuleKind, Ruleset},
+    RoomId, UserId,
+    push::{
+        Action, AnyPushRuleRef, InsertPushRuleError, NewConditionalPushRule, NewPushRule, NewSimplePushRule,
+        PushCondition, RemovePushRuleError, RuleKind, Ruleset,
+    },
 };
 use serde_json::{Value as JsonValue, json};
 
@@ -15,6 +18,8 @@ use crate::storage::Storage;
 /// Account-data types only the server may write (spec: reject with 405 `M_BAD_JSON`).
 const SERVER_MANAGED_TYPES: [&str; 2] = ["m.fully_read", "m.push_rules"];
 const PUSH_RULES_TYPE: &str = "m.push_rules";
+/// Room account data holding the user's tags of the room.
+const TAGS_TYPE: &str = "m.tag";
 
 #[derive(Debug)]
 pub struct AccountDataService {
@@ -162,6 +167,83 @@ impl AccountDataService {
         rules.set_actions(kind, rule_id, actions).map_err(|_| rule_not_found())?;
         self.save_push_rules(user_id, &rules).await
     }
+
+    /// After a room upgrade: the user's tags of `old` and their own push rules for it (a room
+    /// rule, override and underride rules matching its id) apply to `new` as well. What the user
+    /// already set for `new` stays.
+    pub async fn copy_room_settings(&self, user_id: &UserId, old: &RoomId, new: &RoomId) -> ServiceResult<()> {
+        let (user, old_id, new_id) = (user_id.as_str(), old.as_str(), new.as_str());
+        if let Some(tags) = self.storage.account_data.get(user, old_id, TAGS_TYPE).await?
+            && self.storage.account_data.get(user, new_id, TAGS_TYPE).await?.is_none()
+        {
+            self.storage.account_data.set(user, new_id, TAGS_TYPE, &tags).await?;
+        }
+        // Server defaults name no room: only stored rules can.
+        if self.storage.account_data.get(user, "", PUSH_RULES_TYPE).await?.is_none() {
+            return Ok(());
+        }
+        let mut rules = self.push_rules(user_id).await?;
+        let copies = rules_for_replacement(&rules, old, new);
+        if copies.is_empty() {
+            return Ok(());
+        }
+        for (rule, after) in copies {
+            let rule_id = rule.rule_id().to_owned();
+            if let Err(e) = rules.insert(rule, Some(after.as_str()), None) {
+                tracing::warn!(user_id = %user, rule_id = %rule_id, error = %e, "push rule not copied to the replacement room");
+            }
+        }
+        self.save_push_rules(user_id, &rules).await
+    }
+}
+
+/// The copies, for room `new`, of the enabled rules of the user's own that apply to room `old`,
+/// each with the rule it copies (it goes right after it). Rules `new` already has are left out.
+fn rules_for_replacement(rules: &Ruleset, old: &RoomId, new: &RoomId) -> Vec<(NewPushRule, String)> {
+    let mut copies = Vec::new();
+    if let Some(room) = rules.room.get(old.as_str())
+        && room.enabled
+        && !room.default
+        && rules.room.get(new.as_str()).is_none()
+    {
+        copies.push((NewPushRule::Room(NewSimplePushRule::new(new.to_owned(), room.actions.clone())), old.to_string()));
+    }
+    for (is_override, set) in [(true, &rules.override_), (false, &rules.underride)] {
+        let kind = if is_override { RuleKind::Override } else { RuleKind::Underride };
+        for rule in set.iter().filter(|r| r.enabled && !r.default && r.conditions.iter().any(|c| names_room(c, old))) {
+            // Clients name a room's rule after the room; other rules are named after the new room.
+            let id = if rule.rule_id.contains(old.as_str()) {
+                rule.rule_id.replace(old.as_str(), new.as_str())
+            } else {
+                new.to_string()
+            };
+            if rules.get(kind.clone(), &id).is_some() {
+                continue;
+            }
+            let conditions = rule.conditions.iter().map(|c| with_room(c, old, new)).collect();
+            let copy = NewConditionalPushRule::new(id, conditions, rule.actions.clone());
+            let copy = if is_override { NewPushRule::Override(copy) } else { NewPushRule::Underride(copy) };
+            copies.push((copy, rule.rule_id.clone()));
+        }
+    }
+    copies
+}
+
+/// Whether a condition matches the events of room `room` by its id.
+fn names_room(condition: &PushCondition, room: &RoomId) -> bool {
+    matches!(condition, PushCondition::EventMatch(m) if m.key == "room_id" && m.pattern == room.as_str())
+}
+
+/// The condition, matching room `new` where it matched room `old`.
+fn with_room(condition: &PushCondition, old: &RoomId, new: &RoomId) -> PushCondition {
+    match condition {
+        PushCondition::EventMatch(m) if names_room(condition, old) => {
+            let mut m = m.clone();
+            m.pattern = new.to_string();
+            PushCondition::EventMatch(m)
+        }
+        other => other.clone(),
+    }
 }
 
 /// Ruma keeps unknown actions; like Synapse, refuse them. `dont_notify` and `coalesce` are the
@@ -183,4 +265,49 @@ fn check_actions(actions: &[Action]) -> ServiceResult<()> {
 
 fn rule_not_found() -> ServiceError {
     ServiceError::NotFound("push rule not found".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{
+        owned_room_id, owned_user_id,
+        push::{Action, NewConditionalPushRule, NewPushRule, NewSimplePushRule, PushCondition, Ruleset},
+    };
+
+    use super::rules_for_replacement;
+
+    fn room_match(room: &str) -> PushCondition {
+        PushCondition::EventMatch(ruma::push::EventMatchConditionData::new("room_id".into(), room.into()))
+    }
+
+    #[test]
+    fn a_rooms_own_rules_are_copied_for_its_replacement() {
+        let (old, new, other) = (owned_room_id!("!old:a"), owned_room_id!("!new:a"), owned_room_id!("!other:a"));
+        let mut rules = Ruleset::server_default(&owned_user_id!("@u:a"));
+        let room = NewSimplePushRule::new(old.clone(), vec![]);
+        rules.insert(NewPushRule::Room(room), None, None).unwrap();
+        let mute = NewConditionalPushRule::new(old.to_string(), vec![room_match(old.as_str())], vec![]);
+        rules.insert(NewPushRule::Override(mute), None, None).unwrap();
+        let named = NewConditionalPushRule::new("loud".into(), vec![room_match(old.as_str())], vec![Action::Notify]);
+        rules.insert(NewPushRule::Underride(named), None, None).unwrap();
+        let elsewhere = NewConditionalPushRule::new("x".into(), vec![room_match(other.as_str())], vec![]);
+        rules.insert(NewPushRule::Override(elsewhere), None, None).unwrap();
+
+        let copies = rules_for_replacement(&rules, &old, &new);
+        let ids: Vec<(String, String)> =
+            copies.iter().map(|(r, after)| (r.rule_id().to_owned(), after.clone())).collect();
+        assert_eq!(
+            ids,
+            [(new.to_string(), old.to_string()), (new.to_string(), old.to_string()), (new.to_string(), "loud".into())]
+        );
+        for (rule, after) in copies {
+            if let NewPushRule::Override(r) | NewPushRule::Underride(r) = &rule {
+                assert!(matches!(&r.conditions[0], PushCondition::EventMatch(m) if m.pattern == new.as_str()));
+            }
+            rules.insert(rule, Some(after.as_str()), None).unwrap();
+        }
+        // Once copied, nothing is copied again.
+        assert!(rules_for_replacement(&rules, &old, &new).is_empty());
+        assert!(rules.get(ruma::push::RuleKind::Underride, new.as_str()).is_some());
+    }
 }

@@ -15,6 +15,7 @@ pub mod relations;
 mod remote;
 mod remote_membership;
 mod remote_run;
+mod replacement;
 mod upgrade;
 pub mod visibility;
 
@@ -35,7 +36,7 @@ pub use self::{
     persist::{RoomCtx, Txn},
     remote::{Accepted, Received, StateBefore, StateIds, with_implied_create},
 };
-use super::{ServiceError, ServiceResult, notifier::Notifier};
+use super::{ServiceError, ServiceResult, account_data::AccountDataService, notifier::Notifier};
 use crate::storage::Storage;
 
 /// The room versions this server creates and joins.
@@ -109,6 +110,8 @@ pub struct RoomService {
     key: Arc<SigningKey>,
     server_name: OwnedServerName,
     notifier: Arc<Notifier>,
+    /// Users' tags and push rules, which follow a room to its replacement.
+    account_data: Arc<AccountDataService>,
     default_version: RoomVersionId,
     /// The server's key as the external sender of the MLS groups it orders.
     mls_signer: Arc<poststelle_mls::ds::ServerSigner>,
@@ -153,6 +156,7 @@ impl RoomService {
         key: Arc<SigningKey>,
         server_name: OwnedServerName,
         notifier: Arc<Notifier>,
+        account_data: Arc<AccountDataService>,
         default_version: &str,
         mls_signer: Arc<poststelle_mls::ds::ServerSigner>,
     ) -> ServiceResult<Arc<Self>> {
@@ -163,6 +167,7 @@ impl RoomService {
             key,
             server_name,
             notifier,
+            account_data,
             default_version,
             mls_signer,
             mls_groups: mls::GroupCache::default(),

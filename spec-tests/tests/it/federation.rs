@@ -134,3 +134,4 @@ mod split;
 mod synapse;
 mod third_party_invites;
 mod transport;
+mod upgrades;

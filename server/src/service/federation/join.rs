@@ -68,12 +68,24 @@ impl FederationService {
     }
 
     /// A local user joins a room: here if this server is in the room, else through the servers
-    /// the client named, the server in the room id, or the server that invited the user.
+    /// the client named, the server in the room id, or the server that invited the user. The
+    /// first local user to join a replacement room brings this server's aliases, directory
+    /// entry and users' settings over from its predecessor.
     pub async fn join(&self, change: MembershipChange, via: &[OwnedServerName]) -> ServiceResult<OwnedEventId> {
         let room_id = change.room_id.clone();
         if self.is_resident(&room_id).await? {
             return self.rooms.change_membership(change).await;
         }
+        let joined = self.join_first(change, via).await?;
+        if let Err(e) = self.rooms.adopt_predecessor(&room_id).await {
+            tracing::warn!(%room_id, error = %e, "predecessor room not adopted");
+        }
+        Ok(joined)
+    }
+
+    /// [`Self::join`] of a room no local user is joined to.
+    async fn join_first(&self, change: MembershipChange, via: &[OwnedServerName]) -> ServiceResult<OwnedEventId> {
+        let room_id = change.room_id.clone();
         let mut servers: Vec<OwnedServerName> = via.to_vec();
         if let Some(server) = room_id.server_name() {
             servers.push(server.to_owned());

@@ -1,5 +1,6 @@
 //! Room upgrades: a new room of the requested version that carries the old room's settings,
-//! a tombstone pointing to it, the aliases moved over, and the old room silenced.
+//! a tombstone pointing to it, the aliases and members' settings moved over (see
+//! [`super::replacement`]), and the old room silenced.
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomVersionId};
 use serde_json::{Map, Value as JsonValue, json};
@@ -131,17 +132,15 @@ impl RoomService {
         ))
         .await?;
 
-        // Aliases follow the room, and so does the canonical alias.
-        self.storage.rooms.move_aliases(old, new).await?;
+        // Aliases, the directory entry and members' settings follow the room; so does the
+        // canonical alias.
+        self.transfer_to_replacement(old, new).await?;
         if let Some(canonical) = content("m.room.canonical_alias").map(object).filter(|c| !c.is_empty()) {
             self.send(send(&room_id, "m.room.canonical_alias", Map::new())).await?;
             let local_only: Map<String, JsonValue> = canonical;
             if let Err(e) = self.send(send(&new_room, "m.room.canonical_alias", local_only)).await {
                 tracing::warn!(room_id = %new, error = %e, "canonical alias not carried over");
             }
-        }
-        if was_public {
-            self.storage.rooms.set_public(old, false).await?;
         }
 
         // Bans carry over.

@@ -126,3 +126,39 @@ async fn our_thumbnails_are_served_to_other_servers() {
     let r = unsigned.get(format!("{}{path}", a.federation_base)).send().await.expect("unsigned request");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// Thumbnails of media on a server without the federation thumbnail endpoint (the fake origin
+/// answers it 404 `M_UNRECOGNIZED`): B fetches the original once through
+/// `/_matrix/federation/v1/media/download` (a `multipart/mixed` answer) and thumbnails it
+/// itself, in the size class asked for; another size and the original come from that copy.
+#[tokio::test]
+async fn thumbnails_are_made_here_when_the_media_server_has_no_thumbnail_endpoint() {
+    let b = TestServer::start_with(ServerOptions::federating()).await;
+    let bob = b.register("bob", "pw-bob-123").await;
+    let origin = super::origin::Origin::start().await;
+    let original = crate::media::png(400, 200);
+    origin.serve_media("photo", "image/png", original.clone());
+    let unrecognized = serde_json::json!({"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"});
+    origin.serve_status("/_matrix/federation/v1/media/thumbnail/", 404, unrecognized);
+    let asked = |prefix: &str| origin.peer.seen().iter().filter(|r| r.path.starts_with(prefix)).count();
+
+    // 64x64 scaled is answered from the 320x240 scale class: 320x160 for a 400x200 image.
+    let (status, bytes, content_type) =
+        thumbnail(&b, &bob, &origin.name, "photo", "width=64&height=64&method=scale").await;
+    assert_eq!(status, StatusCode::OK, "{}\nB log:\n{}", String::from_utf8_lossy(&bytes), b.log());
+    assert_eq!(content_type, "image/png");
+    let image = image::load_from_memory(&bytes).expect("a thumbnail image");
+    assert_eq!((image.width(), image.height()), (320, 160));
+    assert_eq!(asked("/_matrix/federation/v1/media/thumbnail/photo"), 1, "the thumbnail endpoint was asked");
+
+    let (status, bytes, _) = thumbnail(&b, &bob, &origin.name, "photo", "width=32&height=32&method=crop").await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let image = image::load_from_memory(&bytes).expect("a cropped thumbnail");
+    assert_eq!((image.width(), image.height()), (32, 32));
+    let (status, body, content_type) = download(&b, &bob, &origin.name, "photo").await;
+    assert_eq!((status, body == original, content_type.as_str()), (StatusCode::OK, true, "image/png"));
+
+    // One download of the original; the thumbnail endpoint is not asked again once B has it.
+    assert_eq!(asked("/_matrix/federation/v1/media/download/photo"), 1, "{:?}", origin.peer.seen());
+    assert_eq!(asked("/_matrix/federation/v1/media/thumbnail/"), 1);
+}

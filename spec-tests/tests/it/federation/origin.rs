@@ -20,7 +20,7 @@ use ruma::{
 use serde_json::{Value, json};
 use spec_tests::{
     StatusCode, TestServer,
-    fake_peer::{FakePeer, PeerHandler, SeenRequest},
+    fake_peer::{FakePeer, PeerResponse, RawPeerHandler, SeenRequest},
 };
 
 use super::host::{self, Hosts};
@@ -40,6 +40,23 @@ fn new_key() -> Ed25519KeyPair {
 /// Answers the origin gives to requests whose path starts with a prefix: `(prefix, status, body)`.
 pub(crate) type Served = Arc<Mutex<Vec<(String, u16, Value)>>>;
 
+/// The origin's media, by media id: content type and bytes.
+pub(crate) type MediaFiles = Arc<Mutex<BTreeMap<String, (String, Vec<u8>)>>>;
+
+const MEDIA_DOWNLOAD: &str = "/_matrix/federation/v1/media/download/";
+
+/// A federation media download answer: `multipart/mixed`, the (empty) metadata as JSON, then
+/// the content with its type (spec: `GET /_matrix/federation/v1/media/download/{mediaId}`).
+fn multipart_media(content_type: &str, bytes: &[u8]) -> PeerResponse {
+    let boundary = "origin-media-boundary";
+    let mut body =
+        format!("--{boundary}\r\ncontent-type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n").into_bytes();
+    body.extend_from_slice(format!("content-type: {content_type}\r\n\r\n").as_bytes());
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    PeerResponse { status: 200, content_type: format!("multipart/mixed; boundary={boundary}"), body }
+}
+
 pub(crate) struct Origin {
     pub peer: FakePeer,
     pub name: String,
@@ -49,6 +66,8 @@ pub(crate) struct Origin {
     pub served: Served,
     /// The rooms this origin hosts (see `host`).
     pub hosts: Hosts,
+    /// Media it serves at its federation download endpoint.
+    pub media: MediaFiles,
 }
 
 /// A room the origin's user joined: the ids a new PDU is built on.
@@ -95,11 +114,17 @@ impl Origin {
         let name = Arc::new(OnceLock::<String>::new());
         let served: Served = Arc::default();
         let hosts: Hosts = Arc::default();
-        let (name2, served2, hosts2) = (name.clone(), served.clone(), hosts.clone());
-        let handler: PeerHandler = Arc::new(move |req: &SeenRequest| {
+        let media: MediaFiles = Arc::default();
+        let (name2, served2, hosts2, media2) = (name.clone(), served.clone(), hosts.clone(), media.clone());
+        let handler: RawPeerHandler = Arc::new(move |req: &SeenRequest| {
             let server_name = name2.get().cloned().unwrap_or_default();
             let path = req.path.split('?').next().unwrap_or_default();
-            if path == "/_matrix/key/v2/server" {
+            if let Some(id) = path.strip_prefix(MEDIA_DOWNLOAD)
+                && let Some((content_type, bytes)) = media2.lock().unwrap().get(id)
+            {
+                return multipart_media(content_type, bytes);
+            }
+            let (status, body) = if path == "/_matrix/key/v2/server" {
                 let doc = json!({
                     "server_name": server_name,
                     "valid_until_ts": now_ms() + 86_400_000,
@@ -119,11 +144,18 @@ impl Origin {
                 (200, json!({"pdus": {}}).to_string())
             } else {
                 (404, json!({"errcode": "M_NOT_FOUND", "error": "nothing here"}).to_string())
-            }
+            };
+            PeerResponse::json(status, body)
         });
-        let peer = FakePeer::start(handler).await;
+        let peer = FakePeer::start_raw(handler).await;
         name.set(peer.server_name.clone()).unwrap();
-        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served, hosts }
+        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served, hosts, media }
+    }
+
+    /// Serves `bytes` as the media `mxc://{origin}/{media_id}` at the federation download
+    /// endpoint.
+    pub(crate) fn serve_media(&self, media_id: &str, content_type: &str, bytes: Vec<u8>) {
+        self.media.lock().unwrap().insert(media_id.to_owned(), (content_type.to_owned(), bytes));
     }
 
     /// An X-Matrix-signed request to `to`'s federation port.
