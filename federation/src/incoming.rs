@@ -12,7 +12,7 @@ use ruma::{
 };
 use serde_json::value::RawValue as RawJsonValue;
 
-use crate::{Pdu, builder::MAX_PDU_BYTES};
+use crate::{Pdu, builder::MAX_PDU_BYTES, noncanonical};
 
 /// A PDU as received: well-formed, with its id computed, not yet verified.
 #[derive(Clone, Debug)]
@@ -29,6 +29,10 @@ pub enum IncomingError {
     TooLarge,
     #[error("malformed PDU: {0}")]
     Format(String),
+    /// A number canonical JSON does not allow (a float, an integer beyond ±(2^53−1)): room
+    /// versions 6 and later refuse the event. Its id, when redaction removes the number.
+    #[error("invalid JSON for the room: {reason}")]
+    InvalidJson { event_id: Option<OwnedEventId>, reason: String },
     #[error("the PDU belongs to room {found}, not {expected}")]
     WrongRoom { expected: OwnedRoomId, found: String },
     #[error("signature check failed: {0}")]
@@ -46,8 +50,7 @@ pub fn parse(
         // Generous for whitespace; the canonical size is checked below.
         return Err(IncomingError::TooLarge);
     }
-    let mut json: CanonicalJsonObject =
-        serde_json::from_str(raw.get()).map_err(|e| IncomingError::Format(format!("not canonical JSON: {e}")))?;
+    let mut json: CanonicalJsonObject = serde_json::from_str(raw.get()).map_err(|e| invalid_json(raw, rules, e))?;
     json.remove("unsigned");
     // Room versions 3 and later derive the id; one the sender added is not part of the event.
     json.remove("event_id");
@@ -69,6 +72,15 @@ pub fn parse(
         }
     }
     Ok(IncomingPdu { pdu, json })
+}
+
+/// Why a PDU is not canonical JSON: a number it holds (see [`noncanonical`]), or its shape.
+fn invalid_json(raw: &RawJsonValue, rules: &RoomVersionRules, e: serde_json::Error) -> IncomingError {
+    let value: Option<serde_json::Value> = serde_json::from_str(raw.get()).ok();
+    match value.as_ref().and_then(|v| Some((v, noncanonical::find_invalid(v)?))) {
+        Some((value, reason)) => IncomingError::InvalidJson { event_id: noncanonical::event_id(value, rules), reason },
+        None => IncomingError::Format(format!("not canonical JSON: {e}")),
+    }
 }
 
 /// The room a PDU belongs to: its `room_id`, or for a v12 create event the id it defines.
@@ -219,6 +231,30 @@ mod tests {
         let (other, _) = SigningKey::generate().unwrap();
         let incoming = parse(&raw(&event.json), &rules, None).unwrap();
         assert!(matches!(verify(incoming, &keys(&other), &rules), Err(IncomingError::Signatures(_))));
+    }
+
+    #[test]
+    fn floats_and_big_integers_are_invalid_json_named_by_the_events_id() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let rules = RoomVersionId::V11.rules().unwrap();
+        let event = built(&key, "hello");
+        for bad in [json!(1.1), json!(9_007_199_254_740_992_u64)] {
+            let mut sent = serde_json::to_value(&event.json).unwrap();
+            sent["content"]["bad_val"] = bad;
+            let raw = serde_json::value::to_raw_value(&sent).unwrap();
+            match parse(&raw, &rules, None) {
+                Err(IncomingError::InvalidJson { event_id, reason }) => {
+                    assert_eq!(event_id.as_ref(), Some(&event.pdu.event_id));
+                    assert!(reason.starts_with("content.bad_val"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+            // Where redaction keeps it, the event cannot be named.
+            let mut kept = serde_json::to_value(&event.json).unwrap();
+            kept["depth"] = json!(2.5);
+            let raw = serde_json::value::to_raw_value(&kept).unwrap();
+            assert!(matches!(parse(&raw, &rules, None), Err(IncomingError::InvalidJson { event_id: None, .. })));
+        }
     }
 
     #[test]

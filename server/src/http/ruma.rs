@@ -121,7 +121,8 @@ impl Authenticate for AppserviceTokenOptional {
 }
 
 /// Server-server requests: the X-Matrix signature of the origin over method, URI (path and query
-/// as sent), destination and body, checked with the origin's keys valid now. A missing or bad
+/// as sent), destination and body, checked with the origin's keys valid now (a body with numbers
+/// canonical JSON does not allow is encoded as Python does, see `noncanonical`). A missing or bad
 /// signature or another destination is 401 `M_UNAUTHORIZED`, an origin or destination that is
 /// no server name (a non-numeric port) 400 `M_INVALID_PARAM`; an origin not on the allow-list is
 /// 403 `M_FORBIDDEN` (checked before its keys are fetched, so it causes no traffic).
@@ -156,8 +157,17 @@ impl Authenticate for ServerSignatures {
         )]);
         let keys = state.server_keys.public_keys(&wanted, Some(crate::storage::now_ms())).await?;
         if let Err(e) = xmatrix.verify_http_request(request, &state.server_name, &keys) {
-            tracing::info!(origin = %xmatrix.origin, key = %xmatrix.key, error = %e, "X-Matrix signature refused");
-            return Err(ServiceError::Unauthorized("the X-Matrix signature does not verify".to_owned()).into());
+            // A body with floats or big integers is no canonical JSON for ruma; signed over
+            // Python's encoding of them, the request is authentic, and the event that holds them
+            // is refused by the endpoint (400 `M_BAD_JSON`), not the request (401).
+            let lax = poststelle_federation::noncanonical::verify_request(&xmatrix, request, &state.server_name, &keys);
+            if let Err(lax) = lax {
+                tracing::info!(
+                    origin = %xmatrix.origin, key = %xmatrix.key, error = %e, noncanonical = %lax,
+                    "X-Matrix signature refused"
+                );
+                return Err(ServiceError::Unauthorized("the X-Matrix signature does not verify".to_owned()).into());
+            }
         }
         Ok(xmatrix.origin)
     }

@@ -113,6 +113,7 @@ async fn key_document_and_version_over_tls() {
 mod acl;
 mod backfill;
 mod device_lists;
+mod floats;
 mod gaps;
 mod guests;
 mod host;

@@ -5,6 +5,7 @@
 //! other servers' users leaving our rooms the same way, and knocks in both directions
 //! (`/make_knock`, `/send_knock`).
 
+use poststelle_federation::incoming::IncomingError;
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
     api::federation::membership::{
@@ -172,10 +173,11 @@ impl FederationService {
         let answer = self.call(&destination, request).await?;
         let rules = version.rules().ok_or_else(|| internal("room version without rules"))?;
         // The invitee's server countersigned our event; the event is still ours.
-        let signed = self
-            .verify_pdu(&answer.event, &rules, &change.room_id)
-            .await
-            .map_err(|e| ServiceError::Upstream(format!("{destination}: {e}")))?;
+        let signed = self.verify_pdu(&answer.event, &rules, &change.room_id).await.map_err(|e| match e {
+            // What the invitee's server signed is no event of the room: the invite is refused.
+            IncomingError::InvalidJson { .. } => ServiceError::BadJson(format!("{destination}: {e}")),
+            other => ServiceError::Upstream(format!("{destination}: {other}")),
+        })?;
         if signed.pdu.event_id != id {
             return Err(ServiceError::Upstream(format!("{destination} changed the invite")));
         }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use poststelle_federation::incoming::IncomingError;
 use ruma::{
     OwnedEventId, OwnedRoomId, RoomId, ServerName, UInt,
     api::federation::{
@@ -208,6 +209,14 @@ impl FederationService {
                 Ok(p) => {
                     ids.push(p.pdu.event_id.clone());
                     to_verify.push(Ok(p));
+                }
+                // A PDU with numbers canonical JSON does not allow gets an answer where its id
+                // can be had; other malformed PDUs are dropped without one.
+                Err(e @ IncomingError::InvalidJson { event_id: Some(_), .. }) => {
+                    tracing::info!(%origin, room_id = %room, error = %e, "refused a PDU with invalid JSON");
+                    if let IncomingError::InvalidJson { event_id: Some(id), .. } = &e {
+                        results.insert(id.clone(), Err(e.to_string()));
+                    }
                 }
                 Err(e) => tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU"),
             }

@@ -250,3 +250,35 @@ async fn backfilled_events_building_on_another_room_are_refused() {
     let (status, answer) = b.get(&path, bob.token()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
+
+/// Sytest "Outbound federation rejects backfill containing invalid JSON for events in room
+/// version 6": Bob joins a room version 11 room the fake origin holds, with a message holding a
+/// float (signed as Synapse signs such JSON) after a good one. Paging back, the server fetches
+/// both with `/backfill`: the bad message is dropped, never shown nor stored; the good one is.
+#[tokio::test]
+async fn backfilled_events_with_invalid_json_are_dropped() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let bob = a.register("bob", "pw-bob-123").await;
+    let origin = Origin::start().await;
+    let room = origin.host_room("11", "carol", true);
+    let carol = format!("@carol:{}", origin.name);
+    origin.host_event(&room, "m.room.message", None, &carol, json!({"msgtype": "m.text", "body": "Good event"}));
+    let content = json!({"msgtype": "m.text", "body": "Bad event", "bad_val": 1.1});
+    let (event, rules) = origin.host_draft(&room, "m.room.message", None, &carol, content);
+    let bad = origin.sign_noncanonical(event, &rules);
+    origin.host_add(&room, &bad);
+
+    let (_, prev_batch) = join_and_sync(&a, &bob, &room, &origin.name).await;
+    let history = origin.host_history(&room);
+    origin.serve(
+        "/_matrix/federation/v1/backfill/",
+        json!({"origin": origin.name, "origin_server_ts": now_ms(), "pdus": history}),
+    );
+    let events = page_back(&a, &bob, &room, &prev_batch).await;
+    assert!(!origin.seen("/_matrix/federation/v1/backfill/").is_empty(), "nothing was backfilled");
+    let bodies: Vec<&str> = events.iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert!(bodies.contains(&"Good event") && !bodies.contains(&"Bad event"), "{bodies:?}\n{}", a.log());
+    let (status, answer) =
+        a.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&bad.id)), bob.token()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the bad event is stored: {answer}");
+}

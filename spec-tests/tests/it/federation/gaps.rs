@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use spec_tests::StatusCode;
 
-use super::hostile::{assert_accepted, ids, public_room, setup, state, timeline};
+use super::hostile::{assert_accepted, assert_not_found, event, ids, public_room, setup, state, timeline};
 use super::origin::{Draft, Joined, Origin, Pdu, enc};
 
 /// Mallory's member event in `room` with `content`, authorised by `member` (her current
@@ -106,4 +106,35 @@ async fn an_outlier_authorised_by_another_room_is_rejected() {
     let (status, at_e) = origin.request(&a, "GET", &path, None).await;
     assert_eq!(status, StatusCode::OK, "{at_e}");
     assert!(!at_e["pdu_ids"].to_string().contains(&name.id), "N is in the state before E: {at_e}");
+}
+
+/// Sytest "Outbound federation will ignore a missing event with bad JSON for room version 6":
+/// in a room version 11 room, Mallory sends M2 whose predecessor M1 holds a float; the server
+/// asks for M1 with `/get_missing_events` and the answer's M1 is dropped, never stored. M2,
+/// whose predecessor cannot be had, does not enter the room either; the room goes on with
+/// Mallory's next message built on what the server holds.
+#[tokio::test]
+async fn a_missing_event_with_invalid_json_is_ignored() {
+    let (a, alice, origin, mut room) = setup("11").await;
+    let mut m1 = serde_json::to_value(Draft::message("Message 1").build(&room)).unwrap();
+    m1["content"]["bad_val"] = json!(1.1);
+    let m1 = origin.sign_noncanonical(m1, &room.rules);
+    let before = room.clone();
+    room.advance(&m1);
+    let m2 = origin.event(&room, Draft::message("Message 2"));
+
+    origin.serve("/_matrix/federation/v1/get_missing_events/", json!({"events": [m1.json]}));
+    let (status, answer) = origin.send(&a, "bad-missing", &[&m2]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(!origin.seen("/_matrix/federation/v1/get_missing_events/").is_empty(), "M1 was not asked for");
+    assert_not_found(&event(&a, &alice, &room.room_id, &m1.id).await, "M1, with a float");
+    assert_not_found(&event(&a, &alice, &room.room_id, &m2.id).await, "M2, after M1");
+
+    let m3 = origin.event(&before, Draft::message("Message 3"));
+    let (status, answer) = origin.send(&a, "after-bad-missing", &[&m3]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_accepted(&answer, &m3);
+    let bodies: Vec<Value> =
+        timeline(&a, &alice, &room.room_id).await.iter().map(|e| e["content"]["body"].clone()).collect();
+    assert!(bodies.contains(&json!("Message 3")) && !bodies.contains(&json!("Message 1")), "{bodies:?}");
 }

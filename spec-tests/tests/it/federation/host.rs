@@ -285,12 +285,30 @@ impl Origin {
         sender: &str,
         content: Value,
     ) -> Pdu {
-        let (draft, rules) = {
-            let hosts = self.hosts.lock().unwrap();
-            let room = &hosts[room_id];
-            (room.draft(kind, state_key, sender, content), room.rules.clone())
-        };
+        let (draft, rules) = self.host_draft(room_id, kind, state_key, sender, content);
         self.sign_json(draft, &rules)
+    }
+
+    /// An unsigned event of `sender` on a hosted room's tip, and the room's rules.
+    pub(crate) fn host_draft(
+        &self,
+        room_id: &str,
+        kind: &str,
+        state_key: Option<&str>,
+        sender: &str,
+        content: Value,
+    ) -> (Value, RoomVersionRules) {
+        let hosts = self.hosts.lock().unwrap();
+        let room = &hosts[room_id];
+        (room.draft(kind, state_key, sender, content), room.rules.clone())
+    }
+
+    /// Every event of a hosted room, newest (deepest) first.
+    pub(crate) fn host_history(&self, room_id: &str) -> Vec<Value> {
+        let hosts = self.hosts.lock().unwrap();
+        let mut events: Vec<Value> = hosts[room_id].events.values().cloned().collect();
+        events.sort_by_key(|e| std::cmp::Reverse(e["depth"].as_u64()));
+        events
     }
 
     /// Adds an event (e.g. one changed after signing) to a hosted room as it is.

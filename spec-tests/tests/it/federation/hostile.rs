@@ -510,3 +510,32 @@ async fn state_at_an_outlier_is_not_found_but_the_outlier_is_served() {
     assert_eq!(status, StatusCode::OK, "the outlier is not served: {served}");
     assert_eq!(served["pdus"][0]["content"]["displayname"], "outlier", "{served}");
 }
+
+/// A transaction with a good message and messages holding a float and an integer beyond 2^53-1
+/// in a room version 11 room (the rule holds from version 6 on), signed as Synapse signs such JSON: the transaction is taken (200),
+/// the good message is accepted and shows, the others get an error each and are not stored
+/// (Sytest "Server discards events with invalid JSON in a version 6 room"; its alternative
+/// "Server rejects invalid JSON in a version 6 room", refusing the whole transaction, is
+/// Dendrite's behaviour and not the spec's).
+#[tokio::test]
+async fn pdus_with_invalid_json_are_refused_one_by_one() {
+    let (a, alice, origin, room) = setup("11").await;
+    let good = origin.event(&room, Draft::message("Good event"));
+    let bad = |value: Value| {
+        let mut event = serde_json::to_value(Draft::message("Bad event").build(&room)).unwrap();
+        event["content"]["bad_val"] = value;
+        origin.sign_noncanonical(event, &room.rules)
+    };
+    let (float, big) = (bad(json!(1.1)), bad(json!(-9_007_199_254_740_992_i64)));
+    let (status, answer) = origin.send_noncanonical(&a, "badjson", &[&good, &float, &big]).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    assert_accepted(&answer, &good);
+    for pdu in [&float, &big] {
+        assert_refused(&answer, pdu);
+        assert_not_found(&event(&a, &alice, &room.room_id, &pdu.id).await, "an event with invalid JSON");
+    }
+    assert_eq!(event(&a, &alice, &room.room_id, &good.id).await.0, StatusCode::OK);
+    let bodies: Vec<Value> =
+        timeline(&a, &alice, &room.room_id).await.iter().map(|e| e["content"]["body"].clone()).collect();
+    assert!(bodies.contains(&json!("Good event")) && !bodies.contains(&json!("Bad event")), "{bodies:?}");
+}

@@ -1,7 +1,8 @@
 //! What another server may ask of ours and what it may not (Sytest `50federation`): a server
 //! acts only for its own users (joins, leaves, typing, receipts), joins only rooms of a version
 //! it supports and that this server is in, and reads state only of events of the room asked
-//! about. Each refusal beside the same request allowed, so a refusal cannot pass by accident.
+//! about; events holding JSON that room versions 6 and later forbid are refused, sent or answered. Each
+//! refusal beside the same request allowed, so a refusal cannot pass by accident.
 
 use std::time::{Duration, Instant};
 
@@ -218,4 +219,124 @@ async fn send_leave_takes_only_the_servers_own_users_leave() {
     let (status, answer) = third.request(&a, "PUT", &send_leave, Some(&leave.json)).await;
     assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
     assert_eq!(membership(&a, &alice, &room, &eve).await.as_deref(), Some("leave"));
+}
+
+/// A join of a room version 11 room (the rule holds from version 6 on; this server has versions
+/// 10 to 12) with a float in its content, signed (event and request) as
+/// Synapse signs such JSON: 400 `M_BAD_JSON` and Mallory is not in the room (Sytest "Inbound:
+/// send_join rejects invalid JSON for room version 6"); so is an integer beyond 2^53-1. A leave
+/// with a float in a top-level field, sent to a wrong event id, likewise (after Sytest "Inbound
+/// federation rejects invite rejections which include invalid JSON for room version 6", which
+/// declines an invite; here the leave of a member). The same body signed with another key, or
+/// not at all, is 401; the join without the bad value is accepted.
+#[tokio::test]
+async fn send_join_and_send_leave_refuse_invalid_json() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let room = public_room(&a, &alice, "11").await;
+    let origin = Origin::start().await;
+    let mallory = format!("@mallory:{}", origin.name);
+    let rules = ruma::RoomVersionId::V11.rules().unwrap();
+    let (join, _) = origin.signed_join(&a, &room, "mallory", "11").await;
+    let send_join = |id: &str| format!("/_matrix/federation/v2/send_join/{}/{}", enc(&room), enc(id));
+
+    for bad in [json!(1.1), json!(9_007_199_254_740_992_u64)] {
+        let mut event = join.json.clone();
+        event["content"]["bad_val"] = bad.clone();
+        let pdu = origin.sign_noncanonical(event, &rules);
+        let answer = origin.request_noncanonical(&a, "PUT", &send_join(&pdu.id), &pdu.json).await;
+        assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+        assert_eq!(membership(&a, &alice, &room, &mallory).await, None, "a join with {bad} was stored");
+
+        let path = send_join(&pdu.id);
+        let forged = origin.request_noncanonical_signed(&origin.forger, &a, "PUT", &path, &pdu.json).await;
+        assert_error(&forged, StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED");
+        let unsigned = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        let response = unsigned
+            .put(format!("{}{}", a.federation_base, send_join(&pdu.id)))
+            .header("content-type", "application/json")
+            .body(super::floats::canonical(&pdu.json))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    let (status, answer) = origin.request(&a, "PUT", &send_join(&join.id), Some(&join.json)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    assert_eq!(membership(&a, &alice, &room, &mallory).await.as_deref(), Some("join"));
+
+    let (status, template) = origin
+        .request(&a, "GET", &format!("/_matrix/federation/v1/make_leave/{}/{}", enc(&room), enc(&mallory)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{template}");
+    let mut leave = template["event"].clone();
+    leave["origin_server_ts"] = json!(now_ms());
+    leave["contents"] = json!({"bad_val": 1.1});
+    let leave = origin.sign_noncanonical(leave, &rules);
+    let path = format!("/_matrix/federation/v2/send_leave/{}/{}", enc(&room), enc("$xxx"));
+    let answer = origin.request_noncanonical(&a, "PUT", &path, &leave.json).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    assert_eq!(membership(&a, &alice, &room, &mallory).await.as_deref(), Some("join"));
+}
+
+/// An invite to Alice into a room version 11 room of another server, with a float in its
+/// content: 400 `M_BAD_JSON`, and Alice has no invite (Sytest "Inbound federation rejects
+/// invites which include invalid JSON for room version 6"). The same invite without it is
+/// taken.
+#[tokio::test]
+async fn invites_with_invalid_json_are_refused() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let origin = Origin::start().await;
+    let room = origin.host_room("11", "carol", true);
+    let carol = format!("@carol:{}", origin.name);
+    let invite = |content: Value| {
+        let (event, rules) = origin.host_draft(&room, "m.room.member", Some(&alice.user_id), &carol, content);
+        origin.sign_noncanonical(event, &rules)
+    };
+    let path = |id: &str| format!("/_matrix/federation/v2/invite/{}/{}", enc(&room), enc(id));
+
+    let bad = invite(json!({"membership": "invite", "bad_val": 1.1}));
+    let body = json!({"room_version": "11", "event": bad.json, "invite_room_state": []});
+    let answer = origin.request_noncanonical(&a, "PUT", &path(&bad.id), &body).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    assert!(!invited_to(&a, &alice, &room).await, "the invite with a float was kept");
+
+    let good = invite(json!({"membership": "invite"}));
+    let body = json!({"room_version": "11", "event": good.json, "invite_room_state": []});
+    let (status, answer) = origin.request(&a, "PUT", &path(&good.id), Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    assert!(invited_to(&a, &alice, &room).await, "the invite was not kept");
+}
+
+async fn invited_to(a: &TestServer, who: &Account, room: &str) -> bool {
+    let (status, sync) = a.get("/_matrix/client/v3/sync", who.token()).await;
+    assert_eq!(status, StatusCode::OK, "{sync}");
+    !sync["rooms"]["invite"][room].is_null()
+}
+
+/// Sytest "Outbound federation rejects invite response which include invalid JSON for room
+/// version 6": Alice invites a user of another server into her room version 11 room; that server
+/// countersigns the invite with a float added in a top-level field: Alice gets 400
+/// `M_BAD_JSON` and the user is not invited. Countersigned as it came, the invite goes through.
+#[tokio::test]
+async fn invite_answers_with_invalid_json_are_refused() {
+    let a = TestServer::start_with(ServerOptions::federating()).await;
+    let alice = a.register("alice", "pw-alice-123").await;
+    let room = public_room(&a, &alice, "11").await;
+    let origin = Origin::start().await;
+    let bob = format!("@bob:{}", origin.name);
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+
+    *origin.invite_extra.lock().unwrap() = json!({"bad_val": 1.1}).as_object().cloned();
+    let answer = a.post(&path, alice.token(), json!({"user_id": bob})).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "M_BAD_JSON");
+    assert_eq!(origin.seen("/_matrix/federation/v2/invite/").len(), 1, "the invite was not sent");
+    assert_eq!(membership(&a, &alice, &room, &bob).await, None);
+
+    *origin.invite_extra.lock().unwrap() = Some(serde_json::Map::new());
+    let (status, answer) = a.post(&path, alice.token(), json!({"user_id": bob})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    assert_eq!(membership(&a, &alice, &room, &bob).await.as_deref(), Some("invite"));
 }

@@ -68,6 +68,8 @@ pub(crate) struct Origin {
     pub hosts: Hosts,
     /// Media it serves at its federation download endpoint.
     pub media: MediaFiles,
+    /// When set, `/invite` v2 is answered with the event countersigned, these fields added.
+    pub invite_extra: Arc<Mutex<Option<serde_json::Map<String, Value>>>>,
 }
 
 /// A room the origin's user joined: the ids a new PDU is built on.
@@ -115,7 +117,9 @@ impl Origin {
         let served: Served = Arc::default();
         let hosts: Hosts = Arc::default();
         let media: MediaFiles = Arc::default();
+        let invite_extra: Arc<Mutex<Option<serde_json::Map<String, Value>>>> = Arc::default();
         let (name2, served2, hosts2, media2) = (name.clone(), served.clone(), hosts.clone(), media.clone());
+        let extra2 = invite_extra.clone();
         let handler: RawPeerHandler = Arc::new(move |req: &SeenRequest| {
             let server_name = name2.get().cloned().unwrap_or_default();
             let path = req.path.split('?').next().unwrap_or_default();
@@ -138,6 +142,14 @@ impl Origin {
                 served2.lock().unwrap().iter().find(|(p, _, _)| path.starts_with(p.as_str()))
             {
                 (*status, body.to_string())
+            } else if path.starts_with("/_matrix/federation/v2/invite/")
+                && let Some(extra) = extra2.lock().unwrap().clone()
+            {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+                let version = ruma::RoomVersionId::try_from(body["room_version"].as_str().unwrap_or_default());
+                let rules = version.ok().and_then(|v| v.rules()).expect("a known room version");
+                let event = super::floats::countersign(&server_name, &signer, body["event"].clone(), &extra, &rules);
+                (200, json!({"event": event}).to_string())
             } else if let Some(answer) = host::answer(&hosts2, &server_name, &req.method, path, &req.body) {
                 answer
             } else if path.starts_with("/_matrix/federation/v1/send/") {
@@ -149,13 +161,18 @@ impl Origin {
         });
         let peer = FakePeer::start_raw(handler).await;
         name.set(peer.server_name.clone()).unwrap();
-        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served, hosts, media }
+        Self { name: peer.server_name.clone(), peer, key, forger: new_key(), served, hosts, media, invite_extra }
     }
 
     /// Serves `bytes` as the media `mxc://{origin}/{media_id}` at the federation download
     /// endpoint.
     pub(crate) fn serve_media(&self, media_id: &str, content_type: &str, bytes: Vec<u8>) {
         self.media.lock().unwrap().insert(media_id.to_owned(), (content_type.to_owned(), bytes));
+    }
+
+    /// The origin's signing key (for requests and events signed outside ruma, see `floats`).
+    pub(crate) fn key(&self) -> &Ed25519KeyPair {
+        &self.key
     }
 
     /// An X-Matrix-signed request to `to`'s federation port.

@@ -220,3 +220,26 @@ async fn a_membership_with_an_invalid_displayname_in_the_send_join_answer_does_n
     assert_eq!(status, StatusCode::OK, "{members}");
     assert!(members["joined"].get(&carol).is_some() && members["joined"].get(&bob.user_id).is_some(), "{members}");
 }
+
+/// A state event with a float in its content in the `/send_join` answer of a room version 11
+/// room (signed as Synapse signs such JSON) is dropped like one with a bad signature: the join
+/// succeeds and the room's state here lacks it, but has the good event after it.
+#[tokio::test]
+async fn an_event_with_invalid_json_in_the_send_join_answer_is_dropped() {
+    let (a, bob, origin) = setup().await;
+    let room_id = origin.host_room("11", "carol", true);
+    let carol = format!("@carol:{}", origin.name);
+    let (event, rules) = origin.host_draft(&room_id, "test", Some(""), &carol, json!({"body": "Test", "bad_val": 1.1}));
+    let bad = origin.sign_noncanonical(event, &rules);
+    origin.host_add(&room_id, &bad);
+    origin.host_event(&room_id, "m.room.topic", Some(""), &carol, json!({"topic": "kept"}));
+
+    let (status, answer) = join(&a, &bob, &room_id, &origin).await;
+    assert_eq!(status, StatusCode::OK, "{answer}\n{}", a.log());
+    synced_join(&a, &bob, &room_id).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/state/test/", enc(&room_id));
+    assert_error(&a.get(&path, bob.token()).await, StatusCode::NOT_FOUND, "M_NOT_FOUND");
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room_id));
+    let (status, topic) = a.get(&path, bob.token()).await;
+    assert_eq!((status, &topic["topic"]), (StatusCode::OK, &json!("kept")), "the good state event is missing: {topic}");
+}
