@@ -20,6 +20,9 @@ use crate::{
 
 /// From how many outliers a join writes them on two connections at once.
 const OUTLIERS_IN_HALVES: usize = 400;
+/// How many connections a join may hold at once: its transaction, the state's snapshot, and
+/// the outliers' two halves.
+const CONNECTIONS_OF_A_JOIN: u32 = 4;
 
 impl RoomService {
     /// A membership event another server's user may sign and send back (`/make_join`,
@@ -152,12 +155,15 @@ impl RoomService {
             .iter()
             .filter_map(|e| Some(((e.pdu.kind.to_string(), e.pdu.state_key.clone()?), e.pdu.event_id.to_string())))
             .collect();
-        let snapshot = {
+        // Beside the join's transaction, the snapshot and the outliers' halves take a connection
+        // each: with a smaller pool they could wait for the one the transaction holds.
+        let beside = self.storage.pool.options().get_max_connections() >= CONNECTIONS_OF_A_JOIN;
+        let snapshot = beside.then(|| {
             let (pool, room) = (self.storage.pool.clone(), room_id.to_owned());
             let entries: Vec<(String, String, String)> =
                 sent.iter().map(|((t, k), e)| (t.clone(), k.clone(), e.clone())).collect();
             tokio::spawn(async move { room_writer::write_detached_snapshot(&pool, &room, &entries).await })
-        };
+        });
         let mut w = RoomWriter::begin(&self.storage.pool, room_id).await?;
         // The chain repeats much of the state: each event once.
         let mut seen = std::collections::BTreeSet::new();
@@ -165,14 +171,25 @@ impl RoomService {
             auth_chain.iter().chain(state).filter(|e| seen.insert(e.pdu.event_id.clone())).cloned().collect();
         let mut loaded = self.take_loaded(room_id);
         let checked = self.check_outliers(&mut w, &mut loaded, &rules, &all).await?;
-        self.write_join_outliers(&mut w, &checked.rows()).await?;
+        let rows = checked.rows();
+        if beside && rows.len() >= OUTLIERS_IN_HALVES {
+            self.write_outliers_in_halves(&w, &rows).await?;
+        } else {
+            w.insert_outliers(&rows).await?;
+        }
         checked.apply_earlier_redactions(&mut w, &mut loaded, &rules).await?;
         let usable = checked.usable;
-        let snapshot = snapshot.await.map_err(internal)??;
-        // The state as sent, without what failed its auth checks (then written again).
+        let written = match snapshot {
+            Some(task) => Some(task.await.map_err(internal)??),
+            None => None,
+        };
+        // The state as sent, without what failed its auth checks (then written here).
         let before: StateIds =
             sent.iter().filter(|(_, id)| usable.contains(id.as_str())).map(|(k, id)| (k.clone(), id.clone())).collect();
-        let snapshot = if before.len() == sent.len() { snapshot } else { write_full(&mut w, &before).await? };
+        let snapshot = match written {
+            Some(snapshot) if before.len() == sent.len() => snapshot,
+            _ => write_full(&mut w, &before).await?,
+        };
         let (outcome, _) =
             self.accept_in(&mut w, &mut loaded, &rules, join, StateBefore::Join(before, snapshot), None).await?;
         w.commit().await?;
@@ -183,13 +200,9 @@ impl RoomService {
         Ok(outcome)
     }
 
-    /// A join's outliers: many are written in halves on two connections at once, beside the
-    /// state's snapshot (see [`room_writer::insert_outliers_detached`]); few in the join's
-    /// transaction.
-    async fn write_join_outliers(&self, w: &mut RoomWriter, rows: &[OutlierEvent<'_>]) -> ServiceResult<()> {
-        if rows.len() < OUTLIERS_IN_HALVES {
-            return Ok(w.insert_outliers(rows).await?);
-        }
+    /// A join's many outliers, written in halves on two connections at once beside the state's
+    /// snapshot (see [`room_writer::insert_outliers_detached`]).
+    async fn write_outliers_in_halves(&self, w: &RoomWriter, rows: &[OutlierEvent<'_>]) -> ServiceResult<()> {
         let pool = &self.storage.pool;
         let top = room_writer::reserve_outlier_positions(pool, rows.len()).await?;
         let (first, second) = rows.split_at(rows.len() / 2);

@@ -422,16 +422,19 @@ async fn a_room_upgrade_is_followed_across_servers() {
 }
 
 /// Bob on B joins a room of A whose state holds hundreds of events (enough that B writes them
-/// on several connections at once): B holds every state event with its content, every member,
-/// and the room works afterwards (a state event of Bob's reaches A).
+/// on several connections at once), and so does Dan on C, whose pool is too small for that (C
+/// writes them in the join's own transaction): each holds every state event with its content,
+/// every member, and the room works afterwards.
 #[tokio::test]
 async fn a_room_with_hundreds_of_state_events_is_joined_whole() {
     const ENTRIES: usize = 450;
     let a = TestServer::start_with(ServerOptions::federating()).await;
     let b = TestServer::start_with(ServerOptions::federating()).await;
+    let c = TestServer::start_with(ServerOptions::federating().set("POSTSTELLE_DATABASE__MAX_CONNECTIONS", 3)).await;
     let alice = a.register("alice", "pw-alice-123").await;
     let carol = a.register("carol", "pw-carol-123").await;
     let bob = b.register("bob", "pw-bob-123").await;
+    let dan = c.register("dan", "pw-dan-123").await;
     let room = public_room(&a, &alice, "11").await;
     let (status, answer) = a.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), carol.token(), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -441,29 +444,40 @@ async fn a_room_with_hundreds_of_state_events_is_joined_whole() {
         assert_eq!(status, StatusCode::OK, "{answer}");
     }
 
-    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(&a.server_name));
-    let (status, answer) = b.post(&path, bob.token(), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{answer}\nB log:\n{}", b.log());
+    let mut members = vec![alice.user_id.clone(), carol.user_id.clone()];
+    for (s, who) in [(&b, &bob), (&c, &dan)] {
+        let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(&a.server_name));
+        let (status, answer) = s.post(&path, who.token(), json!({})).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{answer}
+log:
+{}",
+            s.log()
+        );
 
-    let (status, state) = b.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), bob.token()).await;
-    assert_eq!(status, StatusCode::OK, "{state}");
-    let mut entries: Vec<(String, i64)> = state
-        .as_array()
-        .expect("a list of state events")
-        .iter()
-        .filter(|e| e["type"] == "de.poststelle.test.entry")
-        .map(|e| (e["state_key"].as_str().unwrap_or_default().to_owned(), e["content"]["n"].as_i64().unwrap_or(-1)))
-        .collect();
-    entries.sort();
-    let expected: Vec<(String, i64)> = (0..ENTRIES).map(|i| (format!("k{i:03}"), i as i64)).collect();
-    assert_eq!(entries, expected, "B's copy of the room's state");
-    let mut all = vec![alice.user_id.clone(), bob.user_id.clone(), carol.user_id.clone()];
-    all.sort();
-    assert_eq!(joined_members(&b, &bob, &room).await, all);
+        let (status, state) = s.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room)), who.token()).await;
+        assert_eq!(status, StatusCode::OK, "{state}");
+        let mut entries: Vec<(String, i64)> = state
+            .as_array()
+            .expect("a list of state events")
+            .iter()
+            .filter(|e| e["type"] == "de.poststelle.test.entry")
+            .map(|e| (e["state_key"].as_str().unwrap_or_default().to_owned(), e["content"]["n"].as_i64().unwrap_or(-1)))
+            .collect();
+        entries.sort();
+        let expected: Vec<(String, i64)> = (0..ENTRIES).map(|i| (format!("k{i:03}"), i as i64)).collect();
+        assert_eq!(entries, expected, "{}'s copy of the room's state", s.server_name);
+        members.push(who.user_id.clone());
+        members.sort();
+        assert_eq!(joined_members(s, who, &room).await, members);
 
-    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
-    let (status, answer) = b.put(&path, bob.token(), json!({"topic": "written on B"})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "a member without power may not set the topic: {answer}");
-    send_text(&b, &bob, &room, "after-join", "hello after a large join").await;
-    wait_for_message(&a, &alice, &room, "hello after a large join").await;
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+        let (status, answer) = s.put(&path, who.token(), json!({"topic": "written later"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a member without power may not set the topic: {answer}");
+        let body = format!("hello after a large join from {}", who.user_id);
+        send_text(s, who, &room, "after-join", &body).await;
+        wait_for_message(&a, &alice, &room, &body).await;
+    }
 }
