@@ -466,6 +466,17 @@ pub async fn ensure_room_committed(
     creator: &str,
     now: i64,
 ) -> StorageResult<()> {
+    insert_room_if_unknown(&mut *pool.acquire().await?, room_id, version, creator, now).await
+}
+
+/// Registers a room this server learns of from another server, if it is not known yet.
+async fn insert_room_if_unknown(
+    conn: &mut sqlx::PgConnection,
+    room_id: &str,
+    version: &str,
+    creator: &str,
+    now: i64,
+) -> StorageResult<()> {
     sqlx::query!(
         "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
          ON CONFLICT (room_id) DO NOTHING",
@@ -474,7 +485,7 @@ pub async fn ensure_room_committed(
         creator,
         now
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

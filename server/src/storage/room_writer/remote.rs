@@ -379,17 +379,7 @@ impl RoomWriter {
     /// Registers a room this server learns of from another server (a join or an invite), if
     /// it is not known yet.
     pub async fn ensure_room(&mut self, version: &str, creator: &str, now: i64) -> StorageResult<()> {
-        sqlx::query!(
-            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (room_id) DO NOTHING",
-            self.room_id,
-            version,
-            creator,
-            now
-        )
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+        super::insert_room_if_unknown(&mut self.tx, &self.room_id, version, creator, now).await
     }
 }
 
