@@ -88,7 +88,9 @@ def quiet(a):
     start = time.monotonic()
     while load_1min() > a.max_load and time.monotonic() - start < a.load_wait:
         time.sleep(min(5.0, max(0.0, a.load_wait - (time.monotonic() - start))))
-    return {"loadavg": loadavg(), "waited_s": round(time.monotonic() - start), "quiet": load_1min() <= a.max_load}
+    out = {"loadavg": loadavg(), "waited_s": round(time.monotonic() - start), "quiet": load_1min() <= a.max_load}
+    log(f"measuring from here (load {out['loadavg']}, waited {out['waited_s']} s)")
+    return out
 
 
 def stats(seconds):

@@ -43,14 +43,19 @@ pub struct PendingTransaction {
     pub edus: Vec<(i64, String, serde_json::Value)>,
 }
 
-/// A local event the federation sender has not queued yet, with the servers in its room then.
+/// What one pass of the federation consumer did ([`FederationStore::queue_local_events`]).
 #[derive(Debug)]
-pub struct LocalEventToSend {
-    pub position: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub state_key: Option<String>,
-    pub servers: Vec<String>,
+pub struct QueuePass {
+    /// Where the pass would move the consumer: the last event read, or the stream's head.
+    pub upto: i64,
+    /// Whether any of the events read is for another server.
+    pub wanted: bool,
+    /// Whether the pass read as many events as it may: more may follow.
+    pub full: bool,
+    /// Whether the consumer moved (and the events were queued).
+    pub moved: bool,
+    /// The destinations ready to send to, after the pass.
+    pub ready: Vec<String>,
 }
 
 impl FederationStore {
@@ -236,43 +241,66 @@ impl FederationStore {
         .await?)
     }
 
-    /// Queues local events from the events stream for their destinations and advances the
-    /// stream consumer `federation`, in one statement: `(position, event id, destinations)`.
-    /// Committed without waiting for the WAL flush: the rows derive from stored events, and a
-    /// crash that loses them loses the consumer's move with them, so they are queued again.
-    /// Returns the destinations ready to send to now (what [`Self::ready_destinations`] would
-    /// answer after it, read in the same statement), or `None` if another process moved the
-    /// consumer first.
-    pub async fn queue_events(
+    /// Where the federation consumer of the events stream stands.
+    pub async fn consumer_position(&self) -> StorageResult<i64> {
+        super::consumer_position(&self.pool, "federation").await
+    }
+
+    /// One pass of the federation consumer of the events stream, in one statement: the local
+    /// events after `from` (at most `limit`) are queued for the servers that had a member
+    /// joined in the room at each (joined at or before it, or gone only after it) and, for a
+    /// membership change, the target's server; the consumer moves to the last event read, or
+    /// to the stream's head when fewer than `limit` were there. With nothing to queue, it moves
+    /// only once the stretch reaches `idle_stretch`, saving a write per event other servers
+    /// sent us. Committed without waiting for the WAL flush: the rows derive from stored
+    /// events, and a crash that loses them loses the consumer's move with them, so they are
+    /// queued again. A user id's server is everything after its first colon (server names may
+    /// carry a port).
+    pub async fn queue_local_events(
         &self,
         from: i64,
-        to: i64,
-        batches: &[(i64, String, Vec<String>)],
+        server_name: &str,
+        limit: i64,
+        idle_stretch: i64,
         now: i64,
-    ) -> StorageResult<Option<Vec<String>>> {
-        let mut destinations = Vec::new();
-        let mut positions = Vec::new();
-        let mut event_ids = Vec::new();
-        for (position, event_id, servers) in batches {
-            for server in servers {
-                destinations.push(server.clone());
-                positions.push(*position);
-                event_ids.push(event_id.clone());
-            }
-        }
-        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
-        // The queue rows reference their destination, whose row the same statement may add:
-        // foreign keys are checked at the statement's end, after every part of it. The parts
-        // of one statement do not see each other's rows: the ready destinations are those
-        // queued to now that are not backing off (new ones never are), and those whose queues
-        // held something before.
+    ) -> StorageResult<QueuePass> {
+        // The parts of one statement do not see each other's rows: the ready destinations are
+        // those queued to now that are not backing off (new ones never are), and those whose
+        // queues held something before. The queue rows reference their destination, whose
+        // row the same statement may add: foreign keys are checked at the statement's end.
         let rows = sqlx::query!(
-            r#"WITH moved AS (
-                   UPDATE stream_consumers SET position = $2 WHERE name = 'federation' AND position = $1
+            r#"WITH lax AS (
+                   SELECT set_config('synchronous_commit', 'off', true) AS setting
+               ), head AS (
+                   SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS position
+               ), local AS (
+                   SELECT stream_ordering, event_id, room_id, event_type, state_key FROM events
+                   WHERE stream_ordering > $1 AND stream_ordering <= (SELECT position FROM head)
+                     AND received_from IS NULL AND substring(sender from position(':' in sender) + 1) = $2
+                   ORDER BY stream_ordering LIMIT $3
+               ), span AS (
+                   SELECT CASE WHEN (SELECT count(*) FROM local) >= $3 THEN (SELECT max(stream_ordering) FROM local)
+                               ELSE (SELECT position FROM head) END AS upto
+               ), wanted AS (
+                   SELECT DISTINCT l.stream_ordering, l.event_id, d.destination FROM local l
+                   CROSS JOIN LATERAL (
+                       SELECT substring(m.user_id from position(':' in m.user_id) + 1) AS destination
+                       FROM room_memberships m WHERE m.room_id = l.room_id
+                         AND ((m.membership = 'join' AND m.stream_ordering <= l.stream_ordering)
+                              OR (m.membership IN ('leave', 'ban') AND m.stream_ordering > l.stream_ordering))
+                       UNION
+                       SELECT substring(l.state_key from position(':' in l.state_key) + 1)
+                       WHERE l.event_type = 'm.room.member' AND l.state_key LIKE '@%:%'
+                   ) d
+                   WHERE d.destination <> $2
+               ), moved AS (
+                   UPDATE stream_consumers SET position = (SELECT upto FROM span)
+                   WHERE name = 'federation' AND position = $1 AND (SELECT upto FROM span) > $1
+                     AND (EXISTS (SELECT 1 FROM wanted) OR (SELECT upto FROM span) - $1 >= $4)
+                     AND (SELECT setting FROM lax) IS NOT NULL
                    RETURNING 1
                ), queued AS (
-                   SELECT * FROM unnest($3::text[], $4::bigint[], $5::text[]) AS q(destination, stream_ordering, event_id)
-                   WHERE EXISTS (SELECT 1 FROM moved)
+                   SELECT * FROM wanted WHERE EXISTS (SELECT 1 FROM moved)
                ), known AS (
                    INSERT INTO federation_destinations (destination) SELECT DISTINCT destination FROM queued
                    ON CONFLICT DO NOTHING
@@ -280,86 +308,33 @@ impl FederationStore {
                    INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)
                    SELECT destination, stream_ordering, event_id FROM queued ON CONFLICT DO NOTHING
                )
-               SELECT EXISTS (SELECT 1 FROM moved) AS "moved!", r.destination
+               SELECT (SELECT upto FROM span) AS "upto!", EXISTS (SELECT 1 FROM wanted) AS "wanted!",
+                      (SELECT count(*) FROM local) >= $3 AS "full!", EXISTS (SELECT 1 FROM moved) AS "moved!",
+                      r.destination
                FROM (SELECT 1) one
                LEFT JOIN (
                    SELECT q.destination FROM (SELECT DISTINCT destination FROM queued) q
                    LEFT JOIN federation_destinations d USING (destination)
-                   WHERE COALESCE(d.retry_at, 0) <= $6
+                   WHERE COALESCE(d.retry_at, 0) <= $5
                  UNION
                    SELECT d.destination FROM federation_destinations d
-                   WHERE d.retry_at <= $6
+                   WHERE d.retry_at <= $5
                      AND (EXISTS (SELECT 1 FROM federation_outbound_pdus p WHERE p.destination = d.destination)
                           OR EXISTS (SELECT 1 FROM federation_outbound_edus e WHERE e.destination = d.destination))
                ) r ON TRUE"#,
             from,
-            to,
-            &destinations,
-            &positions,
-            &event_ids,
-            now
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if !rows.first().is_some_and(|r| r.moved) {
-            return Ok(None);
-        }
-        Ok(Some(rows.into_iter().filter_map(|r| r.destination).collect()))
-    }
-
-    /// Where the federation consumer of the events stream stands.
-    pub async fn consumer_position(&self) -> StorageResult<i64> {
-        super::consumer_position(&self.pool, "federation").await
-    }
-
-    /// The events stream's head, and the local timeline events after `from` up to it (at most
-    /// `limit`) with the servers that had a member joined in the room at each: joined at or
-    /// before it, or gone only after it. One round trip, since every local event waits for it
-    /// before it leaves for other servers. (A user id's server is everything after its first
-    /// colon: server names may carry a port.)
-    pub async fn local_events_to_send(
-        &self,
-        from: i64,
-        server_name: &str,
-        limit: i64,
-    ) -> StorageResult<(i64, Vec<LocalEventToSend>)> {
-        let rows = sqlx::query!(
-            r#"SELECT h.head AS "head!", e.stream_ordering AS "position?", e.event_id AS "event_id?",
-                      e.event_type AS "event_type?", e.state_key,
-                      ARRAY(SELECT DISTINCT substring(m.user_id from position(':' in m.user_id) + 1)
-                            FROM room_memberships m WHERE m.room_id = e.room_id
-                              AND ((m.membership = 'join' AND m.stream_ordering <= e.stream_ordering)
-                                   OR (m.membership IN ('leave', 'ban') AND m.stream_ordering > e.stream_ordering))
-                      ) AS "servers!"
-               FROM (SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS head) h
-               LEFT JOIN LATERAL (
-                   SELECT stream_ordering, event_id, room_id, event_type, state_key FROM events
-                   WHERE stream_ordering > $1 AND stream_ordering <= h.head AND received_from IS NULL
-                     AND substring(sender from position(':' in sender) + 1) = $2
-                   ORDER BY stream_ordering LIMIT $3
-               ) e ON true
-               ORDER BY e.stream_ordering"#,
-            from,
             server_name,
-            limit
+            limit,
+            idle_stretch,
+            now
         )
         .fetch_all(&self.pool)
         .await?;
-        let head = rows.first().map_or(from, |r| r.head);
-        let events = rows
-            .into_iter()
-            .filter_map(|r| {
-                Some(LocalEventToSend {
-                    position: r.position?,
-                    event_id: r.event_id?,
-                    event_type: r.event_type?,
-                    state_key: r.state_key,
-                    servers: r.servers,
-                })
-            })
-            .collect();
-        Ok((head, events))
+        let Some(first) = rows.first() else {
+            return Err(super::StorageError::Database(sqlx::Error::RowNotFound));
+        };
+        let (upto, wanted, full, moved) = (first.upto, first.wanted, first.full, first.moved);
+        Ok(QueuePass { upto, wanted, full, moved, ready: rows.into_iter().filter_map(|r| r.destination).collect() })
     }
 
     /// Queues an EDU for destinations.
@@ -404,7 +379,8 @@ impl FederationStore {
         .await?)
     }
 
-    /// The next transaction for a destination: its oldest 50 PDUs with their JSON and 100 EDUs.
+    /// The next transaction for a destination: its oldest 50 PDUs with their JSON and 100 EDUs,
+    /// read at once on two connections.
     pub async fn pending(&self, destination: &str) -> StorageResult<PendingTransaction> {
         let pdus = sqlx::query!(
             "SELECT q.stream_ordering, q.event_id, e.pdu FROM federation_outbound_pdus q
@@ -412,50 +388,41 @@ impl FederationStore {
              WHERE q.destination = $1 ORDER BY q.stream_ordering LIMIT 50",
             destination
         )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.stream_ordering, r.event_id, r.pdu))
-        .collect();
+        .fetch_all(&self.pool);
         let edus = sqlx::query!(
             "SELECT position, edu_type, content FROM federation_outbound_edus WHERE destination = $1
              ORDER BY position LIMIT 100",
             destination
         )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.position, r.edu_type, r.content))
-        .collect();
-        Ok(PendingTransaction { pdus, edus })
+        .fetch_all(&self.pool);
+        let (pdus, edus) = tokio::try_join!(pdus, edus)?;
+        Ok(PendingTransaction {
+            pdus: pdus.into_iter().map(|r| (r.stream_ordering, r.event_id, r.pdu)).collect(),
+            edus: edus.into_iter().map(|r| (r.position, r.edu_type, r.content)).collect(),
+        })
     }
 
     /// A transaction was answered with 200: its PDUs and EDUs leave the queue and the
-    /// destination's backoff resets. Committed without waiting for the WAL flush: should a crash
-    /// lose it, the transaction is sent again under the same id, which the receiver answers once.
+    /// destination's backoff resets, in one statement. Committed without waiting for the WAL
+    /// flush: should a crash lose it, the transaction is sent again under the same id, which
+    /// the receiver answers once.
     pub async fn sent(&self, destination: &str, pdus: &[i64], edus: &[i64]) -> StorageResult<()> {
-        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off").await?;
         sqlx::query!(
-            "DELETE FROM federation_outbound_pdus WHERE destination = $1 AND stream_ordering = ANY($2)",
+            r#"WITH lax AS (
+                   SELECT set_config('synchronous_commit', 'off', true) AS setting
+               ), pdus AS (
+                   DELETE FROM federation_outbound_pdus WHERE destination = $1 AND stream_ordering = ANY($2)
+               ), edus AS (
+                   DELETE FROM federation_outbound_edus WHERE destination = $1 AND position = ANY($3)
+               )
+               UPDATE federation_destinations SET failures = 0, retry_at = 0, last_error = NULL
+               WHERE destination = $1 AND (SELECT setting FROM lax) IS NOT NULL"#,
             destination,
-            pdus
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "DELETE FROM federation_outbound_edus WHERE destination = $1 AND position = ANY($2)",
-            destination,
+            pdus,
             edus
         )
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        sqlx::query!(
-            "UPDATE federation_destinations SET failures = 0, retry_at = 0, last_error = NULL WHERE destination = $1",
-            destination
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 

@@ -29,6 +29,9 @@ pub struct RoomHead {
     pub max_depth: i64,
     /// For the transaction keys asked about: `(index among them, event it produced)`.
     pub known_txns: Vec<(usize, String)>,
+    /// The algorithm of the room's MLS group, if it has one (read here to save a round trip
+    /// per received event).
+    pub mls_algorithm: Option<String>,
 }
 
 /// A new event, ready to be written.
@@ -132,7 +135,8 @@ impl RoomWriter {
         let Some(row) = sqlx::query!(
             r#"SELECT r.room_version, s.snapshot_id AS "snapshot_id?", ss.chain_depth AS "chain_depth?",
                       s.forward_extremities AS "forward_extremities?", s.max_depth AS "max_depth?",
-                      x.indexes AS "txn_indexes?", x.event_ids AS "txn_events?"
+                      x.indexes AS "txn_indexes?", x.event_ids AS "txn_events?",
+                      (SELECT g.algorithm FROM mls_groups g WHERE g.room_id = r.room_id) AS "mls_algorithm?"
                FROM rooms r
                LEFT JOIN room_current_snapshot s ON s.room_id = r.room_id
                LEFT JOIN state_snapshots ss ON ss.snapshot_id = s.snapshot_id
@@ -175,6 +179,7 @@ impl RoomWriter {
             max_depth: row.max_depth.unwrap_or(0),
             forward_extremities: row.forward_extremities.unwrap_or_default(),
             known_txns,
+            mls_algorithm: row.mls_algorithm,
         }))
     }
 

@@ -102,52 +102,29 @@ impl FederationService {
 
     /// Queues local events after the consumer's position for their destinations: the servers
     /// in the room at the event, and the target's server of a membership change. Returns the
-    /// destinations ready to send to, as read by the last queueing statement, if one ran.
+    /// destinations ready to send to, as read by the last pass, if one ran.
     async fn queue_new_events(&self, position: &mut Option<i64>) -> ServiceResult<Option<Vec<String>>> {
-        let mut ready = None;
         loop {
             let from = match *position {
                 Some(p) => p,
                 None => *position.insert(self.storage.federation.consumer_position().await?),
             };
-            let (head, events) =
-                self.storage.federation.local_events_to_send(from, self.server_name.as_str(), QUEUE_BATCH).await?;
-            if head <= from {
-                return Ok(ready);
-            }
-            let full = i64::try_from(events.len()).unwrap_or(0) >= QUEUE_BATCH;
-            let to = if full { events.last().map_or(head, |e| e.position) } else { head };
-            let mut batches = Vec::with_capacity(events.len());
-            for event in events {
-                let mut destinations = event.servers;
-                if event.event_type == "m.room.member"
-                    && let Some(target) = event.state_key.as_deref().and_then(|k| ruma::UserId::parse(k).ok())
-                {
-                    destinations.push(target.server_name().to_string());
+            let pass = self
+                .storage
+                .federation
+                .queue_local_events(from, self.server_name.as_str(), QUEUE_BATCH, IDLE_STRETCH, now_ms())
+                .await?;
+            if pass.moved {
+                *position = Some(pass.upto);
+                if pass.full {
+                    continue;
                 }
-                destinations.retain(|d| d != self.server_name.as_str());
-                destinations.sort();
-                destinations.dedup();
-                if !destinations.is_empty() {
-                    batches.push((event.position, event.event_id, destinations));
-                }
-            }
-            // Nothing of ours to send in a short stretch (events other servers sent us): the
-            // position stays, saving a commit per received event; the next local event or a
-            // long stretch moves it.
-            if batches.is_empty() && to - from < IDLE_STRETCH {
-                return Ok(ready);
-            }
-            let Some(now_ready) = self.storage.federation.queue_events(from, to, &batches, now_ms()).await? else {
-                // Another process queued this range first.
+            } else if pass.upto > from && (pass.wanted || pass.upto - from >= IDLE_STRETCH) {
+                // There was something to queue, and another process queued it first.
                 *position = None;
                 return Ok(None);
-            };
-            ready = Some(now_ready);
-            *position = Some(to);
-            if !full {
-                return Ok(ready);
             }
+            return Ok(Some(pass.ready));
         }
     }
 

@@ -316,12 +316,13 @@ impl RoomService {
         &self,
         w: &mut RoomWriter,
         pdu: &poststelle_federation::Pdu,
+        room_algorithm: Option<&str>,
     ) -> ServiceResult<Option<String>> {
         let kind = pdu.kind.to_string();
         if pdu.state_key.is_some() && kind != COMMIT_TYPE {
             return Ok(None);
         }
-        let Some(room_algorithm) = w.mls_algorithm().await? else { return Ok(None) };
+        let Some(room_algorithm) = room_algorithm else { return Ok(None) };
         let content: Map<String, JsonValue> = serde_json::from_str(pdu.content.get()).unwrap_or_default();
         let refusal = match kind.as_str() {
             COMMIT_TYPE => (!w.mls_commit_event_known(pdu.event_id.as_str()).await?)
@@ -329,7 +330,7 @@ impl RoomService {
             "m.room.encrypted" => {
                 let ciphertext = content.get("ciphertext").and_then(JsonValue::as_str).unwrap_or_default();
                 let algorithm = content.get("algorithm").and_then(JsonValue::as_str);
-                if algorithm != Some(room_algorithm.as_str()) {
+                if algorithm != Some(room_algorithm) {
                     Some(format!("messages in this room use {room_algorithm}"))
                 } else {
                     // Any epoch: a message may have been written just before the last commit.

@@ -527,9 +527,10 @@ impl RoomService {
             None => Vec::new(),
         };
 
+        let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
         // The MLS hub's rules for its rooms (commits only through it, no plaintext): soft failure.
         if event.origin.is_some()
-            && let Some(reason) = self.mls_refusal_of_received(w, &event.pdu).await?
+            && let Some(reason) = self.mls_refusal_of_received(w, &event.pdu, head.mls_algorithm.as_deref()).await?
         {
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event in an MLS room");
             soft_fail(w, loaded, rules, event, &admitted).await?;
@@ -537,7 +538,6 @@ impl RoomService {
         }
 
         // 6. Against the current state: soft failure.
-        let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
         let current: Arc<StateIds> = if head.snapshot_id == 0 {
             Arc::default()
         } else if let Some((_, kept)) = loaded.state(head.snapshot_id) {

@@ -65,13 +65,6 @@ impl RoomWriter {
         .await?)
     }
 
-    /// The room's MLS algorithm, if the hub tracks its group (without loading the group's state).
-    pub async fn mls_algorithm(&mut self) -> StorageResult<Option<String>> {
-        Ok(sqlx::query_scalar!("SELECT algorithm FROM mls_groups WHERE room_id = $1", self.room_id)
-            .fetch_optional(&mut *self.tx)
-            .await?)
-    }
-
     /// The event of an accepted commit with these bytes, for idempotent resubmission.
     pub async fn mls_commit_by_hash(&mut self, sha256: &[u8]) -> StorageResult<Option<(i64, String)>> {
         Ok(sqlx::query!(
