@@ -38,9 +38,9 @@ impl RoomService {
     ) -> ServiceResult<Accepted> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let mut loaded = Loaded::default();
-        let outcome = match self.admit(&mut w, &mut loaded, &rules, event, state_before).await? {
+        let outcome = match self.admit(&mut w, &mut loaded, &rules, event, state_before, None).await? {
             Ok(admitted) => {
-                into_timeline(&mut w, &mut loaded, &rules, event, &admitted, StreamSlot::At(position)).await?;
+                into_timeline(&mut w, &mut loaded, &rules, event, &admitted, StreamSlot::At(position), None).await?;
                 Accepted::Stored
             }
             Err(outcome) => outcome,

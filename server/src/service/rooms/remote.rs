@@ -19,11 +19,16 @@ use crate::{
     service::{ServiceError, ServiceResult},
     storage::{
         now_ms,
-        room_writer::{MAX_SNAPSHOT_CHAIN, OutlierEvent, RemoteEvent, RoomWriter, StoredEventInfo, StreamSlot},
+        room_writer::{
+            MAX_SNAPSHOT_CHAIN, NamingRedaction, OutlierEvent, RemoteEvent, RoomWriter, StoredEventInfo, StreamSlot,
+        },
     },
 };
 
 mod redaction;
+mod run_memory;
+
+pub(super) use run_memory::RunMemory;
 
 /// An event ready to be accepted: verified signatures, its id, its canonical JSON text.
 #[derive(Clone, Debug)]
@@ -240,8 +245,9 @@ async fn state_after(
 
 /// Writes an admitted event into the timeline at `slot`, with the state after it; applies it
 /// if it is a redaction that may redact its target, and applies to it a redaction received
-/// before it that may redact it. Returns its position and the state after it with that
-/// state's snapshot `(id, chain depth)`.
+/// before it that may redact it (from `waiting` if given, which then takes it if it is a
+/// redaction; read otherwise). Returns its position and the state after it with that state's
+/// snapshot `(id, chain depth)`.
 pub(super) async fn into_timeline(
     w: &mut RoomWriter,
     loaded: &mut Loaded,
@@ -249,6 +255,7 @@ pub(super) async fn into_timeline(
     event: &Received,
     admitted: &Admitted,
     slot: StreamSlot,
+    waiting: Option<&mut Vec<NamingRedaction>>,
 ) -> ServiceResult<(i64, Arc<StateIds>, (i64, i32))> {
     let (after, after_snapshot, replaces_state) = state_after(w, event, admitted).await?;
     let Admitted { id, kind, prev, auth, before, before_snapshot, .. } = admitted;
@@ -278,7 +285,20 @@ pub(super) async fn into_timeline(
         )
         .await?;
     redaction::apply_to_held_target(w, loaded, rules, &event.pdu, before).await?;
-    redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?;
+    match waiting {
+        None => redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?,
+        Some(waiting) => {
+            redaction::apply_waiting(w, loaded, rules, &[&event.pdu], waiting).await?;
+            if let Some(target) = redaction_target(&event.pdu) {
+                waiting.push(NamingRedaction {
+                    event_id: id.clone(),
+                    redacts: target.to_string(),
+                    pdu: event.text.clone(),
+                    state_before: before_snapshot.0,
+                });
+            }
+        }
+    }
     Ok((inserted.position, after, after_snapshot))
 }
 
@@ -355,7 +375,7 @@ async fn soft_fail(
     rules: &RoomVersionRules,
     event: &Received,
     admitted: &Admitted,
-) -> ServiceResult<()> {
+) -> ServiceResult<i64> {
     let (_, after_snapshot, _) = state_after(w, event, admitted).await?;
     let mut row = outlier(event, &admitted.prev, &admitted.auth);
     row.event_type = &admitted.kind;
@@ -364,7 +384,28 @@ async fn soft_fail(
     row.state_after = Some(after_snapshot.0);
     w.insert_outliers(&[row]).await?;
     redaction::apply_earlier_redactions(w, loaded, rules, &[&event.pdu]).await?;
-    Ok(())
+    Ok(after_snapshot.0)
+}
+
+/// What is stored of a received event once written: `(outlier, rejected, soft_failed)`, and
+/// the states before and after it.
+fn stored_info(
+    w: &RoomWriter,
+    event: &Received,
+    (outlier, rejected, soft_failed): (bool, bool, bool),
+    state_before: Option<i64>,
+    state_after: Option<i64>,
+) -> StoredEventInfo {
+    StoredEventInfo {
+        event_id: event.pdu.event_id.to_string(),
+        room_id: w.room_id().to_owned(),
+        outlier,
+        rejected,
+        state_before,
+        state_after,
+        depth: i64::try_from(event.pdu.depth).unwrap_or(i64::MAX),
+        soft_failed,
+    }
 }
 
 impl RoomService {
@@ -517,23 +558,48 @@ impl RoomService {
         state_before: StateBefore,
         commit: Option<&super::mls::ForwardedCommit<'_>>,
     ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
+        let mut memory = RunMemory::read(w).await?;
+        let outcome = self.accept_at(w, loaded, rules, event, state_before, commit, &mut memory).await?;
+        memory.write(w).await?;
+        Ok(outcome)
+    }
+
+    /// [`Self::accept_in`] with what the caller keeps in memory across the events of its
+    /// transaction (read before, written after by the caller).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn accept_at(
+        &self,
+        w: &mut RoomWriter,
+        loaded: &mut Loaded,
+        rules: &RoomVersionRules,
+        event: &Received,
+        state_before: StateBefore,
+        commit: Option<&super::mls::ForwardedCommit<'_>>,
+        memory: &mut RunMemory,
+    ) -> ServiceResult<(Accepted, Vec<poststelle_mls::DeviceIdentity>)> {
         let replace_head = matches!(state_before, StateBefore::Join(..));
-        let admitted = match self.admit(w, loaded, rules, event, state_before).await? {
+        let admitted = match self.admit(w, loaded, rules, event, state_before, Some(memory)).await? {
             Ok(admitted) => admitted,
-            Err(outcome) => return Ok((outcome, Vec::new())),
+            Err(outcome) => {
+                if matches!(outcome, Accepted::Rejected(_)) {
+                    memory.record(stored_info(w, event, (true, true, false), None, None));
+                }
+                return Ok((outcome, Vec::new()));
+            }
         };
         let welcome_recipients = match commit {
             Some(commit) => self.accept_forwarded_in(w, &event.pdu, commit).await?,
             None => Vec::new(),
         };
 
-        let head = w.head(&[]).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        let head = memory.head.clone();
         // The MLS hub's rules for its rooms (commits only through it, no plaintext): soft failure.
         if event.origin.is_some()
             && let Some(reason) = self.mls_refusal_of_received(w, &event.pdu, head.mls_algorithm.as_deref()).await?
         {
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event in an MLS room");
-            soft_fail(w, loaded, rules, event, &admitted).await?;
+            let after = soft_fail(w, loaded, rules, event, &admitted).await?;
+            memory.record(stored_info(w, event, (true, false, true), Some(admitted.before_snapshot.0), Some(after)));
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
@@ -557,12 +623,29 @@ impl RoomService {
                 return Err(ServiceError::Forbidden(reason));
             }
             tracing::info!(event_id = %admitted.id, %reason, "soft-failed a received event");
-            soft_fail(w, loaded, rules, event, &admitted).await?;
+            let after = soft_fail(w, loaded, rules, event, &admitted).await?;
+            memory.record(stored_info(w, event, (true, false, true), Some(admitted.before_snapshot.0), Some(after)));
             return Ok((Accepted::SoftFailed, Vec::new()));
         }
 
-        let (position, after, after_snapshot) =
-            into_timeline(w, loaded, rules, event, &admitted, StreamSlot::FirstOf(1)).await?;
+        // A message of a run is written with the others; anything else is written now, after them.
+        let (position, after, after_snapshot) = if memory.defers(event, &admitted, &current) {
+            memory.defer(event, &admitted);
+            (None, admitted.before.clone(), admitted.before_snapshot)
+        } else {
+            memory.flush(w).await?;
+            let slot = StreamSlot::FirstOf(1);
+            let (position, after, after_snapshot) =
+                into_timeline(w, loaded, rules, event, &admitted, slot, memory.waiting.as_mut()).await?;
+            (Some(position), after, after_snapshot)
+        };
+        memory.record(stored_info(
+            w,
+            event,
+            (false, false, false),
+            Some(admitted.before_snapshot.0),
+            Some(after_snapshot.0),
+        ));
         // What it replaces as extremities: its prev events, and through soft-failed ones what
         // they built on.
         let replaced =
@@ -588,9 +671,12 @@ impl RoomService {
             let snapshot = write_full(w, &resolved).await?;
             (Arc::new(resolved), (snapshot, 0))
         };
-        self.move_head(w, loaded, &current, &new_current, position).await?;
+        // A deferred message leaves the state as it is.
+        if let Some(position) = position {
+            self.move_head(w, loaded, &current, &new_current, position).await?;
+        }
         let max_depth = head.max_depth.max(i64::try_from(event.pdu.depth).unwrap_or(0));
-        w.set_head(new_snapshot.0, &extremities, max_depth, position).await?;
+        memory.move_to(new_snapshot, extremities, max_depth, position);
         loaded.keep_state(new_snapshot.0, new_snapshot.1, new_current);
         Ok((Accepted::Stored, welcome_recipients))
     }
@@ -618,6 +704,7 @@ impl RoomService {
         rules: &RoomVersionRules,
         event: &Received,
         state_before: StateBefore,
+        memory: Option<&RunMemory>,
     ) -> ServiceResult<Result<Admitted, Accepted>> {
         let id = event.pdu.event_id.to_string();
         let prev = to_owned_ids(&event.pdu.prev_events);
@@ -625,7 +712,10 @@ impl RoomService {
         let redacts = event.pdu.redacts.as_ref().map(ToString::to_string);
         let asked: Vec<String> =
             std::iter::once(id.clone()).chain(prev.iter().cloned()).chain(redacts.clone()).collect();
-        let infos = w.stored_events(&asked).await?;
+        let infos = match memory.and_then(|m| m.stored(&asked)) {
+            Some(infos) => infos,
+            None => w.stored_events(&asked).await?,
+        };
         if infos.iter().any(|s| s.event_id == id && (!s.outlier || s.rejected)) {
             return Ok(Err(Accepted::AlreadyKnown));
         }

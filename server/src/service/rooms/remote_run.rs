@@ -1,13 +1,26 @@
 //! Accepting a run of received events of one room together: the events of one inbound
 //! transaction whose predecessors and auth events are known are persisted in one database
-//! transaction with one commit, as local sends are group-committed. Each event sits behind a
-//! savepoint, so one that fails is undone alone; the states read and written along the way are
-//! reused by the next event instead of being read again.
+//! transaction with one commit, as local sends are group-committed. The room's head and the
+//! redactions waiting for the run's events are read once and the head written once; the states
+//! read and written along the way are reused by the next event instead of being read again. If
+//! one event fails, the run is accepted again one event at a time, each behind a savepoint, so
+//! that the failure is undone alone.
 
 use std::collections::BTreeSet;
 
-use super::{Accepted, Received, RoomService, StateBefore, remote::Loaded};
+use super::{
+    Accepted, Received, RoomService, StateBefore,
+    remote::{Loaded, RunMemory},
+};
 use crate::service::ServiceResult;
+
+/// One answer per event of a run: `Some` with its outcome, `None` if it waits for a predecessor.
+type RunAnswers = Vec<Option<ServiceResult<Accepted>>>;
+
+/// Whether an event of a run has to wait: a predecessor of it in the run has no state (yet).
+fn waits(event: &Received, in_run: &BTreeSet<&str>, stored: &BTreeSet<&str>) -> bool {
+    event.pdu.prev_events.iter().any(|p| in_run.contains(p.as_str()) && !stored.contains(p.as_str()))
+}
 
 impl RoomService {
     /// Accepts `events` of a known room in the order given (predecessors first), each as
@@ -16,27 +29,65 @@ impl RoomService {
     /// the caller to accept on its own, because a predecessor of it in this run has no state
     /// (it was rejected, failed, or comes later in the run). A soft-failed predecessor has its
     /// state, so what builds on it stays in the run.
-    pub async fn accept_remote_run(
-        &self,
-        room_id: &str,
-        events: &[&Received],
-    ) -> ServiceResult<Vec<Option<ServiceResult<Accepted>>>> {
+    pub async fn accept_remote_run(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
+        if events.len() > 1 {
+            match self.accept_run_at_once(room_id, events).await {
+                Ok(answers) => return Ok(answers),
+                Err(e) => {
+                    tracing::info!(room_id, events = events.len(), error = %e, "accepting a run one event at a time");
+                }
+            }
+        }
+        self.accept_run_by_steps(room_id, events).await
+    }
+
+    /// The run in one transaction without savepoints; the first failure undoes it all.
+    async fn accept_run_at_once(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let in_run: BTreeSet<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
-        // The events of the run with a state (stored or soft-failed): what may build on them.
+        let mut memory = RunMemory::read_for_run(&mut w, events).await?;
+        // The run's events with a state (stored or soft-failed): what may build on them.
+        let mut stored: BTreeSet<&str> = BTreeSet::new();
+        // Dropped if the run fails: what it loaded may name rows that are undone.
+        let mut loaded = self.take_loaded(room_id);
+        let mut in_timeline = false;
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            if waits(event, &in_run, &stored) {
+                answers.push(None);
+                continue;
+            }
+            let (outcome, _) =
+                self.accept_at(&mut w, &mut loaded, &rules, event, StateBefore::Prevs, None, &mut memory).await?;
+            if matches!(outcome, Accepted::Stored | Accepted::SoftFailed) {
+                stored.insert(event.pdu.event_id.as_str());
+            }
+            in_timeline |= outcome == Accepted::Stored;
+            answers.push(Some(Ok(outcome)));
+        }
+        memory.write(&mut w).await?;
+        w.commit().await?;
+        self.keep_loaded(room_id, loaded);
+        if in_timeline {
+            self.notifier.bump();
+        }
+        Ok(answers)
+    }
+
+    /// The run in one transaction, each event behind a savepoint (a run of one needs none: its
+    /// failure rolls the whole transaction back).
+    async fn accept_run_by_steps(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
+        let (rules, _guard, mut w) = self.open_known(room_id).await?;
+        let in_run: BTreeSet<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
         let mut stored: BTreeSet<&str> = BTreeSet::new();
         let mut loaded = self.take_loaded(room_id);
         let (mut failed, mut in_timeline) = (false, false);
         let mut answers = Vec::with_capacity(events.len());
         for event in events {
-            let waits =
-                event.pdu.prev_events.iter().any(|p| in_run.contains(p.as_str()) && !stored.contains(p.as_str()));
-            if waits {
+            if waits(event, &in_run, &stored) {
                 answers.push(None);
                 continue;
             }
-            // A run of one (the common case: a message as it is sent) needs no savepoint: a
-            // failure rolls the whole transaction back.
             if events.len() > 1 {
                 w.savepoint().await?;
             }

@@ -188,6 +188,62 @@ impl RoomWriter {
         Ok(super::InsertedEvent { position: row.position, last_allocated: row.last })
     }
 
+    /// Writes received events that are new to this server and state no state (messages and
+    /// the like) into the timeline in one statement, at fresh positions in the order given, and
+    /// announces the last one (delivered at commit). Returns the last position. The head is
+    /// left to [`Self::set_head`].
+    pub async fn insert_new_remote_messages<'e>(&mut self, events: &[RemoteEvent<'e>]) -> StorageResult<i64> {
+        let column = |pick: fn(&RemoteEvent<'e>) -> &'e str| events.iter().map(pick).collect::<Vec<&str>>();
+        let optional = |pick: fn(&RemoteEvent<'e>) -> Option<&'e str>| events.iter().map(pick).collect::<Vec<_>>();
+        let number = |pick: fn(&RemoteEvent<'e>) -> i64| events.iter().map(pick).collect::<Vec<i64>>();
+        // The graph's edges differ in length per event, so they travel as JSON arrays.
+        let edges = |pick: fn(&RemoteEvent<'e>) -> &'e [String]| {
+            events.iter().map(|e| serde_json::to_string(pick(e)).unwrap_or_else(|_| "[]".into())).collect::<Vec<_>>()
+        };
+        let (ids, types, senders, pdus) =
+            (column(|e| e.event_id), column(|e| e.event_type), column(|e| e.sender), column(|e| e.pdu));
+        let (relates_to, rel_types, from) =
+            (optional(|e| e.relates_to), optional(|e| e.rel_type), optional(|e| e.received_from));
+        let (depths, ts, snapshots) = (number(|e| e.depth), number(|e| e.origin_server_ts), number(|e| e.state_before));
+        let (prevs, auths) = (edges(|e| e.prev_events), edges(|e| e.auth_events));
+        let row = sqlx::query!(
+            r#"WITH alloc AS (
+                   UPDATE stream_heads SET position = position + cardinality($2::text[])
+                   WHERE stream = 'events' RETURNING position),
+               event AS (
+                   INSERT INTO events (event_id, room_id, stream_ordering, depth, event_type, sender,
+                                       origin_server_ts, pdu, state_before, state_after, relates_to, rel_type,
+                                       prev_events, auth_events, received_from)
+                   SELECT r.event_id, $1, alloc.position - cardinality($2::text[]) + r.n, r.depth, r.event_type,
+                          r.sender, r.ts, r.pdu, r.snapshot, r.snapshot, r.relates_to, r.rel_type,
+                          ARRAY(SELECT jsonb_array_elements_text(r.prevs::jsonb)),
+                          ARRAY(SELECT jsonb_array_elements_text(r.auths::jsonb)), r.received_from
+                   FROM alloc, UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[],
+                                      $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+                        WITH ORDINALITY AS r(event_id, depth, event_type, sender, ts, pdu, snapshot, relates_to,
+                                             rel_type, prevs, auths, received_from, n))
+               SELECT position AS "position!",
+                      pg_notify('poststelle_streams', 'events ' || position) IS NULL AS "notified?"
+               FROM alloc"#,
+            self.room_id,
+            &ids as &[&str],
+            &depths,
+            &types as &[&str],
+            &senders as &[&str],
+            &ts,
+            &pdus as &[&str],
+            &snapshots,
+            &relates_to as &[Option<&str>],
+            &rel_types as &[Option<&str>],
+            &prevs,
+            &auths,
+            &from as &[Option<&str>]
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(row.position)
+    }
+
     /// The accepted redactions of this room (in the timeline: neither rejected nor soft-failed)
     /// that name one of `targets`, in stream order: a redaction may arrive before the event it
     /// names, and applies when that event is written (in the timeline, as an outlier, or

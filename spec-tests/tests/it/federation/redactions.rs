@@ -312,3 +312,57 @@ async fn a_redaction_received_before_its_target_applies_to_the_target_kept_as_an
     let seen = seen_everywhere(&a, &alice, &room_id, &e.id).await;
     assert_seen(&seen, None, &json!({"msgtype": "m.text", "body": "on the outlier"}), "E");
 }
+
+/// The PDUs of one transaction are written together (its messages in one statement), each in
+/// its place all the same. One transaction of Mallory's server holds a message M1 and its
+/// redaction R1; a redaction R2 and the message M2 it names (siblings, R2 first); a change of her
+/// display name built on both; a message M3, and M3 again. All are accepted; `/messages` lists
+/// them in that order, M3 once; M1 and M2 are redacted by R1 and R2 in `/event`, `/messages` and
+/// `/sync`; the display name changed; M3 keeps its content.
+#[tokio::test]
+async fn the_events_of_one_transaction_are_accepted_together_in_order() {
+    let (a, alice, origin, mut room) = setup("11").await;
+    let room_id = room.room_id.clone();
+    let m1 = origin.event(&room, Draft::message("one"));
+    room.advance(&m1);
+    let r1 = origin.event(&room, Draft::of("m.room.redaction", None, json!({"redacts": m1.id})));
+    room.advance(&r1);
+    let m2 = origin.event(&room, Draft::message("two"));
+    let r2 = origin.event(&room, Draft::of("m.room.redaction", None, json!({"redacts": m2.id})));
+    room.advance(&m2);
+    let mut auth = room.auth();
+    auth.push(room.join_rules.clone());
+    let user = room.user.clone();
+    let renamed = origin.event(
+        &room,
+        Draft::of("m.room.member", Some(&user), json!({"membership": "join", "displayname": "Mallory B"}))
+            .prev(vec![r2.id.clone(), m2.id.clone()])
+            .auth(auth),
+    );
+    room.advance(&renamed);
+    let m3 = origin.event(&room, Draft::message("three"));
+    room.advance(&m3);
+
+    let all = [&m1, &r1, &r2, &m2, &renamed, &m3, &m3];
+    let (status, answer) = origin.send(&a, "together", &all).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for pdu in all {
+        assert_accepted(&answer, pdu);
+    }
+    let listed = timeline(&a, &alice, &room_id).await;
+    let newest: Vec<&str> = ids(&listed).into_iter().take(6).collect();
+    let sent = [&m3.id, &renamed.id, &m2.id, &r2.id, &r1.id, &m1.id].map(String::as_str);
+    assert_eq!(newest, sent, "the order of /messages");
+    for (target, redaction, what) in [(&m1.id, &r1.id, "M1"), (&m2.id, &r2.id, "M2")] {
+        let seen = seen_everywhere(&a, &alice, &room_id, target).await;
+        assert_seen(&seen, Some(redaction), &json!({}), what);
+    }
+    let seen = seen_everywhere(&a, &alice, &room_id, &m3.id).await;
+    assert_seen(&seen, None, &json!({"msgtype": "m.text", "body": "three"}), "M3");
+    let member = super::hostile::state(&a, &alice, &room_id, "m.room.member", &user).await;
+    assert_eq!(member["displayname"], "Mallory B", "{member}");
+    let query = format!("timeout=0&{}", inline_filter(&json!({"room": {"timeline": {"limit": 100}}})));
+    let synced = sync(&a, &alice, &query).await;
+    let in_sync = synced["rooms"]["join"][&room_id]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(in_sync.iter().filter(|e| e["event_id"] == m3.id.as_str()).count(), 1, "M3 in /sync: {synced}");
+}

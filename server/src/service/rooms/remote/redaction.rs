@@ -13,7 +13,10 @@ use ruma::{OwnedEventId, room_version_rules::RoomVersionRules};
 use serde_json::Value as JsonValue;
 
 use super::{Loaded, StateIds, parse_pdu, redaction_target, state_of};
-use crate::{service::ServiceResult, storage::room_writer::RoomWriter};
+use crate::{
+    service::ServiceResult,
+    storage::room_writer::{NamingRedaction, RoomWriter},
+};
 
 /// Whether a received redaction applies to its target (see the module). One that does not
 /// stays in the timeline without effect.
@@ -68,6 +71,18 @@ pub(super) async fn apply_earlier_redactions(
 ) -> ServiceResult<()> {
     let ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
     let waiting = w.redactions_naming(&ids).await?;
+    apply_waiting(w, loaded, rules, events, &waiting).await
+}
+
+/// [`apply_earlier_redactions`] with the redactions that may wait for the events known already
+/// (`waiting`, in stream order; those naming other events are passed over).
+pub(super) async fn apply_waiting(
+    w: &mut RoomWriter,
+    loaded: &mut Loaded,
+    rules: &RoomVersionRules,
+    events: &[&Pdu],
+    waiting: &[NamingRedaction],
+) -> ServiceResult<()> {
     let mut done = std::collections::BTreeSet::new();
     for earlier in waiting {
         if done.contains(&earlier.redacts) {
