@@ -9,7 +9,7 @@ use poststelle_server::{
     config::Config,
     database::Database,
     http,
-    service::{signing, tokens},
+    service::{notifier::Topic, signing, tokens},
     state::AppState,
     storage::Storage,
 };
@@ -146,8 +146,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     state.notifier.spawn_listener(db.pool.clone(), state.typing.clone());
     state.push.spawn(state.notifier.clone());
     state.presence.spawn();
-    let sender = tokio::spawn(state.federation.clone().run_sender(state.notifier.subscribe()));
-    let welcomes = tokio::spawn(state.mls.clone().run_welcome_dispatcher(state.notifier.subscribe()));
+    let sender = tokio::spawn(state.federation.clone().run_sender(state.notifier.clone()));
+    let welcomes = tokio::spawn(state.mls.clone().run_welcome_dispatcher(state.notifier.subscribe(Topic::Welcomes)));
     let listener = TcpListener::bind(config.listeners.client.addr)
         .await
         .with_context(|| format!("binding the client listener to {}", config.listeners.client.addr))?;

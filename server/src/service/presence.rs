@@ -8,7 +8,10 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value as JsonValue, json};
 
-use super::{ServiceError, ServiceResult, notifier::Notifier};
+use super::{
+    ServiceError, ServiceResult,
+    notifier::{Change, Notifier, Topic},
+};
 use crate::storage::{
     Storage, now_ms,
     presence::{PresenceRow, PresenceWrite},
@@ -16,7 +19,7 @@ use crate::storage::{
 
 pub mod transitions;
 
-use self::transitions::{OFFLINE, ONLINE, UNAVAILABLE};
+use self::transitions::{ACTIVITY_NOTE_MS, OFFLINE, ONLINE, UNAVAILABLE};
 
 /// How often time-driven changes (idle, offline) are looked for.
 const TIMEOUT_PASS: Duration = Duration::from_secs(5);
@@ -24,6 +27,8 @@ const TIMEOUT_PASS: Duration = Duration::from_secs(5);
 const MAX_STATUS_MSG: usize = 1024;
 /// At most this many entries of one `m.presence` EDU are read.
 const MAX_EDU_ENTRIES: usize = 1000;
+/// How many users' noted activity is remembered before starting afresh.
+const MAX_ACTIVITY_NOTES: usize = 100_000;
 
 /// A user's presence as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +75,29 @@ pub struct PresenceService {
     notifier: Arc<Notifier>,
     server_name: String,
     enabled: bool,
+    activity: std::sync::Mutex<ActivityNotes>,
+}
+
+/// When each of our users' activity was last found noted (online, currently active, active
+/// at that time), so that a busy sender's messages within [`ACTIVITY_NOTE_MS`] of it do not
+/// each read the row: such activity changes nothing. Forgotten whenever any process changes
+/// a presence visibly, which is the only way such a row stops being online and active
+/// within that time.
+#[derive(Debug)]
+struct ActivityNotes {
+    presence_changes: tokio::sync::watch::Receiver<u64>,
+    noted: std::collections::BTreeMap<String, i64>,
+}
+
+impl ActivityNotes {
+    /// Whether activity at `now` is already noted as far as it needs to be.
+    fn covers(&mut self, user_id: &str, now: i64) -> bool {
+        if self.presence_changes.has_changed().unwrap_or(true) || self.noted.len() >= MAX_ACTIVITY_NOTES {
+            self.presence_changes.borrow_and_update();
+            self.noted.clear();
+        }
+        self.noted.get(user_id).is_some_and(|at| (0..ACTIVITY_NOTE_MS).contains(&(now - at)))
+    }
 }
 
 /// An `m.presence` EDU's content about these users.
@@ -92,7 +120,9 @@ fn server_of(user_id: &str) -> &str {
 
 impl PresenceService {
     pub fn new(storage: Storage, notifier: Arc<Notifier>, server_name: String, enabled: bool) -> Self {
-        Self { storage, notifier, server_name, enabled }
+        let activity =
+            ActivityNotes { presence_changes: notifier.subscribe(Topic::Presence), noted: Default::default() };
+        Self { storage, notifier, server_name, enabled, activity: std::sync::Mutex::new(activity) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -173,8 +203,25 @@ impl PresenceService {
             return;
         }
         let now = now_ms();
-        if let Err(e) = self.update_local(user_id, now, |old| transitions::active(old, user_id, now)).await {
-            tracing::warn!(user_id, error = %e, "could not note a user's activity");
+        if self.activity.lock().is_ok_and(|mut notes| notes.covers(user_id, now)) {
+            return;
+        }
+        let mut noted_at = None;
+        let noting = self.update_local(user_id, now, |old| {
+            let write = transitions::active(old, user_id, now);
+            noted_at = match &write {
+                Some(w) => Some(w.row.last_active_ts),
+                None => old.map(|o| o.last_active_ts),
+            };
+            write
+        });
+        match noting.await {
+            Ok(()) => {
+                if let (Some(at), Ok(mut notes)) = (noted_at, self.activity.lock()) {
+                    notes.noted.insert(user_id.to_owned(), at);
+                }
+            }
+            Err(e) => tracing::warn!(user_id, error = %e, "could not note a user's activity"),
         }
     }
 
@@ -198,24 +245,26 @@ impl PresenceService {
         if let Some(write) = written
             && write.row.last_federation_ts == now
         {
-            if write.visible {
-                self.notifier.bump();
+            // Announced before the wake-up, so that the sender finds the EDU queued.
+            let announced = self.announce(&write.row, now).await?;
+            if write.visible || announced {
+                self.notifier.changed(Change::Presence);
             }
-            self.announce(&write.row, now).await?;
         }
         Ok(())
     }
 
-    /// Queues an `m.presence` EDU about our user for the other servers sharing a room with them.
-    async fn announce(&self, row: &PresenceRow, now: i64) -> ServiceResult<()> {
+    /// Queues an `m.presence` EDU about our user for the other servers sharing a room with
+    /// them; whether there were any.
+    async fn announce(&self, row: &PresenceRow, now: i64) -> ServiceResult<bool> {
         let mut servers = self.storage.e2ee.servers_sharing_a_room(&row.user_id).await?;
         servers.retain(|s| *s != self.server_name);
         if servers.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         self.storage.federation.queue_edu(&servers, "m.presence", &edu(&[row], now), now).await?;
         tracing::debug!(user_id = %row.user_id, state = %row.state, servers = servers.len(), "presence queued for other servers");
-        Ok(())
+        Ok(true)
     }
 
     /// An `m.presence` EDU from `origin`: entries for its own users who share a room with ours
@@ -251,7 +300,7 @@ impl PresenceService {
                 .update(user_id, |old| transitions::received(old, user_id, state, status_msg, ago, active, now))
                 .await?;
             if written.is_some_and(|w| w.visible) {
-                self.notifier.bump();
+                self.notifier.changed(Change::Other);
             }
         }
         Ok(())
@@ -297,7 +346,7 @@ impl PresenceService {
                 let written =
                     self.storage.presence.update(&row.user_id, |old| transitions::timed_out(old?, false, now)).await?;
                 if written.is_some_and(|w| w.visible) {
-                    self.notifier.bump();
+                    self.notifier.changed(Change::Other);
                 }
             }
         }

@@ -36,7 +36,11 @@ pub use self::{
     persist::{RoomCtx, Txn},
     remote::{Accepted, Received, StateBefore, StateIds, with_implied_create},
 };
-use super::{ServiceError, ServiceResult, account_data::AccountDataService, notifier::Notifier};
+use super::{
+    ServiceError, ServiceResult,
+    account_data::AccountDataService,
+    notifier::{Change, Notifier},
+};
 use crate::storage::Storage;
 
 /// The room versions this server creates and joins.
@@ -444,6 +448,12 @@ impl RoomService {
 }
 
 /// The error each event of a failed send transaction gets.
+/// What a write of received events changed: our own events among them (come back from
+/// another server) are for the federation sender as local ones are.
+fn written_change(w: &crate::storage::room_writer::RoomWriter) -> Change {
+    if w.wrote_own_events() { Change::LocalEvents } else { Change::RemoteEvents }
+}
+
 fn shared_failure(e: &ServiceError) -> ServiceError {
     match e {
         ServiceError::NotFound(m) => ServiceError::NotFound(m.clone()),

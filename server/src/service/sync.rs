@@ -24,7 +24,7 @@ use serde_json::{Value as JsonValue, json};
 use super::{
     ServiceError, ServiceResult,
     account_data::AccountDataService,
-    notifier::Notifier,
+    notifier::{Notifier, Topic},
     presence::PresenceService,
     rooms::{RoomService, client_format::Viewer},
     typing::TypingService,
@@ -117,7 +117,7 @@ impl SyncService {
 
     async fn sync_until(&self, req: &SyncRequest, since: Option<SyncToken>, wait: Duration) -> ServiceResult<Response> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut wake = self.notifier.subscribe();
+        let mut wake = self.notifier.subscribe(Topic::Any);
         loop {
             wake.borrow_and_update();
             let now = self.positions(req.user_id.as_str()).await?;

@@ -92,6 +92,12 @@ pub struct InsertedEvent {
 pub struct RoomWriter {
     tx: Transaction<'static, Postgres>,
     room_id: String,
+    /// The newest events position this transaction allocated (and notified at its commit).
+    notified_upto: i64,
+    /// Whether it wrote events of ours that came back from another server (an invite it
+    /// countersigned, a join or leave through a resident server): the federation sender
+    /// queues those as it queues local events.
+    wrote_own_events: bool,
 }
 
 impl std::fmt::Debug for RoomWriter {
@@ -106,7 +112,7 @@ impl RoomWriter {
     pub async fn begin(pool: &sqlx::PgPool, room_id: &str) -> StorageResult<Self> {
         let statement = format!("BEGIN; SELECT pg_advisory_xact_lock({})", room_lock_key(room_id));
         let tx = pool.begin_with(sqlx::AssertSqlSafe(statement)).await?;
-        Ok(Self { tx, room_id: room_id.to_owned() })
+        Ok(Self { tx, room_id: room_id.to_owned(), notified_upto: 0, wrote_own_events: false })
     }
 
     pub fn room_id(&self) -> &str {
@@ -283,6 +289,7 @@ impl RoomWriter {
         )
         .fetch_one(&mut *self.tx)
         .await?;
+        self.notified_upto = self.notified_upto.max(row.last.unwrap_or(0));
         Ok(InsertedEvent { position: row.position, last_allocated: row.last })
     }
 
@@ -396,6 +403,16 @@ impl RoomWriter {
     pub async fn rollback_to_savepoint(&mut self) -> StorageResult<()> {
         sqlx::query("ROLLBACK TO SAVEPOINT step").execute(&mut *self.tx).await?;
         Ok(())
+    }
+
+    /// The newest events position allocated so far: waiters woken after the commit see it.
+    pub fn notified_upto(&self) -> i64 {
+        self.notified_upto
+    }
+
+    /// Whether events of ours were written as received ones (see the field).
+    pub fn wrote_own_events(&self) -> bool {
+        self.wrote_own_events
     }
 
     pub async fn commit(self) -> StorageResult<()> {

@@ -83,7 +83,7 @@ async fn status_endpoints() {
 /// Presence in `/sync`: one's own presence (set by syncing), changes of room-mates in
 /// incremental syncs (online with a status message, unavailable), nothing about strangers, a
 /// long poll woken by a presence change, `set_presence=unavailable|offline`, sending an event as
-/// activity, the filter's `presence` section, six-part tokens from before presence, and
+/// activity (also right after an explicit change), the filter's `presence` section, six-part tokens from before presence, and
 /// simplified sliding sync marking the user online.
 #[tokio::test]
 async fn presence_in_sync() {
@@ -111,7 +111,9 @@ async fn presence_in_sync() {
     assert!(presence_of(&next, &carol.user_id).is_none(), "carol shares no room with bob: {next}");
     since = next_batch(&next);
 
-    // Nothing new: an incremental sync carries no presence (bob's own sync changes nothing).
+    // Nothing new: an incremental sync carries no presence (bob's own sync changes nothing,
+    // nor does a message of alice's, who is online and active already).
+    send_text(&s, &alice, &room, "before lunch").await;
     let quiet = sync_since(&s, &bob, &since, "").await;
     assert!(presence_of(&quiet, &alice.user_id).is_none() && presence_of(&quiet, &bob.user_id).is_none(), "{quiet}");
     since = next_batch(&quiet);
@@ -127,7 +129,8 @@ async fn presence_in_sync() {
     assert_eq!((seen["presence"].clone(), seen["status_msg"].clone()), (json!("unavailable"), json!("lunch")));
     since = next_batch(&woken);
 
-    // Sending an event is activity: alice is online again.
+    // Sending an event is activity: alice is online again, though her last message came only
+    // seconds before she went unavailable.
     send_text(&s, &alice, &room, "back").await;
     let next = sync_since(&s, &bob, &since, "").await;
     let seen = presence_of(&next, &alice.user_id).unwrap_or_else(|| panic!("alice active: {next}"));

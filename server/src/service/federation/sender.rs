@@ -16,23 +16,47 @@ use serde_json::value::RawValue as RawJsonValue;
 use tokio::task::JoinSet;
 
 use super::FederationService;
-use crate::{service::ServiceResult, storage::now_ms};
+use crate::{
+    service::{
+        ServiceResult,
+        notifier::{Notifier, Topic},
+    },
+    storage::now_ms,
+};
 
 /// How many events one pass queues.
 const QUEUE_BATCH: i64 = 500;
+/// What woke the sender, and so which passes run.
+struct Wakes {
+    outbound: tokio::sync::watch::Receiver<u64>,
+    device_lists: tokio::sync::watch::Receiver<u64>,
+}
+
+/// The passes of one round: over the events stream, over the device-list stream.
+struct Pass {
+    events: bool,
+    devices: bool,
+}
+
+/// How long a wake-up waits, while a transaction is in flight, for others to join its pass.
+const COALESCE_WHILE_SENDING: Duration = Duration::from_millis(10);
 /// How far the stream may run ahead, with nothing of ours in it, before the position moves.
 const IDLE_STRETCH: i64 = 200;
 
 impl FederationService {
     /// Sends for this server while this process holds the sender's lock (one process at a
     /// time, among all that share the database), trying to take it every few seconds.
-    pub async fn run_sender(self: Arc<Self>, wake: tokio::sync::watch::Receiver<u64>) {
+    pub async fn run_sender(self: Arc<Self>, notifier: Arc<Notifier>) {
         loop {
             match self.storage.federation.try_lead().await {
                 Ok(Some(lock)) => {
                     tracing::info!("this process sends to other servers");
+                    let wakes = Wakes {
+                        outbound: notifier.subscribe(Topic::Outbound),
+                        device_lists: notifier.subscribe(Topic::DeviceLists),
+                    };
                     tokio::select! {
-                        () = self.clone().send_forever(wake.clone()) => {}
+                        () = self.clone().send_forever(wakes) => {}
                         () = lock.lost() => tracing::warn!("lost the federation sender lock"),
                     }
                 }
@@ -43,33 +67,37 @@ impl FederationService {
         }
     }
 
-    /// Whenever the events stream moves, and every second for destinations whose backoff ran out.
-    async fn send_forever(self: Arc<Self>, mut wake: tokio::sync::watch::Receiver<u64>) {
+    /// Queues local events and EDUs whenever they change, device-list updates whenever a local
+    /// device changes, and drains the ready destinations' queues; every second both passes run
+    /// (for destinations whose backoff ran out, and for what a wake-up may have missed).
+    async fn send_forever(self: Arc<Self>, mut wakes: Wakes) {
         let mut in_flight: JoinSet<OwnedServerName> = JoinSet::new();
         let mut busy: BTreeSet<OwnedServerName> = BTreeSet::new();
         // The consumer's position, kept here while this process holds the sender's lock; read
         // again when another process turns out to have moved it.
         let mut position: Option<i64> = None;
+        let mut pass = Pass { events: true, devices: true };
         loop {
             let started = std::time::Instant::now();
-            let (events, devices) =
-                tokio::join!(self.queue_new_events(&mut position), self.e2ee.queue_device_list_updates());
-            let ready_after_queueing = match events {
-                Ok(ready) => ready,
-                Err(e) => {
-                    position = None;
-                    tracing::warn!(error = %e, "could not queue events for other servers");
-                    None
-                }
-            };
+            let (events, devices) = tokio::join!(
+                async { if pass.events { self.queue_new_events(&mut position).await.map(Some) } else { Ok(None) } },
+                async { if pass.devices { self.e2ee.queue_device_list_updates().await } else { Ok(false) } }
+            );
             let devices_queued = devices.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "could not queue device-list updates for other servers");
                 false
             });
             // Queueing events also read which destinations are ready, unless device-list
-            // updates were queued beside it (the read may have missed them).
-            let ready = match ready_after_queueing {
-                Some(ready) if !devices_queued => Ok(ready),
+            // updates were queued beside it (the read may have missed them). A pass over the
+            // device lists alone that queued nothing made no destination ready.
+            let ready = match events {
+                Ok(Some(Some(ready))) if !devices_queued => Ok(ready),
+                Ok(None) if !devices_queued => Ok(Vec::new()),
+                Err(e) => {
+                    position = None;
+                    tracing::warn!(error = %e, "could not queue events for other servers");
+                    self.storage.federation.ready_destinations(now_ms()).await
+                }
                 _ => self.storage.federation.ready_destinations(now_ms()).await,
             };
             match ready {
@@ -89,11 +117,26 @@ impl FederationService {
                 }
                 Err(e) => tracing::warn!(error = %e, "could not read the federation queue"),
             }
-            tokio::select! {
-                _ = wake.changed() => {}
-                Some(Ok(done)) = in_flight.join_next() => { busy.remove(&done); }
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            pass = tokio::select! {
+                _ = wakes.outbound.changed() => {
+                    // While a transaction is out, what is queued now mostly waits for it: the
+                    // wake-ups of a busy stretch share a pass, at the latest when it returns.
+                    if !in_flight.is_empty() {
+                        tokio::select! {
+                            Some(Ok(done)) = in_flight.join_next() => { busy.remove(&done); }
+                            () = tokio::time::sleep(COALESCE_WHILE_SENDING) => {}
+                        }
+                    }
+                    Pass { events: true, devices: false }
+                }
+                _ = wakes.device_lists.changed() => Pass { events: false, devices: true },
+                // A destination is free again: its queue may hold more.
+                Some(Ok(done)) = in_flight.join_next() => {
+                    busy.remove(&done);
+                    Pass { events: true, devices: false }
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => Pass { events: true, devices: true },
+            };
             while let Some(Ok(done)) = in_flight.try_join_next() {
                 busy.remove(&done);
             }

@@ -15,7 +15,7 @@ use super::{PushService, context::push_room_context};
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        notifier::Notifier,
+        notifier::{Notifier, Topic},
         rooms::client_format::{Viewer, content_of},
     },
     storage::{
@@ -36,7 +36,7 @@ struct RoomFacts {
 
 impl PushService {
     pub(super) async fn evaluate_forever(self: Arc<Self>, notifier: Arc<Notifier>) {
-        let mut changes = notifier.subscribe();
+        let mut changes = notifier.subscribe(Topic::Events);
         loop {
             match self.evaluate_batch().await {
                 // A full batch: more may be waiting.

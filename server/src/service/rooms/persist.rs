@@ -14,7 +14,7 @@ use serde_json::Value as JsonValue;
 
 use super::{RoomService, power::PowerLevels};
 use crate::{
-    service::{ServiceError, ServiceResult},
+    service::{ServiceError, ServiceResult, notifier::Change},
     storage::{
         now_ms,
         room_writer::{MAX_SNAPSHOT_CHAIN, NewEvent, RoomWriter, StreamSlot},
@@ -463,7 +463,7 @@ impl RoomCtx {
             }
         }
         self.writer.commit().await?;
-        service.notifier.bump();
+        service.notifier.events_committed(Change::LocalEvents, last);
         if let Some(snapshot) = self.snapshot {
             let extremities = self.prev_events.iter().map(ToString::to_string).collect();
             keep_cached(service, &room_id, snapshot, extremities, self.state, self.cache);

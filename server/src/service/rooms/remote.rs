@@ -538,10 +538,11 @@ impl RoomService {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let mut loaded = self.take_loaded(room_id);
         let outcome = self.accept_in(&mut w, &mut loaded, &rules, event, state_before, commit).await?;
+        let (upto, change) = (w.notified_upto(), super::written_change(&w));
         w.commit().await?;
         self.keep_loaded(room_id, loaded);
         if outcome.0 == Accepted::Stored {
-            self.notifier.bump();
+            self.notifier.events_committed(change, upto);
         }
         Ok(outcome)
     }

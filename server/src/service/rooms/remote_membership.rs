@@ -121,8 +121,9 @@ impl RoomService {
         if let Some(invite_state) = invite_state {
             w.remember_invite_state(&target, &id, invite_state).await?;
         }
+        let (upto, change) = (w.notified_upto(), super::written_change(&w));
         w.commit().await?;
-        self.notifier.bump();
+        self.notifier.events_committed(change, upto);
         Ok(Accepted::Stored)
     }
 
@@ -192,10 +193,11 @@ impl RoomService {
         };
         let (outcome, _) =
             self.accept_in(&mut w, &mut loaded, &rules, join, StateBefore::Join(before, snapshot), None).await?;
+        let (upto, change) = (w.notified_upto(), super::written_change(&w));
         w.commit().await?;
         self.keep_loaded(room_id, loaded);
         if outcome == Accepted::Stored {
-            self.notifier.bump();
+            self.notifier.events_committed(change, upto);
         }
         Ok(outcome)
     }

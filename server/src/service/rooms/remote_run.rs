@@ -66,10 +66,11 @@ impl RoomService {
             answers.push(Some(Ok(outcome)));
         }
         memory.write(&mut w).await?;
+        let (upto, change) = (w.notified_upto(), super::written_change(&w));
         w.commit().await?;
         self.keep_loaded(room_id, loaded);
         if in_timeline {
-            self.notifier.bump();
+            self.notifier.events_committed(change, upto);
         }
         Ok(answers)
     }
@@ -117,12 +118,17 @@ impl RoomService {
                 }
             }
         }
+        let (upto, change) = (w.notified_upto(), super::written_change(&w));
         w.commit().await?;
         if !failed {
             self.keep_loaded(room_id, loaded);
         }
-        if in_timeline {
-            self.notifier.bump();
+        // Positions taken behind a savepoint that was rolled back are taken again by later
+        // writers: only a run without failures vouches for its last position.
+        if in_timeline && failed {
+            self.notifier.changed(change);
+        } else if in_timeline {
+            self.notifier.events_committed(change, upto);
         }
         Ok(answers)
     }

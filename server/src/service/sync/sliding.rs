@@ -123,7 +123,7 @@ impl SyncService {
         };
         let timeout = req.body.timeout.unwrap_or_default().min(MAX_TIMEOUT);
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut wake = self.notifier.subscribe();
+        let mut wake = self.notifier.subscribe(super::Topic::Any);
         loop {
             wake.borrow_and_update();
             let now = self.positions(&user).await?;

@@ -160,6 +160,8 @@ impl RoomWriter {
         )
         .execute(&mut *self.tx)
         .await?;
+        // Wakes the dispatcher of whichever process runs it, at the commit.
+        sqlx::query!("SELECT pg_notify('poststelle_streams', 'mls_welcome')").execute(&mut *self.tx).await?;
         Ok(())
     }
 }

@@ -161,7 +161,9 @@ impl RoomWriter {
                    FROM pos
                    WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = $1))
                SELECT pos.p AS "position!", (SELECT position FROM alloc) AS "last?",
-                      (SELECT pg_notify('poststelle_streams', 'events ' || position) FROM alloc) IS NULL AS "notified?"
+                      (SELECT pg_notify('poststelle_streams',
+                                        CASE WHEN $17::text IS NULL THEN 'events ' ELSE 'remote_events ' END || position)
+                       FROM alloc) IS NULL AS "notified?"
                FROM pos"#,
             e.event_id,
             self.room_id,
@@ -185,6 +187,8 @@ impl RoomWriter {
         )
         .fetch_one(&mut *self.tx)
         .await?;
+        self.notified_upto = self.notified_upto.max(row.last.unwrap_or(0));
+        self.wrote_own_events |= e.received_from.is_none();
         Ok(super::InsertedEvent { position: row.position, last_allocated: row.last })
     }
 
@@ -223,7 +227,7 @@ impl RoomWriter {
                         WITH ORDINALITY AS r(event_id, depth, event_type, sender, ts, pdu, snapshot, relates_to,
                                              rel_type, prevs, auths, received_from, n))
                SELECT position AS "position!",
-                      pg_notify('poststelle_streams', 'events ' || position) IS NULL AS "notified?"
+                      pg_notify('poststelle_streams', 'remote_events ' || position) IS NULL AS "notified?"
                FROM alloc"#,
             self.room_id,
             &ids as &[&str],
@@ -241,6 +245,7 @@ impl RoomWriter {
         )
         .fetch_one(&mut *self.tx)
         .await?;
+        self.notified_upto = self.notified_upto.max(row.position);
         Ok(row.position)
     }
 
