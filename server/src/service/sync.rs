@@ -157,8 +157,31 @@ impl SyncService {
         let since_ad = since.map_or(0, |s| s.account_data);
         let since_td = since.map_or(0, |s| s.to_device);
         let to_device_limit = i64::try_from(req.filter.to_device_limit).unwrap_or(100);
-        let (memberships, (rules, displayname), account_data, messages, device_lists, (counts, fallback), presence) = tokio::try_join!(
+        let (
+            memberships,
+            active,
+            (rules, displayname),
+            account_data,
+            messages,
+            device_lists,
+            (counts, fallback),
+            presence,
+        ) = tokio::try_join!(
             async { Ok::<_, ServiceError>(self.storage.rooms.memberships_of(user).await?) },
+            // Incremental: only rooms with new events (or a membership change) need their timeline.
+            async {
+                Ok::<_, ServiceError>(match since {
+                    Some(s) if !req.full_state => Some(
+                        self.storage
+                            .rooms
+                            .joined_rooms_with_events(user, s.events, now.events)
+                            .await?
+                            .into_iter()
+                            .collect::<BTreeSet<String>>(),
+                    ),
+                    _ => None,
+                })
+            },
             self.push_facts(&req.user_id),
             async {
                 // The user's account-data position is its newest entry's: unmoved means unchanged.
@@ -183,24 +206,8 @@ impl SyncService {
         let joined: Vec<String> =
             memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
 
-        // Incremental: only rooms with new events (or a membership change) need their timeline.
         let since_receipts = since.map_or(0, |s| s.receipts);
-        let (active, mut receipts_by_room) = tokio::try_join!(
-            async {
-                Ok::<_, ServiceError>(match since {
-                    Some(s) if !req.full_state => Some(
-                        self.storage
-                            .rooms
-                            .rooms_with_events(&joined, s.events, now.events)
-                            .await?
-                            .into_iter()
-                            .collect::<BTreeSet<String>>(),
-                    ),
-                    _ => None,
-                })
-            },
-            self.receipt_contents(&joined, user, since_receipts, now.receipts),
-        )?;
+        let mut receipts_by_room = self.receipt_contents(&joined, user, since_receipts, now.receipts).await?;
         let mut joined_jobs = Vec::new();
         for (index, m) in memberships.iter().enumerate() {
             if !req.filter.rooms.allows_room(&m.room_id) {

@@ -12,7 +12,8 @@ mod mls;
 mod remote;
 pub use mls::{AcceptedCommitRow, StoredGroup, WelcomeRow};
 pub use remote::{
-    NamingRedaction, OutlierEvent, RemoteEvent, StoredEventInfo, insert_outliers_detached, reserve_outlier_positions,
+    HeadMove, NamingRedaction, OutlierEvent, RemoteEvent, StoredEventInfo, insert_outliers_detached,
+    reserve_outlier_positions,
 };
 
 /// Snapshots deeper than this are written in full, so reading any state walks at most this many

@@ -322,14 +322,16 @@ impl RoomStore {
         .await?)
     }
 
-    /// Rooms among `room_ids` with events in `(from, to]`.
-    pub async fn rooms_with_events(&self, room_ids: &[String], from: i64, to: i64) -> StorageResult<Vec<String>> {
+    /// The rooms `user_id` is joined to that have events in `(from, to]` (read beside the
+    /// memberships rather than after them).
+    pub async fn joined_rooms_with_events(&self, user_id: &str, from: i64, to: i64) -> StorageResult<Vec<String>> {
         Ok(sqlx::query_scalar!(
-            r#"SELECT room_id AS "room_id!" FROM room_current_snapshot
-               WHERE room_id = ANY($1) AND last_stream > $2
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.room_id = room_current_snapshot.room_id
+            r#"SELECT h.room_id AS "room_id!" FROM room_memberships m
+               JOIN room_current_snapshot h ON h.room_id = m.room_id
+               WHERE m.user_id = $1 AND m.membership = 'join' AND h.last_stream > $2
+                 AND EXISTS (SELECT 1 FROM events e WHERE e.room_id = h.room_id
                              AND e.stream_ordering > $2 AND e.stream_ordering <= $3)"#,
-            room_ids,
+            user_id,
             from,
             to
         )

@@ -30,7 +30,8 @@ impl RoomService {
     /// (it was rejected, failed, or comes later in the run). A soft-failed predecessor has its
     /// state, so what builds on it stays in the run.
     pub async fn accept_remote_run(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
-        if events.len() > 1 {
+        // A run of one too: it reads what it starts from in one round trip.
+        if !events.is_empty() {
             match self.accept_run_at_once(room_id, events).await {
                 Ok(answers) => return Ok(answers),
                 Err(e) => {

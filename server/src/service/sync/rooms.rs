@@ -171,7 +171,21 @@ impl SyncService {
             .map(|r| self.rooms.render(std::slice::from_ref(*r), &room_rules, viewer).remove(0))
             .collect();
         let mut timeline = self.rooms.render(&rows, &room_rules, viewer);
-        self.rooms.bundle_aggregations(viewer, &mut timeline).await?;
+        let joined_n = members.iter().filter(|m| m.membership == "join").count();
+        // The timeline's aggregations and the unread counts at once.
+        let (_, (notifications, highlights, threads)) = tokio::try_join!(
+            self.rooms.bundle_aggregations(viewer, &mut timeline),
+            self.unread_counts(
+                room_id,
+                viewer.user_id,
+                Some(membership.stream_ordering),
+                joined_n,
+                push_rules,
+                displayname,
+                &current,
+                req.filter.timeline.unread_thread_notifications,
+            ),
+        )?;
 
         let mut room = JoinedRoom::new();
         room.timeline = Timeline::new();
@@ -181,7 +195,6 @@ impl SyncService {
         room.state = State::Before(state_events(state.iter().map(raw).collect()));
 
         // Summary and unread counts.
-        let joined_n = members.iter().filter(|m| m.membership == "join").count();
         let invited_n = members.iter().filter(|m| m.membership == "invite").count();
         let mut summary = RoomSummary::new();
         summary.joined_member_count = Some(uint(joined_n));
@@ -199,18 +212,6 @@ impl SyncService {
                 .collect();
         }
         room.summary = summary;
-        let (notifications, highlights, threads) = self
-            .unread_counts(
-                room_id,
-                viewer.user_id,
-                Some(membership.stream_ordering),
-                joined_n,
-                push_rules,
-                displayname,
-                &current,
-                req.filter.timeline.unread_thread_notifications,
-            )
-            .await?;
         room.unread_notifications = UnreadNotificationsCount::new();
         room.unread_notifications.notification_count = Some(uint(notifications));
         room.unread_notifications.highlight_count = Some(uint(highlights));

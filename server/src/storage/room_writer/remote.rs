@@ -2,7 +2,7 @@
 //! rejected and soft-failed events), timeline events whose state the caller computed, and
 //! moving the room's head and current state to a resolved state.
 
-use super::{RoomWriter, StreamSlot};
+use super::{RoomHead, RoomWriter, StreamSlot};
 use crate::storage::StorageResult;
 
 /// An event stored outside the timeline.
@@ -51,8 +51,16 @@ pub struct RemoteEvent<'a> {
     pub redacts: Option<&'a str>,
 }
 
+/// Where the room's head moves to with a write (its position is the write's).
+#[derive(Debug)]
+pub struct HeadMove<'a> {
+    pub snapshot_id: i64,
+    pub extremities: &'a [String],
+    pub max_depth: i64,
+}
+
 /// What is known about a stored event.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct StoredEventInfo {
     pub event_id: String,
     pub room_id: String,
@@ -66,7 +74,7 @@ pub struct StoredEventInfo {
 }
 
 /// A redaction in the room's timeline that names an event, with the state before it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct NamingRedaction {
     pub event_id: String,
     /// The event it names.
@@ -194,9 +202,13 @@ impl RoomWriter {
 
     /// Writes received events that are new to this server and state no state (messages and
     /// the like) into the timeline in one statement, at fresh positions in the order given, and
-    /// announces the last one (delivered at commit). Returns the last position. The head is
-    /// left to [`Self::set_head`].
-    pub async fn insert_new_remote_messages<'e>(&mut self, events: &[RemoteEvent<'e>]) -> StorageResult<i64> {
+    /// announces the last one (delivered at commit). Returns the last position. With `head`,
+    /// the room's head moves to the last one in the same statement (as [`Self::set_head`]).
+    pub async fn insert_new_remote_messages<'e>(
+        &mut self,
+        events: &[RemoteEvent<'e>],
+        head: Option<HeadMove<'_>>,
+    ) -> StorageResult<i64> {
         let column = |pick: fn(&RemoteEvent<'e>) -> &'e str| events.iter().map(pick).collect::<Vec<&str>>();
         let optional = |pick: fn(&RemoteEvent<'e>) -> Option<&'e str>| events.iter().map(pick).collect::<Vec<_>>();
         let number = |pick: fn(&RemoteEvent<'e>) -> i64| events.iter().map(pick).collect::<Vec<i64>>();
@@ -225,7 +237,15 @@ impl RoomWriter {
                    FROM alloc, UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::text[],
                                       $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
                         WITH ORDINALITY AS r(event_id, depth, event_type, sender, ts, pdu, snapshot, relates_to,
-                                             rel_type, prevs, auths, received_from, n))
+                                             rel_type, prevs, auths, received_from, n)),
+               head AS (
+                   INSERT INTO room_current_snapshot AS h (room_id, snapshot_id, last_stream, forward_extremities,
+                                                           max_depth)
+                   SELECT $1, $14, alloc.position, $15, $16 FROM alloc WHERE $14::bigint IS NOT NULL
+                   ON CONFLICT (room_id) DO UPDATE SET snapshot_id = EXCLUDED.snapshot_id,
+                       last_stream = GREATEST(h.last_stream, EXCLUDED.last_stream),
+                       forward_extremities = EXCLUDED.forward_extremities,
+                       max_depth = GREATEST(h.max_depth, EXCLUDED.max_depth))
                SELECT position AS "position!",
                       pg_notify('poststelle_streams', 'remote_events ' || position) IS NULL AS "notified?"
                FROM alloc"#,
@@ -241,7 +261,10 @@ impl RoomWriter {
             &rel_types as &[Option<&str>],
             &prevs,
             &auths,
-            &from as &[Option<&str>]
+            &from as &[Option<&str>],
+            head.as_ref().map(|h| h.snapshot_id),
+            head.as_ref().map_or(&[][..], |h| h.extremities),
+            head.as_ref().map_or(0, |h| h.max_depth)
         )
         .fetch_one(&mut *self.tx)
         .await?;
@@ -264,6 +287,57 @@ impl RoomWriter {
         )
         .fetch_all(&mut *self.tx)
         .await?)
+    }
+
+    /// What accepting a run of received events starts from, in one round trip: the room's
+    /// head (`None` for a room unknown here), the redactions in its timeline that name one of
+    /// `run` (as [`Self::redactions_naming`]) and what is stored of `named` (as
+    /// [`Self::stored_events`]).
+    pub async fn run_start(
+        &mut self,
+        run: &[String],
+        named: &[String],
+    ) -> StorageResult<Option<(RoomHead, Vec<NamingRedaction>, Vec<StoredEventInfo>)>> {
+        let Some(row) = sqlx::query!(
+            r#"SELECT r.room_version, s.snapshot_id AS "snapshot_id?", ss.chain_depth AS "chain_depth?",
+                      s.forward_extremities AS "forward_extremities?", s.max_depth AS "max_depth?",
+                      (SELECT g.algorithm FROM mls_groups g WHERE g.room_id = r.room_id) AS "mls_algorithm?",
+                      (SELECT COALESCE(json_agg(json_build_object('event_id', e.event_id, 'redacts', e.redacts,
+                                                                  'pdu', e.pdu, 'state_before', e.state_before)
+                                                ORDER BY e.stream_ordering), '[]')
+                       FROM events e
+                       WHERE e.redacts = ANY($2) AND e.room_id = $1 AND NOT e.outlier AND e.rejected IS NULL
+                         AND NOT e.soft_failed) AS "waiting!: sqlx::types::Json<Vec<NamingRedaction>>",
+                      (SELECT COALESCE(json_agg(json_build_object('event_id', e.event_id, 'room_id', e.room_id,
+                                                                  'outlier', e.outlier,
+                                                                  'rejected', e.rejected IS NOT NULL,
+                                                                  'state_before', e.state_before,
+                                                                  'state_after', e.state_after, 'depth', e.depth,
+                                                                  'soft_failed', e.soft_failed)), '[]')
+                       FROM events e WHERE e.event_id = ANY($3)) AS "stored!: sqlx::types::Json<Vec<StoredEventInfo>>"
+               FROM rooms r
+               LEFT JOIN room_current_snapshot s ON s.room_id = r.room_id
+               LEFT JOIN state_snapshots ss ON ss.snapshot_id = s.snapshot_id
+               WHERE r.room_id = $1"#,
+            self.room_id,
+            run,
+            named
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let head = RoomHead {
+            room_version: row.room_version,
+            snapshot_id: row.snapshot_id.unwrap_or(0),
+            snapshot_depth: row.chain_depth.unwrap_or(0),
+            max_depth: row.max_depth.unwrap_or(0),
+            forward_extremities: row.forward_extremities.unwrap_or_default(),
+            known_txns: Vec::new(),
+            mls_algorithm: row.mls_algorithm,
+        };
+        Ok(Some((head, row.waiting.0, row.stored.0)))
     }
 
     /// Reserves `n` positions below everything stored for events fetched from the room's

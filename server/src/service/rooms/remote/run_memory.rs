@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::{Admitted, Received, StateIds, redaction_target};
 use crate::{
     service::{ServiceError, ServiceResult},
-    storage::room_writer::{NamingRedaction, RemoteEvent, RoomHead, RoomWriter, StoredEventInfo},
+    storage::room_writer::{HeadMove, NamingRedaction, RemoteEvent, RoomHead, RoomWriter, StoredEventInfo},
 };
 
 /// See the module.
@@ -54,19 +54,23 @@ impl RunMemory {
     /// Reads the head, the redactions received before that name events of `run`, and what is
     /// stored of the events the run names.
     pub(in crate::service::rooms) async fn read_for_run(w: &mut RoomWriter, run: &[&Received]) -> ServiceResult<Self> {
-        let mut memory = Self::read(w).await?;
         let ids: Vec<String> = run.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        memory.waiting = Some(w.redactions_naming(&ids).await?);
-        let mut named = ids;
+        let mut named = ids.clone();
         for e in run {
             named.extend(e.pdu.prev_events.iter().map(ToString::to_string));
             named.extend(e.pdu.redacts.as_ref().map(ToString::to_string));
         }
         named.sort_unstable();
         named.dedup();
-        let stored = w.stored_events(&named).await?;
-        memory.known = Some(stored.into_iter().map(|info| (info.event_id.clone(), info)).collect());
-        Ok(memory)
+        let (head, waiting, stored) =
+            w.run_start(&ids, &named).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        Ok(Self {
+            head,
+            moved_to: None,
+            waiting: Some(waiting),
+            known: Some(stored.into_iter().map(|info| (info.event_id.clone(), info)).collect()),
+            deferred: Vec::new(),
+        })
     }
 
     /// For a run: what is stored of `ids` (all named by the run's events).
@@ -121,6 +125,11 @@ impl RunMemory {
 
     /// Writes the deferred messages, before anything else is written to the timeline.
     pub(super) async fn flush(&mut self, w: &mut RoomWriter) -> ServiceResult<()> {
+        self.flush_moving_head(w, false).await
+    }
+
+    /// Writes the deferred messages; with `move_head`, the head goes with them.
+    async fn flush_moving_head(&mut self, w: &mut RoomWriter, move_head: bool) -> ServiceResult<()> {
         if self.deferred.is_empty() {
             return Ok(());
         }
@@ -146,7 +155,12 @@ impl RunMemory {
                 redacts: None,
             })
             .collect();
-        let last = w.insert_new_remote_messages(&rows).await?;
+        let head = move_head.then_some(HeadMove {
+            snapshot_id: self.head.snapshot_id,
+            extremities: &self.head.forward_extremities,
+            max_depth: self.head.max_depth,
+        });
+        let last = w.insert_new_remote_messages(&rows, head).await?;
         self.deferred.clear();
         self.moved_to = Some(last);
         Ok(())
@@ -170,9 +184,12 @@ impl RunMemory {
         }
     }
 
-    /// Writes the deferred messages and the head, if an event joined the timeline.
+    /// Writes the deferred messages and the head, if an event joined the timeline: in one
+    /// statement when messages were deferred (they are the newest of the timeline then).
     pub(in crate::service::rooms) async fn write(mut self, w: &mut RoomWriter) -> ServiceResult<()> {
-        self.flush(w).await?;
+        if !self.deferred.is_empty() {
+            return self.flush_moving_head(w, true).await;
+        }
         if let Some(position) = self.moved_to {
             let head = self.head;
             w.set_head(head.snapshot_id, &head.forward_extremities, head.max_depth, position).await?;
