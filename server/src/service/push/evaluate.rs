@@ -26,6 +26,8 @@ use crate::{
 
 /// Events evaluated per transaction.
 const BATCH: i64 = 100;
+/// How long evaluation waits after being woken.
+const SETTLE: Duration = Duration::from_millis(20);
 
 /// A room's members and state as one batch sees them.
 struct RoomFacts {
@@ -44,7 +46,11 @@ impl PushService {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "push rule evaluation failed; retrying"),
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await {
+                // The syncs woken for the same events answer first, and a burst is evaluated
+                // in one batch.
+                tokio::time::sleep(SETTLE).await;
+            }
         }
     }
 
