@@ -3,8 +3,8 @@
 //! transaction with one commit, as local sends are group-committed. The room's head and the
 //! redactions waiting for the run's events are read once and the head written once; the states
 //! read and written along the way are reused by the next event instead of being read again. If
-//! one event fails, the run is accepted again one event at a time, each behind a savepoint, so
-//! that the failure is undone alone.
+//! one event of a longer run fails, the run is accepted again one event at a time, each behind
+//! a savepoint, so that the failure is undone alone.
 
 use std::collections::BTreeSet;
 
@@ -30,16 +30,21 @@ impl RoomService {
     /// (it was rejected, failed, or comes later in the run). A soft-failed predecessor has its
     /// state, so what builds on it stays in the run.
     pub async fn accept_remote_run(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
-        // A run of one too: it reads what it starts from in one round trip.
-        if !events.is_empty() {
-            match self.accept_run_at_once(room_id, events).await {
-                Ok(answers) => return Ok(answers),
-                Err(e) => {
-                    tracing::info!(room_id, events = events.len(), error = %e, "accepting a run one event at a time");
-                }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.accept_run_at_once(room_id, events).await {
+            Ok(answers) => Ok(answers),
+            // A run of one has nothing to undo alone: its failure is its answer.
+            Err(e) if events.len() == 1 => {
+                tracing::info!(event_id = %events[0].pdu.event_id, error = %e, "could not accept a received event");
+                Ok(vec![Some(Err(e))])
+            }
+            Err(e) => {
+                tracing::info!(room_id, events = events.len(), error = %e, "accepting a run one event at a time");
+                self.accept_run_by_steps(room_id, events).await
             }
         }
-        self.accept_run_by_steps(room_id, events).await
     }
 
     /// The run in one transaction without savepoints; the first failure undoes it all.
@@ -76,8 +81,7 @@ impl RoomService {
         Ok(answers)
     }
 
-    /// The run in one transaction, each event behind a savepoint (a run of one needs none: its
-    /// failure rolls the whole transaction back).
+    /// The run in one transaction, each event behind a savepoint.
     async fn accept_run_by_steps(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
         let (rules, _guard, mut w) = self.open_known(room_id).await?;
         let in_run: BTreeSet<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
@@ -90,24 +94,15 @@ impl RoomService {
                 answers.push(None);
                 continue;
             }
-            if events.len() > 1 {
-                w.savepoint().await?;
-            }
+            w.savepoint().await?;
             match self.accept_in(&mut w, &mut loaded, &rules, event, StateBefore::Prevs, None).await {
                 Ok((outcome, _)) => {
-                    if events.len() > 1 {
-                        w.release_savepoint().await?;
-                    }
+                    w.release_savepoint().await?;
                     if matches!(outcome, Accepted::Stored | Accepted::SoftFailed) {
                         stored.insert(event.pdu.event_id.as_str());
                     }
                     in_timeline |= outcome == Accepted::Stored;
                     answers.push(Some(Ok(outcome)));
-                }
-                Err(e) if events.len() == 1 => {
-                    drop(w);
-                    tracing::info!(event_id = %event.pdu.event_id, error = %e, "could not accept a received event");
-                    return Ok(vec![Some(Err(e))]);
                 }
                 Err(e) => {
                     w.rollback_to_savepoint().await?;
