@@ -85,12 +85,7 @@ impl AccountDataService {
     /// The user's push rules (the server defaults until they change one).
     pub async fn push_rules(&self, user_id: &UserId) -> ServiceResult<Ruleset> {
         let stored = self.storage.account_data.get(user_id.as_str(), "", PUSH_RULES_TYPE).await?;
-        Ok(match stored.and_then(|v| v.get("global").cloned()) {
-            Some(global) => {
-                serde_json::from_value(global).map_err(|e| ServiceError::Internal(format!("stored push rules: {e}")))?
-            }
-            None => Ruleset::server_default(user_id),
-        })
+        push_rules_from(user_id, stored)
     }
 
     async fn save_push_rules(&self, user_id: &UserId, rules: &Ruleset) -> ServiceResult<()> {
@@ -265,6 +260,17 @@ fn check_actions(actions: &[Action]) -> ServiceResult<()> {
 
 fn rule_not_found() -> ServiceError {
     ServiceError::NotFound("push rule not found".into())
+}
+
+/// The user's push rules from their stored `m.push_rules` account data: the server's defaults
+/// until they change a rule.
+pub fn push_rules_from(user_id: &UserId, stored: Option<JsonValue>) -> ServiceResult<Ruleset> {
+    Ok(match stored.and_then(|v| v.get("global").cloned()) {
+        Some(global) => {
+            serde_json::from_value(global).map_err(|e| ServiceError::Internal(format!("stored push rules: {e}")))?
+        }
+        None => Ruleset::server_default(user_id),
+    })
 }
 
 #[cfg(test)]

@@ -4,11 +4,7 @@
 //! The request and its token are in `request`, the sections per room in `rooms`, the unread
 //! counts in `unread`, presence in `presence`.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use ruma::{
@@ -23,31 +19,34 @@ use serde_json::{Value as JsonValue, json};
 
 use super::{
     ServiceError, ServiceResult,
-    account_data::AccountDataService,
+    account_data::{AccountDataService, push_rules_from},
     notifier::{Notifier, Topic},
     presence::PresenceService,
     rooms::{RoomService, client_format::Viewer},
     typing::TypingService,
 };
-use crate::storage::Storage;
+use crate::storage::{Storage, e2ee::KeyCounts, ephemeral::ToDeviceRow, rooms::SyncBasis};
 
 mod presence;
 mod request;
+mod room_state;
 mod rooms;
 mod sliding;
 mod unread;
 
-use self::unread::UnreadCache;
 pub use self::{
     request::{SyncFilter, SyncRequest, SyncToken},
     sliding::SlidingRequest,
 };
+use self::{room_state::RoomStates, unread::UnreadCache};
 
 /// Timeline events per room in a sync unless the filter says otherwise.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Joined rooms of one `/sync` that are read concurrently (each holds a pooled connection while
 /// it queries).
 const JOINED_ROOMS_AT_ONCE: usize = 4;
+/// Devices whose handed-out to-device messages are remembered at most (forgotten all at once).
+const MAX_UNACKNOWLEDGED: usize = 100_000;
 /// The longest long-poll honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -62,6 +61,11 @@ pub struct SyncService {
     /// Unread counts per (user, room, per-thread) as last computed, so the next sync only
     /// evaluates push rules for the events after them.
     unread: std::sync::Mutex<BTreeMap<(String, String, bool), UnreadCache>>,
+    /// The current state of rooms, under the version it was read at.
+    room_states: RoomStates,
+    /// Per (user, device): the newest to-device message handed out and not yet acknowledged by
+    /// a later token (acknowledged messages are deleted when the next sync reads its messages).
+    to_device_unacknowledged: std::sync::Mutex<BTreeMap<(String, String), i64>>,
 }
 
 fn raw<T>(v: &JsonValue) -> Raw<T> {
@@ -84,12 +88,30 @@ impl SyncService {
         notifier: Arc<Notifier>,
         presence: Arc<PresenceService>,
     ) -> Self {
-        Self { storage, rooms, account_data, typing, notifier, presence, unread: std::sync::Mutex::default() }
+        Self {
+            storage,
+            rooms,
+            account_data,
+            typing,
+            notifier,
+            presence,
+            unread: std::sync::Mutex::default(),
+            room_states: RoomStates::default(),
+            to_device_unacknowledged: std::sync::Mutex::default(),
+        }
     }
 
-    async fn positions(&self, user_id: &str) -> ServiceResult<SyncToken> {
-        let p = self.storage.rooms.sync_positions(user_id).await?;
-        Ok(SyncToken {
+    /// The streams' positions now, with what the sync reads before its rooms; rooms count as
+    /// active when they have events after `since_events`.
+    async fn basis(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        since_events: Option<i64>,
+    ) -> ServiceResult<(SyncToken, SyncBasis)> {
+        let basis = self.storage.rooms.sync_basis(user_id, device_id, since_events).await?;
+        let p = basis.positions;
+        let now = SyncToken {
             events: p.events,
             receipts: p.receipts,
             to_device: p.to_device,
@@ -97,7 +119,8 @@ impl SyncService {
             typing: self.typing.position(),
             device_lists: p.device_lists,
             presence: self.presence.position_from(p.presence),
-        })
+        };
+        Ok((now, basis))
     }
 
     /// Answers at once when something changed since the token, else waits up to the timeout.
@@ -120,14 +143,15 @@ impl SyncService {
         let mut wake = self.notifier.subscribe(Topic::Any);
         loop {
             wake.borrow_and_update();
-            let now = self.positions(req.user_id.as_str()).await?;
+            let since_events = since.filter(|_| !req.full_state).map(|s| s.events);
+            let (now, basis) = self.basis(req.user_id.as_str(), &req.device_id, since_events).await?;
             let waiting = since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
             // Nothing moved (a wake-up for a stream position that did not change): skip the
             // per-room work.
             if waiting && since == Some(now) && self.wait(&mut wake, deadline).await {
                 continue;
             }
-            let response = self.build(req, since, now).await?;
+            let response = self.build(req, since, now, basis).await?;
             if !waiting || !is_empty(&response) || !self.wait(&mut wake, deadline).await {
                 return Ok(response);
             }
@@ -145,44 +169,29 @@ impl SyncService {
         }
     }
 
-    async fn build(&self, req: &SyncRequest, since: Option<SyncToken>, now: SyncToken) -> ServiceResult<Response> {
+    async fn build(
+        &self,
+        req: &SyncRequest,
+        since: Option<SyncToken>,
+        now: SyncToken,
+        mut basis: SyncBasis,
+    ) -> ServiceResult<Response> {
         let mut now = now;
         let user = req.user_id.as_str();
         let since_events = since.map(|s| s.events);
         let viewer = Viewer { user_id: user, device_id: Some(&req.device_id) };
         let mut response = Response::new(String::new());
+        let (rules, displayname) = push_facts(&req.user_id, &mut basis)?;
+        let memberships = std::mem::take(&mut basis.memberships);
+        // With `full_state` every room counts as changed, so membership changes are looked for.
+        let members_changed = basis.members_changed || (req.full_state && since.is_some());
 
         // The sections that do not depend on the rooms are read at once, each on its own pooled
-        // connection: a woken sync answers after the slowest of them, not after their sum.
+        // connection, and only when their stream moved: a woken sync answers after the slowest of
+        // them, not after their sum.
         let since_ad = since.map_or(0, |s| s.account_data);
-        let since_td = since.map_or(0, |s| s.to_device);
         let to_device_limit = i64::try_from(req.filter.to_device_limit).unwrap_or(100);
-        let (
-            memberships,
-            active,
-            (rules, displayname),
-            account_data,
-            messages,
-            device_lists,
-            (counts, fallback),
-            presence,
-        ) = tokio::try_join!(
-            async { Ok::<_, ServiceError>(self.storage.rooms.memberships_of(user).await?) },
-            // Incremental: only rooms with new events (or a membership change) need their timeline.
-            async {
-                Ok::<_, ServiceError>(match since {
-                    Some(s) if !req.full_state => Some(
-                        self.storage
-                            .rooms
-                            .joined_rooms_with_events(user, s.events, now.events)
-                            .await?
-                            .into_iter()
-                            .collect::<BTreeSet<String>>(),
-                    ),
-                    _ => None,
-                })
-            },
-            self.push_facts(&req.user_id),
+        let (account_data, messages, device_lists, presence) = tokio::try_join!(
             async {
                 // The user's account-data position is its newest entry's: unmoved means unchanged.
                 if since.is_some_and(|s| s.account_data == now.account_data) {
@@ -190,43 +199,34 @@ impl SyncService {
                 }
                 Ok(self.storage.account_data.changed_since(user, since_ad).await?)
             },
-            async {
-                Ok(self
-                    .storage
-                    .ephemeral
-                    .to_device(user, &req.device_id, since_td, now.to_device, to_device_limit)
-                    .await?)
-            },
+            self.to_device_messages(req, since, now, to_device_limit),
             // Whose devices changed (incremental syncs only: an initial sync's client fetches
-            // the device lists it needs anyway), and the device's keys left on the server.
-            self.device_list_changes(user, since, now),
-            self.key_counts(user, &req.device_id),
-            self.presence_section(req, since, now),
+            // the device lists it needs anyway).
+            self.device_list_changes(user, since, now, members_changed),
+            self.presence_section(req, since, now, members_changed),
         )?;
+        let (counts, fallback) = key_counts(&basis.key_counts);
         let joined: Vec<String> =
-            memberships.iter().filter(|m| m.membership == "join").map(|m| m.room_id.clone()).collect();
+            memberships.iter().filter(|m| m.row.membership == "join").map(|m| m.row.room_id.clone()).collect();
 
         let since_receipts = since.map_or(0, |s| s.receipts);
         let mut receipts_by_room = self.receipt_contents(&joined, user, since_receipts, now.receipts).await?;
         let mut joined_jobs = Vec::new();
         for (index, m) in memberships.iter().enumerate() {
-            if !req.filter.rooms.allows_room(&m.room_id) {
+            if !req.filter.rooms.allows_room(&m.row.room_id) {
                 continue;
             }
-            let changed_membership_since = since_events.is_none_or(|s| m.stream_ordering > s);
-            if m.membership == "join"
-                && !changed_membership_since
-                && active.as_ref().is_some_and(|a| !a.contains(&m.room_id))
-            {
+            let changed_membership = since_events.is_none_or(|s| m.row.stream_ordering > s);
+            // Incremental: only rooms with new events (or a membership change) need their timeline.
+            if m.row.membership == "join" && !changed_membership && !m.active {
                 continue;
             }
-            let changed_membership = since_events.is_none_or(|s| m.stream_ordering > s);
             let room_id =
-                OwnedRoomId::try_from(m.room_id.as_str()).map_err(|e| ServiceError::Internal(e.to_string()))?;
-            match m.membership.as_str() {
+                OwnedRoomId::try_from(m.row.room_id.as_str()).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            match m.row.membership.as_str() {
                 "join" => joined_jobs.push((room_id, index, changed_membership)),
                 "invite" if changed_membership || req.full_state => {
-                    let events = self.stripped_state(&m.room_id, &m.event_id).await?;
+                    let events = self.stripped_state(&m.row.room_id, &m.row.event_id).await?;
                     response.rooms.invite.insert(
                         room_id,
                         InvitedRoom::from({
@@ -237,7 +237,7 @@ impl SyncService {
                     );
                 }
                 "knock" if changed_membership || req.full_state => {
-                    let events = self.stripped_state(&m.room_id, &m.event_id).await?;
+                    let events = self.stripped_state(&m.row.room_id, &m.row.event_id).await?;
                     response.rooms.knock.insert(
                         room_id,
                         KnockedRoom::from({
@@ -251,7 +251,7 @@ impl SyncService {
                     if since.is_none() && !req.filter.include_leave {
                         continue;
                     }
-                    let room = self.left_room(req, m, since_events, viewer).await?;
+                    let room = self.left_room(req, &m.row, since_events, viewer).await?;
                     response.rooms.leave.insert(room_id, room);
                 }
                 _ => {}
@@ -334,18 +334,15 @@ impl SyncService {
         // receipt from another device clears them).
         for (room_id, room) in &mut response.rooms.join {
             if room.unread_notifications.notification_count.is_none() {
-                let members = self.storage.rooms.members(room_id.as_str()).await?;
-                let joined_n = members.iter().filter(|m| m.membership == "join").count();
-                let current = self.storage.rooms.current_state(room_id.as_str()).await?;
+                let state = self.room_state(room_id.as_str(), None).await?;
                 let (notifications, highlights, threads) = self
                     .unread_counts(
                         room_id.as_str(),
                         user,
-                        None,
-                        joined_n,
-                        &rules,
-                        &displayname,
-                        &current,
+                        (None, None),
+                        state.joined(),
+                        (rules, displayname),
+                        &state.current,
                         req.filter.timeline.unread_thread_notifications,
                     )
                     .await?;
@@ -377,16 +374,17 @@ impl SyncService {
 
 impl SyncService {
     /// Users whose devices changed, or who no longer share a room, between two tokens. Nothing
-    /// to look at when neither devices nor memberships can have changed.
+    /// to look at when neither devices nor memberships in the user's rooms changed.
     async fn device_list_changes(
         &self,
         user: &str,
         since: Option<SyncToken>,
         now: SyncToken,
+        members_changed: bool,
     ) -> ServiceResult<ruma::api::client::sync::sync_events::DeviceLists> {
         let mut lists = ruma::api::client::sync::sync_events::DeviceLists::new();
         if let Some(since) = since
-            && (since.device_lists != now.device_lists || since.events != now.events)
+            && (since.device_lists != now.device_lists || (since.events != now.events && members_changed))
         {
             let (changed, left) = self
                 .storage
@@ -399,23 +397,47 @@ impl SyncService {
         Ok(lists)
     }
 
-    /// The device's one-time key counts and unused fallback key types.
-    async fn key_counts(
+    /// To-device messages after the token, read (and those it acknowledges deleted) only when
+    /// the stream moved or messages handed out before wait for this acknowledgement.
+    async fn to_device_messages(
         &self,
-        user: &str,
-        device_id: &str,
-    ) -> ServiceResult<(BTreeMap<ruma::OneTimeKeyAlgorithm, UInt>, Vec<ruma::OneTimeKeyAlgorithm>)> {
-        let counts = self.storage.e2ee.key_counts(user, device_id).await?;
-        let fallback = counts.unused_fallback.iter().map(|a| ruma::OneTimeKeyAlgorithm::from(a.as_str())).collect();
-        Ok((super::e2ee::one_time_key_counts(&counts), fallback))
+        req: &SyncRequest,
+        since: Option<SyncToken>,
+        now: SyncToken,
+        limit: i64,
+    ) -> ServiceResult<Vec<ToDeviceRow>> {
+        let key = (req.user_id.to_string(), req.device_id.clone());
+        let since_td = since.map_or(0, |s| s.to_device);
+        let handed_out = self.unacknowledged().get(&key).copied();
+        let acknowledges = handed_out.is_some_and(|h| h <= since_td);
+        if since.is_some_and(|s| s.to_device == now.to_device) && !acknowledges {
+            return Ok(Vec::new());
+        }
+        let messages = self
+            .storage
+            .ephemeral
+            .to_device(req.user_id.as_str(), &req.device_id, since_td, now.to_device, limit)
+            .await?;
+        let mut unacknowledged = self.unacknowledged();
+        match messages.last() {
+            Some(last) => {
+                if unacknowledged.len() >= MAX_UNACKNOWLEDGED && !unacknowledged.contains_key(&key) {
+                    // Forgetting only delays deletions to the device's next new message.
+                    unacknowledged.clear();
+                }
+                let newest = unacknowledged.get(&key).map_or(last.stream_id, |h| (*h).max(last.stream_id));
+                unacknowledged.insert(key, newest);
+            }
+            None if acknowledges => {
+                unacknowledged.remove(&key);
+            }
+            None => {}
+        }
+        Ok(messages)
     }
 
-    /// What push rules are evaluated with for the user: their rules and display name.
-    async fn push_facts(&self, user_id: &ruma::UserId) -> ServiceResult<(ruma::push::Ruleset, String)> {
-        let (rules, user) =
-            tokio::join!(self.account_data.push_rules(user_id), self.storage.users.get(user_id.as_str()));
-        let displayname = user?.and_then(|u| u.displayname).unwrap_or_else(|| user_id.localpart().to_owned());
-        Ok((rules?, displayname))
+    fn unacknowledged(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), i64>> {
+        self.to_device_unacknowledged.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `m.receipt` contents per room for receipts in `(since, upto]`; private read receipts only
@@ -444,6 +466,19 @@ impl SyncService {
         }
         Ok(by_room)
     }
+}
+
+/// What push rules are evaluated with for the user: their rules and display name.
+fn push_facts(user_id: &ruma::UserId, basis: &mut SyncBasis) -> ServiceResult<(ruma::push::Ruleset, String)> {
+    let rules = push_rules_from(user_id, basis.push_rules.take())?;
+    let displayname = basis.displayname.take().unwrap_or_else(|| user_id.localpart().to_owned());
+    Ok((rules, displayname))
+}
+
+/// The device's one-time key counts and unused fallback key types.
+fn key_counts(counts: &KeyCounts) -> (BTreeMap<ruma::OneTimeKeyAlgorithm, UInt>, Vec<ruma::OneTimeKeyAlgorithm>) {
+    let fallback = counts.unused_fallback.iter().map(|a| ruma::OneTimeKeyAlgorithm::from(a.as_str())).collect();
+    (super::e2ee::one_time_key_counts(counts), fallback)
 }
 
 fn is_empty(r: &Response) -> bool {

@@ -132,15 +132,8 @@ impl E2eeStore {
     /// Unclaimed one-time keys per algorithm and unused fallback keys, in one round trip.
     pub async fn key_counts(&self, user_id: &str, device_id: &str) -> StorageResult<KeyCounts> {
         let row = sqlx::query!(
-            r#"SELECT
-                 COALESCE((SELECT array_agg(c.algorithm ORDER BY c.algorithm) FROM
-                             (SELECT algorithm FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2
-                              GROUP BY algorithm) c), '{}') AS "algorithms!",
-                 COALESCE((SELECT array_agg(c.n ORDER BY c.algorithm) FROM
-                             (SELECT algorithm, count(*) AS n FROM e2e_one_time_keys
-                              WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm) c), '{}') AS "counts!",
-                 COALESCE((SELECT array_agg(algorithm ORDER BY algorithm) FROM e2e_fallback_keys
-                           WHERE user_id = $1 AND device_id = $2 AND NOT used), '{}') AS "unused_fallback!""#,
+            r#"SELECT algorithms AS "algorithms!", counts AS "counts!", unused_fallback AS "unused_fallback!"
+               FROM e2e_key_counts($1, $2)"#,
             user_id,
             device_id
         )

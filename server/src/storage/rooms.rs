@@ -6,6 +6,9 @@ use sqlx::PgPool;
 use super::StorageResult;
 
 mod history;
+mod sync_basis;
+
+pub use self::sync_basis::{StateVersion, SyncBasis, SyncMembership};
 
 /// Stream heads for a `/sync` token.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +46,7 @@ pub struct EventRow {
 }
 
 /// A user's membership in a room.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct MembershipRow {
     pub room_id: String,
     pub user_id: String,
@@ -90,22 +93,6 @@ impl RoomStore {
             .fetch_optional(&self.pool)
             .await?
             .unwrap_or(0))
-    }
-
-    /// The heads of the streams `/sync` reads, in one round trip.
-    pub async fn sync_positions(&self, user_id: &str) -> StorageResult<SyncPositions> {
-        Ok(sqlx::query_as!(
-            SyncPositions,
-            r#"SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS "events!",
-                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'receipts'), 0) AS "receipts!",
-                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'to_device'), 0) AS "to_device!",
-                      COALESCE((SELECT MAX(stream_id) FROM account_data WHERE user_id = $1), 0) AS "account_data!",
-                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'device_lists'), 0) AS "device_lists!",
-                      COALESCE((SELECT position FROM stream_heads WHERE stream = 'presence'), 0) AS "presence!""#,
-            user_id
-        )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     pub async fn membership(&self, room_id: &str, user_id: &str) -> StorageResult<Option<MembershipRow>> {
@@ -317,23 +304,6 @@ impl RoomStore {
             from,
             to,
             limit
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// The rooms `user_id` is joined to that have events in `(from, to]` (read beside the
-    /// memberships rather than after them).
-    pub async fn joined_rooms_with_events(&self, user_id: &str, from: i64, to: i64) -> StorageResult<Vec<String>> {
-        Ok(sqlx::query_scalar!(
-            r#"SELECT h.room_id AS "room_id!" FROM room_memberships m
-               JOIN room_current_snapshot h ON h.room_id = m.room_id
-               WHERE m.user_id = $1 AND m.membership = 'join' AND h.last_stream > $2
-                 AND EXISTS (SELECT 1 FROM events e WHERE e.room_id = h.room_id
-                             AND e.stream_ordering > $2 AND e.stream_ordering <= $3)"#,
-            user_id,
-            from,
-            to
         )
         .fetch_all(&self.pool)
         .await?)

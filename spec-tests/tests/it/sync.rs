@@ -656,6 +656,68 @@ async fn room_summaries() {
     assert_eq!(summary["m.joined_member_count"], 7, "{summary}");
 }
 
+/// What a woken sync says of a room's state (its summary, the power levels its unread counts are
+/// evaluated with) follows every state change and redaction of a state event between two
+/// incremental syncs, also when the server keeps the room's state between syncs.
+#[tokio::test]
+async fn incremental_syncs_follow_state_changes_and_redacted_state() {
+    let (s, [alice, bob, charlie]) = server_with(["alice", "bob", "charlie"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat", "name": "Named"})).await;
+    join(&s, &bob, &room).await;
+    let summary_of = |r: &Value| joined(r, &room)["summary"].clone();
+    let heroes = |summary: &Value| -> BTreeSet<String> {
+        summary["m.heroes"].as_array().into_iter().flatten().map(|h| h.as_str().unwrap().to_owned()).collect()
+    };
+    let counts = |r: &Value| {
+        let c = &joined(r, &room)["unread_notifications"];
+        (c["notification_count"].as_i64().unwrap_or(0), c["highlight_count"].as_i64().unwrap_or(0))
+    };
+
+    let mut since = next_batch(&sync(&s, &alice, "").await);
+    // A message changes no state: the summary stays that of a named room of two.
+    send_text(&s, &bob, &room, "hello").await;
+    let r = sync_since(&s, &alice, &since, "").await;
+    assert_eq!(summary_of(&r)["m.joined_member_count"], 2, "{r}");
+    assert!(heroes(&summary_of(&r)).is_empty(), "a named room has no heroes: {r}");
+    since = next_batch(&r);
+
+    // The name redacted: the state is the same set of events, but the room has no name now.
+    let name_event = state_event(&s, &alice, &room, "m.room.name", "").await["event_id"].as_str().unwrap().to_owned();
+    let (status, body) = s
+        .put(&room_path(&room, &format!("redact/{}/{}", enc(&name_event), next_txn())), alice.token(), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r = sync_since(&s, &alice, &since, "").await;
+    assert_eq!(heroes(&summary_of(&r)), set([&bob.user_id]), "the redacted name leaves the room unnamed: {r}");
+    since = next_batch(&r);
+    send_text(&s, &bob, &room, "still here").await;
+    let r = sync_since(&s, &alice, &since, "").await;
+    assert_eq!(heroes(&summary_of(&r)), set([&bob.user_id]), "{r}");
+    since = next_batch(&r);
+
+    // A join: the counts follow.
+    join(&s, &charlie, &room).await;
+    send_text(&s, &bob, &room, "welcome").await;
+    let r = sync_since(&s, &alice, &since, "").await;
+    assert_eq!(summary_of(&r)["m.joined_member_count"], 3, "{r}");
+    assert_eq!(heroes(&summary_of(&r)), set([&bob.user_id, &charlie.user_id]), "{r}");
+    since = next_batch(&r);
+
+    // A room mention highlights only from senders with the power level for it: Bob gets it
+    // between two of his mentions.
+    let room_mention = |body: &str| json!({"msgtype": "m.text", "body": body, "m.mentions": {"room": true}});
+    send(&s, &bob, &room, "m.room.message", room_mention("@room first")).await;
+    let r = sync_since(&s, &alice, &since, "").await;
+    let before = counts(&r);
+    since = next_batch(&r);
+    crate::rooms::set_user_level(&s, &alice, &room, &bob.user_id, 50).await;
+    send(&s, &bob, &room, "m.room.message", room_mention("@room second")).await;
+    let r = sync_since(&s, &alice, &since, "").await;
+    let after = counts(&r);
+    assert_eq!(before.1, 0, "Bob may not mention the room yet: {before:?}");
+    assert_eq!(after.1, 1, "the new power level counts for the next mention: {before:?} -> {after:?}");
+}
+
 #[tokio::test]
 async fn invalid_since_tokens_are_400() {
     let (s, [alice]) = server_with(["alice"]).await;

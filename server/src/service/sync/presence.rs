@@ -31,6 +31,7 @@ impl SyncService {
         req: &SyncRequest,
         since: Option<SyncToken>,
         now: SyncToken,
+        members_changed: bool,
     ) -> ServiceResult<Presence> {
         let mut section = Presence::new();
         let filter = &req.filter.presence;
@@ -39,7 +40,9 @@ impl SyncService {
         }
         let user = req.user_id.as_str();
         let extra = match since {
-            Some(s) if s.events < now.events => self.storage.presence.newly_shared(user, s.events, now.events).await?,
+            Some(s) if s.events < now.events && members_changed => {
+                self.storage.presence.newly_shared(user, s.events, now.events).await?
+            }
             _ => Vec::new(),
         };
         let events = self.presence.for_sync(user, since.map(|s| s.presence), now.presence, &extra).await?;

@@ -22,7 +22,7 @@ use crate::{
             read::position_token,
         },
     },
-    storage::rooms::{EventRow, MembershipRow},
+    storage::rooms::{EventRow, MembershipRow, SyncMembership},
 };
 
 impl SyncService {
@@ -82,7 +82,7 @@ impl SyncService {
     pub(super) async fn joined_room(
         &self,
         req: &SyncRequest,
-        membership: &MembershipRow,
+        membership: &SyncMembership,
         since: Option<SyncToken>,
         now: SyncToken,
         changed_membership: bool,
@@ -93,7 +93,7 @@ impl SyncService {
         // All state for a (re)joined room or a `full_state` request; the timeline goes back before
         // `since` only for a (re)joined room (spec: with `full_state` "the timeline will still be
         // limited by the since parameter").
-        let room_id = membership.room_id.as_str();
+        let room_id = membership.row.room_id.as_str();
         let full = req.full_state || changed_membership;
         let from = if changed_membership { 0 } else { since.map_or(0, |s| s.events) };
         let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
@@ -126,19 +126,21 @@ impl SyncService {
             }
             Ok::<_, crate::service::ServiceError>((rows, limited))
         };
-        let ((mut rows, limited), room_rules, current, members) = tokio::try_join!(
+        // The state is kept between syncs: a message changes no state, so usually only the
+        // timeline is read.
+        let ((mut rows, limited), room_rules, room_state) = tokio::try_join!(
             timeline,
             self.rooms.rules_of(room_id),
-            async { Ok(self.storage.rooms.current_state(room_id).await?) },
-            async { Ok(self.storage.rooms.members(room_id).await?) },
+            self.room_state(room_id, membership.state_version),
         )?;
+        let (current, members) = (&room_state.current, &room_state.members);
         if !full && rows.is_empty() && !req.full_state {
             return Ok(None);
         }
         rows.reverse();
         // Visibility: a joined user sees everything since their join and shared history. Events
         // after the join that is still the user's membership were all sent while joined.
-        if rows.first().is_some_and(|r| r.stream_ordering <= membership.stream_ordering) {
+        if rows.first().is_some_and(|r| r.stream_ordering <= membership.row.stream_ordering) {
             let vis = self.rooms.visibility(room_id, viewer.user_id).await?;
             rows.retain(|r| vis.allows(r.stream_ordering));
             self.rooms.prune_erased(&vis, &mut rows, &room_rules).await?;
@@ -171,18 +173,17 @@ impl SyncService {
             .map(|r| self.rooms.render(std::slice::from_ref(*r), &room_rules, viewer).remove(0))
             .collect();
         let mut timeline = self.rooms.render(&rows, &room_rules, viewer);
-        let joined_n = members.iter().filter(|m| m.membership == "join").count();
+        let joined_n = room_state.joined();
         // The timeline's aggregations and the unread counts at once.
         let (_, (notifications, highlights, threads)) = tokio::try_join!(
             self.rooms.bundle_aggregations(viewer, &mut timeline),
             self.unread_counts(
                 room_id,
                 viewer.user_id,
-                Some(membership.stream_ordering),
+                (membership.read_up_to, Some(membership.row.stream_ordering)),
                 joined_n,
-                push_rules,
-                displayname,
-                &current,
+                (push_rules, displayname),
+                current,
                 req.filter.timeline.unread_thread_notifications,
             ),
         )?;
@@ -199,8 +200,10 @@ impl SyncService {
         let mut summary = RoomSummary::new();
         summary.joined_member_count = Some(uint(joined_n));
         summary.invited_member_count = Some(uint(invited_n));
+        // A redacted name or alias keeps no content.
         let has_name = current.iter().any(|r| {
             (r.event_type == "m.room.name" || r.event_type == "m.room.canonical_alias")
+                && r.redacted_by.is_none()
                 && !content_of(&r.pdu).as_object().is_none_or(|c| c.is_empty())
         });
         if !has_name {

@@ -28,7 +28,10 @@ use crate::{
         filter::EventFilter,
         rooms::client_format::{Viewer, content_of},
     },
-    storage::{rooms::MembershipRow, sliding_sync::RoomListFacts},
+    storage::{
+        rooms::{MembershipRow, SyncBasis, SyncMembership},
+        sliding_sync::RoomListFacts,
+    },
 };
 
 /// Timeline events per room at most.
@@ -126,12 +129,12 @@ impl SyncService {
         let mut wake = self.notifier.subscribe(super::Topic::Any);
         loop {
             wake.borrow_and_update();
-            let now = self.positions(&user).await?;
+            let (now, basis) = self.basis(&user, &req.device_id, since.map(|(_, t)| t.events)).await?;
             let waiting = since.is_some() && tokio::time::Instant::now() < deadline;
             if waiting && since.map(|(_, t)| t) == Some(now) && self.wait(&mut wake, deadline).await {
                 continue;
             }
-            let (response, sent) = self.build_sliding(&req, &conn_id, since, now).await?;
+            let (response, sent) = self.build_sliding(&req, &conn_id, since, now, basis).await?;
             let empty = response.rooms.is_empty() && response.extensions.is_empty();
             if !waiting || !empty || !self.wait(&mut wake, deadline).await {
                 let last = self.storage.sliding_sync.connection(&user, &req.device_id, &conn_id).await?.unwrap_or(0);
@@ -152,6 +155,7 @@ impl SyncService {
         conn_id: &str,
         since: Option<(i64, SyncToken)>,
         now: SyncToken,
+        mut basis: SyncBasis,
     ) -> ServiceResult<(v5::Response, Vec<(String, i64)>)> {
         let user = req.user_id.as_str();
         let body = &req.body;
@@ -160,12 +164,10 @@ impl SyncService {
         let since_events = since_token.map(|t| t.events);
 
         // Every room of the user: joined, invited, knocked, and those left since the position.
-        let memberships: Vec<MembershipRow> = self
-            .storage
-            .rooms
-            .memberships_of(user)
-            .await?
-            .into_iter()
+        let memberships: Vec<MembershipRow> = basis
+            .memberships
+            .iter()
+            .map(|m| m.row.clone())
             .filter(|m| match m.membership.as_str() {
                 "join" | "invite" | "knock" => true,
                 _ => since_events.is_some_and(|s| m.stream_ordering > s),
@@ -232,7 +234,7 @@ impl SyncService {
                 .collect(),
             None => BTreeMap::new(),
         };
-        let (rules, displayname) = self.push_facts(&req.user_id).await?;
+        let (rules, displayname) = super::push_facts(&req.user_id, &mut basis)?;
 
         let mut sent = Vec::new();
         for (room_id, config) in &configs {
@@ -316,7 +318,8 @@ impl SyncService {
         let (events, limited, prev_batch, unread) = if m.membership == "join" {
             let since = if known { since } else { None };
             let changed = !known;
-            let Some(joined) = self.joined_room(&sync_req, m, since, now, changed, viewer, rules, displayname).await?
+            let m = SyncMembership::without_room_facts(m);
+            let Some(joined) = self.joined_room(&sync_req, &m, since, now, changed, viewer, rules, displayname).await?
             else {
                 return Ok(None);
             };
@@ -440,8 +443,8 @@ impl SyncService {
 
         if on(ext.e2ee.enabled) {
             let mut e2ee = response::E2EE::default();
-            e2ee.device_lists = self.device_list_changes(user, since, now).await?;
-            let (counts, fallback) = self.key_counts(user, &req.device_id).await?;
+            e2ee.device_lists = self.device_list_changes(user, since, now, true).await?;
+            let (counts, fallback) = super::key_counts(&self.storage.e2ee.key_counts(user, &req.device_id).await?);
             e2ee.device_one_time_keys_count = counts;
             e2ee.device_unused_fallback_key_types = Some(fallback);
             out.e2ee = e2ee;

@@ -45,20 +45,23 @@ const MAX_UNREAD_EVENTS: i64 = 500;
 
 impl SyncService {
     /// Notification and highlight counts: push rules evaluated for the events after the user's
-    /// read receipt (at most the last 500).
+    /// read receipt (at most the last 500). The receipt's position and the user's join are read
+    /// here unless the caller knows them.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn unread_counts(
         &self,
         room_id: &str,
         user: &str,
-        own_join: Option<i64>,
+        (read, own_join): (Option<i64>, Option<i64>),
         member_count: usize,
-        rules: &ruma::push::Ruleset,
-        displayname: &str,
+        (rules, displayname): (&ruma::push::Ruleset, &str),
         current: &[EventRow],
         per_thread: bool,
     ) -> ServiceResult<(usize, usize, BTreeMap<OwnedEventId, UnreadNotificationsCount>)> {
-        let read = self.storage.ephemeral.read_up_to(room_id, user).await?.unwrap_or(0);
+        let read = match read {
+            Some(pos) => pos,
+            None => self.storage.ephemeral.read_up_to(room_id, user).await?.unwrap_or(0),
+        };
         let own_join = match own_join {
             Some(pos) => pos,
             None => self.storage.rooms.membership(room_id, user).await?.map_or(0, |m| m.stream_ordering),
