@@ -54,8 +54,9 @@ pub struct QueuePass {
     pub full: bool,
     /// Whether the consumer moved (and the events were queued).
     pub moved: bool,
-    /// The destinations ready to send to, after the pass.
-    pub ready: Vec<String>,
+    /// The destinations ready to send to, after the pass, each with its next transaction when
+    /// the pass can tell it: its queue held nothing before, and it queued at most 50 PDUs.
+    pub ready: Vec<(String, Option<PendingTransaction>)>,
 }
 
 impl FederationStore {
@@ -310,7 +311,7 @@ impl FederationStore {
                )
                SELECT (SELECT upto FROM span) AS "upto!", EXISTS (SELECT 1 FROM wanted) AS "wanted!",
                       (SELECT count(*) FROM local) >= $3 AS "full!", EXISTS (SELECT 1 FROM moved) AS "moved!",
-                      r.destination
+                      r.destination, h.positions AS "positions?", h.event_ids AS "event_ids?", h.pdus AS "pdus?"
                FROM (SELECT 1) one
                LEFT JOIN (
                    SELECT q.destination FROM (SELECT DISTINCT destination FROM queued) q
@@ -321,7 +322,19 @@ impl FederationStore {
                    WHERE d.retry_at <= $5
                      AND (EXISTS (SELECT 1 FROM federation_outbound_pdus p WHERE p.destination = d.destination)
                           OR EXISTS (SELECT 1 FROM federation_outbound_edus e WHERE e.destination = d.destination))
-               ) r ON TRUE"#,
+               ) r ON TRUE
+               -- A destination whose queues held nothing before this pass: its next transaction
+               -- is what the pass queued for it (this statement does not see its own inserts).
+               LEFT JOIN LATERAL (
+                   SELECT array_agg(q.stream_ordering ORDER BY q.stream_ordering) AS positions,
+                          array_agg(q.event_id ORDER BY q.stream_ordering) AS event_ids,
+                          array_agg(e.pdu ORDER BY q.stream_ordering) AS pdus
+                   FROM queued q JOIN events e ON e.event_id = q.event_id
+                   WHERE q.destination = r.destination
+                     AND NOT EXISTS (SELECT 1 FROM federation_outbound_pdus p WHERE p.destination = r.destination)
+                     AND NOT EXISTS (SELECT 1 FROM federation_outbound_edus x WHERE x.destination = r.destination)
+                   HAVING count(*) BETWEEN 1 AND 50
+               ) h ON r.destination IS NOT NULL"#,
             from,
             server_name,
             limit,
@@ -334,7 +347,23 @@ impl FederationStore {
             return Err(super::StorageError::Database(sqlx::Error::RowNotFound));
         };
         let (upto, wanted, full, moved) = (first.upto, first.wanted, first.full, first.moved);
-        Ok(QueuePass { upto, wanted, full, moved, ready: rows.into_iter().filter_map(|r| r.destination).collect() })
+        let ready = rows
+            .into_iter()
+            .filter_map(|r| {
+                let in_hand = match (r.positions, r.event_ids, r.pdus) {
+                    (Some(positions), Some(ids), Some(pdus))
+                        if positions.len() == ids.len() && ids.len() == pdus.len() =>
+                    {
+                        let pdus =
+                            positions.into_iter().zip(ids).zip(pdus).map(|((p, id), pdu)| (p, id, pdu)).collect();
+                        Some(PendingTransaction { pdus, edus: Vec::new() })
+                    }
+                    _ => None,
+                };
+                Some((r.destination?, in_hand))
+            })
+            .collect();
+        Ok(QueuePass { upto, wanted, full, moved, ready })
     }
 
     /// Queues an EDU for destinations.

@@ -39,6 +39,18 @@ const MAX_REPORTED_EVENTS: usize = 50_000;
 /// What a transaction's PDUs came to: per event id, `Ok` or the reason it was not accepted.
 pub type PduResults = BTreeMap<OwnedEventId, Result<(), String>>;
 
+/// A room's PDUs of a transaction, ready to be accepted.
+struct PreparedRoom {
+    room: OwnedRoomId,
+    rules: RoomVersionRules,
+    /// Verified, predecessors first.
+    events: Vec<Received>,
+    /// The stored events they build on.
+    stored: crate::storage::StorageResult<Vec<crate::storage::federation::StoredPdu>>,
+    /// The answers known before anything is accepted (malformed or unverifiable PDUs, an ACL).
+    results: PduResults,
+}
+
 /// A transaction's PDUs by room, rooms in the order they first appear; PDUs without a room id
 /// are dropped.
 fn by_room(pdus: &[Box<RawJsonValue>]) -> Vec<(OwnedRoomId, Vec<&RawJsonValue>)> {
@@ -83,11 +95,21 @@ impl FederationService {
                 "a transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs"
             )));
         }
-        // It is up: whatever waits for it goes now. (Read alongside the question whether this
-        // transaction was answered before.)
-        let (reset, answered) = tokio::join!(
+        let started = std::time::Instant::now();
+        // It is up: whatever waits for it goes now. Read alongside: whether this transaction was
+        // answered before, and, in case it was not, what its PDUs build on (nothing is written
+        // before the answer to that is known).
+        let rooms = by_room(pdus);
+        let (reset, answered, prepared) = tokio::join!(
             self.storage.federation.reset_backoff(origin.as_str()),
-            self.storage.federation.inbound_txn(origin.as_str(), txn_id)
+            self.storage.federation.inbound_txn(origin.as_str(), txn_id),
+            async {
+                let mut prepared = Vec::with_capacity(rooms.len());
+                for (room, raws) in &rooms {
+                    prepared.extend(self.prepare_room_pdus(origin, room, raws).await);
+                }
+                prepared
+            }
         );
         reset?;
         if let Some(answer) = answered? {
@@ -97,10 +119,9 @@ impl FederationService {
                 .map(|(id, e)| (id, e.map_or(Ok(()), Err)))
                 .collect());
         }
-        let started = std::time::Instant::now();
         let mut results = PduResults::new();
-        for (room, raws) in by_room(pdus) {
-            self.receive_room_pdus(origin, &room, &raws, &mut results).await;
+        for room in prepared {
+            self.accept_room_pdus(origin, room, &mut results).await;
         }
         for edu in edus {
             if let Err(e) = self.receive_edu(origin, edu).await {
@@ -186,20 +207,22 @@ impl FederationService {
     /// auth events and predecessors are known (stored, or earlier in the transaction) are
     /// accepted together in one commit, and the others one at a time after fetching what they
     /// depend on.
-    async fn receive_room_pdus(
+    /// A room's PDUs of a transaction, parsed and verified, with what they build on looked up;
+    /// `None` for a room this server is not in.
+    async fn prepare_room_pdus(
         &self,
         origin: &ServerName,
         room: &RoomId,
         raws: &[&RawJsonValue],
-        results: &mut PduResults,
-    ) {
+    ) -> Option<PreparedRoom> {
         let rules = match self.rooms.room_rules(room.as_str()).await {
             Ok(Some((_, rules))) => rules,
             _ => {
                 tracing::info!(%origin, room_id = %room, pdus = raws.len(), "dropped PDUs of a room this server is not in");
-                return;
+                return None;
             }
         };
+        let mut results = PduResults::new();
         // Each PDU is parsed once: its id names its result, the parse goes on to verification.
         let owned: Vec<Box<RawJsonValue>> = raws.iter().map(|raw| (*raw).to_owned()).collect();
         let mut to_verify = Vec::with_capacity(raws.len());
@@ -228,7 +251,7 @@ impl FederationService {
             for id in ids {
                 results.insert(id, Err(e.to_string()));
             }
-            return;
+            return Some(PreparedRoom { room: room.to_owned(), rules, events: Vec::new(), stored, results });
         }
         let mut events = Vec::with_capacity(to_verify.len());
         for (id, verified) in ids.into_iter().zip(self.verify_parsed(to_verify, &rules, origin).await) {
@@ -241,8 +264,18 @@ impl FederationService {
         }
         // Predecessors first; a sender may list them in any order.
         events.sort_by_key(|e| e.pdu.depth);
+        Some(PreparedRoom { room: room.to_owned(), rules, events, stored, results })
+    }
+
+    /// Accepts a room's prepared PDUs: those whose predecessors are all stored at once, the
+    /// others one by one after fetching what they depend on.
+    async fn accept_room_pdus(&self, origin: &ServerName, prepared: PreparedRoom, results: &mut PduResults) {
+        let PreparedRoom { room, rules, events, stored, results: known } = prepared;
+        results.extend(known);
+        let room = room.as_ref();
+        let rules = &rules;
         let (run, alone) = match stored {
-            Ok(stored) => split_known(room, &rules, &events, stored),
+            Ok(stored) => split_known(room, rules, &events, stored),
             Err(e) => {
                 tracing::warn!(%origin, room_id = %room, error = %e, "could not look up what received PDUs depend on");
                 (Vec::new(), events.iter().collect())
@@ -269,7 +302,7 @@ impl FederationService {
         }
         later.sort_by_key(|e| e.pdu.depth);
         for event in later {
-            let outcome = self.accept_with_history(origin, room, &rules, event).await;
+            let outcome = self.accept_with_history(origin, room, rules, event).await;
             results.insert(event.pdu.event_id.clone(), outcome_result(origin, event, outcome));
         }
         // Each server removes its own guests when a room stops allowing them.

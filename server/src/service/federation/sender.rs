@@ -21,7 +21,7 @@ use crate::{
         ServiceResult,
         notifier::{Notifier, Topic},
     },
-    storage::now_ms,
+    storage::{federation::PendingTransaction, now_ms},
 };
 
 /// How many events one pass queues.
@@ -96,21 +96,26 @@ impl FederationService {
                 Err(e) => {
                     position = None;
                     tracing::warn!(error = %e, "could not queue events for other servers");
-                    self.storage.federation.ready_destinations(now_ms()).await
+                    self.ready_destinations().await
                 }
-                _ => self.storage.federation.ready_destinations(now_ms()).await,
+                _ => self.ready_destinations().await,
             };
             match ready {
                 Ok(ready) => {
-                    for destination in ready {
+                    for (destination, in_hand) in ready {
                         let Ok(destination) = OwnedServerName::try_from(destination) else { continue };
                         if !busy.insert(destination.clone()) {
                             continue;
                         }
-                        tracing::debug!(%destination, queue_us = started.elapsed().as_micros(), "sending to a destination");
+                        tracing::debug!(
+                            %destination,
+                            queue_us = started.elapsed().as_micros(),
+                            in_hand = in_hand.is_some(),
+                            "sending to a destination"
+                        );
                         let me = self.clone();
                         in_flight.spawn(async move {
-                            me.send_one_transaction(&destination).await;
+                            me.send_one_transaction(&destination, in_hand).await;
                             destination
                         });
                     }
@@ -146,7 +151,10 @@ impl FederationService {
     /// Queues local events after the consumer's position for their destinations: the servers
     /// in the room at the event, and the target's server of a membership change. Returns the
     /// destinations ready to send to, as read by the last pass, if one ran.
-    async fn queue_new_events(&self, position: &mut Option<i64>) -> ServiceResult<Option<Vec<String>>> {
+    async fn queue_new_events(
+        &self,
+        position: &mut Option<i64>,
+    ) -> ServiceResult<Option<Vec<(String, Option<PendingTransaction>)>>> {
         loop {
             let from = match *position {
                 Some(p) => p,
@@ -171,15 +179,25 @@ impl FederationService {
         }
     }
 
-    /// Sends the destination's next transaction; a failure backs it off.
-    async fn send_one_transaction(&self, destination: &OwnedServerName) {
+    /// The destinations with something queued that may be tried now (their next transaction
+    /// is read when it is sent).
+    async fn ready_destinations(&self) -> crate::storage::StorageResult<Vec<(String, Option<PendingTransaction>)>> {
+        Ok(self.storage.federation.ready_destinations(now_ms()).await?.into_iter().map(|d| (d, None)).collect())
+    }
+
+    /// Sends the destination's next transaction (`in_hand` when the queue pass could tell it,
+    /// else read from the queue); a failure backs it off.
+    async fn send_one_transaction(&self, destination: &OwnedServerName, in_hand: Option<PendingTransaction>) {
         let started = std::time::Instant::now();
-        let pending = match self.storage.federation.pending(destination.as_str()).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(%destination, error = %e, "could not read the queue");
-                return;
-            }
+        let pending = match in_hand {
+            Some(p) => p,
+            None => match self.storage.federation.pending(destination.as_str()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%destination, error = %e, "could not read the queue");
+                    return;
+                }
+            },
         };
         if pending.pdus.is_empty() && pending.edus.is_empty() {
             return;
