@@ -80,7 +80,18 @@ impl Database {
             // No JIT compilation: the planner's estimates for recursive graph walks and large
             // id lists run into the millions of rows, which makes PostgreSQL spend hundreds of
             // milliseconds compiling a query that then runs in a few.
-            .connect_with(options.log_statements(tracing::log::LevelFilter::Trace).options([("jit", "off")]))
+            //
+            // Generic plans from a statement's first execution: by default PostgreSQL plans each
+            // of a connection's first five executions of a prepared statement for its parameters,
+            // which for the statements a woken `/sync` or a received event runs took longer than
+            // executing them (1-3 ms against 0.2-0.8). The statements are kept prepared per
+            // connection, up to `STATEMENTS_PER_CONNECTION`.
+            .connect_with(
+                options
+                    .log_statements(tracing::log::LevelFilter::Trace)
+                    .statement_cache_capacity(STATEMENTS_PER_CONNECTION)
+                    .options([("jit", "off"), ("plan_cache_mode", "force_generic_plan")]),
+            )
             .await
             .map_err(DatabaseError::Connect)?;
         migrate(&pool).await?;
@@ -95,6 +106,10 @@ impl Database {
         }
     }
 }
+
+/// Prepared statements kept per pooled connection: every statement the server runs, so that none
+/// is planned again after its first use on a connection.
+const STATEMENTS_PER_CONNECTION: usize = 1024;
 
 /// How long a pooled connection may sit unused before it is pinged on its next use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
