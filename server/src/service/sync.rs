@@ -344,6 +344,7 @@ impl SyncService {
                         (rules, displayname),
                         &state.current,
                         req.filter.timeline.unread_thread_notifications,
+                        None,
                     )
                     .await?;
                 room.unread_notifications.notification_count = Some(uint(notifications));

@@ -103,6 +103,9 @@ impl SyncService {
             let mut rows = Vec::new();
             let mut cursor = now.events;
             let mut limited = false;
+            // Whether `rows` are all the events in `(from, now]`: one batch that reached `from`,
+            // every event of it allowed by the filter.
+            let mut complete = true;
             loop {
                 let batch = self
                     .storage
@@ -110,6 +113,7 @@ impl SyncService {
                     .events_backwards(room_id, from, cursor, i64::try_from(limit * 2 + 1).unwrap_or(100))
                     .await?;
                 let n = batch.len();
+                complete &= n < limit * 2 + 1;
                 for row in batch {
                     cursor = row.stream_ordering - 1;
                     if req.filter.timeline.allows(&row) {
@@ -118,17 +122,19 @@ impl SyncService {
                             break;
                         }
                         rows.push(row);
+                    } else {
+                        complete = false;
                     }
                 }
                 if limited || n < limit * 2 + 1 {
                     break;
                 }
             }
-            Ok::<_, crate::service::ServiceError>((rows, limited))
+            Ok::<_, crate::service::ServiceError>((rows, limited, complete && !limited))
         };
         // The state is kept between syncs: a message changes no state, so usually only the
         // timeline is read.
-        let ((mut rows, limited), room_rules, room_state) = tokio::try_join!(
+        let ((mut rows, limited, mut complete), room_rules, room_state) = tokio::try_join!(
             timeline,
             self.rooms.rules_of(room_id),
             self.room_state(room_id, membership.state_version),
@@ -141,6 +147,7 @@ impl SyncService {
         // Visibility: a joined user sees everything since their join and shared history. Events
         // after the join that is still the user's membership were all sent while joined.
         if rows.first().is_some_and(|r| r.stream_ordering <= membership.row.stream_ordering) {
+            complete = false;
             let vis = self.rooms.visibility(room_id, viewer.user_id).await?;
             rows.retain(|r| vis.allows(r.stream_ordering));
             self.rooms.prune_erased(&vis, &mut rows, &room_rules).await?;
@@ -185,6 +192,7 @@ impl SyncService {
                 (push_rules, displayname),
                 current,
                 req.filter.timeline.unread_thread_notifications,
+                complete.then_some((from, rows.as_slice())),
             ),
         )?;
 

@@ -46,7 +46,8 @@ const MAX_UNREAD_EVENTS: i64 = 500;
 impl SyncService {
     /// Notification and highlight counts: push rules evaluated for the events after the user's
     /// read receipt (at most the last 500). The receipt's position and the user's join are read
-    /// here unless the caller knows them.
+    /// here unless the caller knows them, and so are the events unless `known` holds all events
+    /// after a position (oldest first), as a sync's timeline often does.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn unread_counts(
         &self,
@@ -57,6 +58,7 @@ impl SyncService {
         (rules, displayname): (&ruma::push::Ruleset, &str),
         current: &[EventRow],
         per_thread: bool,
+        known: Option<(i64, &[EventRow])>,
     ) -> ServiceResult<(usize, usize, BTreeMap<OwnedEventId, UnreadNotificationsCount>)> {
         let read = match read {
             Some(pos) => pos,
@@ -74,7 +76,13 @@ impl SyncService {
             None => None,
         };
         let start = cached.as_ref().map_or(from, |c| c.upto);
-        let rows = self.storage.rooms.events_backwards(room_id, start, i64::MAX, MAX_UNREAD_EVENTS).await?;
+        let rows = match known {
+            // Newest first, as read below.
+            Some((after, events)) if start >= after && events.len() < MAX_UNREAD_EVENTS as usize => {
+                events.iter().rev().filter(|r| r.stream_ordering > start).cloned().collect()
+            }
+            _ => self.storage.rooms.events_backwards(room_id, start, i64::MAX, MAX_UNREAD_EVENTS).await?,
+        };
         // More new events than are evaluated at once: count the newest afresh.
         let cached = cached.filter(|_| i64::try_from(rows.len()).unwrap_or(i64::MAX) < MAX_UNREAD_EVENTS);
         let upto = rows.first().map_or(start, |r| r.stream_ordering);
