@@ -1,7 +1,9 @@
 //! `/sync`: everything that changed for a user since a token, read from the streams' positions.
 //! Tokens are opaque vectors of positions,
 //! `s<events>_<receipts>_<to_device>_<account_data>_<typing>_<device_lists>_<presence>`.
-//! The request and its token are in `request`, the sections per room in `rooms`, the unread
+//! A sync reads what it needs before its rooms in one statement (`RoomStore::sync_basis`), then
+//! only the streams that moved. The request and its token are in `request`, the sections per
+//! room in `rooms`, the rooms' current state kept between syncs in `room_state`, the unread
 //! counts in `unread`, presence in `presence`.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
