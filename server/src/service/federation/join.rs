@@ -427,16 +427,8 @@ impl FederationService {
     /// Whether the room's server ACL (`m.room.server_acl`) lets `server` take part; a room
     /// without one lets everyone.
     pub(super) async fn check_acl(&self, server: &ServerName, room_id: &str) -> ServiceResult<()> {
-        let Some(row) = self.storage.rooms.current_state_event(room_id, "m.room.server_acl", "").await? else {
-            return Ok(());
-        };
-        let pdu = crate::service::rooms::persist::parse_stored(&row.event_id, &row.pdu)?;
-        let Ok(acl) = serde_json::from_str::<RoomServerAclEventContent>(pdu.content.get()) else { return Ok(()) };
-        if acl.is_allowed(server) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!("{server} is denied by the room's server ACL")))
-        }
+        let row = self.storage.rooms.current_state_event(room_id, "m.room.server_acl", "").await?;
+        acl_allows(server, row.as_ref().map(|r| (r.event_id.as_str(), r.pdu.as_str())))
     }
 
     /// Whether `origin` may read the room's events: the room's ACL allows it and it has a
@@ -584,5 +576,17 @@ impl FederationService {
             self.storage.federation.pdus(ids).await?.into_iter().map(|p| (p.event_id.clone(), p)).collect();
         let ordered = ids.iter().filter_map(|id| stored.remove(id)).collect();
         self.for_server(origin, room_id.as_str(), ordered).await
+    }
+}
+
+/// Whether the room's server ACL event (id and stored PDU; none: no ACL) lets `server` in.
+pub(super) fn acl_allows(server: &ServerName, acl_event: Option<(&str, &str)>) -> ServiceResult<()> {
+    let Some((event_id, pdu)) = acl_event else { return Ok(()) };
+    let pdu = crate::service::rooms::persist::parse_stored(event_id, pdu)?;
+    let Ok(acl) = serde_json::from_str::<RoomServerAclEventContent>(pdu.content.get()) else { return Ok(()) };
+    if acl.is_allowed(server) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(format!("{server} is denied by the room's server ACL")))
     }
 }

@@ -96,22 +96,17 @@ impl FederationService {
             )));
         }
         let started = std::time::Instant::now();
-        // It is up: whatever waits for it goes now. Read alongside: whether this transaction was
-        // answered before, and, in case it was not, what its PDUs build on (nothing is written
-        // before the answer to that is known).
+        // Whether this transaction was answered before (which also ends the origin's backoff: it
+        // is up), and, in case it was not, what its PDUs build on, read at once (nothing is
+        // written before the answer to that is known).
         let rooms = by_room(pdus);
-        let (reset, answered, prepared) = tokio::join!(
-            self.storage.federation.reset_backoff(origin.as_str()),
-            self.storage.federation.inbound_txn(origin.as_str(), txn_id),
-            async {
-                let mut prepared = Vec::with_capacity(rooms.len());
-                for (room, raws) in &rooms {
-                    prepared.extend(self.prepare_room_pdus(origin, room, raws).await);
-                }
-                prepared
+        let (answered, prepared) = tokio::join!(self.storage.federation.inbound_txn(origin.as_str(), txn_id), async {
+            let mut prepared = Vec::with_capacity(rooms.len());
+            for (room, raws) in &rooms {
+                prepared.extend(self.prepare_room_pdus(origin, room, raws).await);
             }
-        );
-        reset?;
+            prepared
+        });
         if let Some(answer) = answered? {
             return Ok(serde_json::from_value::<BTreeMap<OwnedEventId, Option<String>>>(answer)
                 .unwrap_or_default()
@@ -244,9 +239,18 @@ impl FederationService {
                 Err(e) => tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU"),
             }
         }
-        // The room's ACL and what the events build on are read at once.
+        // The room's ACL and what the events build on, in one statement.
         let wanted = depended_on(to_verify.iter().filter_map(|p| p.as_ref().ok()).map(|p| &p.pdu), &rules);
-        let (acl, stored) = tokio::join!(self.check_acl(origin, room.as_str()), self.storage.federation.pdus(&wanted));
+        let (stored, acl) = match self.storage.federation.pdus_and_acl(&wanted, room.as_str()).await {
+            Ok((stored, acl_event)) => {
+                (Ok(stored), super::join::acl_allows(origin, acl_event.as_ref().map(|(i, p)| (i.as_str(), p.as_str()))))
+            }
+            // Not knowing the ACL, nothing is accepted (as when it denies the origin).
+            Err(e) => {
+                let reason = ServiceError::Internal(format!("could not read the room's server ACL: {e}"));
+                (Err(e), Err(reason))
+            }
+        };
         if let Err(e) = acl {
             for id in ids {
                 results.insert(id, Err(e.to_string()));
