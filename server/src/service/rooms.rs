@@ -15,6 +15,7 @@ pub mod relations;
 mod remote;
 mod remote_membership;
 mod remote_run;
+pub use remote_run::OpenedRun;
 mod replacement;
 mod upgrade;
 pub mod visibility;

@@ -145,8 +145,10 @@ impl SyncService {
         let mut wake = self.notifier.subscribe(Topic::Any);
         loop {
             wake.borrow_and_update();
+            let started = std::time::Instant::now();
             let since_events = since.filter(|_| !req.full_state).map(|s| s.events);
             let (now, basis) = self.basis(req.user_id.as_str(), &req.device_id, since_events).await?;
+            let basis_us = started.elapsed().as_micros();
             let waiting = since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
             // Nothing moved (a wake-up for a stream position that did not change): skip the
             // per-room work.
@@ -155,6 +157,9 @@ impl SyncService {
             }
             let response = self.build(req, since, now, basis).await?;
             if !waiting || !is_empty(&response) || !self.wait(&mut wake, deadline).await {
+                tracing::debug!(
+                    user_id = %req.user_id, basis_us, built_us = started.elapsed().as_micros(), "answered a sync"
+                );
                 return Ok(response);
             }
         }

@@ -123,48 +123,6 @@ impl FederationStore {
     }
 
     /// Stored events by id (those that exist).
-    /// Stored events as [`Self::pdus`] does, and in the same statement the room's current server
-    /// ACL event (id and PDU), if it has one.
-    pub async fn pdus_and_acl(
-        &self,
-        event_ids: &[String],
-        room_id: &str,
-    ) -> StorageResult<(Vec<StoredPdu>, Option<(String, String)>)> {
-        let rows = sqlx::query!(
-            r#"SELECT FALSE AS "acl!", event_id AS "event_id!", room_id AS "room_id!", pdu AS "pdu!",
-                      outlier AS "outlier!", rejected IS NOT NULL AS "rejected!", soft_failed AS "soft_failed!",
-                      stream_ordering AS "stream_ordering!"
-               FROM events WHERE event_id = ANY($1)
-               UNION ALL
-               SELECT TRUE, e.event_id, e.room_id, e.pdu, e.outlier, e.rejected IS NOT NULL, e.soft_failed,
-                      e.stream_ordering
-               FROM room_current_state c JOIN events e ON e.event_id = c.event_id
-               WHERE c.room_id = $2 AND c.event_type = 'm.room.server_acl' AND c.state_key = ''"#,
-            event_ids,
-            room_id
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut acl = None;
-        let mut pdus = Vec::with_capacity(rows.len());
-        for r in rows {
-            if r.acl {
-                acl = Some((r.event_id, r.pdu));
-            } else {
-                pdus.push(StoredPdu {
-                    event_id: r.event_id,
-                    room_id: r.room_id,
-                    pdu: r.pdu,
-                    outlier: r.outlier,
-                    rejected: r.rejected,
-                    soft_failed: r.soft_failed,
-                    stream_ordering: r.stream_ordering,
-                });
-            }
-        }
-        Ok((pdus, acl))
-    }
-
     pub async fn pdus(&self, event_ids: &[String]) -> StorageResult<Vec<StoredPdu>> {
         Ok(sqlx::query_as!(
             StoredPdu,

@@ -12,7 +12,7 @@ mod mls;
 mod remote;
 pub use mls::{AcceptedCommitRow, StoredGroup, WelcomeRow};
 pub use remote::{
-    HeadMove, NamingRedaction, OutlierEvent, RemoteEvent, StoredEventInfo, insert_outliers_detached,
+    HeadMove, NamingRedaction, OutlierEvent, RemoteEvent, RunStart, StoredEventInfo, insert_outliers_detached,
     reserve_outlier_positions,
 };
 

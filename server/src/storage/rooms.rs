@@ -5,6 +5,27 @@ use sqlx::PgPool;
 
 use super::StorageResult;
 
+/// An [`EventRow`] from a query record that has its columns (by name).
+macro_rules! event_row {
+    ($r:expr) => {{
+        let r = $r;
+        EventRow {
+            event_id: r.event_id,
+            room_id: r.room_id,
+            stream_ordering: r.stream_ordering,
+            event_type: r.event_type,
+            state_key: r.state_key,
+            sender: r.sender,
+            pdu: r.pdu,
+            redacted_by: r.redacted_by,
+            sender_device: r.sender_device,
+            txn_id: r.txn_id,
+            prev_pdu: r.prev_pdu,
+            redaction_pdu: r.redaction_pdu,
+        }
+    }};
+}
+
 mod history;
 mod sync_basis;
 
@@ -273,10 +294,22 @@ impl RoomStore {
         to: i64,
         limit: i64,
     ) -> StorageResult<Vec<EventRow>> {
-        Ok(sqlx::query_as!(
-            EventRow,
+        Ok(self.events_backwards_with_relations(room_id, from, to, limit).await?.into_iter().map(|(e, _)| e).collect())
+    }
+
+    /// [`Self::events_backwards`], each event with whether others relate to it (name it in
+    /// `relates_to`): only those can have aggregations to bundle.
+    pub async fn events_backwards_with_relations(
+        &self,
+        room_id: &str,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> StorageResult<Vec<(EventRow, bool)>> {
+        Ok(sqlx::query!(
             r#"SELECT e.event_id, e.room_id, e.stream_ordering, e.event_type, e.state_key, e.sender, e.pdu,
-                      e.redacted_by, e.sender_device, e.txn_id, p.pdu AS "prev_pdu?", r.pdu AS "redaction_pdu?"
+                      e.redacted_by, e.sender_device, e.txn_id, p.pdu AS "prev_pdu?", r.pdu AS "redaction_pdu?",
+                      EXISTS (SELECT 1 FROM events x WHERE x.relates_to = e.event_id) AS "related!"
                FROM events e LEFT JOIN events p ON p.event_id = e.replaces_state
                LEFT JOIN events r ON r.event_id = e.redacted_by
                WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3 AND NOT e.outlier
@@ -287,7 +320,13 @@ impl RoomStore {
             limit
         )
         .fetch_all(&self.pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let related = r.related;
+            (event_row!(r), related)
+        })
+        .collect())
     }
 
     /// Events of a room with `from < stream_ordering <= to`, oldest first, at most `limit`.

@@ -22,9 +22,9 @@ use super::FederationService;
 use crate::{
     service::{
         ServiceError, ServiceResult,
-        rooms::{Accepted, Received, StateBefore, StateIds, guests::GUEST_ACCESS},
+        rooms::{Accepted, OpenedRun, Received, StateBefore, StateIds, guests::GUEST_ACCESS},
     },
-    storage::now_ms,
+    storage::{now_ms, room_writer::StoredEventInfo},
 };
 
 /// The spec's bounds on a transaction.
@@ -45,9 +45,7 @@ struct PreparedRoom {
     rules: RoomVersionRules,
     /// Verified, predecessors first.
     events: Vec<Received>,
-    /// The stored events they build on.
-    stored: crate::storage::StorageResult<Vec<crate::storage::federation::StoredPdu>>,
-    /// The answers known before anything is accepted (malformed or unverifiable PDUs, an ACL).
+    /// The answers known before anything is accepted (malformed or unverifiable PDUs).
     results: PduResults,
 }
 
@@ -97,16 +95,22 @@ impl FederationService {
         }
         let started = std::time::Instant::now();
         // Whether this transaction was answered before (which also ends the origin's backoff: it
-        // is up), and, in case it was not, what its PDUs build on, read at once (nothing is
-        // written before the answer to that is known).
+        // is up), asked while its PDUs are verified and the first room's transaction is opened
+        // (nothing is written before the answer to that is known; a transaction opened for
+        // nothing is dropped, undoing nothing).
         let rooms = by_room(pdus);
-        let (answered, prepared) = tokio::join!(self.storage.federation.inbound_txn(origin.as_str(), txn_id), async {
-            let mut prepared = Vec::with_capacity(rooms.len());
-            for (room, raws) in &rooms {
-                prepared.extend(self.prepare_room_pdus(origin, room, raws).await);
-            }
-            prepared
-        });
+        let (answered, (prepared, mut first_opened)) =
+            tokio::join!(self.storage.federation.inbound_txn(origin.as_str(), txn_id), async {
+                let mut prepared = Vec::with_capacity(rooms.len());
+                for (room, raws) in &rooms {
+                    prepared.extend(self.prepare_room_pdus(origin, room, raws).await);
+                }
+                let first = match prepared.first() {
+                    Some(p) if !p.events.is_empty() => Some(self.rooms.open_run(p.room.as_str(), &p.events).await),
+                    _ => None,
+                };
+                (prepared, first)
+            });
         if let Some(answer) = answered? {
             return Ok(serde_json::from_value::<BTreeMap<OwnedEventId, Option<String>>>(answer)
                 .unwrap_or_default()
@@ -114,22 +118,26 @@ impl FederationService {
                 .map(|(id, e)| (id, e.map_or(Ok(()), Err)))
                 .collect());
         }
+        let prepared_us = started.elapsed().as_micros();
         let mut results = PduResults::new();
         for room in prepared {
-            self.accept_room_pdus(origin, room, &mut results).await;
+            // Only the first room's transaction was opened ahead.
+            let opened = first_opened.take();
+            self.accept_room_pdus(origin, room, opened, &mut results).await;
         }
         for edu in edus {
             if let Err(e) = self.receive_edu(origin, edu).await {
                 tracing::info!(%origin, error = %e, "dropped an EDU");
             }
         }
+        let accepted_us = started.elapsed().as_micros();
         let stored: BTreeMap<&OwnedEventId, Option<&String>> =
             results.iter().map(|(id, r)| (id, r.as_ref().err())).collect();
         let answer = serde_json::to_value(stored).map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.storage.federation.record_inbound_txn(origin.as_str(), txn_id, &answer, now_ms()).await?;
         tracing::debug!(
-            %origin, txn_id, pdus = pdus.len(), edus = edus.len(), ms = started.elapsed().as_millis(),
-            "received a transaction"
+            %origin, txn_id, pdus = pdus.len(), edus = edus.len(), prepared_us, accepted_us,
+            recorded_us = started.elapsed().as_micros(), "received a transaction"
         );
         Ok(results)
     }
@@ -198,12 +206,8 @@ impl FederationService {
         }
     }
 
-    /// The PDUs of one room in a transaction: checked and verified one by one; then those whose
-    /// auth events and predecessors are known (stored, or earlier in the transaction) are
-    /// accepted together in one commit, and the others one at a time after fetching what they
-    /// depend on.
-    /// A room's PDUs of a transaction, parsed and verified, with what they build on looked up;
-    /// `None` for a room this server is not in.
+    /// A room's PDUs of a transaction, parsed and verified (predecessors first); `None` for a
+    /// room this server is not in.
     async fn prepare_room_pdus(
         &self,
         origin: &ServerName,
@@ -239,24 +243,6 @@ impl FederationService {
                 Err(e) => tracing::info!(%origin, room_id = %room, error = %e, "dropped a malformed PDU"),
             }
         }
-        // The room's ACL and what the events build on, in one statement.
-        let wanted = depended_on(to_verify.iter().filter_map(|p| p.as_ref().ok()).map(|p| &p.pdu), &rules);
-        let (stored, acl) = match self.storage.federation.pdus_and_acl(&wanted, room.as_str()).await {
-            Ok((stored, acl_event)) => {
-                (Ok(stored), super::join::acl_allows(origin, acl_event.as_ref().map(|(i, p)| (i.as_str(), p.as_str()))))
-            }
-            // Not knowing the ACL, nothing is accepted (as when it denies the origin).
-            Err(e) => {
-                let reason = ServiceError::Internal(format!("could not read the room's server ACL: {e}"));
-                (Err(e), Err(reason))
-            }
-        };
-        if let Err(e) = acl {
-            for id in ids {
-                results.insert(id, Err(e.to_string()));
-            }
-            return Some(PreparedRoom { room: room.to_owned(), rules, events: Vec::new(), stored, results });
-        }
         let mut events = Vec::with_capacity(to_verify.len());
         for (id, verified) in ids.into_iter().zip(self.verify_parsed(to_verify, &rules, origin).await) {
             match verified {
@@ -268,26 +254,50 @@ impl FederationService {
         }
         // Predecessors first; a sender may list them in any order.
         events.sort_by_key(|e| e.pdu.depth);
-        Some(PreparedRoom { room: room.to_owned(), rules, events, stored, results })
+        Some(PreparedRoom { room: room.to_owned(), rules, events, results })
     }
 
-    /// Accepts a room's prepared PDUs: those whose predecessors are all stored at once, the
-    /// others one by one after fetching what they depend on.
-    async fn accept_room_pdus(&self, origin: &ServerName, prepared: PreparedRoom, results: &mut PduResults) {
-        let PreparedRoom { room, rules, events, stored, results: known } = prepared;
+    /// Accepts a room's prepared PDUs in a transaction on the room (`opened`, if it was opened
+    /// ahead): if its server ACL allows the origin, those whose predecessors are all stored at
+    /// once, then the others one by one after fetching what they depend on.
+    async fn accept_room_pdus(
+        &self,
+        origin: &ServerName,
+        prepared: PreparedRoom,
+        opened: Option<ServiceResult<OpenedRun<'_>>>,
+        results: &mut PduResults,
+    ) {
+        let PreparedRoom { room, rules, events, results: known } = prepared;
         results.extend(known);
-        let room = room.as_ref();
+        if events.is_empty() {
+            return;
+        }
+        let room: &RoomId = room.as_ref();
         let rules = &rules;
-        let (run, alone) = match stored {
-            Ok(stored) => split_known(room, rules, &events, stored),
-            Err(e) => {
-                tracing::warn!(%origin, room_id = %room, error = %e, "could not look up what received PDUs depend on");
-                (Vec::new(), events.iter().collect())
+        let opened = match opened {
+            Some(opened) => opened,
+            None => self.rooms.open_run(room.as_str(), &events).await,
+        };
+        // Not knowing the ACL, nothing is accepted (as when it denies the origin).
+        let allowed = match &opened {
+            Ok(opened) => super::join::acl_allows(origin, opened.acl()),
+            Err(e) => Err(ServiceError::Internal(format!("could not read the room's server ACL: {e}"))),
+        };
+        let opened = match (opened, allowed) {
+            (Ok(opened), Ok(())) => opened,
+            (_, Err(e)) | (Err(e), _) => {
+                for event in &events {
+                    results.insert(event.pdu.event_id.clone(), Err(e.to_string()));
+                }
+                return;
             }
         };
-        let mut later: Vec<&Received> = alone;
-        if !run.is_empty() {
-            match self.rooms.accept_remote_run(room.as_str(), &run).await {
+        let (run, mut later) = split_known(room, rules, &events, opened.stored());
+        if run.is_empty() {
+            // Each of the others takes the room's lock on its own.
+            drop(opened);
+        } else {
+            match self.rooms.accept_opened_run(opened, &run).await {
                 Ok(answers) => {
                     for (event, answer) in run.iter().zip(answers) {
                         match answer {
@@ -517,35 +527,19 @@ fn needs(pdu: &poststelle_federation::Pdu, rules: &RoomVersionRules) -> (Vec<Str
     (auth, pdu.prev_events.iter().map(ToString::to_string).collect())
 }
 
-/// The ids received events name as auth or prev events, each once.
-fn depended_on<'a>(
-    pdus: impl Iterator<Item = &'a poststelle_federation::Pdu>,
-    rules: &RoomVersionRules,
-) -> Vec<String> {
-    let mut wanted: Vec<String> = pdus
-        .flat_map(|pdu| {
-            let (auth, prev) = needs(pdu, rules);
-            auth.into_iter().chain(prev)
-        })
-        .collect();
-    wanted.sort();
-    wanted.dedup();
-    wanted
-}
-
 /// Splits a room's received events (sorted by depth) into those whose auth events are stored
 /// and whose prev events are known with their state (timeline events, or soft-failed ones),
-/// counting the events before them in the list as both, and the rest. `stored` holds what
-/// [`depended_on`] named that this server has.
+/// counting the events before them in the list as both, and the rest. `stored` holds what this
+/// server has of the events they name.
 fn split_known<'a>(
     room: &RoomId,
     rules: &RoomVersionRules,
     events: &'a [Received],
-    mut stored: Vec<crate::storage::federation::StoredPdu>,
+    stored: &[StoredEventInfo],
 ) -> (Vec<&'a Received>, Vec<&'a Received>) {
-    stored.retain(|p| p.room_id == room.as_str());
-    let mut known_auth: BTreeSet<String> = stored.iter().map(|p| p.event_id.clone()).collect();
-    let mut with_state: BTreeSet<String> = stored.into_iter().filter(|p| p.has_state()).map(|p| p.event_id).collect();
+    let stored = stored.iter().filter(|p| p.room_id == room.as_str());
+    let mut known_auth: BTreeSet<String> = stored.clone().map(|p| p.event_id.clone()).collect();
+    let mut with_state: BTreeSet<String> = stored.filter(|p| p.has_state()).map(|p| p.event_id.clone()).collect();
     let (mut run, mut alone) = (Vec::new(), Vec::new());
     for e in events {
         let (auth, prev) = needs(&e.pdu, rules);

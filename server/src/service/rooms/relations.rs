@@ -1,7 +1,7 @@
 //! Relations between events: `/relations`, `/threads`, and the aggregations bundled into
 //! `unsigned.m.relations` (thread summaries, the latest edit, references).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value as JsonValue, json};
 
@@ -48,6 +48,27 @@ impl RoomService {
     pub async fn bundle_aggregations(&self, viewer: Viewer<'_>, events: &mut [JsonValue]) -> ServiceResult<()> {
         let ids: Vec<String> =
             events.iter().filter_map(|e| e.get("event_id").and_then(JsonValue::as_str).map(str::to_owned)).collect();
+        self.bundle_aggregations_of(viewer, events, ids).await
+    }
+
+    /// [`Self::bundle_aggregations`] for the events among `events` that others relate to
+    /// (`related`, as the read of the events found them): nothing is read when there are none.
+    pub async fn bundle_related_aggregations(
+        &self,
+        viewer: Viewer<'_>,
+        events: &mut [JsonValue],
+        related: &BTreeSet<String>,
+    ) -> ServiceResult<()> {
+        self.bundle_aggregations_of(viewer, events, related.iter().cloned().collect()).await
+    }
+
+    /// Adds `unsigned.m.relations` to those of `events` named in `ids`.
+    async fn bundle_aggregations_of(
+        &self,
+        viewer: Viewer<'_>,
+        events: &mut [JsonValue],
+        ids: Vec<String>,
+    ) -> ServiceResult<()> {
         if ids.is_empty() {
             return Ok(());
         }

@@ -1,18 +1,26 @@
 //! Accepting a run of received events of one room together: the events of one inbound
 //! transaction whose predecessors and auth events are known are persisted in one database
-//! transaction with one commit, as local sends are group-committed. The room's head and the
-//! redactions waiting for the run's events are read once and the head written once; the states
-//! read and written along the way are reused by the next event instead of being read again. If
-//! one event of a longer run fails, the run is accepted again one event at a time, each behind
-//! a savepoint, so that the failure is undone alone.
+//! transaction with one commit, as local sends are group-committed. The transaction is opened
+//! first, and one read under the room's lock tells what the run is ([`OpenedRun`]): the room's
+//! head and server ACL, what is stored of the events the transaction's events name, and the
+//! redactions waiting for them. The head is written once; the states read and written along the
+//! way are reused by the next event instead of being read again. If one event of a longer run
+//! fails, the run is accepted again one event at a time, each behind a savepoint, so that the
+//! failure is undone alone.
 
 use std::collections::BTreeSet;
+
+use ruma::room_version_rules::RoomVersionRules;
+use tokio::sync::MutexGuard;
 
 use super::{
     Accepted, Received, RoomService, StateBefore,
     remote::{Loaded, RunMemory},
 };
-use crate::service::ServiceResult;
+use crate::{
+    service::{ServiceError, ServiceResult},
+    storage::room_writer::{RoomWriter, RunStart, StoredEventInfo},
+};
 
 /// One answer per event of a run: `Some` with its outcome, `None` if it waits for a predecessor.
 type RunAnswers = Vec<Option<ServiceResult<Accepted>>>;
@@ -22,36 +30,86 @@ fn waits(event: &Received, in_run: &BTreeSet<&str>, stored: &BTreeSet<&str>) -> 
     event.pdu.prev_events.iter().any(|p| in_run.contains(p.as_str()) && !stored.contains(p.as_str()))
 }
 
+/// A room's transaction opened for received events, its lock held (both end when it is
+/// dropped, undoing nothing written), with what the events depend on read under the lock.
+pub struct OpenedRun<'a> {
+    room_id: String,
+    rules: RoomVersionRules,
+    _guard: MutexGuard<'a, ()>,
+    w: RoomWriter,
+    memory: RunMemory,
+    stored: Vec<StoredEventInfo>,
+    acl: Option<(String, String)>,
+}
+
+impl OpenedRun<'_> {
+    /// What is stored of the events, their auth and prev events and what they redact.
+    pub fn stored(&self) -> &[StoredEventInfo] {
+        &self.stored
+    }
+
+    /// The room's current `m.room.server_acl` event (id and PDU), if it has one.
+    pub fn acl(&self) -> Option<(&str, &str)> {
+        self.acl.as_ref().map(|(id, pdu)| (id.as_str(), pdu.as_str()))
+    }
+}
+
 impl RoomService {
-    /// Accepts `events` of a known room in the order given (predecessors first), each as
+    /// Opens a transaction on a known room for received `events` and reads, under the room's
+    /// lock, what they depend on: its head and server ACL, what is stored of the events, their
+    /// auth and prev events and what they redact, and the redactions waiting for them.
+    pub async fn open_run(&self, room_id: &str, events: &[Received]) -> ServiceResult<OpenedRun<'_>> {
+        let (rules, guard, mut w) = self.open_known(room_id).await?;
+        let ids: Vec<String> = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
+        let mut named = ids.clone();
+        for e in events {
+            named.extend(super::with_implied_create(
+                &e.pdu,
+                &rules,
+                e.pdu.auth_events.iter().map(ToString::to_string).collect(),
+            ));
+            named.extend(e.pdu.prev_events.iter().map(ToString::to_string));
+            named.extend(e.pdu.redacts.as_ref().map(ToString::to_string));
+        }
+        named.sort_unstable();
+        named.dedup();
+        let RunStart { head, waiting, stored, acl } =
+            w.run_start(&ids, &named).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
+        let memory = RunMemory::for_run(head, waiting, &stored);
+        Ok(OpenedRun { room_id: room_id.to_owned(), rules, _guard: guard, w, memory, stored, acl })
+    }
+
+    /// Accepts `run` (events of the opened transaction's, predecessors first), each as
     /// [`Self::accept_remote`] with the state before it taken from its prev events, all in one
     /// commit. One answer per event: `Some` with its outcome, or `None` for an event left for
     /// the caller to accept on its own, because a predecessor of it in this run has no state
     /// (it was rejected, failed, or comes later in the run). A soft-failed predecessor has its
     /// state, so what builds on it stays in the run.
-    pub async fn accept_remote_run(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
-        if events.is_empty() {
+    pub async fn accept_opened_run(&self, opened: OpenedRun<'_>, run: &[&Received]) -> ServiceResult<RunAnswers> {
+        let room_id = opened.room_id.clone();
+        if run.is_empty() {
             return Ok(Vec::new());
         }
-        match self.accept_run_at_once(room_id, events).await {
+        match self.accept_run_at_once(opened, run).await {
             Ok(answers) => Ok(answers),
             // A run of one has nothing to undo alone: its failure is its answer.
-            Err(e) if events.len() == 1 => {
-                tracing::info!(event_id = %events[0].pdu.event_id, error = %e, "could not accept a received event");
+            Err(e) if run.len() == 1 => {
+                tracing::info!(event_id = %run[0].pdu.event_id, error = %e, "could not accept a received event");
                 Ok(vec![Some(Err(e))])
             }
             Err(e) => {
-                tracing::info!(room_id, events = events.len(), error = %e, "accepting a run one event at a time");
-                self.accept_run_by_steps(room_id, events).await
+                tracing::info!(room_id, events = run.len(), error = %e, "accepting a run one event at a time");
+                self.accept_run_by_steps(&room_id, run).await
             }
         }
     }
 
-    /// The run in one transaction without savepoints; the first failure undoes it all.
-    async fn accept_run_at_once(&self, room_id: &str, events: &[&Received]) -> ServiceResult<RunAnswers> {
-        let (rules, _guard, mut w) = self.open_known(room_id).await?;
+    /// The run in the opened transaction without savepoints; the first failure undoes it all.
+    async fn accept_run_at_once(&self, opened: OpenedRun<'_>, events: &[&Received]) -> ServiceResult<RunAnswers> {
+        let started = std::time::Instant::now();
+        let OpenedRun { room_id, rules, _guard, mut w, mut memory, .. } = opened;
+        let room_id = room_id.as_str();
         let in_run: BTreeSet<&str> = events.iter().map(|e| e.pdu.event_id.as_str()).collect();
-        let mut memory = RunMemory::read_for_run(&mut w, events).await?;
         // The run's events with a state (stored or soft-failed): what may build on them.
         let mut stored: BTreeSet<&str> = BTreeSet::new();
         // Dropped if the run fails: what it loaded may name rows that are undone.
@@ -71,13 +129,23 @@ impl RoomService {
             in_timeline |= outcome == Accepted::Stored;
             answers.push(Some(Ok(outcome)));
         }
+        let admitted_us = started.elapsed().as_micros();
         memory.write(&mut w).await?;
+        let written_us = started.elapsed().as_micros();
         let (upto, change) = (w.notified_upto(), super::written_change(&w));
         w.commit().await?;
         self.keep_loaded(room_id, loaded);
         if in_timeline {
             self.notifier.events_committed(change, upto);
         }
+        tracing::debug!(
+            room_id,
+            events = events.len(),
+            admitted_us,
+            written_us,
+            committed_us = started.elapsed().as_micros(),
+            "accepted a run of received events"
+        );
         Ok(answers)
     }
 

@@ -101,6 +101,8 @@ impl SyncService {
         let timeline = async {
             // Newest first, one more than the limit to learn whether the timeline is limited.
             let mut rows = Vec::new();
+            // The events others relate to: only their aggregations are read.
+            let mut related = BTreeSet::new();
             let mut cursor = now.events;
             let mut limited = false;
             // Whether `rows` are all the events in `(from, now]`: one batch that reached `from`,
@@ -110,16 +112,19 @@ impl SyncService {
                 let batch = self
                     .storage
                     .rooms
-                    .events_backwards(room_id, from, cursor, i64::try_from(limit * 2 + 1).unwrap_or(100))
+                    .events_backwards_with_relations(room_id, from, cursor, i64::try_from(limit * 2 + 1).unwrap_or(100))
                     .await?;
                 let n = batch.len();
                 complete &= n < limit * 2 + 1;
-                for row in batch {
+                for (row, has_relations) in batch {
                     cursor = row.stream_ordering - 1;
                     if req.filter.timeline.allows(&row) {
                         if rows.len() == limit {
                             limited = true;
                             break;
+                        }
+                        if has_relations {
+                            related.insert(row.event_id.clone());
                         }
                         rows.push(row);
                     } else {
@@ -130,11 +135,11 @@ impl SyncService {
                     break;
                 }
             }
-            Ok::<_, crate::service::ServiceError>((rows, limited, complete && !limited))
+            Ok::<_, crate::service::ServiceError>((rows, related, limited, complete && !limited))
         };
         // The state is kept between syncs: a message changes no state, so usually only the
         // timeline is read.
-        let ((mut rows, limited, mut complete), room_rules, room_state) = tokio::try_join!(
+        let ((mut rows, related, limited, mut complete), room_rules, room_state) = tokio::try_join!(
             timeline,
             self.rooms.rules_of(room_id),
             self.room_state(room_id, membership.state_version),
@@ -183,7 +188,7 @@ impl SyncService {
         let joined_n = room_state.joined();
         // The timeline's aggregations and the unread counts at once.
         let (_, (notifications, highlights, threads)) = tokio::try_join!(
-            self.rooms.bundle_aggregations(viewer, &mut timeline),
+            self.rooms.bundle_related_aggregations(viewer, &mut timeline, &related),
             self.unread_counts(
                 room_id,
                 viewer.user_id,

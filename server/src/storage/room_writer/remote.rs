@@ -73,6 +73,15 @@ pub struct StoredEventInfo {
     pub soft_failed: bool,
 }
 
+/// What accepting a run of received events starts from (see [`RoomWriter::run_start`]).
+pub struct RunStart {
+    pub head: RoomHead,
+    pub waiting: Vec<NamingRedaction>,
+    pub stored: Vec<StoredEventInfo>,
+    /// The room's current `m.room.server_acl` event: id and PDU.
+    pub acl: Option<(String, String)>,
+}
+
 /// A redaction in the room's timeline that names an event, with the state before it.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct NamingRedaction {
@@ -291,13 +300,9 @@ impl RoomWriter {
 
     /// What accepting a run of received events starts from, in one round trip: the room's
     /// head (`None` for a room unknown here), the redactions in its timeline that name one of
-    /// `run` (as [`Self::redactions_naming`]) and what is stored of `named` (as
-    /// [`Self::stored_events`]).
-    pub async fn run_start(
-        &mut self,
-        run: &[String],
-        named: &[String],
-    ) -> StorageResult<Option<(RoomHead, Vec<NamingRedaction>, Vec<StoredEventInfo>)>> {
+    /// `run` (as [`Self::redactions_naming`]), what is stored of `named` (as
+    /// [`Self::stored_events`]) and the room's current server ACL event.
+    pub async fn run_start(&mut self, run: &[String], named: &[String]) -> StorageResult<Option<RunStart>> {
         let Some(row) = sqlx::query!(
             r#"SELECT r.room_version, s.snapshot_id AS "snapshot_id?", ss.chain_depth AS "chain_depth?",
                       s.forward_extremities AS "forward_extremities?", s.max_depth AS "max_depth?",
@@ -314,10 +319,15 @@ impl RoomWriter {
                                                                   'state_before', e.state_before,
                                                                   'state_after', e.state_after, 'depth', e.depth,
                                                                   'soft_failed', e.soft_failed)), '[]')
-                       FROM events e WHERE e.event_id = ANY($3)) AS "stored!: sqlx::types::Json<Vec<StoredEventInfo>>"
+                       FROM events e WHERE e.event_id = ANY($3)) AS "stored!: sqlx::types::Json<Vec<StoredEventInfo>>",
+                      acl.event_id AS "acl_event_id?", acl.pdu AS "acl_pdu?"
                FROM rooms r
                LEFT JOIN room_current_snapshot s ON s.room_id = r.room_id
                LEFT JOIN state_snapshots ss ON ss.snapshot_id = s.snapshot_id
+               LEFT JOIN LATERAL (
+                   SELECT e.event_id, e.pdu FROM room_current_state c JOIN events e ON e.event_id = c.event_id
+                   WHERE c.room_id = r.room_id AND c.event_type = 'm.room.server_acl' AND c.state_key = ''
+               ) acl ON TRUE
                WHERE r.room_id = $1"#,
             self.room_id,
             run,
@@ -337,7 +347,8 @@ impl RoomWriter {
             known_txns: Vec::new(),
             mls_algorithm: row.mls_algorithm,
         };
-        Ok(Some((head, row.waiting.0, row.stored.0)))
+        let acl = row.acl_event_id.zip(row.acl_pdu);
+        Ok(Some(RunStart { head, waiting: row.waiting.0, stored: row.stored.0, acl }))
     }
 
     /// Reserves `n` positions below everything stored for events fetched from the room's

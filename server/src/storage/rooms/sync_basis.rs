@@ -145,23 +145,7 @@ impl RoomStore {
         let version = rows.first().and_then(|r| {
             r.snapshot_id.map(|snapshot_id| StateVersion { snapshot_id, redacted_state: r.redacted_state })
         });
-        let events = rows
-            .into_iter()
-            .map(|r| EventRow {
-                event_id: r.event_id,
-                room_id: r.room_id,
-                stream_ordering: r.stream_ordering,
-                event_type: r.event_type,
-                state_key: r.state_key,
-                sender: r.sender,
-                pdu: r.pdu,
-                redacted_by: r.redacted_by,
-                sender_device: r.sender_device,
-                txn_id: r.txn_id,
-                prev_pdu: r.prev_pdu,
-                redaction_pdu: r.redaction_pdu,
-            })
-            .collect();
+        let events = rows.into_iter().map(|r| event_row!(r)).collect();
         Ok((version, events))
     }
 }

@@ -51,26 +51,20 @@ impl RunMemory {
         Ok(Self { head, moved_to: None, waiting: None, known: None, deferred: Vec::new() })
     }
 
-    /// Reads the head, the redactions received before that name events of `run`, and what is
-    /// stored of the events the run names.
-    pub(in crate::service::rooms) async fn read_for_run(w: &mut RoomWriter, run: &[&Received]) -> ServiceResult<Self> {
-        let ids: Vec<String> = run.iter().map(|e| e.pdu.event_id.to_string()).collect();
-        let mut named = ids.clone();
-        for e in run {
-            named.extend(e.pdu.prev_events.iter().map(ToString::to_string));
-            named.extend(e.pdu.redacts.as_ref().map(ToString::to_string));
-        }
-        named.sort_unstable();
-        named.dedup();
-        let (head, waiting, stored) =
-            w.run_start(&ids, &named).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-        Ok(Self {
+    /// For a run: starts from the head, the redactions received before that name events of
+    /// the run and what is stored of the events the run names, as one read found them.
+    pub(in crate::service::rooms) fn for_run(
+        head: RoomHead,
+        waiting: Vec<NamingRedaction>,
+        stored: &[StoredEventInfo],
+    ) -> Self {
+        Self {
             head,
             moved_to: None,
             waiting: Some(waiting),
-            known: Some(stored.into_iter().map(|info| (info.event_id.clone(), info)).collect()),
+            known: Some(stored.iter().map(|info| (info.event_id.clone(), info.clone())).collect()),
             deferred: Vec::new(),
-        })
+        }
     }
 
     /// For a run: what is stored of `ids` (all named by the run's events).
