@@ -243,6 +243,65 @@ async fn extensions() {
     assert_eq!(e["typing"]["rooms"][&room]["content"]["user_ids"], json!([bob.user_id.clone()]), "{e}");
 }
 
+/// The e2ee extension: the device's one-time key counts and unused fallback key types, and
+/// device-list changes of the users the syncing user shares a room with, after a member joins
+/// and after a member's device keys change; nothing when neither happened.
+#[tokio::test]
+async fn e2ee_extension_follows_keys_and_device_lists() {
+    let (s, [alice, bob, carol]) = server_with(["alice", "bob", "carol"]).await;
+    let room = create_room(&s, &alice, json!({"preset": "public_chat"})).await;
+    join(&s, &bob, &room).await;
+    let otk = |n: u32| json!({"key": format!("otk-{n}"), "signatures": {"@x:localhost": {"ed25519:X": "sig"}}});
+    let (status, resp) = s
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            alice.token(),
+            json!({
+                "one_time_keys": {"signed_curve25519:A1": otk(1), "signed_curve25519:A2": otk(2)},
+                "fallback_keys": {"signed_curve25519:F1": otk(3)},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let e2ee =
+        json!({"lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 1}}, "extensions": {"e2ee": {"enabled": true}}});
+    let first = slide(&s, &alice, None, e2ee.clone()).await;
+    let e = &first["extensions"]["e2ee"];
+    assert_eq!(e["device_one_time_keys_count"]["signed_curve25519"], 2, "{e}");
+    assert_eq!(e["device_unused_fallback_key_types"], json!(["signed_curve25519"]), "{e}");
+
+    // Carol joins the shared room: her devices are news to Alice.
+    join(&s, &carol, &room).await;
+    let second = slide(&s, &alice, Some(&pos(&first)), e2ee.clone()).await;
+    let e = &second["extensions"]["e2ee"];
+    assert_eq!(e["device_lists"]["changed"], json!([carol.user_id.clone()]), "{e}");
+
+    // Bob claims one of Alice's keys and uploads device keys of his own.
+    let claim = json!({"one_time_keys": {alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"}}});
+    let (status, resp) = s.post("/_matrix/client/v3/keys/claim", bob.token(), claim).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let keys = json!({
+        "user_id": bob.user_id,
+        "device_id": bob.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+        "keys": {format!("curve25519:{}", bob.device_id): "curve", format!("ed25519:{}", bob.device_id): "ed"},
+        "signatures": {bob.user_id.clone(): {format!("ed25519:{}", bob.device_id): "signature"}},
+    });
+    let (status, resp) = s.post("/_matrix/client/v3/keys/upload", bob.token(), json!({"device_keys": keys})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let third = slide(&s, &alice, Some(&pos(&second)), e2ee.clone()).await;
+    let e = &third["extensions"]["e2ee"];
+    assert_eq!(e["device_lists"]["changed"], json!([bob.user_id.clone()]), "{e}");
+    assert_eq!(e["device_one_time_keys_count"]["signed_curve25519"], 1, "{e}");
+
+    // A message moves the events stream but changes no membership and no device.
+    send_text(&s, &bob, &room, "hallo").await;
+    let fourth = slide(&s, &alice, Some(&pos(&third)), e2ee).await;
+    let e = &fourth["extensions"]["e2ee"];
+    assert!(e["device_lists"]["changed"].as_array().is_none_or(Vec::is_empty), "{e}");
+    assert_eq!(rooms_of(&fourth), vec![room.clone()], "{fourth}");
+}
+
 /// Long-polling wakes for news and times out otherwise; bad positions and ranges are refused;
 /// `/versions` advertises the API.
 #[tokio::test]

@@ -255,7 +255,7 @@ impl SyncService {
             }
         }
         let window: Vec<String> = configs.keys().cloned().collect();
-        response.extensions = self.sliding_extensions(req, &window, since_token, now).await?;
+        response.extensions = self.sliding_extensions(req, &window, since_token, now, &basis).await?;
         Ok((response, sent))
     }
 
@@ -408,12 +408,15 @@ impl SyncService {
         Ok(self.storage.rooms.events(&ids).await?.into_iter().map(|r| r.stream_ordering).collect())
     }
 
+    /// The extensions' sections; the device's key counts and whether memberships in the
+    /// user's rooms moved come from the response's basis.
     async fn sliding_extensions(
         &self,
         req: &SlidingRequest,
         window: &[String],
         since: Option<SyncToken>,
         now: SyncToken,
+        basis: &SyncBasis,
     ) -> ServiceResult<response::Extensions> {
         let ext = &req.body.extensions;
         let user = req.user_id.as_str();
@@ -443,8 +446,8 @@ impl SyncService {
 
         if on(ext.e2ee.enabled) {
             let mut e2ee = response::E2EE::default();
-            e2ee.device_lists = self.device_list_changes(user, since, now, true).await?;
-            let (counts, fallback) = super::key_counts(&self.storage.e2ee.key_counts(user, &req.device_id).await?);
+            e2ee.device_lists = self.device_list_changes(user, since, now, basis.members_changed).await?;
+            let (counts, fallback) = super::key_counts(&basis.key_counts);
             e2ee.device_one_time_keys_count = counts;
             e2ee.device_unused_fallback_key_types = Some(fallback);
             out.e2ee = e2ee;
