@@ -110,8 +110,9 @@ impl SyncService {
         user_id: &str,
         device_id: &str,
         since_events: Option<i64>,
+        timeline_batch: Option<i64>,
     ) -> ServiceResult<(SyncToken, SyncBasis)> {
-        let basis = self.storage.rooms.sync_basis(user_id, device_id, since_events).await?;
+        let basis = self.storage.rooms.sync_basis(user_id, device_id, since_events, timeline_batch).await?;
         let p = basis.positions;
         let now = SyncToken {
             events: p.events,
@@ -147,7 +148,8 @@ impl SyncService {
             wake.borrow_and_update();
             let started = std::time::Instant::now();
             let since_events = since.filter(|_| !req.full_state).map(|s| s.events);
-            let (now, basis) = self.basis(req.user_id.as_str(), &req.device_id, since_events).await?;
+            let batch = rooms::timeline_batch(rooms::timeline_limit(req));
+            let (now, basis) = self.basis(req.user_id.as_str(), &req.device_id, since_events, Some(batch)).await?;
             let basis_us = started.elapsed().as_micros();
             let waiting = since.is_some() && !req.full_state && tokio::time::Instant::now() < deadline;
             // Nothing moved (a wake-up for a stream position that did not change): skip the

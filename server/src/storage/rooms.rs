@@ -48,7 +48,7 @@ pub struct RoomStore {
 }
 
 /// A stored event with what the client format needs besides the PDU.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Deserialize)]
 pub struct EventRow {
     pub event_id: String,
     pub room_id: String,

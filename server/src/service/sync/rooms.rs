@@ -96,10 +96,12 @@ impl SyncService {
         let room_id = membership.row.room_id.as_str();
         let full = req.full_state || changed_membership;
         let from = if changed_membership { 0 } else { since.map_or(0, |s| s.events) };
-        let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
+        let limit = timeline_limit(req);
         // The timeline, the room's rules, its current state and its members at once.
         let timeline = async {
             // Newest first, one more than the limit to learn whether the timeline is limited.
+            // The first batch after the token came with the sync's basis.
+            let mut first = if changed_membership { None } else { membership.recent.clone() };
             let mut rows = Vec::new();
             // The events others relate to: only their aggregations are read.
             let mut related = BTreeSet::new();
@@ -109,11 +111,15 @@ impl SyncService {
             // every event of it allowed by the filter.
             let mut complete = true;
             loop {
-                let batch = self
-                    .storage
-                    .rooms
-                    .events_backwards_with_relations(room_id, from, cursor, i64::try_from(limit * 2 + 1).unwrap_or(100))
-                    .await?;
+                let batch = match first.take() {
+                    Some(recent) => recent.into_iter().map(|e| (e.row, e.related)).collect(),
+                    None => {
+                        self.storage
+                            .rooms
+                            .events_backwards_with_relations(room_id, from, cursor, timeline_batch(limit))
+                            .await?
+                    }
+                };
                 let n = batch.len();
                 complete &= n < limit * 2 + 1;
                 for (row, has_relations) in batch {
@@ -243,7 +249,7 @@ impl SyncService {
         viewer: Viewer<'_>,
     ) -> ServiceResult<LeftRoom> {
         let rules = self.rooms.rules_of(&m.room_id).await?;
-        let limit = req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500);
+        let limit = timeline_limit(req);
         let from = since.unwrap_or(0);
         let mut rows = self
             .storage
@@ -289,4 +295,16 @@ fn state_events(events: Vec<Raw<ruma::events::AnySyncStateEvent>>) -> StateEvent
     let mut s = StateEvents::default();
     s.events = events;
     s
+}
+
+/// How many timeline events a sync's filter asks for per room.
+pub(super) fn timeline_limit(req: &SyncRequest) -> usize {
+    req.filter.timeline.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 500)
+}
+
+/// How many events one read of a room's timeline takes: one more than twice the limit, so that
+/// events the filter drops rarely need a second read and a full batch tells the timeline is
+/// limited.
+pub(super) fn timeline_batch(limit: usize) -> i64 {
+    i64::try_from(limit * 2 + 1).unwrap_or(1001)
 }

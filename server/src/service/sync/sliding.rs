@@ -129,7 +129,7 @@ impl SyncService {
         let mut wake = self.notifier.subscribe(super::Topic::Any);
         loop {
             wake.borrow_and_update();
-            let (now, basis) = self.basis(&user, &req.device_id, since.map(|(_, t)| t.events)).await?;
+            let (now, basis) = self.basis(&user, &req.device_id, since.map(|(_, t)| t.events), None).await?;
             let waiting = since.is_some() && tokio::time::Instant::now() < deadline;
             if waiting && since.map(|(_, t)| t) == Some(now) && self.wait(&mut wake, deadline).await {
                 continue;

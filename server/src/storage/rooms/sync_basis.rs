@@ -1,7 +1,9 @@
 //! What a `/sync` reads before it looks at any room, in one statement: the streams' positions,
-//! the user's memberships with which rooms have new events, the push rules and display name the
+//! the user's memberships with which rooms have new events (and for an incremental sync their
+//! newest events, the first batch of their timelines), the push rules and display name the
 //! unread counts are evaluated with, and the device's key counts. A woken sync used to read these
-//! with seven statements at once, which on a small machine queue behind each other.
+//! with seven statements at once, which on a small machine queue behind each other, and then
+//! each room's timeline with one more.
 
 use serde::Deserialize;
 
@@ -27,12 +29,24 @@ pub struct SyncMembership {
     pub state_version: Option<StateVersion>,
     /// For an active joined room: the position of the user's read receipt (0 without one).
     pub read_up_to: Option<i64>,
+    /// For an active joined room of an incremental sync that asked for them: its newest events
+    /// after the token, newest first, at most the batch asked for.
+    #[serde(default)]
+    pub recent: Option<Vec<RecentEvent>>,
+}
+
+/// A timeline event read with the basis, with whether others relate to it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RecentEvent {
+    #[serde(flatten)]
+    pub row: EventRow,
+    pub related: bool,
 }
 
 impl SyncMembership {
     /// A membership whose room's state version and read receipt were not read with it.
     pub fn without_room_facts(row: &MembershipRow) -> Self {
-        Self { row: row.clone(), active: true, state_version: None, read_up_to: None }
+        Self { row: row.clone(), active: true, state_version: None, read_up_to: None, recent: None }
     }
 }
 
@@ -52,8 +66,15 @@ pub struct SyncBasis {
 
 impl RoomStore {
     /// One statement for everything a sync needs before its rooms; `since` is the token's events
-    /// position (`None`: an initial sync, every room active).
-    pub async fn sync_basis(&self, user_id: &str, device_id: &str, since: Option<i64>) -> StorageResult<SyncBasis> {
+    /// position (`None`: an initial sync, every room active). With `since` and `timeline_batch`,
+    /// each active joined room's newest events after `since`, at most `timeline_batch`.
+    pub async fn sync_basis(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        since: Option<i64>,
+        timeline_batch: Option<i64>,
+    ) -> StorageResult<SyncBasis> {
         let r = sqlx::query!(
             r#"WITH heads AS (
                    SELECT COALESCE((SELECT position FROM stream_heads WHERE stream = 'events'), 0) AS events,
@@ -90,7 +111,19 @@ impl RoomStore {
                                     'read_up_to', CASE WHEN m.active THEN COALESCE(
                                         (SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e USING (event_id)
                                          WHERE r.room_id = m.room_id AND r.user_id = $1
-                                           AND r.receipt_type IN ('m.read', 'm.read.private')), 0) END)
+                                           AND r.receipt_type IN ('m.read', 'm.read.private')), 0) END,
+                                    'recent', CASE WHEN m.active AND $3::bigint IS NOT NULL AND $4::bigint IS NOT NULL
+                                        THEN (SELECT COALESCE(json_agg(t ORDER BY t.stream_ordering DESC), '[]') FROM (
+                                            SELECT e.event_id, e.room_id, e.stream_ordering, e.event_type, e.state_key,
+                                                   e.sender, e.pdu, e.redacted_by, e.sender_device, e.txn_id,
+                                                   p.pdu AS prev_pdu, r.pdu AS redaction_pdu,
+                                                   EXISTS (SELECT 1 FROM events x WHERE x.relates_to = e.event_id)
+                                                       AS related
+                                            FROM events e LEFT JOIN events p ON p.event_id = e.replaces_state
+                                            LEFT JOIN events r ON r.event_id = e.redacted_by
+                                            WHERE e.room_id = m.room_id AND e.stream_ordering > $3
+                                              AND e.stream_ordering <= (SELECT events FROM heads) AND NOT e.outlier
+                                            ORDER BY e.stream_ordering DESC LIMIT $4) t) END)
                                   ORDER BY m.stream_ordering) FROM mine m), '[]')
                           AS "memberships!: sqlx::types::Json<Vec<SyncMembership>>",
                       $3::bigint IS NOT NULL AND EXISTS (
@@ -100,7 +133,8 @@ impl RoomStore {
                FROM heads h CROSS JOIN e2e_key_counts($1, $2) k"#,
             user_id,
             device_id,
-            since
+            since,
+            timeline_batch
         )
         .fetch_one(&self.pool)
         .await?;
