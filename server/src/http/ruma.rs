@@ -161,6 +161,19 @@ impl Authenticate for ServerSignatures {
             // Python's encoding of them, the request is authentic, and the event that holds them
             // is refused by the endpoint (400 `M_BAD_JSON`), not the request (401).
             let lax = poststelle_federation::noncanonical::verify_request(&xmatrix, request, &state.server_name, &keys);
+            // A body that is no JSON at all (`NaN`, say) was signed over nothing canonical
+            // JSON can be: the request is malformed (400 `M_NOT_JSON`), as Synapse, which reads
+            // the body before the signature, answers.
+            if lax.is_err()
+                && !request.body().is_empty()
+                && serde_json::from_slice::<serde::de::IgnoredAny>(request.body()).is_err()
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ruma::api::error::ErrorKind::NotJson,
+                    "the request body is not valid JSON".to_owned(),
+                ));
+            }
             if let Err(lax) = lax {
                 tracing::info!(
                     origin = %xmatrix.origin, key = %xmatrix.key, error = %e, noncanonical = %lax,

@@ -223,6 +223,28 @@ async fn x_matrix_signatures_are_checked() {
         .await
         .unwrap();
     assert_eq!(bad_name.status(), StatusCode::BAD_REQUEST);
+    // A body that is no JSON (`NaN`) cannot be what was signed: malformed, not unauthorised.
+    let send = "/_matrix/federation/v1/send/nan-1";
+    let request = http::Request::builder().method("PUT").uri(send).body(Vec::<u8>::new()).unwrap();
+    let xmatrix = XMatrix::sign_http_request(
+        &request,
+        XMatrixSigningInput::new(
+            OwnedServerName::try_from(origin.peer.server_name.as_str()).unwrap(),
+            OwnedServerName::try_from(b.server_name.as_str()).unwrap(),
+            &origin.pair,
+        ),
+    )
+    .unwrap();
+    let not_json = tls_client()
+        .put(format!("{}{send}", b.federation_base))
+        .header("authorization", xmatrix.to_string())
+        .header("content-type", "application/json")
+        .body(r#"{"origin_server_ts": 1, "pdus": [{"depth": NaN}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(not_json.json::<Value>().await.unwrap()["errcode"], "M_NOT_JSON");
 }
 
 /// A static allow-list: a signed request from a server not on it is 403 `M_FORBIDDEN` without
