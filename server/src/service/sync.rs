@@ -1,8 +1,9 @@
 //! `/sync`: everything that changed for a user since a token, read from the streams' positions.
 //! Tokens are opaque vectors of positions,
 //! `s<events>_<receipts>_<to_device>_<account_data>_<typing>_<device_lists>_<presence>`.
-//! A sync reads what it needs before its rooms in one statement (`RoomStore::sync_basis`), then
-//! only the streams that moved. The request and its token are in `request`, the sections per
+//! A sync reads what it needs before its rooms in one statement (`RoomStore::sync_basis`, which
+//! for an incremental sync also holds the first timeline batch of each room with new events),
+//! then only the streams that moved. The request and its token are in `request`, the sections per
 //! room in `rooms`, the rooms' current state kept between syncs in `room_state`, the unread
 //! counts in `unread`, presence in `presence`.
 
