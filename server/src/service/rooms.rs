@@ -35,7 +35,7 @@ pub use self::{
     create::CreateRoom,
     membership::MembershipChange,
     persist::{RoomCtx, Txn},
-    remote::{Accepted, Received, StateBefore, StateIds, with_implied_create},
+    remote::{Accepted, Received, StateBefore, StateIds, auth_and_prev_events, with_implied_create},
 };
 use super::{
     ServiceError, ServiceResult,

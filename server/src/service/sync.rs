@@ -192,7 +192,7 @@ impl SyncService {
         let viewer = Viewer { user_id: user, device_id: Some(&req.device_id) };
         let mut response = Response::new(String::new());
         let (rules, displayname) = push_facts(&req.user_id, &mut basis)?;
-        let memberships = std::mem::take(&mut basis.memberships);
+        let mut memberships = std::mem::take(&mut basis.memberships);
         // With `full_state` every room counts as changed, so membership changes are looked for.
         let members_changed = basis.members_changed || (req.full_state && since.is_some());
 
@@ -222,7 +222,7 @@ impl SyncService {
         let since_receipts = since.map_or(0, |s| s.receipts);
         let mut receipts_by_room = self.receipt_contents(&joined, user, since_receipts, now.receipts).await?;
         let mut joined_jobs = Vec::new();
-        for (index, m) in memberships.iter().enumerate() {
+        for (index, m) in memberships.iter_mut().enumerate() {
             if !req.filter.rooms.allows_room(&m.row.room_id) {
                 continue;
             }
@@ -234,7 +234,8 @@ impl SyncService {
             let room_id =
                 OwnedRoomId::try_from(m.row.room_id.as_str()).map_err(|e| ServiceError::Internal(e.to_string()))?;
             match m.row.membership.as_str() {
-                "join" => joined_jobs.push((room_id, index, changed_membership)),
+                // The room's first timeline batch, read with the basis, goes to its job.
+                "join" => joined_jobs.push((room_id, index, changed_membership, m.recent.take())),
                 "invite" if changed_membership || req.full_state => {
                     let events = self.stripped_state(&m.row.room_id, &m.row.event_id).await?;
                     response.rooms.invite.insert(
@@ -272,9 +273,9 @@ impl SyncService {
         // them hides the round trips; the order of the response stays that of the memberships.
         let (rules, displayname, memberships) = (&rules, displayname.as_str(), &memberships);
         let mut rooms = futures_util::stream::iter(joined_jobs)
-            .map(|(room_id, index, changed)| async move {
+            .map(|(room_id, index, changed, recent)| async move {
                 let m = &memberships[index];
-                let room = self.joined_room(req, m, since, now, changed, viewer, rules, displayname).await;
+                let room = self.joined_room(req, m, recent, since, now, changed, viewer, rules, displayname).await;
                 (room_id, room)
             })
             .buffered(JOINED_ROOMS_AT_ONCE);

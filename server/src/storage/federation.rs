@@ -69,7 +69,6 @@ impl FederationStore {
         LeaderLock::try_take(&self.pool, SENDER_LOCK).await
     }
 
-    /// The answer given to an earlier transaction with this id from this origin.
     /// The answer given to an inbound transaction before, if any; in the same statement, the
     /// origin's backoff ends (it is up: whatever waits for it goes now).
     pub async fn inbound_txn(&self, origin: &str, txn_id: &str) -> StorageResult<Option<serde_json::Value>> {

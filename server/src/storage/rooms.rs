@@ -29,7 +29,7 @@ macro_rules! event_row {
 mod history;
 mod sync_basis;
 
-pub use self::sync_basis::{StateVersion, SyncBasis, SyncMembership};
+pub use self::sync_basis::{RecentEvent, StateVersion, SyncBasis, SyncMembership};
 
 /// Stream heads for a `/sync` token.
 #[derive(Clone, Copy, Debug)]

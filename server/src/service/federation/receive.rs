@@ -517,32 +517,22 @@ impl FederationService {
     }
 }
 
-/// An event's auth events (with the implied create event) and prev events.
-fn needs(pdu: &poststelle_federation::Pdu, rules: &RoomVersionRules) -> (Vec<String>, Vec<String>) {
-    let auth = crate::service::rooms::with_implied_create(
-        pdu,
-        rules,
-        pdu.auth_events.iter().map(ToString::to_string).collect(),
-    );
-    (auth, pdu.prev_events.iter().map(ToString::to_string).collect())
-}
-
 /// Splits a room's received events (sorted by depth) into those whose auth events are stored
 /// and whose prev events are known with their state (timeline events, or soft-failed ones),
 /// counting the events before them in the list as both, and the rest. `stored` holds what this
 /// server has of the events they name.
-fn split_known<'a>(
+fn split_known<'a, 's>(
     room: &RoomId,
     rules: &RoomVersionRules,
     events: &'a [Received],
-    stored: &[StoredEventInfo],
+    stored: impl Iterator<Item = &'s StoredEventInfo> + Clone,
 ) -> (Vec<&'a Received>, Vec<&'a Received>) {
-    let stored = stored.iter().filter(|p| p.room_id == room.as_str());
+    let stored = stored.filter(|p| p.room_id == room.as_str());
     let mut known_auth: BTreeSet<String> = stored.clone().map(|p| p.event_id.clone()).collect();
     let mut with_state: BTreeSet<String> = stored.filter(|p| p.has_state()).map(|p| p.event_id.clone()).collect();
     let (mut run, mut alone) = (Vec::new(), Vec::new());
     for e in events {
-        let (auth, prev) = needs(&e.pdu, rules);
+        let (auth, prev) = crate::service::rooms::auth_and_prev_events(&e.pdu, rules);
         if !prev.is_empty()
             && auth.iter().all(|a| known_auth.contains(a))
             && prev.iter().all(|p| with_state.contains(p))

@@ -140,6 +140,12 @@ pub fn with_implied_create(pdu: &Pdu, rules: &RoomVersionRules, mut ids: Vec<Str
     ids
 }
 
+/// An event's auth events (with the implied create event) and prev events.
+pub fn auth_and_prev_events(pdu: &Pdu, rules: &RoomVersionRules) -> (Vec<String>, Vec<String>) {
+    let auth = with_implied_create(pdu, rules, pdu.auth_events.iter().map(ToString::to_string).collect());
+    (auth, pdu.prev_events.iter().map(ToString::to_string).collect())
+}
+
 /// The first of an event's auth events (`needed`, loaded) that belongs to another room than
 /// `room_id`: it would lend the event that room's powers.
 fn foreign_auth<'a>(loaded: &Loaded, needed: &'a [String], room_id: &str) -> Option<&'a String> {

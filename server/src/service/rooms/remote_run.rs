@@ -38,14 +38,13 @@ pub struct OpenedRun<'a> {
     _guard: MutexGuard<'a, ()>,
     w: RoomWriter,
     memory: RunMemory,
-    stored: Vec<StoredEventInfo>,
     acl: Option<(String, String)>,
 }
 
 impl OpenedRun<'_> {
     /// What is stored of the events, their auth and prev events and what they redact.
-    pub fn stored(&self) -> &[StoredEventInfo] {
-        &self.stored
+    pub fn stored(&self) -> impl Iterator<Item = &StoredEventInfo> + Clone {
+        self.memory.known()
     }
 
     /// The room's current `m.room.server_acl` event (id and PDU), if it has one.
@@ -63,20 +62,16 @@ impl RoomService {
         let ids: Vec<String> = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
         let mut named = ids.clone();
         for e in events {
-            named.extend(super::with_implied_create(
-                &e.pdu,
-                &rules,
-                e.pdu.auth_events.iter().map(ToString::to_string).collect(),
-            ));
-            named.extend(e.pdu.prev_events.iter().map(ToString::to_string));
+            let (auth, prev) = super::auth_and_prev_events(&e.pdu, &rules);
+            named.extend(auth.into_iter().chain(prev));
             named.extend(e.pdu.redacts.as_ref().map(ToString::to_string));
         }
         named.sort_unstable();
         named.dedup();
         let RunStart { head, waiting, stored, acl } =
             w.run_start(&ids, &named).await?.ok_or_else(|| ServiceError::NotFound("unknown room".into()))?;
-        let memory = RunMemory::for_run(head, waiting, &stored);
-        Ok(OpenedRun { room_id: room_id.to_owned(), rules, _guard: guard, w, memory, stored, acl })
+        let memory = RunMemory::for_run(head, waiting, stored);
+        Ok(OpenedRun { room_id: room_id.to_owned(), rules, _guard: guard, w, memory, acl })
     }
 
     /// Accepts `run` (events of the opened transaction's, predecessors first), each as

@@ -22,7 +22,7 @@ use crate::{
             read::position_token,
         },
     },
-    storage::rooms::{EventRow, MembershipRow, SyncMembership},
+    storage::rooms::{EventRow, MembershipRow, RecentEvent, SyncMembership},
 };
 
 impl SyncService {
@@ -83,6 +83,7 @@ impl SyncService {
         &self,
         req: &SyncRequest,
         membership: &SyncMembership,
+        recent: Option<Vec<RecentEvent>>,
         since: Option<SyncToken>,
         now: SyncToken,
         changed_membership: bool,
@@ -97,11 +98,12 @@ impl SyncService {
         let full = req.full_state || changed_membership;
         let from = if changed_membership { 0 } else { since.map_or(0, |s| s.events) };
         let limit = timeline_limit(req);
+        let batch_size = timeline_batch(limit);
         // The timeline, the room's rules, its current state and its members at once.
         let timeline = async {
             // Newest first, one more than the limit to learn whether the timeline is limited.
             // The first batch after the token came with the sync's basis.
-            let mut first = if changed_membership { None } else { membership.recent.clone() };
+            let mut first = if changed_membership { None } else { recent };
             let mut rows = Vec::new();
             // The events others relate to: only their aggregations are read.
             let mut related = BTreeSet::new();
@@ -114,14 +116,11 @@ impl SyncService {
                 let batch = match first.take() {
                     Some(recent) => recent.into_iter().map(|e| (e.row, e.related)).collect(),
                     None => {
-                        self.storage
-                            .rooms
-                            .events_backwards_with_relations(room_id, from, cursor, timeline_batch(limit))
-                            .await?
+                        self.storage.rooms.events_backwards_with_relations(room_id, from, cursor, batch_size).await?
                     }
                 };
-                let n = batch.len();
-                complete &= n < limit * 2 + 1;
+                let full_batch = i64::try_from(batch.len()).unwrap_or(i64::MAX) >= batch_size;
+                complete &= !full_batch;
                 for (row, has_relations) in batch {
                     cursor = row.stream_ordering - 1;
                     if req.filter.timeline.allows(&row) {
@@ -137,7 +136,7 @@ impl SyncService {
                         complete = false;
                     }
                 }
-                if limited || n < limit * 2 + 1 {
+                if limited || !full_batch {
                     break;
                 }
             }

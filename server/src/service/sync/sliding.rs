@@ -319,7 +319,8 @@ impl SyncService {
             let since = if known { since } else { None };
             let changed = !known;
             let m = SyncMembership::without_room_facts(m);
-            let Some(joined) = self.joined_room(&sync_req, &m, since, now, changed, viewer, rules, displayname).await?
+            let Some(joined) =
+                self.joined_room(&sync_req, &m, None, since, now, changed, viewer, rules, displayname).await?
             else {
                 return Ok(None);
             };

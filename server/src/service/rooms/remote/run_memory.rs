@@ -56,15 +56,20 @@ impl RunMemory {
     pub(in crate::service::rooms) fn for_run(
         head: RoomHead,
         waiting: Vec<NamingRedaction>,
-        stored: &[StoredEventInfo],
+        stored: Vec<StoredEventInfo>,
     ) -> Self {
         Self {
             head,
             moved_to: None,
             waiting: Some(waiting),
-            known: Some(stored.iter().map(|info| (info.event_id.clone(), info.clone())).collect()),
+            known: Some(stored.into_iter().map(|info| (info.event_id.clone(), info)).collect()),
             deferred: Vec::new(),
         }
+    }
+
+    /// For a run: what is stored of the events it names, as kept so far.
+    pub(in crate::service::rooms) fn known(&self) -> impl Iterator<Item = &StoredEventInfo> + Clone {
+        self.known.iter().flat_map(BTreeMap::values)
     }
 
     /// For a run: what is stored of `ids` (all named by the run's events).
